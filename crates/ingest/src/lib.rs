@@ -1,0 +1,111 @@
+//! Ingest: turns request bodies into columnar event batches.
+//!
+//! Everything that enters tally passes through here first. A request body
+//! (one JSON object, a JSON array, NDJSON, CSV, or nothing at all) becomes one
+//! [`Batch`]: a timestamp column plus one column per field, already laid out
+//! the way the store keeps it. Parsing is all-or-nothing: the first bad line
+//! fails the whole body with an [`Error`] that names the line and the field,
+//! so nothing of a bad request is ever written.
+//!
+//! The same [`Batch`] is what the write-ahead log stores ([`codec`]), so a
+//! replayed record and a live request take the same path into the store.
+
+mod batch;
+pub mod codec;
+mod csv;
+mod error;
+mod json;
+mod names;
+
+pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
+pub use error::{Error, Location, Result};
+pub use names::{validate_field_name, validate_stream_name, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN};
+
+/// The body formats tally accepts on its ingest endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object or a JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// CSV with a header row.
+    Csv,
+}
+
+impl Format {
+    /// Maps a `Content-Type` header to a format; `None` means unsupported (415).
+    /// A missing content type is taken as JSON, which also covers NDJSON
+    /// bodies sent by tools that do not set one (see [`parse`]).
+    pub fn from_content_type(content_type: Option<&str>) -> Option<Format> {
+        let Some(ct) = content_type else {
+            return Some(Format::Json);
+        };
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "" | "application/json" | "text/json" | "application/x-www-form-urlencoded" => {
+                Some(Format::Json)
+            }
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+            | "application/json-lines" | "application/jsonlines" | "application/x-jsonlines" => {
+                Some(Format::Ndjson)
+            }
+            "text/csv" | "application/csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a request body into one batch.
+///
+/// `now_us` is the arrival time, used for events without `ts`. `hint` tells
+/// CSV parsing which type a column already has in the stream, since CSV cells
+/// carry no type of their own. An empty (or all-whitespace) body is one event
+/// with only the arrival timestamp: the timestamp recorder's `POST /app`.
+pub fn parse(
+    body: &[u8],
+    format: Format,
+    now_us: i64,
+    hint: &dyn Fn(&str) -> Option<ColumnType>,
+) -> Result<Batch> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        let mut b = BatchBuilder::new();
+        b.start_row(1)?;
+        b.finish_row(now_us);
+        return Ok(b.finish());
+    }
+    match format {
+        Format::Json => json::parse_json(body, now_us),
+        Format::Ndjson => json::parse_ndjson(body, now_us),
+        Format::Csv => csv::parse_csv(body, now_us, hint),
+    }
+}
+
+/// Parses a timestamp given as text: RFC 3339, or epoch milliseconds.
+pub fn parse_ts_str(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<f64>() {
+        return ts_from_ms(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
+        .filter(|us| (MIN_TS_US..=MAX_TS_US).contains(us))
+}
+
+/// Epoch milliseconds (possibly fractional) to microseconds, range-checked.
+pub fn ts_from_ms(ms: f64) -> Option<i64> {
+    if !ms.is_finite() {
+        return None;
+    }
+    let us = (ms * 1000.0).round();
+    if us < MIN_TS_US as f64 || us > MAX_TS_US as f64 {
+        return None;
+    }
+    Some(us as i64)
+}
+
+/// Earliest accepted timestamp: 1970-01-01.
+pub const MIN_TS_US: i64 = 0;
+/// Latest accepted timestamp: 2200-01-01, far enough for any real clock and
+/// near enough to catch seconds-or-nanoseconds mistakes in epoch values.
+pub const MAX_TS_US: i64 = 7_258_118_400_000_000;
