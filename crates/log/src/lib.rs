@@ -1,1 +1,81 @@
+//! The log: tally's source of truth.
+//!
+//! Every accepted batch is one record in the log before it is acknowledged.
+//! Segments, rollups and caches are all derived from the log and can be
+//! rebuilt from it. [`Log`] is the small interface the engine uses; the
+//! default implementation is [`LocalLog`], a write-ahead log of append-only
+//! files on local disk. A NATS JetStream log implements the same interface
+//! for cluster mode.
+//!
+//! Ordering contract: records are delivered to the apply hook exactly once,
+//! in LSN order, and an `append` resolves only after its record is durable
+//! (per the configured [`SyncMode`]) *and* has been delivered to the hook, so
+//! an acknowledged write is visible to readers.
 
+mod local;
+mod metrics;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
+
+/// Log sequence number: 1 for the first record ever appended, dense after.
+pub type Lsn = u64;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("log I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("log file {path} is corrupt at byte {offset}: {reason}; it is not the last file, so this is not a torn write and tally will not guess")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+
+    #[error("log queue is full ({capacity} records waiting)")]
+    Busy { capacity: usize },
+
+    #[error("record of {size} bytes exceeds the log's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+
+    #[error("log is closed")]
+    Closed,
+
+    #[error("log has failed and refuses writes until restart: {0}")]
+    Failed(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Called once per record, in LSN order, on the log's apply thread.
+pub type ApplyHook = Box<dyn FnMut(Lsn, &[u8]) + Send>;
+
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Lsn>> + Send>>;
+
+/// What the engine needs of a log.
+pub trait Log: Send + Sync {
+    /// Appends one record. Fails fast with [`Error::Busy`] when the queue is
+    /// full; the returned future resolves when the record is durable and
+    /// applied.
+    fn append(&self, payload: Vec<u8>) -> AppendFuture;
+
+    /// Allows the log to drop every record with an LSN at or below `lsn`:
+    /// their effects are persisted elsewhere.
+    fn truncate_through(&self, lsn: Lsn) -> Result<()>;
+
+    /// The LSN of the last record applied.
+    fn last_lsn(&self) -> Lsn;
+
+    /// Records waiting to be written.
+    fn queue_depth(&self) -> usize;
+
+    /// Stops accepting appends, writes and applies what is queued, and
+    /// waits for the log's threads to finish.
+    fn close(&self);
+}

@@ -1,0 +1,56 @@
+//! Prometheus metrics of the log stage.
+
+use prometheus::{
+    exponential_buckets, register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter,
+    IntGauge,
+};
+use std::sync::LazyLock;
+
+pub(crate) static APPEND_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tally_log_append_bytes_total", "Bytes of records appended to the log").unwrap()
+});
+pub(crate) static APPEND_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tally_log_append_records_total", "Records appended to the log").unwrap()
+});
+pub(crate) static GROUP_RECORDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tally_log_group_commit_records",
+        "Records written together in one group commit (one fsync)",
+        exponential_buckets(1.0, 2.0, 14).unwrap()
+    )
+    .unwrap()
+});
+pub(crate) static WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tally_log_write_seconds",
+        "Time to write one group to the log file",
+        exponential_buckets(0.00001, 2.0, 18).unwrap()
+    )
+    .unwrap()
+});
+pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tally_log_fsync_seconds",
+        "Time of one fsync of the log",
+        exponential_buckets(0.00001, 2.0, 18).unwrap()
+    )
+    .unwrap()
+});
+pub(crate) static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("tally_log_queue_depth", "Records waiting to be written to the log").unwrap()
+});
+pub(crate) static FILES: LazyLock<IntGauge> =
+    LazyLock::new(|| register_int_gauge!("tally_log_files", "Log files on disk").unwrap());
+pub(crate) static TORN_TAILS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_log_torn_tail_truncations_total",
+        "Times a torn or corrupt log tail was truncated to the last whole record at startup"
+    )
+    .unwrap()
+});
+pub(crate) static TORN_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tally_log_torn_tail_bytes_total", "Bytes cut from torn log tails at startup").unwrap()
+});
+pub(crate) static REPLAYED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("tally_log_replayed_records_total", "Records replayed from the log at startup").unwrap()
+});
