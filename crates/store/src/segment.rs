@@ -1,0 +1,96 @@
+//! Parquet segment files.
+//!
+//! A segment holds one partition's events sorted by time: `ts` as a UTC
+//! microsecond timestamp, dimensions as dictionary-encoded strings, values as
+//! doubles, zstd-compressed, with page statistics for pruning. The files are
+//! plain Parquet: DuckDB, ClickHouse or pandas read them as they are.
+
+use crate::schema::StreamSchema;
+use crate::{Error, Result};
+use arrow::array::{new_null_array, ArrayRef};
+use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::metadata::SortingColumn;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Arrow schema of a whole stream: `ts` then every column.
+pub fn arrow_schema(schema: &StreamSchema) -> SchemaRef {
+    let mut fields = vec![Field::new("ts", ts_type(), false)];
+    for c in &schema.columns {
+        let dt = match c.ty {
+            tally_ingest::ColumnType::Dim => DataType::Utf8,
+            tally_ingest::ColumnType::Value => DataType::Float64,
+        };
+        fields.push(Field::new(&c.name, dt, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes `batch`, sorted by `ts`, as a Parquet file at `path` and fsyncs it.
+/// Returns the file size.
+pub fn write_segment(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Result<u64> {
+    let sorted = sort_by_ts(batch)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_created_by("tally".into())
+        .build();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, sorted.schema(), Some(props))
+        .map_err(|source| Error::Parquet { path: path.into(), source })?;
+    writer.write(&sorted).map_err(|source| Error::Parquet { path: path.into(), source })?;
+    let file = writer.into_inner().map_err(|source| Error::Parquet { path: path.into(), source })?;
+    file.sync_all().map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    Ok(len)
+}
+
+/// Reads a whole segment.
+pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|source| Error::Parquet { path: path.into(), source })?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(Error::Arrow)
+}
+
+fn sort_by_ts(batch: &RecordBatch) -> Result<RecordBatch> {
+    let ts = batch.column(0);
+    let indices = sort_to_indices(ts, None, None)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Concatenates batches of possibly different column sets into one batch of
+/// `schema` (columns a batch lacks become nulls).
+pub(crate) fn concat_aligned(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let mut aligned = Vec::with_capacity(batches.len());
+    for b in batches {
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match b.schema().index_of(f.name()) {
+                Ok(i) => b.column(i).clone(),
+                Err(_) => new_null_array(f.data_type(), b.num_rows()),
+            })
+            .collect();
+        aligned.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    Ok(concat_batches(schema, &aligned)?)
+}

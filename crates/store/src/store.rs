@@ -1,0 +1,435 @@
+//! The store itself: applies records, flushes the tail to segments, compacts.
+
+use crate::catalog::{sync_dir, Catalog, SegmentMeta};
+use crate::memtable::MemTable;
+use crate::metrics::*;
+use crate::schema::{Schemas, StreamSchema};
+use crate::segment::{arrow_schema, concat_aligned, read_segment, write_segment};
+use crate::{Error, Result};
+use arrow::datatypes::{Field, Schema};
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_ingest::Batch;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data directory (the catalog and `segments/` live here).
+    pub dir: PathBuf,
+    /// Compaction merges a partition's segments once it has more than this.
+    pub max_segments_per_partition: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl StoreOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreOptions { dir: dir.into(), max_segments_per_partition: 8, row_group_rows: 1 << 20 }
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default)]
+pub struct FlushReport {
+    pub rows: usize,
+    pub segments: usize,
+    pub bytes: u64,
+    /// The catalog's checkpoint after the flush: the log may drop records
+    /// at or below it.
+    pub checkpoint_lsn: u64,
+}
+
+/// Size and extent of one stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamStats {
+    pub rows: u64,
+    pub segments: u64,
+    pub segment_bytes: u64,
+    pub memory_rows: u64,
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
+}
+
+pub struct Store {
+    opts: StoreOptions,
+    schemas: Schemas,
+    catalog: RwLock<Catalog>,
+    active: RwLock<MemTable>,
+    frozen: RwLock<Option<Arc<MemTable>>>,
+    /// One flush or compaction step at a time.
+    maintenance: Mutex<()>,
+}
+
+impl Store {
+    /// Opens the store in `opts.dir`: loads the catalog and deletes segment
+    /// files the catalog does not name (left by a crash mid-flush).
+    pub fn open(opts: StoreOptions) -> Result<Store> {
+        fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
+        let catalog = Catalog::load(&opts.dir)?;
+        let known: HashSet<PathBuf> = catalog.segments.iter().map(|s| opts.dir.join(&s.path)).collect();
+        let mut removed = 0;
+        remove_orphans(&opts.dir.join("segments"), &known, &mut removed)?;
+        if removed > 0 {
+            tracing::info!(files = removed, "removed segment files not named by the catalog");
+        }
+        let schemas = Schemas::new(catalog.streams.clone());
+        let store = Store {
+            opts,
+            schemas,
+            catalog: RwLock::new(catalog),
+            active: RwLock::new(MemTable::new()),
+            frozen: RwLock::new(None),
+            maintenance: Mutex::new(()),
+        };
+        store.update_segment_gauges();
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
+    /// Every log record at or below this LSN is in segments.
+    pub fn checkpoint_lsn(&self) -> u64 {
+        self.catalog.read().checkpoint_lsn
+    }
+
+    /// Applies one log record. Called in LSN order by the log's apply thread
+    /// (and by replay at startup).
+    pub fn apply(&self, lsn: u64, stream: &str, batch: &Batch) {
+        let conflicts = self.schemas.widen(stream, batch);
+        if !conflicts.is_empty() {
+            tracing::error!(stream, lsn, columns = ?conflicts, "dropping columns whose type conflicts with the schema");
+            SCHEMA_APPLY_CONFLICTS.inc_by(conflicts.len() as u64);
+        }
+        let mut active = self.active.write();
+        active.append(lsn, stream, batch, &conflicts);
+        let (rows, bytes) = (active.rows, active.bytes);
+        drop(active);
+        let (frows, fbytes) = self.frozen.read().as_ref().map_or((0, 0), |f| (f.rows, f.bytes));
+        MEM_ROWS.set((rows + frows) as i64);
+        MEM_BYTES.set((bytes + fbytes) as i64);
+    }
+
+    /// Bytes held in memory (active tail plus a flush in progress).
+    pub fn memory_bytes(&self) -> usize {
+        self.active.read().bytes + self.frozen.read().as_ref().map_or(0, |f| f.bytes)
+    }
+
+    /// Bytes and age of the active tail.
+    pub fn active_size(&self) -> (usize, usize, Duration) {
+        let a = self.active.read();
+        (a.rows, a.bytes, a.created.elapsed())
+    }
+
+    /// Writes the in-memory tail to Parquet segments and commits the catalog.
+    /// On failure the tail is kept in memory (and the log still holds it).
+    pub fn flush(&self) -> Result<FlushReport> {
+        let _m = self.maintenance.lock();
+        let frozen = {
+            let mut active = self.active.write();
+            if active.rows == 0 {
+                // Nothing new; the checkpoint may still advance over records
+                // that carried no rows.
+                let lsn = active.last_lsn;
+                drop(active);
+                if lsn > self.checkpoint_lsn() {
+                    let mut cat = self.catalog.read().clone();
+                    cat.checkpoint_lsn = lsn;
+                    cat.save(&self.opts.dir)?;
+                    *self.catalog.write() = cat;
+                }
+                return Ok(FlushReport { checkpoint_lsn: self.checkpoint_lsn(), ..Default::default() });
+            }
+            let table = std::mem::take(&mut *active);
+            let last = table.last_lsn;
+            *active = MemTable { last_lsn: last, ..MemTable::new() };
+            Arc::new(table)
+        };
+        *self.frozen.write() = Some(frozen.clone());
+        let t = Instant::now();
+        match self.write_frozen(&frozen) {
+            Ok(report) => {
+                *self.frozen.write() = None;
+                FLUSHES.inc();
+                FLUSHED_ROWS.inc_by(report.rows as u64);
+                FLUSH_SECONDS.observe(t.elapsed().as_secs_f64());
+                self.update_segment_gauges();
+                tracing::debug!(rows = report.rows, segments = report.segments, bytes = report.bytes, "flushed");
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flush failed; keeping the tail in memory");
+                self.active.write().absorb(&frozen);
+                *self.frozen.write() = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_frozen(&self, frozen: &MemTable) -> Result<FlushReport> {
+        let schemas = self.schemas.all();
+        let mut cat = self.catalog.read().clone();
+        let mut report = FlushReport::default();
+        let mut written = Vec::new();
+        let result = (|| {
+            for ((stream, partition), part) in &frozen.partitions {
+                let empty = StreamSchema::default();
+                let schema = schemas.get(stream).unwrap_or(&empty);
+                let batch = part.to_record_batch(schema)?;
+                let id = cat.next_segment_id;
+                cat.next_segment_id += 1;
+                let rel = segment_path(stream, *partition, id);
+                let path = self.opts.dir.join(&rel);
+                written.push(path.clone());
+                let bytes = write_segment(&path, &batch, self.opts.row_group_rows)?;
+                let (min_ts, max_ts) = min_max(&part.ts);
+                cat.segments.push(SegmentMeta {
+                    id,
+                    stream: stream.clone(),
+                    partition: *partition,
+                    path: rel,
+                    rows: part.rows() as u64,
+                    min_ts,
+                    max_ts,
+                    bytes,
+                });
+                report.rows += part.rows();
+                report.segments += 1;
+                report.bytes += bytes;
+            }
+            // The new files' directory entries must be durable before the
+            // catalog names them.
+            let dirs: HashSet<_> = written.iter().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+            for d in dirs {
+                sync_dir(&d)?;
+            }
+            cat.checkpoint_lsn = cat.checkpoint_lsn.max(frozen.last_lsn);
+            cat.streams = schemas.clone();
+            cat.save(&self.opts.dir)
+        })();
+        if let Err(e) = result {
+            for p in written {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        report.checkpoint_lsn = cat.checkpoint_lsn;
+        *self.catalog.write() = cat;
+        Ok(report)
+    }
+
+    /// Merges the segments of every partition that has more than the limit.
+    /// Returns the number of partitions compacted.
+    pub fn compact(&self) -> Result<usize> {
+        let mut done = 0;
+        loop {
+            let _m = self.maintenance.lock();
+            let candidate = {
+                let cat = self.catalog.read();
+                let mut per: HashMap<(&str, i64), Vec<&SegmentMeta>> = HashMap::new();
+                for s in &cat.segments {
+                    per.entry((s.stream.as_str(), s.partition)).or_default().push(s);
+                }
+                per.into_iter()
+                    .filter(|(_, segs)| segs.len() > self.opts.max_segments_per_partition)
+                    .map(|(_, segs)| segs.into_iter().cloned().collect::<Vec<_>>())
+                    .next()
+            };
+            let Some(segs) = candidate else { return Ok(done) };
+            self.compact_partition(&segs)?;
+            done += 1;
+        }
+    }
+
+    fn compact_partition(&self, segs: &[SegmentMeta]) -> Result<()> {
+        let t = Instant::now();
+        let stream = segs[0].stream.clone();
+        let partition = segs[0].partition;
+        let schema = self.schemas.get(&stream).unwrap_or_default();
+        let mut batches = Vec::new();
+        for s in segs {
+            batches.extend(read_segment(&self.opts.dir.join(&s.path))?);
+        }
+        // Keep only the columns some input segment has, in schema order.
+        let present: HashSet<String> =
+            batches.iter().flat_map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()).collect();
+        let full = arrow_schema(&schema);
+        let fields: Vec<Field> =
+            full.fields().iter().filter(|f| present.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+        let target = Arc::new(Schema::new(fields));
+        let merged = concat_aligned(&target, &batches)?;
+        let mut cat = self.catalog.read().clone();
+        let id = cat.next_segment_id;
+        cat.next_segment_id += 1;
+        let rel = segment_path(&stream, partition, id);
+        let path = self.opts.dir.join(&rel);
+        let bytes = match write_segment(&path, &merged, self.opts.row_group_rows) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        let ids: HashSet<u64> = segs.iter().map(|s| s.id).collect();
+        cat.segments.retain(|s| !ids.contains(&s.id));
+        cat.segments.push(SegmentMeta {
+            id,
+            stream: stream.clone(),
+            partition,
+            path: rel,
+            rows: segs.iter().map(|s| s.rows).sum(),
+            min_ts: segs.iter().map(|s| s.min_ts).min().unwrap_or(partition),
+            max_ts: segs.iter().map(|s| s.max_ts).max().unwrap_or(partition),
+            bytes,
+        });
+        cat.save(&self.opts.dir)?;
+        *self.catalog.write() = cat;
+        // Readers that still hold the old paths finish before files vanish
+        // on Unix (open files stay readable after unlink).
+        for s in segs {
+            let _ = fs::remove_file(self.opts.dir.join(&s.path));
+        }
+        COMPACTIONS.inc();
+        COMPACTED_SEGMENTS.inc_by(segs.len() as u64);
+        COMPACTION_SECONDS.observe(t.elapsed().as_secs_f64());
+        self.update_segment_gauges();
+        tracing::debug!(stream, partition, merged = segs.len(), "compacted partition");
+        Ok(())
+    }
+
+    /// The segments in the catalog.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.catalog.read().segments.clone()
+    }
+
+    /// Rows, segments and time range per stream.
+    pub fn stream_stats(&self) -> BTreeMap<String, StreamStats> {
+        let mut out: BTreeMap<String, StreamStats> = BTreeMap::new();
+        for name in self.schemas.all().keys() {
+            out.entry(name.clone()).or_default();
+        }
+        for s in &self.catalog.read().segments {
+            let e = out.entry(s.stream.clone()).or_default();
+            e.rows += s.rows;
+            e.segments += 1;
+            e.segment_bytes += s.bytes;
+            e.min_ts = Some(e.min_ts.map_or(s.min_ts, |m| m.min(s.min_ts)));
+            e.max_ts = Some(e.max_ts.map_or(s.max_ts, |m| m.max(s.max_ts)));
+        }
+        let mut add_mem = |m: &MemTable| {
+            for (stream, (rows, lo, hi)) in m.stream_rows() {
+                let e = out.entry(stream.to_string()).or_default();
+                e.rows += rows as u64;
+                e.memory_rows += rows as u64;
+                if rows > 0 {
+                    e.min_ts = Some(e.min_ts.map_or(lo, |m| m.min(lo)));
+                    e.max_ts = Some(e.max_ts.map_or(hi, |m| m.max(hi)));
+                }
+            }
+        };
+        if let Some(f) = self.frozen.read().as_ref() {
+            add_mem(f);
+        }
+        add_mem(&self.active.read());
+        out
+    }
+
+    fn update_segment_gauges(&self) {
+        let cat = self.catalog.read();
+        SEGMENTS.set(cat.segments.len() as i64);
+        SEGMENT_BYTES.set(cat.segments.iter().map(|s| s.bytes as i64).sum());
+        let mut per: HashMap<(&str, i64), i64> = HashMap::new();
+        for s in &cat.segments {
+            *per.entry((s.stream.as_str(), s.partition)).or_default() += 1;
+        }
+        MAX_SEGMENTS_PER_PARTITION.set(per.values().copied().max().unwrap_or(0));
+    }
+}
+
+/// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
+fn segment_path(stream: &str, partition: i64, id: u64) -> String {
+    let t: DateTime<Utc> = DateTime::from_timestamp_micros(partition).unwrap_or_default();
+    format!("segments/{stream}/{}/{}/{id:012}.parquet", t.format("%Y-%m-%d"), t.format("%H"))
+}
+
+fn min_max(ts: &[i64]) -> (i64, i64) {
+    ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
+}
+
+fn remove_orphans(dir: &Path, known: &HashSet<PathBuf>, removed: &mut usize) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
+            remove_orphans(&path, known, removed)?;
+        } else if !known.contains(&path) {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            *removed += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_ingest::{parse, Format};
+
+    fn batch(body: &str) -> Batch {
+        parse(body.as_bytes(), Format::Ndjson, 0, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn flush_compact_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.max_segments_per_partition = 2;
+        let store = Store::open(opts.clone()).unwrap();
+        let mut lsn = 0;
+        for i in 0..5 {
+            lsn += 1;
+            let b = batch(&format!("{{\"ts\":{},\"a\":\"x{i}\",\"v\":{i}}}\n{{\"ts\":{},\"b\":\"y\"}}\n", 1000 * i, 1000 * i + 1));
+            store.schemas().reserve("s", &b).unwrap();
+            store.apply(lsn, "s", &b);
+            let r = store.flush().unwrap();
+            assert_eq!(r.rows, 2);
+            assert_eq!(r.checkpoint_lsn, lsn);
+        }
+        assert_eq!(store.segments().len(), 5);
+        assert_eq!(store.compact().unwrap(), 1);
+        let segs = store.segments();
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].rows, 10);
+        let batches = read_segment(&dir.path().join(&segs[0].path)).unwrap();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 10);
+        assert_eq!(batches[0].schema().field(0).name(), "ts");
+        drop(store);
+
+        // A stray file from a crash mid-flush disappears at open.
+        let stray = dir.path().join("segments/s/stray.parquet");
+        fs::write(&stray, b"junk").unwrap();
+        let store = Store::open(opts).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(store.checkpoint_lsn(), 5);
+        assert_eq!(store.stream_stats()["s"].rows, 10);
+        assert_eq!(store.schemas().get("s").unwrap().columns.len(), 3);
+    }
+}
