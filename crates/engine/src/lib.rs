@@ -1,1 +1,361 @@
+//! The engine: one durable, ordered path from a parsed batch to the store.
+//!
+//! `ingest` checks the batch against its stream's schema (reserving new
+//! fields), refuses it if memory is full, encodes it and appends it to the
+//! log; it returns only once the log has made the record durable and applied
+//! it to the store, so an acknowledged event is both safe and visible.
+//!
+//! A background flusher turns the in-memory tail into Parquet segments when it
+//! grows past a size or an age, then lets the log drop what the segments now
+//! hold, then compacts. At open, the log is replayed from the catalog's
+//! checkpoint, so a restart (even after `kill -9`) loses nothing that was
+//! acknowledged and applies nothing twice.
+//!
+//! Apps and the HTTP layer use only this crate's public interface.
 
+mod metrics;
+
+use metrics::*;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tally_ingest::{codec, Batch, ColumnType};
+use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
+pub use tally_log::{Lsn, SyncMode};
+use tally_store::{SchemaConflict, Store, StoreOptions};
+pub use tally_store::{FlushReport, StreamStats};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Schema(#[from] SchemaConflict),
+
+    #[error("overloaded: {reason}")]
+    Overloaded { reason: String, retry_after: Duration },
+
+    #[error("record of {size} bytes is larger than the log accepts ({limit})")]
+    TooLarge { size: usize, limit: usize },
+
+    #[error("log: {0}")]
+    Log(tally_log::Error),
+
+    #[error("store: {0}")]
+    Store(#[from] tally_store::Error),
+
+    #[error("the engine is shutting down")]
+    Closed,
+
+    #[error("data directory {dir} is in use by another tally process")]
+    Locked { dir: PathBuf },
+
+    #[error("data directory {dir}: {source}")]
+    Io { dir: PathBuf, source: std::io::Error },
+}
+
+impl From<tally_log::Error> for Error {
+    fn from(e: tally_log::Error) -> Self {
+        match e {
+            tally_log::Error::Busy { capacity } => Error::Overloaded {
+                reason: format!("the log's queue is full ({capacity} batches waiting)"),
+                retry_after: Duration::from_secs(1),
+            },
+            tally_log::Error::TooLarge { size, limit } => Error::TooLarge { size, limit },
+            tally_log::Error::Closed => Error::Closed,
+            other => Error::Log(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub data_dir: PathBuf,
+    pub sync: SyncMode,
+    /// Flush the in-memory tail to segments once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// ... or once its oldest event has waited this long.
+    pub flush_interval: Duration,
+    /// Refuse ingest (503) while the in-memory tail holds more than this.
+    pub memory_limit_bytes: usize,
+    /// Batches that may wait for the log writer before ingest is refused.
+    pub log_queue: usize,
+    pub log_segment_bytes: u64,
+    pub max_record_bytes: usize,
+    pub max_segments_per_partition: usize,
+}
+
+impl EngineOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineOptions {
+            data_dir: data_dir.into(),
+            sync: SyncMode::Always,
+            flush_bytes: 128 << 20,
+            flush_interval: Duration::from_secs(60),
+            memory_limit_bytes: 384 << 20,
+            log_queue: 4096,
+            log_segment_bytes: 64 << 20,
+            max_record_bytes: 64 << 20,
+            max_segments_per_partition: 8,
+        }
+    }
+}
+
+/// What `ingest` returns once a batch is durable and applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub accepted: usize,
+    pub lsn: Lsn,
+}
+
+/// What opening the engine found.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub checkpoint_lsn: Lsn,
+    pub log: OpenReport,
+    pub took: Duration,
+}
+
+pub struct Engine {
+    lock: Mutex<Option<DirLock>>,
+    store: Arc<Store>,
+    log: Arc<dyn Log>,
+    opts: EngineOptions,
+    recovery: Recovery,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    stopping: Arc<AtomicBool>,
+    closed: AtomicBool,
+}
+
+impl Engine {
+    /// Opens the data directory: loads the catalog, replays the log past the
+    /// checkpoint, starts the log and the flusher. Blocking; may take a while
+    /// when the log holds many unflushed events.
+    pub fn open(opts: EngineOptions) -> Result<Engine> {
+        let t = Instant::now();
+        let lock = DirLock::acquire(&opts.data_dir)?;
+        let mut sopts = StoreOptions::new(&opts.data_dir);
+        sopts.max_segments_per_partition = opts.max_segments_per_partition;
+        let store = Arc::new(Store::open(sopts)?);
+        let checkpoint = store.checkpoint_lsn();
+        let mut lopts = LocalLogOptions::new(opts.data_dir.join("wal"));
+        lopts.sync = opts.sync;
+        lopts.queue_capacity = opts.log_queue;
+        lopts.segment_bytes = opts.log_segment_bytes;
+        lopts.max_record_bytes = opts.max_record_bytes;
+        let replay_store = store.clone();
+        let apply_store = store.clone();
+        let (log, report) = LocalLog::open(
+            lopts,
+            checkpoint,
+            &mut |lsn, payload| apply_record(&replay_store, lsn, payload),
+            Box::new(move |lsn, payload| apply_record(&apply_store, lsn, payload)),
+        )?;
+        let recovery = Recovery { checkpoint_lsn: checkpoint, log: report, took: t.elapsed() };
+        tracing::info!(
+            checkpoint_lsn = checkpoint,
+            replayed = recovery.log.replayed,
+            torn_bytes = recovery.log.torn_bytes,
+            took_ms = recovery.took.as_millis() as u64,
+            "engine open"
+        );
+        let engine = Engine {
+            lock: Mutex::new(Some(lock)),
+            store,
+            log: Arc::new(log),
+            opts,
+            recovery,
+            flusher: Mutex::new(None),
+            stopping: Arc::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
+        };
+        engine.start_flusher();
+        Ok(engine)
+    }
+
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The type `field` already has in `stream` (for typing CSV cells).
+    pub fn column_type(&self, stream: &str, field: &str) -> Option<ColumnType> {
+        self.store.schemas().column_type(stream, field)
+    }
+
+    /// Appends a batch durably. Returns once it is in the log and visible.
+    pub async fn ingest(&self, stream: &str, batch: &Batch) -> Result<Receipt> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mem = self.store.memory_bytes();
+        if mem > self.opts.memory_limit_bytes {
+            OVERLOAD.with_label_values(&["memory"]).inc();
+            return Err(Error::Overloaded {
+                reason: format!(
+                    "the in-memory tail holds {} MiB, over its limit of {} MiB, while segments are written",
+                    mem >> 20,
+                    self.opts.memory_limit_bytes >> 20
+                ),
+                retry_after: Duration::from_secs(2),
+            });
+        }
+        if let Err(e) = self.store.schemas().reserve(stream, batch) {
+            REJECTED.with_label_values(&["schema"]).inc_by(batch.len() as u64);
+            return Err(e.into());
+        }
+        let record = codec::encode(stream, batch);
+        let t = Instant::now();
+        let lsn = match self.log.append(record).await {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                let e = Error::from(e);
+                if matches!(e, Error::Overloaded { .. }) {
+                    OVERLOAD.with_label_values(&["log_queue"]).inc();
+                }
+                return Err(e);
+            }
+        };
+        APPEND_SECONDS.observe(t.elapsed().as_secs_f64());
+        ACCEPTED.inc_by(batch.len() as u64);
+        BATCH_EVENTS.observe(batch.len() as f64);
+        Ok(Receipt { accepted: batch.len(), lsn })
+    }
+
+    /// Flushes the tail to segments, lets the log drop what they hold, and
+    /// compacts.
+    pub fn flush(&self) -> Result<FlushReport> {
+        flush_and_compact(&self.store, self.log.as_ref())
+    }
+
+    /// Stops the engine: the log writes and applies what is queued, the tail
+    /// is flushed, and the flusher stops. Idempotent.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.log.close();
+        self.stopping.store(true, Ordering::Release);
+        if let Some(h) = self.flusher.lock().take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        let r = self.flush()?;
+        tracing::info!(rows = r.rows, checkpoint_lsn = r.checkpoint_lsn, "engine shut down cleanly");
+        Ok(())
+    }
+
+    pub fn log_queue_depth(&self) -> usize {
+        self.log.queue_depth()
+    }
+
+    pub fn last_lsn(&self) -> Lsn {
+        self.log.last_lsn()
+    }
+
+    fn start_flusher(&self) {
+        let store = self.store.clone();
+        let log = self.log.clone();
+        let stopping = self.stopping.clone();
+        let opts = self.opts.clone();
+        let h = std::thread::Builder::new()
+            .name("tally-flusher".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                    let (rows, bytes, age) = store.active_size();
+                    if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
+                        if let Err(e) = flush_and_compact(&store, log.as_ref()) {
+                            tracing::error!(error = %e, "background flush failed; will retry");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })
+            .ok();
+        *self.flusher.lock() = h;
+    }
+}
+
+#[cfg(test)]
+impl Engine {
+    /// Stops without flushing the tail, as a crash would leave things (the
+    /// log still holds everything acknowledged).
+    fn abandon(self) {
+        self.closed.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
+        if let Some(h) = self.flusher.lock().take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        self.log.close();
+        self.lock.lock().take();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "engine shutdown failed; the log still holds everything acknowledged");
+        }
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/LOCK`, held for the engine's life, so
+/// two processes never write one data directory. The kernel drops it when
+/// the process dies, however it dies.
+#[allow(dead_code)]
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn acquire(dir: &std::path::Path) -> Result<DirLock> {
+        use std::os::fd::AsRawFd;
+        let io = |source| Error::Io { dir: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(Error::Locked { dir: dir.to_path_buf() });
+            }
+            return Err(io(err));
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+fn flush_and_compact(store: &Store, log: &dyn Log) -> Result<FlushReport> {
+    let report = store.flush()?;
+    log.truncate_through(report.checkpoint_lsn)?;
+    store.compact()?;
+    Ok(report)
+}
+
+fn apply_record(store: &Store, lsn: Lsn, payload: &[u8]) {
+    match codec::decode(payload) {
+        Ok((stream, batch)) => store.apply(lsn, &stream, &batch),
+        Err(e) => {
+            // The CRC matched, so this is a bug or a newer format, not disk damage.
+            tracing::error!(lsn, error = %e, "skipping undecodable log record");
+            UNDECODABLE.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
