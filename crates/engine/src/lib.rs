@@ -93,9 +93,9 @@ impl EngineOptions {
         EngineOptions {
             data_dir: data_dir.into(),
             sync: SyncMode::Always,
-            flush_bytes: 128 << 20,
+            flush_bytes: 64 << 20,
             flush_interval: Duration::from_secs(60),
-            memory_limit_bytes: 384 << 20,
+            memory_limit_bytes: 192 << 20,
             log_queue: 4096,
             log_segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
@@ -120,6 +120,7 @@ pub struct Recovery {
 }
 
 pub struct Engine {
+    #[cfg_attr(not(test), allow(dead_code))]
     lock: Mutex<Option<DirLock>>,
     store: Arc<Store>,
     log: Arc<dyn Log>,

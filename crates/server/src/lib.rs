@@ -1,1 +1,152 @@
+//! The HTTP server: ingest endpoints, auth, limits, health and metrics.
+//!
+//! The server binds first and opens the engine in the background, so
+//! `/healthz` answers at once while `/readyz` says 503 until the log has been
+//! replayed. Every error that reaches HTTP is mapped to one status in one
+//! place ([`error::ApiError`]) and answered as JSON.
 
+mod auth;
+mod config;
+mod error;
+mod ingest;
+mod metrics;
+mod ops;
+mod state;
+
+pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
+pub use config::ServerConfig;
+pub use error::ApiError;
+
+use axum::routing::{get, post};
+use axum::Router;
+use state::AppState;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_engine::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "refusing to listen on {addr} without API keys: anyone who can reach it could write and read data. \
+         Configure keys (see `tally keys new`), listen on a loopback address, or pass --allow-unauthenticated"
+    )]
+    PublicWithoutKeys { addr: std::net::SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+    #[error(transparent)]
+    Engine(#[from] tally_engine::Error),
+}
+
+/// Builds the router over a state.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/events/{stream}", post(ingest::post_events))
+        .route("/v1/streams", get(ops::list_streams))
+        .route("/v1/streams/{stream}", get(ops::get_stream))
+        .route("/v1/admin/flush", post(ops::flush))
+        // The timestamp recorder (S0): `curl -X POST http://host/app`.
+        .route("/{stream}", post(ingest::post_events))
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .fallback(ops::not_found)
+        .with_state(state)
+}
+
+/// Runs the server until `shutdown` resolves, then finishes in-flight
+/// requests, flushes, and returns.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let addr = config.listen;
+    if !addr.ip().is_loopback() && config.keys.is_empty() && !config.allow_unauthenticated {
+        return Err(Error::PublicWithoutKeys { addr });
+    }
+    if config.keys.is_empty() {
+        tracing::warn!(%addr, "no API keys configured: every endpoint is open to whoever can reach this address");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(Error::Serve)?;
+    let state = Arc::new(AppState::new(&config));
+
+    // Open the engine (log replay) in the background; /readyz tells when.
+    let opener = {
+        let state = state.clone();
+        let opts = config.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let engine = Engine::open(opts)?;
+            let _ = state.engine.set(Arc::new(engine));
+            Ok::<_, tally_engine::Error>(())
+        })
+    };
+    // Tests and scripts read this line to find the port.
+    println!("tally listening on http://{local}");
+    tracing::info!(%local, data_dir = %config.engine.data_dir.display(), "listening");
+
+    let app = router(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut engine_failed = None;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    });
+    let server = tokio::spawn(async move { server.await });
+    match opener.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = stop_tx.send(true);
+            engine_failed = Some(e);
+        }
+        Err(join) => {
+            let _ = stop_tx.send(true);
+            engine_failed = Some(tally_engine::Error::Io {
+                dir: config.engine.data_dir.clone(),
+                source: std::io::Error::other(join.to_string()),
+            });
+        }
+    }
+    let served = server.await.map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+    if let Some(e) = engine_failed {
+        return Err(e.into());
+    }
+    served.map_err(Error::Serve)?;
+    if let Some(engine) = state.engine.get().cloned() {
+        let t = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .map_err(|e| Error::Serve(std::io::Error::other(e)))??;
+        tracing::info!(took_ms = t.elapsed().as_millis() as u64, "stopped cleanly");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// How long a client should wait after a 503 for overload.
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -1,1 +1,93 @@
-fn main() {}
+//! The `tally` command: the server and the tools around it.
+//!
+//! `serve` runs the server; `demo` runs it with sample data; `import` streams
+//! a file into a running server; `keys new` makes an API key; `bench` is the
+//! load generator the benchmarks under `bench/` use.
+
+mod bench;
+mod config;
+mod demo;
+mod import;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Real-time event analytics server: durable ingest, live rollups, fast queries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Run the server on a scratch data directory with sample events.
+    Demo(demo::DemoArgs),
+    /// Stream an NDJSON or CSV file into a running server.
+    Import(import::ImportArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Load generator used by the benchmarks under bench/.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new API key: prints the token (shown once) and the config
+    /// entry, which holds only its hash.
+    New {
+        /// A name for the key, shown in logs.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: ingest, read, admin.
+        #[arg(long, default_value = "ingest,read")]
+        scopes: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_server_config()?;
+            runtime()?.block_on(async {
+                tally_server::run(config, tally_server::shutdown_signal()).await
+            })?;
+            Ok(())
+        }
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Import(args) => runtime()?.block_on(import::run(args)),
+        Command::Keys { command: KeysCommand::New { name, scopes } } => {
+            for s in scopes.split(',') {
+                if tally_server::Scope::parse(s).is_none() {
+                    anyhow::bail!("unknown scope {s:?}; use ingest, read, admin");
+                }
+            }
+            let token = tally_server::new_token();
+            println!("# API key for {name:?}. The token is shown only now; the server keeps only its hash.");
+            println!("# token: {token}");
+            println!("[[keys]]");
+            println!("name = {name:?}");
+            println!("hash = {:?}", tally_server::hash_token(&token));
+            let list: Vec<String> = scopes.split(',').map(|s| format!("{:?}", s.trim())).collect();
+            println!("scopes = [{}]", list.join(", "));
+            Ok(())
+        }
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tally-rt").build()?)
+}

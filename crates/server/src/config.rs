@@ -1,0 +1,32 @@
+//! Server configuration, as assembled by the CLI from flags, environment and
+//! the config file.
+
+use crate::auth::ApiKey;
+use std::net::SocketAddr;
+use tally_engine::EngineOptions;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub engine: EngineOptions,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies being parsed and written at once, across all
+    /// requests; past it, ingest answers 503 with Retry-After.
+    pub ingest_budget_bytes: usize,
+    pub keys: Vec<ApiKey>,
+    pub allow_unauthenticated: bool,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, engine: EngineOptions) -> Self {
+        ServerConfig {
+            listen,
+            engine,
+            max_body_bytes: 16 << 20,
+            ingest_budget_bytes: 256 << 20,
+            keys: Vec::new(),
+            allow_unauthenticated: false,
+        }
+    }
+}

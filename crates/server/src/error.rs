@@ -1,0 +1,146 @@
+//! Every error the HTTP API can answer, mapped to its status in one place.
+//! Bodies are JSON: `{"error": "...", ...context}` where the context names the
+//! stream, line and field when there is one.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tally_store::SchemaConflict;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { message: String, stream: Option<String> },
+
+    #[error("stream '{stream}': {source}")]
+    Parse { stream: String, source: tally_ingest::Error },
+
+    #[error(transparent)]
+    Schema(#[from] SchemaConflict),
+
+    #[error("missing or invalid API key (send 'Authorization: Bearer <key>')")]
+    Unauthorized,
+
+    #[error("this API key lacks the '{scope}' scope")]
+    Forbidden { scope: &'static str },
+
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+
+    #[error("unsupported {what} {value:?}; {expected}")]
+    UnsupportedMediaType { what: &'static str, value: String, expected: &'static str },
+
+    #[error("{reason}")]
+    Overloaded { reason: String, retry_after: Duration },
+
+    #[error("not ready: the log is being replayed")]
+    NotReady,
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } | ApiError::Parse { .. } | ApiError::Schema(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Overloaded { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn context(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        match self {
+            ApiError::BadRequest { stream: Some(s), .. } => {
+                m.insert("stream".into(), json!(s));
+            }
+            ApiError::Parse { stream, source } => {
+                m.insert("stream".into(), json!(stream));
+                if let Some(at) = source.location() {
+                    m.insert("line".into(), json!(at.line()));
+                    if let tally_ingest::Location::Event(n) = at {
+                        m.insert("event".into(), json!(n));
+                    }
+                }
+                if let Some(f) = source.field() {
+                    m.insert("field".into(), json!(f));
+                }
+            }
+            ApiError::Schema(SchemaConflict::Type { stream, field, line, existing, found }) => {
+                m.insert("stream".into(), json!(stream));
+                m.insert("field".into(), json!(field));
+                m.insert("line".into(), json!(line));
+                m.insert("expected_type".into(), json!(existing.as_str()));
+                m.insert("found_type".into(), json!(found.as_str()));
+            }
+            ApiError::Schema(SchemaConflict::TooManyColumns { stream, field, limit }) => {
+                m.insert("stream".into(), json!(stream));
+                m.insert("field".into(), json!(field));
+                m.insert("limit".into(), json!(limit));
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                m.insert("limit".into(), json!(limit));
+            }
+            ApiError::Overloaded { retry_after, .. } => {
+                m.insert("retry_after".into(), json!(retry_after.as_secs().max(1)));
+            }
+            _ => {}
+        }
+        m
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ApiError::NotReady => Some(crate::DEFAULT_RETRY_AFTER),
+            _ => None,
+        }
+    }
+}
+
+impl From<tally_engine::Error> for ApiError {
+    fn from(e: tally_engine::Error) -> Self {
+        use tally_engine::Error as E;
+        match e {
+            E::Schema(c) => ApiError::Schema(c),
+            E::Overloaded { reason, retry_after } => ApiError::Overloaded { reason, retry_after },
+            E::TooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
+            E::Closed => ApiError::Overloaded {
+                reason: "the server is shutting down".into(),
+                retry_after: crate::DEFAULT_RETRY_AFTER,
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && !matches!(self, ApiError::Overloaded { .. } | ApiError::NotReady) {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut body = self.context();
+        body.insert("error".into(), json!(self.to_string()));
+        let mut resp = (status, axum::Json(Value::Object(body))).into_response();
+        if let Some(after) = self.retry_after() {
+            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,94 @@
+//! `POST /v1/events/{stream}` and the timestamp recorder's `POST /{stream}`.
+//!
+//! Order of checks, cheapest first: auth, stream name, content type, declared
+//! size, then a share of the ingest memory budget (503 when the server is
+//! already parsing and writing as much as it may hold), then the body is read
+//! under the size limit, parsed whole, and handed to the engine. The answer
+//! `{"accepted": N}` comes only once the batch is durable.
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::metrics::BUDGET_IN_USE;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_ingest::{validate_stream_name, Format};
+
+/// Parsed and encoded copies of a body are held at once: budget this many
+/// times the body size.
+const BUDGET_FACTOR: usize = 3;
+
+pub(crate) async fn post_events(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Ingest)?;
+    validate_stream_name(&stream).map_err(|message| ApiError::BadRequest { message, stream: None })?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let format = Format::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType {
+        what: "content type",
+        value: content_type.unwrap_or_default().to_string(),
+        expected: "send application/json, application/x-ndjson or text/csv",
+    })?;
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMediaType {
+                what: "content encoding",
+                value: enc.to_string(),
+                expected: "send the body uncompressed",
+            });
+        }
+    }
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let engine = state.engine()?.clone();
+
+    // Reserve memory for this request before reading its body.
+    let want = (declared.unwrap_or(limit).max(1) * BUDGET_FACTOR).min(state.ingest_budget_bytes) as u32;
+    let permit = state.ingest_budget.clone().try_acquire_many_owned(want).map_err(|_| ApiError::Overloaded {
+        reason: "too much ingest in flight; the server is at its memory budget".into(),
+        retry_after: crate::DEFAULT_RETRY_AFTER,
+    })?;
+    BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::BadRequest { message: format!("could not read the request body: {e}"), stream: Some(stream.clone()) }
+        }
+    })?;
+
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let hint = |field: &str| engine.column_type(&stream, field);
+    let batch = tally_ingest::parse(&bytes, format, now_us, &hint)
+        .map_err(|source| ApiError::Parse { stream: stream.clone(), source })?;
+    drop(bytes);
+    let receipt = engine.ingest(&stream, &batch).await?;
+    drop(permit);
+    BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+    Ok(Json(json!({ "accepted": receipt.accepted })))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}

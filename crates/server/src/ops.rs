@@ -1,0 +1,107 @@
+//! Health, readiness, metrics, stream listing and admin endpoints.
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_engine::StreamStats;
+
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine()?;
+    let r = engine.recovery();
+    Ok(Json(json!({
+        "status": "ready",
+        "replayed_records": r.log.replayed,
+        "replay_ms": r.took.as_millis() as u64,
+    })))
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    crate::metrics::touch();
+    if let Some(e) = state.engine.get() {
+        crate::metrics::BUDGET_IN_USE
+            .set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+        let _ = e.log_queue_depth();
+    }
+    let families = prometheus::gather();
+    let mut out = String::new();
+    match prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], out).into_response(),
+        Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+fn ts_json(us: Option<i64>) -> Value {
+    match us.and_then(DateTime::<Utc>::from_timestamp_micros) {
+        Some(t) => json!(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        None => Value::Null,
+    }
+}
+
+fn stream_json(state: &AppState, name: &str, stats: &StreamStats) -> Result<Value, ApiError> {
+    let engine = state.engine()?;
+    let schema = engine.store().schemas().get(name).unwrap_or_default();
+    let columns: Vec<Value> =
+        schema.columns.iter().map(|c| json!({ "name": c.name, "type": c.ty.as_str() })).collect();
+    Ok(json!({
+        "name": name,
+        "rows": stats.rows,
+        "memory_rows": stats.memory_rows,
+        "segments": stats.segments,
+        "segment_bytes": stats.segment_bytes,
+        "min_ts": ts_json(stats.min_ts),
+        "max_ts": ts_json(stats.max_ts),
+        "columns": columns,
+    }))
+}
+
+pub(crate) async fn list_streams(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    let stats = state.engine()?.store().stream_stats();
+    let streams = stats.iter().map(|(n, s)| stream_json(&state, n, s)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "streams": streams })))
+}
+
+pub(crate) async fn get_stream(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    let stats = state.engine()?.store().stream_stats();
+    let s = stats.get(&stream).ok_or_else(|| ApiError::NotFound { what: format!("stream '{stream}'") })?;
+    Ok(Json(stream_json(&state, &stream, s)?))
+}
+
+/// Flushes the in-memory tail to segments now.
+pub(crate) async fn flush(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let engine = state.engine()?.clone();
+    let r = tokio::task::spawn_blocking(move || engine.flush())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "rows": r.rows,
+        "segments": r.segments,
+        "bytes": r.bytes,
+        "checkpoint_lsn": r.checkpoint_lsn,
+    })))
+}
+
+pub(crate) async fn not_found(uri: Uri) -> impl IntoResponse {
+    let e = ApiError::NotFound { what: format!("route {}", uri.path()) };
+    (StatusCode::NOT_FOUND, e.into_response())
+}

@@ -1,0 +1,34 @@
+//! Shared server state.
+
+use crate::auth::Keys;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use std::sync::{Arc, OnceLock};
+use tally_engine::Engine;
+use tokio::sync::Semaphore;
+
+pub(crate) struct AppState {
+    /// Set once the engine has opened (log replayed).
+    pub engine: OnceLock<Arc<Engine>>,
+    pub keys: Keys,
+    pub max_body_bytes: usize,
+    /// Permits are bytes of ingest work in flight.
+    pub ingest_budget: Arc<Semaphore>,
+    pub ingest_budget_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(config: &ServerConfig) -> Self {
+        AppState {
+            engine: OnceLock::new(),
+            keys: Keys::new(config.keys.clone()),
+            max_body_bytes: config.max_body_bytes,
+            ingest_budget: Arc::new(Semaphore::new(config.ingest_budget_bytes)),
+            ingest_budget_bytes: config.ingest_budget_bytes,
+        }
+    }
+
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.engine.get().ok_or(ApiError::NotReady)
+    }
+}

@@ -1,0 +1,175 @@
+//! `tally bench ingest`: the HTTP load generator behind `bench/`.
+//!
+//! It sends the same synthetic page-view events either to tally (NDJSON to
+//! `/v1/events/{stream}`) or to InfluxDB (line protocol to `/write`), over a
+//! fixed number of keep-alive connections, closed-loop (as fast as answers
+//! come back) or open-loop at a fixed rate, and prints throughput and latency
+//! percentiles as one JSON line so scripts can compare peers in one run.
+
+use clap::{Args, ValueEnum};
+use rand::Rng;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Base URL of the server under test.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Which wire format and endpoint to use.
+    #[arg(long, value_enum, default_value = "tally")]
+    pub target: Target,
+    /// Stream (tally) or measurement (InfluxDB) name.
+    #[arg(long, default_value = "bench")]
+    pub stream: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Total requests per second to offer (open loop); 0 sends as fast as
+    /// answers come back.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Label printed with the results.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// API key for tally.
+    #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Tally,
+    Influx,
+}
+
+const PATHS: &[&str] = &["/", "/pricing", "/docs", "/docs/api", "/blog", "/signup", "/login", "/about"];
+const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "IN", "BR", "JP", "NO"];
+const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
+
+/// Pre-built request bodies, so the generator spends its CPU on sending.
+fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes::Bytes> {
+    let mut rng = rand::rng();
+    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    (0..count)
+        .map(|_| {
+            let mut s = String::with_capacity(batch * 120);
+            for _ in 0..batch {
+                let ts = base + rng.random_range(0..3_600_000i64);
+                let (p, c, b) = (
+                    PATHS[rng.random_range(0..PATHS.len())],
+                    COUNTRIES[rng.random_range(0..COUNTRIES.len())],
+                    BROWSERS[rng.random_range(0..BROWSERS.len())],
+                );
+                let (d, by) = (rng.random_range(10..5000), rng.random_range(100..100_000));
+                match target {
+                    Target::Tally => s.push_str(&format!(
+                        "{{\"ts\":{ts},\"path\":\"{p}\",\"country\":\"{c}\",\"browser\":\"{b}\",\"duration_ms\":{d},\"bytes\":{by}}}\n"
+                    )),
+                    Target::Influx => s.push_str(&format!(
+                        "{stream},path={p},country={c},browser={b} duration_ms={d},bytes={by} {ts}\n"
+                    )),
+                }
+            }
+            bytes::Bytes::from(s)
+        })
+        .collect()
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let bodies = std::sync::Arc::new(bodies(args.target, &args.stream, args.batch, 64));
+    let url = match args.target {
+        Target::Tally => format!("{}/v1/events/{}", args.url.trim_end_matches('/'), args.stream),
+        Target::Influx => format!("{}/write?db=bench&precision=ms", args.url.trim_end_matches('/')),
+    };
+    let ct = match args.target {
+        Target::Tally => "application/x-ndjson",
+        Target::Influx => "text/plain",
+    };
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let started = Instant::now();
+    let per_conn_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let (client, url, bodies, key) = (client.clone(), url.clone(), bodies.clone(), args.api_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat_us: Vec<u32> = Vec::new();
+            let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+            let mut i = c;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if per_conn_interval.is_some() {
+                    // Open loop: latency is measured from the scheduled send
+                    // time, so a stalled server cannot hide its queueing.
+                    let now = Instant::now();
+                    if next > now {
+                        tokio::time::sleep(next - now).await;
+                    }
+                }
+                let scheduled = if per_conn_interval.is_some() { next } else { Instant::now() };
+                let mut req = client.post(&url).header("content-type", ct).body(bodies[i % bodies.len()].clone());
+                if let Some(k) = &key {
+                    req = req.bearer_auth(k);
+                }
+                let status = match req.send().await {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        s
+                    }
+                    Err(_) => 0,
+                };
+                lat_us.push(scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                *statuses.entry(status).or_default() += 1;
+                i += 1;
+                if let Some(every) = per_conn_interval {
+                    next += every;
+                }
+            }
+            (lat_us, statuses)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+    for t in tasks {
+        let (l, s) = t.await?;
+        lat.extend(l);
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] as f64 / 1000.0
+    };
+    let ok: u64 = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    let total: u64 = statuses.values().sum();
+    let out = json!({
+        "label": args.label,
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "connections": args.connections,
+        "batch": args.batch,
+        "offered_rate": args.rate,
+        "seconds": secs,
+        "requests": total,
+        "ok_requests": ok,
+        "statuses": statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "events_per_sec": (ok as f64 * args.batch as f64) / secs,
+        "requests_per_sec": ok as f64 / secs,
+        "latency_ms": { "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0) },
+    });
+    println!("{out}");
+    Ok(())
+}

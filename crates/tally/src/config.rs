@@ -1,0 +1,155 @@
+//! `tally serve` flags and the TOML config file.
+//!
+//! Every setting has a flag, a `TALLY_*` environment twin and a config-file
+//! key of the same name; a flag or variable wins over the file, the file over
+//! the default. Keys (API keys) live only in the file, as hashes.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tally_engine::{EngineOptions, SyncMode};
+use tally_server::{ApiKey, Scope, ServerConfig};
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML config file; its keys have the same names as these flags
+    /// (with '_' for '-'), plus [[keys]] entries.
+    #[arg(long, env = "TALLY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the log, segments and catalog. [default: ./tally-data]
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on. A non-loopback address needs API keys or
+    /// --allow-unauthenticated. [default: 127.0.0.1:8080]
+    #[arg(long, env = "TALLY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// When an acknowledged write is on disk: `always` fsyncs before every
+    /// acknowledgement (survives power loss; group commit keeps it fast);
+    /// `interval` acknowledges after the OS has the data and fsyncs every
+    /// --sync-interval-ms (survives a killed process, not a power loss);
+    /// `never` is for throwaway data. [default: always]
+    #[arg(long, env = "TALLY_SYNC")]
+    pub sync: Option<String>,
+
+    /// fsync period for --sync interval, in milliseconds. [default: 100]
+    #[arg(long, env = "TALLY_SYNC_INTERVAL_MS")]
+    pub sync_interval_ms: Option<u64>,
+
+    /// Largest request body accepted; bigger ones get 413. [default: 16777216]
+    #[arg(long, env = "TALLY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Memory for request bodies being parsed and written at once; past it,
+    /// ingest answers 503 with Retry-After. [default: 268435456]
+    #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES")]
+    pub ingest_budget_bytes: Option<usize>,
+
+    /// Flush the in-memory tail to Parquet once it holds this many bytes.
+    /// Larger means fewer, bigger segments and a longer log replay after a
+    /// crash. [default: 67108864]
+    #[arg(long, env = "TALLY_FLUSH_BYTES")]
+    pub flush_bytes: Option<usize>,
+
+    /// ... or once its oldest event is this many seconds old. [default: 60]
+    #[arg(long, env = "TALLY_FLUSH_INTERVAL_SECS")]
+    pub flush_interval_secs: Option<u64>,
+
+    /// Refuse ingest (503) while the in-memory tail holds more than this,
+    /// i.e. while flushing falls behind. [default: 201326592]
+    #[arg(long, env = "TALLY_MEMORY_LIMIT_BYTES")]
+    pub memory_limit_bytes: Option<usize>,
+
+    /// Batches that may wait for the log writer before ingest answers 503.
+    /// [default: 4096]
+    #[arg(long, env = "TALLY_LOG_QUEUE")]
+    pub log_queue: Option<usize>,
+
+    /// Allow listening on a non-loopback address with no API keys.
+    #[arg(long, env = "TALLY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    sync: Option<String>,
+    sync_interval_ms: Option<u64>,
+    max_body_bytes: Option<usize>,
+    ingest_budget_bytes: Option<usize>,
+    flush_bytes: Option<usize>,
+    flush_interval_secs: Option<u64>,
+    memory_limit_bytes: Option<usize>,
+    log_queue: Option<usize>,
+    allow_unauthenticated: Option<bool>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct KeyConfig {
+    name: String,
+    hash: String,
+    scopes: Vec<String>,
+}
+
+impl ServeArgs {
+    pub fn into_server_config(self) -> anyhow::Result<ServerConfig> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("tally-data"));
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let mut engine = EngineOptions::new(data_dir);
+        let interval = Duration::from_millis(self.sync_interval_ms.or(file.sync_interval_ms).unwrap_or(100));
+        engine.sync = match self.sync.or(file.sync).as_deref().unwrap_or("always") {
+            "always" => SyncMode::Always,
+            "interval" => SyncMode::Interval(interval),
+            "never" => SyncMode::Never,
+            other => bail!("--sync must be always, interval or never, not {other:?}"),
+        };
+        if let Some(v) = self.flush_bytes.or(file.flush_bytes) {
+            engine.flush_bytes = v;
+        }
+        if let Some(v) = self.flush_interval_secs.or(file.flush_interval_secs) {
+            engine.flush_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = self.memory_limit_bytes.or(file.memory_limit_bytes) {
+            engine.memory_limit_bytes = v;
+        }
+        if let Some(v) = self.log_queue.or(file.log_queue) {
+            engine.log_queue = v.max(1);
+        }
+        let mut config = ServerConfig::new(listen, engine);
+        if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
+            config.max_body_bytes = v;
+        }
+        config.engine.max_record_bytes = config.engine.max_record_bytes.max(config.max_body_bytes * 2);
+        if let Some(v) = self.ingest_budget_bytes.or(file.ingest_budget_bytes) {
+            config.ingest_budget_bytes = v.min(u32::MAX as usize);
+        }
+        config.allow_unauthenticated = self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
+        for k in file.keys {
+            let hash = ApiKey::parse_hash(&k.hash).map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;
+            let scopes = k
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("key {:?}: unknown scope {s:?}", k.name)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            config.keys.push(ApiKey { name: k.name, hash, scopes });
+        }
+        Ok(config)
+    }
+}
