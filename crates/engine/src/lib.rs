@@ -25,8 +25,15 @@ use std::time::{Duration, Instant};
 use tally_ingest::{codec, Batch, ColumnType};
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
-use tally_store::{SchemaConflict, Store, StoreOptions};
 pub use tally_store::{FlushReport, StreamStats};
+use tally_store::{SchemaConflict, Store, StoreOptions};
+
+/// Registers the metrics of every stage below the HTTP layer.
+pub fn init_metrics() {
+    metrics::init();
+    tally_log::init_metrics();
+    tally_store::init_metrics();
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -36,7 +43,10 @@ pub enum Error {
     Schema(#[from] SchemaConflict),
 
     #[error("overloaded: {reason}")]
-    Overloaded { reason: String, retry_after: Duration },
+    Overloaded {
+        reason: String,
+        retry_after: Duration,
+    },
 
     #[error("record of {size} bytes is larger than the log accepts ({limit})")]
     TooLarge { size: usize, limit: usize },
@@ -54,7 +64,10 @@ pub enum Error {
     Locked { dir: PathBuf },
 
     #[error("data directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<tally_log::Error> for Error {
@@ -155,7 +168,11 @@ impl Engine {
             &mut |lsn, payload| apply_record(&replay_store, lsn, payload),
             Box::new(move |lsn, payload| apply_record(&apply_store, lsn, payload)),
         )?;
-        let recovery = Recovery { checkpoint_lsn: checkpoint, log: report, took: t.elapsed() };
+        let recovery = Recovery {
+            checkpoint_lsn: checkpoint,
+            log: report,
+            took: t.elapsed(),
+        };
         tracing::info!(
             checkpoint_lsn = checkpoint,
             replayed = recovery.log.replayed,
@@ -212,7 +229,9 @@ impl Engine {
             });
         }
         if let Err(e) = self.store.schemas().reserve(stream, batch) {
-            REJECTED.with_label_values(&["schema"]).inc_by(batch.len() as u64);
+            REJECTED
+                .with_label_values(&["schema"])
+                .inc_by(batch.len() as u64);
             return Err(e.into());
         }
         let record = codec::encode(stream, batch);
@@ -230,7 +249,10 @@ impl Engine {
         APPEND_SECONDS.observe(t.elapsed().as_secs_f64());
         ACCEPTED.inc_by(batch.len() as u64);
         BATCH_EVENTS.observe(batch.len() as f64);
-        Ok(Receipt { accepted: batch.len(), lsn })
+        Ok(Receipt {
+            accepted: batch.len(),
+            lsn,
+        })
     }
 
     /// Flushes the tail to segments, lets the log drop what they hold, and
@@ -252,7 +274,11 @@ impl Engine {
             let _ = h.join();
         }
         let r = self.flush()?;
-        tracing::info!(rows = r.rows, checkpoint_lsn = r.checkpoint_lsn, "engine shut down cleanly");
+        tracing::info!(
+            rows = r.rows,
+            checkpoint_lsn = r.checkpoint_lsn,
+            "engine shut down cleanly"
+        );
         Ok(())
     }
 
@@ -324,15 +350,25 @@ struct DirLock {
 impl DirLock {
     fn acquire(dir: &std::path::Path) -> Result<DirLock> {
         use std::os::fd::AsRawFd;
-        let io = |source| Error::Io { dir: dir.to_path_buf(), source };
+        let io = |source| Error::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::WouldBlock {
-                return Err(Error::Locked { dir: dir.to_path_buf() });
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
             }
             return Err(io(err));
         }

@@ -13,8 +13,17 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     let opts = EngineOptions::new(dir.path());
     {
         let e = Engine::open(opts.clone()).unwrap();
-        let r = e.ingest("s", &batch("{\"a\":\"x\",\"v\":1}\n{\"a\":\"y\",\"v\":2}")).await.unwrap();
-        assert_eq!(r, Receipt { accepted: 2, lsn: 1 });
+        let r = e
+            .ingest("s", &batch("{\"a\":\"x\",\"v\":1}\n{\"a\":\"y\",\"v\":2}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Receipt {
+                accepted: 2,
+                lsn: 1
+            }
+        );
         e.flush().unwrap();
         e.ingest("s", &batch("{\"v\":3}")).await.unwrap();
         // No flush at the end: the second batch must come back from the log.
@@ -25,7 +34,10 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     assert_eq!(e.recovery().log.replayed, 1);
     assert_eq!(e.store().stream_stats()["s"].rows, 3);
     let err = e.ingest("s", &batch("{\"v\":\"text\"}")).await.unwrap_err();
-    assert!(matches!(err, Error::Schema(SchemaConflict::Type { .. })), "{err}");
+    assert!(
+        matches!(err, Error::Schema(SchemaConflict::Type { .. })),
+        "{err}"
+    );
     assert_eq!(e.store().stream_stats()["s"].rows, 3);
 }
 

@@ -46,7 +46,11 @@ pub struct StrColumn {
 
 impl StrColumn {
     pub fn new() -> Self {
-        StrColumn { offsets: vec![0], bytes: Vec::new(), valid: Vec::new() }
+        StrColumn {
+            offsets: vec![0],
+            bytes: Vec::new(),
+            valid: Vec::new(),
+        }
     }
     pub fn len(&self) -> usize {
         self.valid.len()
@@ -163,7 +167,12 @@ impl Batch {
     /// The 1-based row of the first non-null value in `column`, for naming
     /// the line of a schema conflict found after parsing.
     pub fn first_row_with_value(&self, column: &Column) -> usize {
-        column.data.valid().iter().position(|v| *v).map_or(1, |i| i + 1)
+        column
+            .data
+            .valid()
+            .iter()
+            .position(|v| *v)
+            .map_or(1, |i| i + 1)
     }
     /// Approximate heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
@@ -223,7 +232,10 @@ impl BatchBuilder {
         let at = self.location();
         self.fields_in_row += 1;
         if self.fields_in_row > MAX_FIELDS_PER_EVENT {
-            return Err(Error::TooManyFields { at, limit: MAX_FIELDS_PER_EVENT });
+            return Err(Error::TooManyFields {
+                at,
+                limit: MAX_FIELDS_PER_EVENT,
+            });
         }
         let row = self.ts.len();
         let idx = match self.index.get(name) {
@@ -245,7 +257,10 @@ impl BatchBuilder {
                     ColumnType::Dim => ColumnData::Dim(StrColumn::new()),
                     ColumnType::Value => ColumnData::Value(NumColumn::default()),
                 };
-                self.columns.push(Column { name: name.to_string(), data });
+                self.columns.push(Column {
+                    name: name.to_string(),
+                    data,
+                });
                 self.index.insert(name.to_string(), self.columns.len() - 1);
                 self.columns.len() - 1
             }
@@ -274,7 +289,9 @@ impl BatchBuilder {
 
     /// The type `name` already has in this batch, if any.
     pub fn column_type(&self, name: &str) -> Option<ColumnType> {
-        self.index.get(name).map(|&i| self.columns[i].data.column_type())
+        self.index
+            .get(name)
+            .map(|&i| self.columns[i].data.column_type())
     }
 
     pub fn push_str(&mut self, name: &str, value: &str) -> Result<()> {
@@ -287,7 +304,11 @@ impl BatchBuilder {
     pub fn push_num(&mut self, name: &str, value: f64) -> Result<()> {
         let at = self.location();
         if !value.is_finite() {
-            return Err(Error::BadField { at, field: name.into(), message: "number is not finite".into() });
+            return Err(Error::BadField {
+                at,
+                field: name.into(),
+                message: "number is not finite".into(),
+            });
         }
         if let ColumnData::Value(c) = self.column_for(name, ColumnType::Value)? {
             c.push(value);
@@ -306,7 +327,10 @@ impl BatchBuilder {
                 c.data.push_null();
             }
         }
-        Batch { ts: self.ts, columns: self.columns }
+        Batch {
+            ts: self.ts,
+            columns: self.columns,
+        }
     }
 }
 
@@ -325,9 +349,13 @@ mod tests {
         b.finish_row(2);
         let batch = b.finish();
         assert_eq!(batch.len(), 2);
-        let ColumnData::Dim(a) = &batch.column("a").unwrap().data else { panic!() };
+        let ColumnData::Dim(a) = &batch.column("a").unwrap().data else {
+            panic!()
+        };
         assert_eq!((a.get(0), a.get(1)), (Some("x"), None));
-        let ColumnData::Value(v) = &batch.column("v").unwrap().data else { panic!() };
+        let ColumnData::Value(v) = &batch.column("v").unwrap().data else {
+            panic!()
+        };
         assert_eq!((v.get(0), v.get(1)), (None, Some(2.5)));
     }
 
@@ -341,7 +369,12 @@ mod tests {
         let err = b.push_str("v", "x").unwrap_err();
         assert_eq!(
             err,
-            Error::TypeConflict { at: Location::Line(2), field: "v".into(), existing: ColumnType::Value, found: "string".into() }
+            Error::TypeConflict {
+                at: Location::Line(2),
+                field: "v".into(),
+                existing: ColumnType::Value,
+                found: "string".into()
+            }
         );
     }
 

@@ -23,7 +23,9 @@ const VERSION: u8 = 1;
 /// Encodes `batch` of `stream` as one log record.
 pub fn encode(stream: &str, batch: &Batch) -> Vec<u8> {
     let rows = batch.len();
-    let mut out = Vec::with_capacity(16 + stream.len() + batch.heap_bytes() + batch.columns.len() * (rows / 8 + 16));
+    let mut out = Vec::with_capacity(
+        16 + stream.len() + batch.heap_bytes() + batch.columns.len() * (rows / 8 + 16),
+    );
     out.push(VERSION);
     out.extend_from_slice(&(stream.len() as u16).to_le_bytes());
     out.extend_from_slice(stream.as_bytes());
@@ -67,7 +69,10 @@ pub fn decode(buf: &[u8]) -> Result<(String, Batch)> {
     let rows = r.u32()? as usize;
     let ncols = r.u16()? as usize;
     let ts_bytes = r.take(rows.checked_mul(8).ok_or_else(|| bad("row count"))?)?;
-    let ts = ts_bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let ts = ts_bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
     let mut columns = Vec::with_capacity(ncols);
     for _ in 0..ncols {
         let name = r.str()?.to_string();
@@ -76,8 +81,10 @@ pub fn decode(buf: &[u8]) -> Result<(String, Batch)> {
         let data = match kind {
             0 => {
                 let off_bytes = r.take((rows + 1) * 4)?;
-                let offsets: Vec<u32> =
-                    off_bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect();
+                let offsets: Vec<u32> = off_bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                    .collect();
                 if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[0] > w[1]) {
                     return Err(bad("string offsets"));
                 }
@@ -91,11 +98,18 @@ pub fn decode(buf: &[u8]) -> Result<(String, Batch)> {
                 if offsets.iter().any(|&o| !text.is_char_boundary(o as usize)) {
                     return Err(bad("string offsets split a character"));
                 }
-                ColumnData::Dim(StrColumn { offsets, bytes, valid })
+                ColumnData::Dim(StrColumn {
+                    offsets,
+                    bytes,
+                    valid,
+                })
             }
             1 => {
                 let vb = r.take(rows * 8)?;
-                let values = vb.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+                let values = vb
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect();
                 ColumnData::Value(NumColumn { values, valid })
             }
             k => return Err(Error::Codec(format!("unknown column kind {k}"))),
@@ -129,7 +143,9 @@ fn put_bitmap(out: &mut Vec<u8>, valid: &[bool]) {
 }
 
 fn get_bitmap(bytes: &[u8], rows: usize) -> Vec<bool> {
-    (0..rows).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect()
+    (0..rows)
+        .map(|i| bytes[i / 8] & (1 << (i % 8)) != 0)
+        .collect()
 }
 
 struct Reader<'a> {
@@ -139,7 +155,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or_else(|| bad("length (record truncated)"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| bad("length (record truncated)"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

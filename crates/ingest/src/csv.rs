@@ -7,18 +7,29 @@
 //! the event timestamp (RFC 3339 or epoch milliseconds).
 
 use crate::{
-    parse_ts_str, validate_field_name, Batch, Column, ColumnData, ColumnType, Error, Location, NumColumn, Result,
-    StrColumn,
+    parse_ts_str, validate_field_name, Batch, Column, ColumnData, ColumnType, Error, Location,
+    NumColumn, Result, StrColumn,
 };
 
-pub(crate) fn parse_csv(body: &[u8], now_us: i64, hint: &dyn Fn(&str) -> Option<ColumnType>) -> Result<Batch> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(body);
+pub(crate) fn parse_csv(
+    body: &[u8],
+    now_us: i64,
+    hint: &dyn Fn(&str) -> Option<ColumnType>,
+) -> Result<Batch> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(body);
     let headers = rdr.byte_headers().map_err(|e| csv_error(&e, 1))?.clone();
     let mut names = Vec::with_capacity(headers.len());
     let mut ts_col = None;
     for (i, h) in headers.iter().enumerate() {
         let name = std::str::from_utf8(h)
-            .map_err(|_| Error::Syntax { at: Location::Line(1), format: "CSV", message: format!("header {} is not UTF-8", i + 1) })?
+            .map_err(|_| Error::Syntax {
+                at: Location::Line(1),
+                format: "CSV",
+                message: format!("header {} is not UTF-8", i + 1),
+            })?
             .trim()
             .to_string();
         if name == "ts" {
@@ -31,7 +42,11 @@ pub(crate) fn parse_csv(body: &[u8], now_us: i64, hint: &dyn Fn(&str) -> Option<
             })?;
         }
         if names.contains(&name) {
-            return Err(Error::BadField { at: Location::Line(1), field: name, message: "column appears twice in the header".into() });
+            return Err(Error::BadField {
+                at: Location::Line(1),
+                field: name,
+                message: "column appears twice in the header".into(),
+            });
         }
         names.push(name);
     }
@@ -58,7 +73,10 @@ pub(crate) fn parse_csv(body: &[u8], now_us: i64, hint: &dyn Fn(&str) -> Option<
                 let t = if cell.trim().is_empty() {
                     now_us
                 } else {
-                    parse_ts_str(cell).ok_or_else(|| Error::BadTimestamp { at: Location::Line(line), value: cell.into() })?
+                    parse_ts_str(cell).ok_or_else(|| Error::BadTimestamp {
+                        at: Location::Line(line),
+                        value: cell.into(),
+                    })?
                 };
                 ts.push(t);
             } else if cell.is_empty() {
@@ -82,7 +100,10 @@ pub(crate) fn parse_csv(body: &[u8], now_us: i64, hint: &dyn Fn(&str) -> Option<
         let data = match ty {
             ColumnType::Dim => ColumnData::Dim(col),
             ColumnType::Value => {
-                let mut num = NumColumn { values: Vec::with_capacity(col.len()), valid: Vec::with_capacity(col.len()) };
+                let mut num = NumColumn {
+                    values: Vec::with_capacity(col.len()),
+                    valid: Vec::with_capacity(col.len()),
+                };
                 for r in 0..col.len() {
                     match col.get(r) {
                         None => num.push_null(),
@@ -121,14 +142,23 @@ fn infer(col: &StrColumn) -> ColumnType {
 }
 
 fn csv_error(e: &csv::Error, fallback_line: usize) -> Error {
-    let line = e.position().map_or(fallback_line, |p| p.line() as usize).max(1);
+    let line = e
+        .position()
+        .map_or(fallback_line, |p| p.line() as usize)
+        .max(1);
     let message = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("row has {len} fields, the header has {expected_len}")
         }
         _ => e.to_string(),
     };
-    Error::Syntax { at: Location::Line(line), format: "CSV", message }
+    Error::Syntax {
+        at: Location::Line(line),
+        format: "CSV",
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -140,15 +170,26 @@ mod tests {
         let body = "ts,port,price,code\n1000,NOOSL,12.5,01\n2000,CNSGH,,x\n";
         let b = parse_csv(body.as_bytes(), 7, &|_| None).unwrap();
         assert_eq!(b.ts, vec![1_000_000, 2_000_000]);
-        assert_eq!(b.column("price").unwrap().data.column_type(), ColumnType::Value);
-        assert_eq!(b.column("port").unwrap().data.column_type(), ColumnType::Dim);
-        assert_eq!(b.column("code").unwrap().data.column_type(), ColumnType::Dim);
+        assert_eq!(
+            b.column("price").unwrap().data.column_type(),
+            ColumnType::Value
+        );
+        assert_eq!(
+            b.column("port").unwrap().data.column_type(),
+            ColumnType::Dim
+        );
+        assert_eq!(
+            b.column("code").unwrap().data.column_type(),
+            ColumnType::Dim
+        );
     }
 
     #[test]
     fn schema_hint_wins_and_bad_cell_names_line() {
         let body = "a,v\n1,2\n3,x\n";
-        let b = parse_csv(body.as_bytes(), 7, &|n| (n == "v").then_some(ColumnType::Value));
+        let b = parse_csv(body.as_bytes(), 7, &|n| {
+            (n == "v").then_some(ColumnType::Value)
+        });
         let e = b.unwrap_err();
         assert_eq!(e.location(), Some(Location::Line(3)));
         assert_eq!(e.field(), Some("v"));
@@ -159,6 +200,15 @@ mod tests {
     #[test]
     fn ragged_rows_are_syntax_errors_on_their_line() {
         let e = parse_csv("a,b\n1,2\n3\n".as_bytes(), 7, &|_| None).unwrap_err();
-        assert!(matches!(e, Error::Syntax { at: Location::Line(3), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::Syntax {
+                    at: Location::Line(3),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -37,16 +37,29 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum Error {
     #[error("{at}: invalid {format}: {message}")]
-    Syntax { at: Location, format: &'static str, message: String },
+    Syntax {
+        at: Location,
+        format: &'static str,
+        message: String,
+    },
 
     #[error("{at}: expected a JSON object, found {found}")]
     NotAnObject { at: Location, found: &'static str },
 
     #[error("{at}, field '{field}': {message}")]
-    BadField { at: Location, field: String, message: String },
+    BadField {
+        at: Location,
+        field: String,
+        message: String,
+    },
 
     #[error("{at}, field '{field}': type conflict: {existing} before, {found} here")]
-    TypeConflict { at: Location, field: String, existing: ColumnType, found: String },
+    TypeConflict {
+        at: Location,
+        field: String,
+        existing: ColumnType,
+        found: String,
+    },
 
     #[error("{at}, field 'ts': invalid timestamp {value:?} (expected RFC 3339 or epoch milliseconds between 1970 and 2200)")]
     BadTimestamp { at: Location, value: String },

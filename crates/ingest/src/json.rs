@@ -26,7 +26,11 @@ impl State<'_> {
         E::custom("")
     }
     fn field_error(&self, message: impl Into<String>) -> Error {
-        Error::BadField { at: self.b.location(), field: self.path.clone(), message: message.into() }
+        Error::BadField {
+            at: self.b.location(),
+            field: self.path.clone(),
+            message: message.into(),
+        }
     }
 }
 
@@ -38,8 +42,18 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
     let mut b = BatchBuilder::new();
     if first == Some(b'[') {
         let mut de = serde_json::Deserializer::from_slice(body);
-        let mut st = State { b: &mut b, path: String::new(), ts: None, error: None };
-        let r = de.deserialize_seq(ArrayVisitor { st: &mut st, now_us }).and_then(|()| de.end());
+        let mut st = State {
+            b: &mut b,
+            path: String::new(),
+            ts: None,
+            error: None,
+        };
+        let r = de
+            .deserialize_seq(ArrayVisitor {
+                st: &mut st,
+                now_us,
+            })
+            .and_then(|()| de.end());
         if let Err(e) = r {
             return Err(st.error.take().unwrap_or_else(|| syntax(e)));
         }
@@ -47,8 +61,19 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
     }
     b.start_row(1)?;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut st = State { b: &mut b, path: String::new(), ts: None, error: None };
-    match (EventSeed { st: &mut st, top: true }).deserialize(&mut de).and_then(|()| de.end()) {
+    let mut st = State {
+        b: &mut b,
+        path: String::new(),
+        ts: None,
+        error: None,
+    };
+    match (EventSeed {
+        st: &mut st,
+        top: true,
+    })
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    {
         Ok(()) => {
             let ts = st.ts.unwrap_or(now_us);
             b.finish_row(ts);
@@ -71,8 +96,19 @@ pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
         let lineno = i + 1;
         b.start_row(lineno)?;
         let mut de = serde_json::Deserializer::from_slice(line);
-        let mut st = State { b: &mut b, path: String::new(), ts: None, error: None };
-        if let Err(e) = (EventSeed { st: &mut st, top: true }).deserialize(&mut de).and_then(|()| de.end()) {
+        let mut st = State {
+            b: &mut b,
+            path: String::new(),
+            ts: None,
+            error: None,
+        };
+        if let Err(e) = (EventSeed {
+            st: &mut st,
+            top: true,
+        })
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        {
             return Err(st.error.take().unwrap_or_else(|| Error::Syntax {
                 at: Location::Line(lineno),
                 format: "JSON",
@@ -85,9 +121,12 @@ pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
     Ok(b.finish())
 }
 
-
 fn syntax(e: serde_json::Error) -> Error {
-    Error::Syntax { at: Location::Line(e.line().max(1)), format: "JSON", message: strip_position(&e) }
+    Error::Syntax {
+        at: Location::Line(e.line().max(1)),
+        format: "JSON",
+        message: strip_position(&e),
+    }
 }
 
 /// serde_json appends "at line L column C"; the line is reported separately,
@@ -119,7 +158,13 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_, '_> {
             }
             self.st.ts = None;
             self.st.path.clear();
-            if seq.next_element_seed(EventSeed { st: self.st, top: true })?.is_none() {
+            if seq
+                .next_element_seed(EventSeed {
+                    st: self.st,
+                    top: true,
+                })?
+                .is_none()
+            {
                 return Ok(());
             }
             let ts = self.st.ts.unwrap_or(self.now_us);
@@ -148,8 +193,14 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let top = self.top;
-        while let Some(()) = map.next_key_seed(KeySeed { path: &mut self.st.path })? {
-            map.next_value_seed(FieldSeed { st: self.st, depth: 0, top })?;
+        while let Some(()) = map.next_key_seed(KeySeed {
+            path: &mut self.st.path,
+        })? {
+            map.next_value_seed(FieldSeed {
+                st: self.st,
+                depth: 0,
+                top,
+            })?;
             self.st.path.clear();
         }
         Ok(())
@@ -230,7 +281,10 @@ impl FieldSeed<'_, '_> {
                 }
                 None => {
                     let at = self.st.b.location();
-                    Err(self.st.fail(Error::BadTimestamp { at, value: v.into() }))
+                    Err(self.st.fail(Error::BadTimestamp {
+                        at,
+                        value: v.into(),
+                    }))
                 }
             };
         }
@@ -248,7 +302,10 @@ impl FieldSeed<'_, '_> {
                 }
                 None => {
                     let at = self.st.b.location();
-                    Err(self.st.fail(Error::BadTimestamp { at, value: v.to_string() }))
+                    Err(self.st.fail(Error::BadTimestamp {
+                        at,
+                        value: v.to_string(),
+                    }))
                 }
             };
         }
@@ -277,7 +334,10 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         if self.is_ts() {
             let at = self.st.b.location();
-            return Err(self.st.fail(Error::BadTimestamp { at, value: v.to_string() }));
+            return Err(self.st.fail(Error::BadTimestamp {
+                at,
+                value: v.to_string(),
+            }));
         }
         self.push_str(if v { "true" } else { "false" })
     }
@@ -297,12 +357,16 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        let e = self.st.field_error("arrays are not supported; send a string or flatten the values into fields");
+        let e = self.st.field_error(
+            "arrays are not supported; send a string or flatten the values into fields",
+        );
         Err(self.st.fail(e))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         if self.depth >= MAX_DEPTH {
-            let e = self.st.field_error(format!("objects nested deeper than {MAX_DEPTH} levels"));
+            let e = self
+                .st
+                .field_error(format!("objects nested deeper than {MAX_DEPTH} levels"));
             return Err(self.st.fail(e));
         }
         if let Some(existing) = self.st.b.column_type(&self.st.path) {
@@ -315,8 +379,14 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
             return Err(self.st.fail(e));
         }
         let base = self.st.path.len();
-        while let Some(()) = map.next_key_seed(KeySeed { path: &mut self.st.path })? {
-            map.next_value_seed(FieldSeed { st: self.st, depth: self.depth + 1, top: self.top })?;
+        while let Some(()) = map.next_key_seed(KeySeed {
+            path: &mut self.st.path,
+        })? {
+            map.next_value_seed(FieldSeed {
+                st: self.st,
+                depth: self.depth + 1,
+                top: self.top,
+            })?;
             self.st.path.truncate(base);
         }
         Ok(())
@@ -340,7 +410,11 @@ mod tests {
         let arr = p(r#"[{"a":"x"},{"v":2,"ts":1000}]"#, Format::Json).unwrap();
         assert_eq!(arr.len(), 2);
         assert_eq!(arr.ts, vec![42, 1_000_000]);
-        let nd = p("{\"a\":\"x\"}\n\n{\"a\":\"y\",\"ts\":\"2024-01-01T00:00:00Z\"}\n", Format::Ndjson).unwrap();
+        let nd = p(
+            "{\"a\":\"x\"}\n\n{\"a\":\"y\",\"ts\":\"2024-01-01T00:00:00Z\"}\n",
+            Format::Ndjson,
+        )
+        .unwrap();
         assert_eq!(nd.len(), 2);
         assert_eq!(nd.ts[1], 1_704_067_200_000_000);
         let nd_as_json = p("{\"a\":\"x\"}\n{\"a\":\"y\"}", Format::Json).unwrap();
@@ -349,10 +423,16 @@ mod tests {
 
     #[test]
     fn nested_objects_flatten_and_booleans_are_dims() {
-        let b = p(r#"{"user":{"geo":{"country":"FR"},"age":30},"ok":true,"n":null}"#, Format::Json).unwrap();
+        let b = p(
+            r#"{"user":{"geo":{"country":"FR"},"age":30},"ok":true,"n":null}"#,
+            Format::Json,
+        )
+        .unwrap();
         let names: Vec<_> = b.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["user.geo.country", "user.age", "ok"]);
-        let ColumnData::Dim(ok) = &b.column("ok").unwrap().data else { panic!() };
+        let ColumnData::Dim(ok) = &b.column("ok").unwrap().data else {
+            panic!()
+        };
         assert_eq!(ok.get(0), Some("true"));
     }
 
@@ -362,7 +442,16 @@ mod tests {
         assert_eq!(e.location(), Some(Location::Line(2)));
         assert_eq!(e.field(), Some("v"));
         let e = p("{\"v\":1}\n{\"v\":\n", Format::Ndjson).unwrap_err();
-        assert!(matches!(e, Error::Syntax { at: Location::Line(2), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::Syntax {
+                    at: Location::Line(2),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let e = p(r#"[{"a":1},{"a":[1]}]"#, Format::Json).unwrap_err();
         assert_eq!(e.location(), Some(Location::Event(2)));
         assert_eq!(e.field(), Some("a"));

@@ -19,7 +19,9 @@ mod names;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use error::{Error, Location, Result};
-pub use names::{validate_field_name, validate_stream_name, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN};
+pub use names::{
+    validate_field_name, validate_stream_name, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
+};
 
 /// The body formats tally accepts on its ingest endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +42,22 @@ impl Format {
         let Some(ct) = content_type else {
             return Some(Format::Json);
         };
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "" | "application/json" | "text/json" | "application/x-www-form-urlencoded" => {
                 Some(Format::Json)
             }
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-            | "application/json-lines" | "application/jsonlines" | "application/x-jsonlines" => {
-                Some(Format::Ndjson)
-            }
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/json-lines"
+            | "application/jsonlines"
+            | "application/x-jsonlines" => Some(Format::Ndjson),
             "text/csv" | "application/csv" => Some(Format::Csv),
             _ => None,
         }

@@ -16,9 +16,14 @@ pub fn validate_stream_name(name: &str) -> Result<(), String> {
     }
     let first = name.as_bytes()[0];
     if !(first.is_ascii_alphabetic() || first == b'_') {
-        return Err(format!("stream name {name:?} must start with a letter or '_'"));
+        return Err(format!(
+            "stream name {name:?} must start with a letter or '_'"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
         return Err(format!(
             "stream name {name:?} contains {c:?}; allowed are letters, digits, '_' and '-'"
         ));

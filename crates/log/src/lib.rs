@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
+/// Registers the log's metrics.
+pub use metrics::init as init_metrics;
 
 /// Log sequence number: 1 for the first record ever appended, dense after.
 pub type Lsn = u64;
@@ -29,10 +31,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("log I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("log file {path} is corrupt at byte {offset}: {reason}; it is not the last file, so this is not a torn write and tally will not guess")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 
     #[error("log queue is full ({capacity} records waiting)")]
     Busy { capacity: usize },
@@ -49,7 +58,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -139,14 +139,21 @@ impl LocalLog {
         let n = files.len();
         for (i, f) in files.iter().enumerate() {
             let is_last = i + 1 == n;
-            let scan = scan_file(&f.path, f.first_lsn, last, is_last, opts.max_record_bytes, &mut |lsn, p| {
-                if lsn > after {
-                    report.replayed += 1;
-                    replay(lsn, p);
-                } else {
-                    report.skipped += 1;
-                }
-            })?;
+            let scan = scan_file(
+                &f.path,
+                f.first_lsn,
+                last,
+                is_last,
+                opts.max_record_bytes,
+                &mut |lsn, p| {
+                    if lsn > after {
+                        report.replayed += 1;
+                        replay(lsn, p);
+                    } else {
+                        report.skipped += 1;
+                    }
+                },
+            )?;
             if let Some(l) = scan.last_lsn {
                 last = Some(l);
             }
@@ -159,14 +166,21 @@ impl LocalLog {
         // Append to the last file, or start the first one.
         let current = match files.back() {
             Some(f) => {
-                let file = OpenOptions::new().write(true).open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&f.path)
+                    .map_err(|e| Error::io(&f.path, e))?;
                 let mut file = file;
-                file.seek(SeekFrom::End(0)).map_err(|e| Error::io(&f.path, e))?;
+                file.seek(SeekFrom::End(0))
+                    .map_err(|e| Error::io(&f.path, e))?;
                 file
             }
             None => {
                 let (file, path) = create_file(&opts.dir, last_lsn + 1)?;
-                files.push_back(LogFile { first_lsn: last_lsn + 1, path });
+                files.push_back(LogFile {
+                    first_lsn: last_lsn + 1,
+                    path,
+                });
                 file
             }
         };
@@ -182,7 +196,12 @@ impl LocalLog {
         });
         let (tx, rx) = mpsc::sync_channel::<Request>(opts.queue_capacity);
         let (gtx, grx) = mpsc::sync_channel::<Group>(64);
-        let writer = Writer { shared: shared.clone(), opts: opts.clone(), file: current, next_lsn: last_lsn + 1 };
+        let writer = Writer {
+            shared: shared.clone(),
+            opts: opts.clone(),
+            file: current,
+            next_lsn: last_lsn + 1,
+        };
         let w = std::thread::Builder::new()
             .name("tally-log-writer".into())
             .spawn(move || writer.run(rx, gtx))
@@ -192,7 +211,12 @@ impl LocalLog {
             .name("tally-log-apply".into())
             .spawn(move || apply_loop(applier, grx, hook))
             .map_err(|e| Error::io(&opts.dir, e))?;
-        let log = LocalLog { tx: RwLock::new(Some(tx)), shared, threads: Mutex::new(vec![w, a]), opts };
+        let log = LocalLog {
+            tx: RwLock::new(Some(tx)),
+            shared,
+            threads: Mutex::new(vec![w, a]),
+            opts,
+        };
         Ok((log, report))
     }
 
@@ -210,7 +234,10 @@ impl Log for LocalLog {
     fn append(&self, payload: Vec<u8>) -> AppendFuture {
         let size = payload.len();
         if size > self.opts.max_record_bytes {
-            return Box::pin(std::future::ready(Err(Error::TooLarge { size, limit: self.opts.max_record_bytes })));
+            return Box::pin(std::future::ready(Err(Error::TooLarge {
+                size,
+                limit: self.opts.max_record_bytes,
+            })));
         }
         if let Some(why) = self.shared.failed.lock().clone() {
             return Box::pin(std::future::ready(Err(Error::Failed(why))));
@@ -223,7 +250,9 @@ impl Log for LocalLog {
             None => Err(Error::Closed),
             Some(tx) => match tx.try_send(Request { payload, ack }) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) => Err(Error::Busy { capacity: self.opts.queue_capacity }),
+                Err(TrySendError::Full(_)) => Err(Error::Busy {
+                    capacity: self.opts.queue_capacity,
+                }),
                 Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
             },
         };
@@ -317,7 +346,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let d = self.shared.depth.fetch_sub(requests.len(), Ordering::Relaxed) - requests.len();
+            let d = self
+                .shared
+                .depth
+                .fetch_sub(requests.len(), Ordering::Relaxed)
+                - requests.len();
             QUEUE_DEPTH.set(d as i64);
 
             if let Some(why) = self.shared.failed.lock().clone() {
@@ -363,7 +396,13 @@ impl Writer {
             APPEND_RECORDS.inc_by(requests.len() as u64);
             APPEND_BYTES.inc_by(bytes as u64);
             GROUP_RECORDS.observe(requests.len() as f64);
-            if gtx.send(Group { first_lsn, requests }).is_err() {
+            if gtx
+                .send(Group {
+                    first_lsn,
+                    requests,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -380,7 +419,10 @@ impl Writer {
             lsn += 1;
         }
         let path = self.current_path();
-        let len = self.file.stream_position().map_err(|e| Error::io(&path, e))?;
+        let len = self
+            .file
+            .stream_position()
+            .map_err(|e| Error::io(&path, e))?;
         if len > MAGIC.len() as u64 && len + buf.len() as u64 > self.opts.segment_bytes {
             self.rotate()?;
         }
@@ -392,7 +434,12 @@ impl Writer {
     }
 
     fn current_path(&self) -> PathBuf {
-        self.shared.files.lock().back().map(|f| f.path.clone()).unwrap_or_default()
+        self.shared
+            .files
+            .lock()
+            .back()
+            .map(|f| f.path.clone())
+            .unwrap_or_default()
     }
 
     fn sync_data(&mut self) {
@@ -413,7 +460,10 @@ impl Writer {
         let (file, path) = create_file(&self.shared.dir, self.next_lsn)?;
         self.file = file;
         let mut files = self.shared.files.lock();
-        files.push_back(LogFile { first_lsn: self.next_lsn, path });
+        files.push_back(LogFile {
+            first_lsn: self.next_lsn,
+            path,
+        });
         FILES.set(files.len() as i64);
         Ok(())
     }
@@ -454,9 +504,16 @@ fn list_files(dir: &Path) -> Result<VecDeque<LogFile>> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".log") else { continue };
-        let Ok(first_lsn) = stem.parse::<Lsn>() else { continue };
-        files.push(LogFile { first_lsn, path: entry.path() });
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        let Ok(first_lsn) = stem.parse::<Lsn>() else {
+            continue;
+        };
+        files.push(LogFile {
+            first_lsn,
+            path: entry.path(),
+        });
     }
     files.sort_by_key(|f| f.first_lsn);
     Ok(files.into())
@@ -464,7 +521,12 @@ fn list_files(dir: &Path) -> Result<VecDeque<LogFile>> {
 
 fn create_file(dir: &Path, first_lsn: Lsn) -> Result<(File, PathBuf)> {
     let path = dir.join(file_name(first_lsn));
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     file.write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
@@ -472,7 +534,9 @@ fn create_file(dir: &Path, first_lsn: Lsn) -> Result<(File, PathBuf)> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 struct Scan {
@@ -490,7 +554,9 @@ fn scan_file(
     visit: &mut dyn FnMut(Lsn, &[u8]),
 ) -> Result<Scan> {
     let mut data = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| Error::io(path, e))?;
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(|e| Error::io(path, e))?;
     let mut last = None;
     let mut pos = 0usize;
     let bad: Option<String> = 'scan: {
@@ -503,7 +569,8 @@ fn scan_file(
             if data.len() - pos < FRAME {
                 break 'scan Some("short record header".into());
             }
-            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+            let len =
+                u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or_default());
             let lsn_bytes: [u8; 8] = data[pos + 8..pos + 16].try_into().unwrap_or_default();
             let lsn = u64::from_le_bytes(lsn_bytes);
@@ -528,7 +595,11 @@ fn scan_file(
     let mut torn_bytes = 0;
     if let Some(reason) = bad {
         if !is_last {
-            return Err(Error::Corrupt { path: path.to_path_buf(), offset: pos as u64, reason });
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                offset: pos as u64,
+                reason,
+            });
         }
         // A torn tail of the newest file: cut it back to the last whole record.
         let keep = pos.max(MAGIC.len());
@@ -536,7 +607,10 @@ fn scan_file(
         tracing::warn!(path = %path.display(), offset = pos, cut_bytes = torn_bytes, %reason, "truncating torn log tail");
         TORN_TAILS.inc();
         TORN_BYTES.inc_by(torn_bytes);
-        let mut f = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         if pos < MAGIC.len() {
             f.set_len(0).map_err(|e| Error::io(path, e))?;
             f.write_all(MAGIC).map_err(|e| Error::io(path, e))?;
@@ -545,7 +619,10 @@ fn scan_file(
         }
         f.sync_all().map_err(|e| Error::io(path, e))?;
     }
-    Ok(Scan { last_lsn: last, torn_bytes })
+    Ok(Scan {
+        last_lsn: last,
+        torn_bytes,
+    })
 }
 
 #[cfg(test)]

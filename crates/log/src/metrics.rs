@@ -1,16 +1,24 @@
 //! Prometheus metrics of the log stage.
 
 use prometheus::{
-    exponential_buckets, register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter,
-    IntGauge,
+    exponential_buckets, register_histogram, register_int_counter, register_int_gauge, Histogram,
+    IntCounter, IntGauge,
 };
 use std::sync::LazyLock;
 
 pub(crate) static APPEND_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("tally_log_append_bytes_total", "Bytes of records appended to the log").unwrap()
+    register_int_counter!(
+        "tally_log_append_bytes_total",
+        "Bytes of records appended to the log"
+    )
+    .unwrap()
 });
 pub(crate) static APPEND_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("tally_log_append_records_total", "Records appended to the log").unwrap()
+    register_int_counter!(
+        "tally_log_append_records_total",
+        "Records appended to the log"
+    )
+    .unwrap()
 });
 pub(crate) static GROUP_RECORDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -37,7 +45,11 @@ pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .unwrap()
 });
 pub(crate) static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("tally_log_queue_depth", "Records waiting to be written to the log").unwrap()
+    register_int_gauge!(
+        "tally_log_queue_depth",
+        "Records waiting to be written to the log"
+    )
+    .unwrap()
 });
 pub(crate) static FILES: LazyLock<IntGauge> =
     LazyLock::new(|| register_int_gauge!("tally_log_files", "Log files on disk").unwrap());
@@ -49,8 +61,30 @@ pub(crate) static TORN_TAILS: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap()
 });
 pub(crate) static TORN_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("tally_log_torn_tail_bytes_total", "Bytes cut from torn log tails at startup").unwrap()
+    register_int_counter!(
+        "tally_log_torn_tail_bytes_total",
+        "Bytes cut from torn log tails at startup"
+    )
+    .unwrap()
 });
 pub(crate) static REPLAYED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("tally_log_replayed_records_total", "Records replayed from the log at startup").unwrap()
+    register_int_counter!(
+        "tally_log_replayed_records_total",
+        "Records replayed from the log at startup"
+    )
+    .unwrap()
 });
+
+/// Registers every metric of this stage so it is exported from the start.
+pub fn init() {
+    LazyLock::force(&APPEND_BYTES);
+    LazyLock::force(&APPEND_RECORDS);
+    LazyLock::force(&GROUP_RECORDS);
+    LazyLock::force(&WRITE_SECONDS);
+    LazyLock::force(&FSYNC_SECONDS);
+    LazyLock::force(&QUEUE_DEPTH);
+    LazyLock::force(&FILES);
+    LazyLock::force(&TORN_TAILS);
+    LazyLock::force(&TORN_BYTES);
+    LazyLock::force(&REPLAYED);
+}

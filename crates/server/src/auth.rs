@@ -49,9 +49,13 @@ pub struct ApiKey {
 impl ApiKey {
     /// Parses a stored hash, written `sha256:<64 hex digits>`.
     pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
-        let hex_part = s.strip_prefix("sha256:").ok_or("key hash must start with 'sha256:'")?;
+        let hex_part = s
+            .strip_prefix("sha256:")
+            .ok_or("key hash must start with 'sha256:'")?;
         let bytes = hex::decode(hex_part).map_err(|e| format!("key hash is not hex: {e}"))?;
-        bytes.try_into().map_err(|_| "key hash must be 32 bytes (64 hex digits)".to_string())
+        bytes
+            .try_into()
+            .map_err(|_| "key hash must be 32 bytes (64 hex digits)".to_string())
     }
 }
 
@@ -90,7 +94,10 @@ impl Keys {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -104,7 +111,9 @@ impl Keys {
         if key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden { scope: scope.as_str() })
+            Err(ApiError::Forbidden {
+                scope: scope.as_str(),
+            })
         }
     }
 }
@@ -117,15 +126,34 @@ mod tests {
     #[test]
     fn bearer_tokens_and_scopes() {
         let t = new_token();
-        let key = ApiKey { name: "k".into(), hash: ApiKey::parse_hash(&hash_token(&t)).unwrap(), scopes: vec![Scope::Ingest] };
+        let key = ApiKey {
+            name: "k".into(),
+            hash: ApiKey::parse_hash(&hash_token(&t)).unwrap(),
+            scopes: vec![Scope::Ingest],
+        };
         let keys = Keys::new(vec![key]);
         let mut h = HeaderMap::new();
-        assert!(matches!(keys.authorize(&h, Scope::Ingest), Err(ApiError::Unauthorized)));
-        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        assert!(matches!(
+            keys.authorize(&h, Scope::Ingest),
+            Err(ApiError::Unauthorized)
+        ));
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
         assert!(keys.authorize(&h, Scope::Ingest).is_ok());
-        assert!(matches!(keys.authorize(&h, Scope::Read), Err(ApiError::Forbidden { .. })));
-        h.insert("authorization", HeaderValue::from_static("Bearer tly_wrong"));
-        assert!(matches!(keys.authorize(&h, Scope::Ingest), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            keys.authorize(&h, Scope::Read),
+            Err(ApiError::Forbidden { .. })
+        ));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer tly_wrong"),
+        );
+        assert!(matches!(
+            keys.authorize(&h, Scope::Ingest),
+            Err(ApiError::Unauthorized)
+        ));
         assert!(ApiKey::parse_hash("md5:00").is_err());
     }
 }

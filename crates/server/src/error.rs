@@ -11,10 +11,16 @@ use tally_store::SchemaConflict;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { message: String, stream: Option<String> },
+    BadRequest {
+        message: String,
+        stream: Option<String>,
+    },
 
     #[error("stream '{stream}': {source}")]
-    Parse { stream: String, source: tally_ingest::Error },
+    Parse {
+        stream: String,
+        source: tally_ingest::Error,
+    },
 
     #[error(transparent)]
     Schema(#[from] SchemaConflict),
@@ -32,10 +38,17 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
 
     #[error("unsupported {what} {value:?}; {expected}")]
-    UnsupportedMediaType { what: &'static str, value: String, expected: &'static str },
+    UnsupportedMediaType {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 
     #[error("{reason}")]
-    Overloaded { reason: String, retry_after: Duration },
+    Overloaded {
+        reason: String,
+        retry_after: Duration,
+    },
 
     #[error("not ready: the log is being replayed")]
     NotReady,
@@ -47,7 +60,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } | ApiError::Parse { .. } | ApiError::Schema(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::Parse { .. } | ApiError::Schema(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -61,7 +76,9 @@ impl ApiError {
     fn context(&self) -> Map<String, Value> {
         let mut m = Map::new();
         match self {
-            ApiError::BadRequest { stream: Some(s), .. } => {
+            ApiError::BadRequest {
+                stream: Some(s), ..
+            } => {
                 m.insert("stream".into(), json!(s));
             }
             ApiError::Parse { stream, source } => {
@@ -75,15 +92,33 @@ impl ApiError {
                 if let Some(f) = source.field() {
                     m.insert("field".into(), json!(f));
                 }
+                if let tally_ingest::Error::TypeConflict {
+                    existing, found, ..
+                } = source
+                {
+                    m.insert("expected_type".into(), json!(existing.as_str()));
+                    let kind = found.split_whitespace().next().unwrap_or(found);
+                    m.insert("found_type".into(), json!(kind));
+                }
             }
-            ApiError::Schema(SchemaConflict::Type { stream, field, line, existing, found }) => {
+            ApiError::Schema(SchemaConflict::Type {
+                stream,
+                field,
+                line,
+                existing,
+                found,
+            }) => {
                 m.insert("stream".into(), json!(stream));
                 m.insert("field".into(), json!(field));
                 m.insert("line".into(), json!(line));
                 m.insert("expected_type".into(), json!(existing.as_str()));
                 m.insert("found_type".into(), json!(found.as_str()));
             }
-            ApiError::Schema(SchemaConflict::TooManyColumns { stream, field, limit }) => {
+            ApiError::Schema(SchemaConflict::TooManyColumns {
+                stream,
+                field,
+                limit,
+            }) => {
                 m.insert("stream".into(), json!(stream));
                 m.insert("field".into(), json!(field));
                 m.insert("limit".into(), json!(limit));
@@ -113,7 +148,13 @@ impl From<tally_engine::Error> for ApiError {
         use tally_engine::Error as E;
         match e {
             E::Schema(c) => ApiError::Schema(c),
-            E::Overloaded { reason, retry_after } => ApiError::Overloaded { reason, retry_after },
+            E::Overloaded {
+                reason,
+                retry_after,
+            } => ApiError::Overloaded {
+                reason,
+                retry_after,
+            },
             E::TooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
             E::Closed => ApiError::Overloaded {
                 reason: "the server is shutting down".into(),
@@ -127,7 +168,9 @@ impl From<tally_engine::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, ApiError::Overloaded { .. } | ApiError::NotReady) {
+        if status.is_server_error()
+            && !matches!(self, ApiError::Overloaded { .. } | ApiError::NotReady)
+        {
             tracing::error!(error = %self, "request failed");
         }
         let mut body = self.context();
@@ -139,7 +182,8 @@ impl IntoResponse for ApiError {
             }
         }
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -29,14 +29,23 @@ pub(crate) async fn post_events(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Ingest)?;
-    validate_stream_name(&stream).map_err(|message| ApiError::BadRequest { message, stream: None })?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let format = Format::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType {
-        what: "content type",
-        value: content_type.unwrap_or_default().to_string(),
-        expected: "send application/json, application/x-ndjson or text/csv",
+    validate_stream_name(&stream).map_err(|message| ApiError::BadRequest {
+        message,
+        stream: None,
     })?;
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format =
+        Format::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType {
+            what: "content type",
+            value: content_type.unwrap_or_default().to_string(),
+            expected: "send application/json, application/x-ndjson or text/csv",
+        })?;
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
         if !enc.eq_ignore_ascii_case("identity") {
             return Err(ApiError::UnsupportedMediaType {
                 what: "content encoding",
@@ -56,25 +65,36 @@ pub(crate) async fn post_events(
     let engine = state.engine()?.clone();
 
     // Reserve memory for this request before reading its body.
-    let want = (declared.unwrap_or(limit).max(1) * BUDGET_FACTOR).min(state.ingest_budget_bytes) as u32;
-    let permit = state.ingest_budget.clone().try_acquire_many_owned(want).map_err(|_| ApiError::Overloaded {
-        reason: "too much ingest in flight; the server is at its memory budget".into(),
-        retry_after: crate::DEFAULT_RETRY_AFTER,
-    })?;
+    let want =
+        (declared.unwrap_or(limit).max(1) * BUDGET_FACTOR).min(state.ingest_budget_bytes) as u32;
+    let permit = state
+        .ingest_budget
+        .clone()
+        .try_acquire_many_owned(want)
+        .map_err(|_| ApiError::Overloaded {
+            reason: "too much ingest in flight; the server is at its memory budget".into(),
+            retry_after: crate::DEFAULT_RETRY_AFTER,
+        })?;
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
 
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if is_length_limit(&e) {
             ApiError::PayloadTooLarge { limit }
         } else {
-            ApiError::BadRequest { message: format!("could not read the request body: {e}"), stream: Some(stream.clone()) }
+            ApiError::BadRequest {
+                message: format!("could not read the request body: {e}"),
+                stream: Some(stream.clone()),
+            }
         }
     })?;
 
     let now_us = chrono::Utc::now().timestamp_micros();
     let hint = |field: &str| engine.column_type(&stream, field);
-    let batch = tally_ingest::parse(&bytes, format, now_us, &hint)
-        .map_err(|source| ApiError::Parse { stream: stream.clone(), source })?;
+    let batch =
+        tally_ingest::parse(&bytes, format, now_us, &hint).map_err(|source| ApiError::Parse {
+            stream: stream.clone(),
+            source,
+        })?;
     drop(bytes);
     let receipt = engine.ingest(&stream, &batch).await?;
     drop(permit);

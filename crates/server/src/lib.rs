@@ -33,7 +33,10 @@ pub enum Error {
     )]
     PublicWithoutKeys { addr: std::net::SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
@@ -59,7 +62,10 @@ fn router(state: Arc<AppState>) -> Router {
 
 /// Runs the server until `shutdown` resolves, then finishes in-flight
 /// requests, flushes, and returns.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let addr = config.listen;
     if !addr.ip().is_loopback() && config.keys.is_empty() && !config.allow_unauthenticated {
         return Err(Error::PublicWithoutKeys { addr });
@@ -67,8 +73,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     if config.keys.is_empty() {
         tracing::warn!(%addr, "no API keys configured: every endpoint is open to whoever can reach this address");
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(Error::Serve)?;
+    metrics::init();
     let state = Arc::new(AppState::new(&config));
 
     // Open the engine (log replay) in the background; /readyz tells when.
@@ -111,7 +120,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             });
         }
     }
-    let served = server.await.map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+    let served = server
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
     if let Some(e) = engine_failed {
         return Err(e.into());
     }

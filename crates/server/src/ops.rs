@@ -27,7 +27,6 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Va
 }
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    crate::metrics::touch();
     if let Some(e) = state.engine.get() {
         crate::metrics::BUDGET_IN_USE
             .set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
@@ -51,8 +50,11 @@ fn ts_json(us: Option<i64>) -> Value {
 fn stream_json(state: &AppState, name: &str, stats: &StreamStats) -> Result<Value, ApiError> {
     let engine = state.engine()?;
     let schema = engine.store().schemas().get(name).unwrap_or_default();
-    let columns: Vec<Value> =
-        schema.columns.iter().map(|c| json!({ "name": c.name, "type": c.ty.as_str() })).collect();
+    let columns: Vec<Value> = schema
+        .columns
+        .iter()
+        .map(|c| json!({ "name": c.name, "type": c.ty.as_str() }))
+        .collect();
     Ok(json!({
         "name": name,
         "rows": stats.rows,
@@ -71,7 +73,10 @@ pub(crate) async fn list_streams(
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
     let stats = state.engine()?.store().stream_stats();
-    let streams = stats.iter().map(|(n, s)| stream_json(&state, n, s)).collect::<Result<Vec<_>, _>>()?;
+    let streams = stats
+        .iter()
+        .map(|(n, s)| stream_json(&state, n, s))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "streams": streams })))
 }
 
@@ -82,12 +87,17 @@ pub(crate) async fn get_stream(
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
     let stats = state.engine()?.store().stream_stats();
-    let s = stats.get(&stream).ok_or_else(|| ApiError::NotFound { what: format!("stream '{stream}'") })?;
+    let s = stats.get(&stream).ok_or_else(|| ApiError::NotFound {
+        what: format!("stream '{stream}'"),
+    })?;
     Ok(Json(stream_json(&state, &stream, s)?))
 }
 
 /// Flushes the in-memory tail to segments now.
-pub(crate) async fn flush(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn flush(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     let r = tokio::task::spawn_blocking(move || engine.flush())
@@ -102,6 +112,8 @@ pub(crate) async fn flush(State(state): State<Arc<AppState>>, headers: HeaderMap
 }
 
 pub(crate) async fn not_found(uri: Uri) -> impl IntoResponse {
-    let e = ApiError::NotFound { what: format!("route {}", uri.path()) };
+    let e = ApiError::NotFound {
+        what: format!("route {}", uri.path()),
+    };
     (StatusCode::NOT_FOUND, e.into_response())
 }

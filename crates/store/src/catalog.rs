@@ -42,7 +42,13 @@ pub struct Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog { format: FORMAT, checkpoint_lsn: 0, next_segment_id: 1, streams: BTreeMap::new(), segments: Vec::new() }
+        Catalog {
+            format: FORMAT,
+            checkpoint_lsn: 0,
+            next_segment_id: 1,
+            streams: BTreeMap::new(),
+            segments: Vec::new(),
+        }
     }
 }
 
@@ -55,10 +61,15 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let cat: Catalog =
-            serde_json::from_slice(&text).map_err(|e| Error::Catalog { path: path.clone(), reason: e.to_string() })?;
+        let cat: Catalog = serde_json::from_slice(&text).map_err(|e| Error::Catalog {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if cat.format != FORMAT {
-            return Err(Error::Catalog { path, reason: format!("unknown catalog format {}", cat.format) });
+            return Err(Error::Catalog {
+                path,
+                reason: format!("unknown catalog format {}", cat.format),
+            });
         }
         Ok(cat)
     }
@@ -67,7 +78,10 @@ impl Catalog {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
         let path = dir.join(CATALOG_FILE);
-        let text = serde_json::to_vec(self).map_err(|e| Error::Catalog { path: path.clone(), reason: e.to_string() })?;
+        let text = serde_json::to_vec(self).map_err(|e| Error::Catalog {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(&text).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -78,5 +92,7 @@ impl Catalog {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }

@@ -23,6 +23,8 @@ mod store;
 pub use catalog::{Catalog, SegmentMeta};
 pub use error::{Error, Result};
 pub use memtable::{MemTable, PartitionBuffer};
+/// Registers the store's metrics.
+pub use metrics::init as init_metrics;
 pub use schema::{ColumnDef, SchemaConflict, Schemas, StreamSchema, MAX_COLUMNS_PER_STREAM};
 pub use segment::{arrow_schema, read_segment, write_segment};
 pub use store::{FlushReport, Store, StoreOptions, StreamStats};

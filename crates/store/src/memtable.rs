@@ -80,7 +80,10 @@ impl PartitionBuffer {
             columns: other
                 .columns
                 .iter()
-                .map(|(n, d)| tally_ingest::Column { name: n.clone(), data: d.clone() })
+                .map(|(n, d)| tally_ingest::Column {
+                    name: n.clone(),
+                    data: d.clone(),
+                })
                 .collect(),
         };
         self.extend(&batch, None, &[]);
@@ -90,10 +93,16 @@ impl PartitionBuffer {
     /// in the stream schema's order, unsorted.
     pub fn to_record_batch(&self, schema: &StreamSchema) -> Result<RecordBatch> {
         let mut fields = vec![Field::new("ts", crate::segment::ts_type(), false)];
-        let mut arrays: Vec<ArrayRef> = vec![Arc::new(TimestampMicrosecondArray::from(self.ts.clone()).with_timezone("UTC"))];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(
+            TimestampMicrosecondArray::from(self.ts.clone()).with_timezone("UTC"),
+        )];
         let mut order: Vec<usize> = (0..self.columns.len()).collect();
         order.sort_by_key(|&i| {
-            schema.columns.iter().position(|c| c.name == self.columns[i].0).unwrap_or(usize::MAX)
+            schema
+                .columns
+                .iter()
+                .position(|c| c.name == self.columns[i].0)
+                .unwrap_or(usize::MAX)
         });
         for i in order {
             let (name, data) = &self.columns[i];
@@ -176,7 +185,8 @@ fn to_arrow(data: &ColumnData) -> (DataType, ArrayRef) {
             (DataType::Utf8, Arc::new(array))
         }
         ColumnData::Value(v) => {
-            let array = Float64Array::new(ScalarBuffer::from(v.values.clone()), null_buffer(&v.valid));
+            let array =
+                Float64Array::new(ScalarBuffer::from(v.values.clone()), null_buffer(&v.valid));
             (DataType::Float64, Arc::new(array))
         }
     }
@@ -203,7 +213,13 @@ pub struct MemTable {
 
 impl Default for MemTable {
     fn default() -> Self {
-        MemTable { partitions: HashMap::new(), rows: 0, bytes: 0, last_lsn: 0, created: Instant::now() }
+        MemTable {
+            partitions: HashMap::new(),
+            rows: 0,
+            bytes: 0,
+            last_lsn: 0,
+            created: Instant::now(),
+        }
     }
 }
 
@@ -234,7 +250,14 @@ impl MemTable {
         self.rows += batch.len();
     }
 
-    fn extend_partition(&mut self, stream: &str, p: i64, batch: &Batch, rows: Option<&[usize]>, skip: &[String]) {
+    fn extend_partition(
+        &mut self,
+        stream: &str,
+        p: i64,
+        batch: &Batch,
+        rows: Option<&[usize]>,
+        skip: &[String],
+    ) {
         let part = match self.partitions.get_mut(&(stream.to_string(), p)) {
             Some(part) => part,
             None => self.partitions.entry((stream.to_string(), p)).or_default(),

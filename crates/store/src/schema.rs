@@ -31,7 +31,9 @@ mod type_serde {
         match String::deserialize(d)?.as_str() {
             "string" => Ok(ColumnType::Dim),
             "number" => Ok(ColumnType::Value),
-            other => Err(serde::de::Error::custom(format!("unknown column type {other:?}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown column type {other:?}"
+            ))),
         }
     }
 }
@@ -45,18 +47,28 @@ pub struct StreamSchema {
 
 impl StreamSchema {
     pub fn from_columns(columns: Vec<ColumnDef>) -> Self {
-        let index = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        let index = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         StreamSchema { columns, index }
     }
     pub fn get(&self, name: &str) -> Option<ColumnType> {
         self.index.get(name).map(|&i| self.columns[i].ty)
     }
     fn covers(&self, batch: &Batch) -> bool {
-        batch.columns.iter().all(|c| self.get(&c.name) == Some(c.data.column_type()))
+        batch
+            .columns
+            .iter()
+            .all(|c| self.get(&c.name) == Some(c.data.column_type()))
     }
     fn push(&mut self, name: &str, ty: ColumnType) {
         self.index.insert(name.to_string(), self.columns.len());
-        self.columns.push(ColumnDef { name: name.to_string(), ty });
+        self.columns.push(ColumnDef {
+            name: name.to_string(),
+            ty,
+        });
     }
 }
 
@@ -64,9 +76,21 @@ impl StreamSchema {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SchemaConflict {
     #[error("stream '{stream}', line {line}, field '{field}': type conflict: {existing} in the stream's schema, {found} here")]
-    Type { stream: String, field: String, line: usize, existing: ColumnType, found: ColumnType },
-    #[error("stream '{stream}': field '{field}' would exceed the limit of {limit} columns per stream")]
-    TooManyColumns { stream: String, field: String, limit: usize },
+    Type {
+        stream: String,
+        field: String,
+        line: usize,
+        existing: ColumnType,
+        found: ColumnType,
+    },
+    #[error(
+        "stream '{stream}': field '{field}' would exceed the limit of {limit} columns per stream"
+    )]
+    TooManyColumns {
+        stream: String,
+        field: String,
+        limit: usize,
+    },
 }
 
 #[derive(Default)]
@@ -76,8 +100,13 @@ pub struct Schemas {
 
 impl Schemas {
     pub fn new(initial: BTreeMap<String, StreamSchema>) -> Self {
-        let streams = initial.into_iter().map(|(k, v)| (k, StreamSchema::from_columns(v.columns))).collect();
-        Schemas { streams: RwLock::new(streams) }
+        let streams = initial
+            .into_iter()
+            .map(|(k, v)| (k, StreamSchema::from_columns(v.columns)))
+            .collect();
+        Schemas {
+            streams: RwLock::new(streams),
+        }
     }
 
     /// The type `field` has in `stream`, if it has one yet.
@@ -96,7 +125,12 @@ impl Schemas {
     /// Checks `batch` against `stream`'s schema and widens the schema with
     /// its new fields. Nothing changes when it returns an error.
     pub fn reserve(&self, stream: &str, batch: &Batch) -> Result<(), SchemaConflict> {
-        if self.streams.read().get(stream).is_some_and(|s| s.covers(batch)) {
+        if self
+            .streams
+            .read()
+            .get(stream)
+            .is_some_and(|s| s.covers(batch))
+        {
             return Ok(());
         }
         let mut all = self.streams.write();
@@ -137,7 +171,12 @@ impl Schemas {
     /// log. Returns the names of columns whose type conflicts (which the
     /// caller then drops from the batch).
     pub fn widen(&self, stream: &str, batch: &Batch) -> Vec<String> {
-        if self.streams.read().get(stream).is_some_and(|s| s.covers(batch)) {
+        if self
+            .streams
+            .read()
+            .get(stream)
+            .is_some_and(|s| s.covers(batch))
+        {
             return Vec::new();
         }
         let mut all = self.streams.write();
@@ -177,11 +216,18 @@ mod tests {
     fn widens_and_refuses_conflicts_without_change() {
         let s = Schemas::default();
         s.reserve("a", &batch(&[("x", true)])).unwrap();
-        s.reserve("a", &batch(&[("x", true), ("y", false)])).unwrap();
+        s.reserve("a", &batch(&[("x", true), ("y", false)]))
+            .unwrap();
         assert_eq!(s.get("a").unwrap().columns.len(), 2);
-        let err = s.reserve("a", &batch(&[("z", true), ("x", false)])).unwrap_err();
+        let err = s
+            .reserve("a", &batch(&[("z", true), ("x", false)]))
+            .unwrap_err();
         assert!(matches!(err, SchemaConflict::Type { ref field, .. } if field == "x"));
-        assert_eq!(s.get("a").unwrap().columns.len(), 2, "a refused batch must not widen the schema");
+        assert_eq!(
+            s.get("a").unwrap().columns.len(),
+            2,
+            "a refused batch must not widen the schema"
+        );
         assert_eq!(s.column_type("a", "y"), Some(ColumnType::Dim));
     }
 }

@@ -14,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,17 +46,32 @@ pub fn write_segment(path: &Path, batch: &RecordBatch, row_group_rows: usize) ->
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
         .set_created_by("tally".into())
         .build();
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, sorted.schema(), Some(props))
-        .map_err(|source| Error::Parquet { path: path.into(), source })?;
-    writer.write(&sorted).map_err(|source| Error::Parquet { path: path.into(), source })?;
-    let file = writer.into_inner().map_err(|source| Error::Parquet { path: path.into(), source })?;
+    let mut writer =
+        ArrowWriter::try_new(file, sorted.schema(), Some(props)).map_err(|source| {
+            Error::Parquet {
+                path: path.into(),
+                source,
+            }
+        })?;
+    writer.write(&sorted).map_err(|source| Error::Parquet {
+        path: path.into(),
+        source,
+    })?;
+    let file = writer.into_inner().map_err(|source| Error::Parquet {
+        path: path.into(),
+        source,
+    })?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     Ok(len)
@@ -67,7 +82,10 @@ pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|source| Error::Parquet { path: path.into(), source })?;
+        .map_err(|source| Error::Parquet {
+            path: path.into(),
+            source,
+        })?;
     reader.collect::<Result<Vec<_>, _>>().map_err(Error::Arrow)
 }
 

@@ -28,7 +28,11 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StoreOptions { dir: dir.into(), max_segments_per_partition: 8, row_group_rows: 1 << 20 }
+        StoreOptions {
+            dir: dir.into(),
+            max_segments_per_partition: 8,
+            row_group_rows: 1 << 20,
+        }
     }
 }
 
@@ -70,11 +74,18 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store> {
         fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
         let catalog = Catalog::load(&opts.dir)?;
-        let known: HashSet<PathBuf> = catalog.segments.iter().map(|s| opts.dir.join(&s.path)).collect();
+        let known: HashSet<PathBuf> = catalog
+            .segments
+            .iter()
+            .map(|s| opts.dir.join(&s.path))
+            .collect();
         let mut removed = 0;
         remove_orphans(&opts.dir.join("segments"), &known, &mut removed)?;
         if removed > 0 {
-            tracing::info!(files = removed, "removed segment files not named by the catalog");
+            tracing::info!(
+                files = removed,
+                "removed segment files not named by the catalog"
+            );
         }
         let schemas = Schemas::new(catalog.streams.clone());
         let store = Store {
@@ -114,7 +125,11 @@ impl Store {
         active.append(lsn, stream, batch, &conflicts);
         let (rows, bytes) = (active.rows, active.bytes);
         drop(active);
-        let (frows, fbytes) = self.frozen.read().as_ref().map_or((0, 0), |f| (f.rows, f.bytes));
+        let (frows, fbytes) = self
+            .frozen
+            .read()
+            .as_ref()
+            .map_or((0, 0), |f| (f.rows, f.bytes));
         MEM_ROWS.set((rows + frows) as i64);
         MEM_BYTES.set((bytes + fbytes) as i64);
     }
@@ -147,11 +162,17 @@ impl Store {
                     cat.save(&self.opts.dir)?;
                     *self.catalog.write() = cat;
                 }
-                return Ok(FlushReport { checkpoint_lsn: self.checkpoint_lsn(), ..Default::default() });
+                return Ok(FlushReport {
+                    checkpoint_lsn: self.checkpoint_lsn(),
+                    ..Default::default()
+                });
             }
             let table = std::mem::take(&mut *active);
             let last = table.last_lsn;
-            *active = MemTable { last_lsn: last, ..MemTable::new() };
+            *active = MemTable {
+                last_lsn: last,
+                ..MemTable::new()
+            };
             Arc::new(table)
         };
         *self.frozen.write() = Some(frozen.clone());
@@ -163,7 +184,12 @@ impl Store {
                 FLUSHED_ROWS.inc_by(report.rows as u64);
                 FLUSH_SECONDS.observe(t.elapsed().as_secs_f64());
                 self.update_segment_gauges();
-                tracing::debug!(rows = report.rows, segments = report.segments, bytes = report.bytes, "flushed");
+                tracing::debug!(
+                    rows = report.rows,
+                    segments = report.segments,
+                    bytes = report.bytes,
+                    "flushed"
+                );
                 Ok(report)
             }
             Err(e) => {
@@ -208,7 +234,10 @@ impl Store {
             }
             // The new files' directory entries must be durable before the
             // catalog names them.
-            let dirs: HashSet<_> = written.iter().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+            let dirs: HashSet<_> = written
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .collect();
             for d in dirs {
                 sync_dir(&d)?;
             }
@@ -237,14 +266,18 @@ impl Store {
                 let cat = self.catalog.read();
                 let mut per: HashMap<(&str, i64), Vec<&SegmentMeta>> = HashMap::new();
                 for s in &cat.segments {
-                    per.entry((s.stream.as_str(), s.partition)).or_default().push(s);
+                    per.entry((s.stream.as_str(), s.partition))
+                        .or_default()
+                        .push(s);
                 }
                 per.into_iter()
                     .filter(|(_, segs)| segs.len() > self.opts.max_segments_per_partition)
                     .map(|(_, segs)| segs.into_iter().cloned().collect::<Vec<_>>())
                     .next()
             };
-            let Some(segs) = candidate else { return Ok(done) };
+            let Some(segs) = candidate else {
+                return Ok(done);
+            };
             self.compact_partition(&segs)?;
             done += 1;
         }
@@ -260,11 +293,23 @@ impl Store {
             batches.extend(read_segment(&self.opts.dir.join(&s.path))?);
         }
         // Keep only the columns some input segment has, in schema order.
-        let present: HashSet<String> =
-            batches.iter().flat_map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()).collect();
+        let present: HashSet<String> = batches
+            .iter()
+            .flat_map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let full = arrow_schema(&schema);
-        let fields: Vec<Field> =
-            full.fields().iter().filter(|f| present.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+        let fields: Vec<Field> = full
+            .fields()
+            .iter()
+            .filter(|f| present.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
         let target = Arc::new(Schema::new(fields));
         let merged = concat_aligned(&target, &batches)?;
         let mut cat = self.catalog.read().clone();
@@ -305,7 +350,12 @@ impl Store {
         COMPACTED_SEGMENTS.inc_by(segs.len() as u64);
         COMPACTION_SECONDS.observe(t.elapsed().as_secs_f64());
         self.update_segment_gauges();
-        tracing::debug!(stream, partition, merged = segs.len(), "compacted partition");
+        tracing::debug!(
+            stream,
+            partition,
+            merged = segs.len(),
+            "compacted partition"
+        );
         Ok(())
     }
 
@@ -361,11 +411,16 @@ impl Store {
 /// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
 fn segment_path(stream: &str, partition: i64, id: u64) -> String {
     let t: DateTime<Utc> = DateTime::from_timestamp_micros(partition).unwrap_or_default();
-    format!("segments/{stream}/{}/{}/{id:012}.parquet", t.format("%Y-%m-%d"), t.format("%H"))
+    format!(
+        "segments/{stream}/{}/{}/{id:012}.parquet",
+        t.format("%Y-%m-%d"),
+        t.format("%H")
+    )
 }
 
 fn min_max(ts: &[i64]) -> (i64, i64) {
-    ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
+    ts.iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)))
 }
 
 fn remove_orphans(dir: &Path, known: &HashSet<PathBuf>, removed: &mut usize) -> Result<()> {
@@ -405,7 +460,11 @@ mod tests {
         let mut lsn = 0;
         for i in 0..5 {
             lsn += 1;
-            let b = batch(&format!("{{\"ts\":{},\"a\":\"x{i}\",\"v\":{i}}}\n{{\"ts\":{},\"b\":\"y\"}}\n", 1000 * i, 1000 * i + 1));
+            let b = batch(&format!(
+                "{{\"ts\":{},\"a\":\"x{i}\",\"v\":{i}}}\n{{\"ts\":{},\"b\":\"y\"}}\n",
+                1000 * i,
+                1000 * i + 1
+            ));
             store.schemas().reserve("s", &b).unwrap();
             store.apply(lsn, "s", &b);
             let r = store.flush().unwrap();

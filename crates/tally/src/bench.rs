@@ -49,7 +49,16 @@ pub enum Target {
     Influx,
 }
 
-const PATHS: &[&str] = &["/", "/pricing", "/docs", "/docs/api", "/blog", "/signup", "/login", "/about"];
+const PATHS: &[&str] = &[
+    "/",
+    "/pricing",
+    "/docs",
+    "/docs/api",
+    "/blog",
+    "/signup",
+    "/login",
+    "/about",
+];
 const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "IN", "BR", "JP", "NO"];
 const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
 
@@ -85,21 +94,35 @@ fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bodies = std::sync::Arc::new(bodies(args.target, &args.stream, args.batch, 64));
     let url = match args.target {
-        Target::Tally => format!("{}/v1/events/{}", args.url.trim_end_matches('/'), args.stream),
-        Target::Influx => format!("{}/write?db=bench&precision=ms", args.url.trim_end_matches('/')),
+        Target::Tally => format!(
+            "{}/v1/events/{}",
+            args.url.trim_end_matches('/'),
+            args.stream
+        ),
+        Target::Influx => format!(
+            "{}/write?db=bench&precision=ms",
+            args.url.trim_end_matches('/')
+        ),
     };
     let ct = match args.target {
         Target::Tally => "application/x-ndjson",
         Target::Influx => "text/plain",
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let started = Instant::now();
     let per_conn_interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        let (client, url, bodies, key) = (client.clone(), url.clone(), bodies.clone(), args.api_key.clone());
+        let (client, url, bodies, key) = (
+            client.clone(),
+            url.clone(),
+            bodies.clone(),
+            args.api_key.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat_us: Vec<u32> = Vec::new();
             let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
@@ -114,8 +137,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         tokio::time::sleep(next - now).await;
                     }
                 }
-                let scheduled = if per_conn_interval.is_some() { next } else { Instant::now() };
-                let mut req = client.post(&url).header("content-type", ct).body(bodies[i % bodies.len()].clone());
+                let scheduled = if per_conn_interval.is_some() {
+                    next
+                } else {
+                    Instant::now()
+                };
+                let mut req = client
+                    .post(&url)
+                    .header("content-type", ct)
+                    .body(bodies[i % bodies.len()].clone());
                 if let Some(k) = &key {
                     req = req.bearer_auth(k);
                 }
@@ -154,7 +184,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] as f64 / 1000.0
     };
-    let ok: u64 = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    let ok: u64 = statuses
+        .iter()
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
     let total: u64 = statuses.values().sum();
     let out = json!({
         "label": args.label,

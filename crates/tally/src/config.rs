@@ -105,15 +105,26 @@ impl ServeArgs {
     pub fn into_server_config(self) -> anyhow::Result<ServerConfig> {
         let file: FileConfig = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("tally-data"));
-        let listen = self.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("tally-data"));
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let mut engine = EngineOptions::new(data_dir);
-        let interval = Duration::from_millis(self.sync_interval_ms.or(file.sync_interval_ms).unwrap_or(100));
+        let interval = Duration::from_millis(
+            self.sync_interval_ms
+                .or(file.sync_interval_ms)
+                .unwrap_or(100),
+        );
         engine.sync = match self.sync.or(file.sync).as_deref().unwrap_or("always") {
             "always" => SyncMode::Always,
             "interval" => SyncMode::Interval(interval),
@@ -136,19 +147,31 @@ impl ServeArgs {
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;
         }
-        config.engine.max_record_bytes = config.engine.max_record_bytes.max(config.max_body_bytes * 2);
+        config.engine.max_record_bytes = config
+            .engine
+            .max_record_bytes
+            .max(config.max_body_bytes * 2);
         if let Some(v) = self.ingest_budget_bytes.or(file.ingest_budget_bytes) {
             config.ingest_budget_bytes = v.min(u32::MAX as usize);
         }
-        config.allow_unauthenticated = self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
+        config.allow_unauthenticated =
+            self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
         for k in file.keys {
-            let hash = ApiKey::parse_hash(&k.hash).map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;
+            let hash = ApiKey::parse_hash(&k.hash)
+                .map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;
             let scopes = k
                 .scopes
                 .iter()
-                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("key {:?}: unknown scope {s:?}", k.name)))
+                .map(|s| {
+                    Scope::parse(s)
+                        .ok_or_else(|| anyhow::anyhow!("key {:?}: unknown scope {s:?}", k.name))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            config.keys.push(ApiKey { name: k.name, hash, scopes });
+            config.keys.push(ApiKey {
+                name: k.name,
+                hash,
+                scopes,
+            });
         }
         Ok(config)
     }

@@ -23,7 +23,16 @@ pub struct DemoArgs {
     pub events: usize,
 }
 
-const PATHS: &[&str] = &["/", "/pricing", "/docs", "/docs/api", "/blog", "/blog/launch", "/signup", "/login"];
+const PATHS: &[&str] = &[
+    "/",
+    "/pricing",
+    "/docs",
+    "/docs/api",
+    "/blog",
+    "/blog/launch",
+    "/signup",
+    "/login",
+];
 const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "IN", "BR", "JP", "NO", "CN", "CA"];
 const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
 
@@ -79,7 +88,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .body(body)
             .send()
             .await?;
-        anyhow::ensure!(r.status().is_success(), "loading sample data failed: {}", r.text().await?);
+        anyhow::ensure!(
+            r.status().is_success(),
+            "loading sample data failed: {}",
+            r.text().await?
+        );
         sent += n;
     }
     for _ in 0..25 {
@@ -87,14 +100,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!();
-    println!("tally demo is running on {base} with data in {}", data_dir.display());
+    println!(
+        "tally demo is running on {base} with data in {}",
+        data_dir.display()
+    );
     println!("  loaded {sent} sample page views into stream 'pageview' and 25 hits into 'app'");
     println!();
     println!("  streams and their schemas:  curl {base}/v1/streams");
     println!("  record a timestamp (S0):    curl -X POST {base}/app");
     println!("  send events:                curl -X POST {base}/v1/events/pageview -d '{{\"path\":\"/\",\"country\":\"NO\"}}'");
     println!("  metrics:                    curl {base}/metrics");
-    println!("  Parquet segments (DuckDB):  {}/segments/  (written by the background flush)", data_dir.display());
+    println!(
+        "  Parquet segments (DuckDB):  {}/segments/  (written by the background flush)",
+        data_dir.display()
+    );
     println!();
     println!("Press Ctrl-C to stop.");
     server.await??;

@@ -53,7 +53,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         None => match args.file.extension().and_then(|e| e.to_str()) {
             Some("csv") => "csv".into(),
             Some("ndjson" | "jsonl" | "json") => "ndjson".into(),
-            _ => bail!("cannot tell the format of {}; pass --format ndjson or --format csv", args.file.display()),
+            _ => bail!(
+                "cannot tell the format of {}; pass --format ndjson or --format csv",
+                args.file.display()
+            ),
         },
     };
     let content_type = match format.as_str() {
@@ -61,14 +64,20 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         "csv" => "text/csv",
         other => bail!("--format must be ndjson or csv, not {other:?}"),
     };
-    let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} [{elapsed_precise}, eta {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} [{elapsed_precise}, eta {eta}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let counter = CountingReader { inner: file, bar: bar.clone() };
+    let counter = CountingReader {
+        inner: file,
+        bar: bar.clone(),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(args.concurrency.max(1));
     let batch_rows = args.batch_rows.max(1);
     let is_csv = format == "csv";
@@ -81,7 +90,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     });
 
     let client = reqwest::Client::new();
-    let url = format!("{}/v1/events/{}", args.url.trim_end_matches('/'), args.stream);
+    let url = format!(
+        "{}/v1/events/{}",
+        args.url.trim_end_matches('/'),
+        args.stream
+    );
     let key = args.api_key.map(Arc::new);
     let started = Instant::now();
     let mut rows_done = 0u64;
@@ -104,9 +117,21 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             break;
         }
         let (client, url, key) = (client.clone(), url.clone(), key.clone());
-        inflight.spawn(async move { send(&client, &url, key.as_deref().map(String::as_str), content_type, chunk).await });
+        inflight.spawn(async move {
+            send(
+                &client,
+                &url,
+                key.as_deref().map(String::as_str),
+                content_type,
+                chunk,
+            )
+            .await
+        });
         let secs = started.elapsed().as_secs_f64().max(1e-3);
-        bar.set_message(format!("{rows_done} rows, {:.0} rows/s", rows_done as f64 / secs));
+        bar.set_message(format!(
+            "{rows_done} rows, {:.0} rows/s",
+            rows_done as f64 / secs
+        ));
     }
     drop(rx);
     while let Some(r) = inflight.join_next().await {
@@ -130,15 +155,27 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, ct: &str, chunk: Chunk) -> anyhow::Result<u64> {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    ct: &str,
+    chunk: Chunk,
+) -> anyhow::Result<u64> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut req = client.post(url).header("content-type", ct).body(chunk.body.clone());
+        let mut req = client
+            .post(url)
+            .header("content-type", ct)
+            .body(chunk.body.clone());
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
-        let resp = req.send().await.with_context(|| format!("sending to {url}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("sending to {url}"))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(chunk.rows);
@@ -158,7 +195,9 @@ async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, ct: &str, 
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
             let error = v.get("error").and_then(|e| e.as_str()).unwrap_or(&text);
             let line = v.get("line").and_then(|l| l.as_u64());
-            let file_line = line.and_then(|l| chunk.lines.get(l.saturating_sub(1) as usize)).copied();
+            let file_line = line
+                .and_then(|l| chunk.lines.get(l.saturating_sub(1) as usize))
+                .copied();
             let field = v.get("field").and_then(|f| f.as_str());
             msg = match (file_line, field) {
                 (Some(fl), Some(f)) => format!("file line {fl}, field '{f}': {error}"),
@@ -170,9 +209,17 @@ async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, ct: &str, 
     }
 }
 
-fn read_ndjson(r: impl Read, batch_rows: usize, tx: &tokio::sync::mpsc::Sender<Chunk>) -> anyhow::Result<()> {
+fn read_ndjson(
+    r: impl Read,
+    batch_rows: usize,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+) -> anyhow::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 20, r);
-    let mut chunk = Chunk { body: Vec::new(), lines: Vec::new(), rows: 0 };
+    let mut chunk = Chunk {
+        body: Vec::new(),
+        lines: Vec::new(),
+        rows: 0,
+    };
     let mut lineno = 0u64;
     let mut line = Vec::new();
     loop {
@@ -192,7 +239,14 @@ fn read_ndjson(r: impl Read, batch_rows: usize, tx: &tokio::sync::mpsc::Sender<C
         chunk.lines.push(lineno);
         chunk.rows += 1;
         if chunk.rows as usize >= batch_rows {
-            let full = std::mem::replace(&mut chunk, Chunk { body: Vec::new(), lines: Vec::new(), rows: 0 });
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    body: Vec::new(),
+                    lines: Vec::new(),
+                    rows: 0,
+                },
+            );
             if tx.blocking_send(full).is_err() {
                 return Ok(());
             }
@@ -204,24 +258,42 @@ fn read_ndjson(r: impl Read, batch_rows: usize, tx: &tokio::sync::mpsc::Sender<C
     Ok(())
 }
 
-fn read_csv(r: impl Read, batch_rows: usize, tx: &tokio::sync::mpsc::Sender<Chunk>) -> anyhow::Result<()> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::with_capacity(1 << 20, r));
+fn read_csv(
+    r: impl Read,
+    batch_rows: usize,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+) -> anyhow::Result<()> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(BufReader::with_capacity(1 << 20, r));
     let header = rdr.byte_headers()?.clone();
     let new_chunk = || -> anyhow::Result<(csv::Writer<Vec<u8>>, Chunk)> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_byte_record(&header)?;
-        Ok((w, Chunk { body: Vec::new(), lines: vec![1], rows: 0 }))
+        Ok((
+            w,
+            Chunk {
+                body: Vec::new(),
+                lines: vec![1],
+                rows: 0,
+            },
+        ))
     };
     let (mut w, mut chunk) = new_chunk()?;
     let mut rec = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut rec).with_context(|| "reading CSV")? {
+    while rdr
+        .read_byte_record(&mut rec)
+        .with_context(|| "reading CSV")?
+    {
         w.write_byte_record(&rec)?;
         chunk.lines.push(rec.position().map_or(0, |p| p.line()));
         chunk.rows += 1;
         if chunk.rows as usize >= batch_rows {
             let (nw, nc) = new_chunk()?;
             let mut full = std::mem::replace(&mut chunk, nc);
-            full.body = std::mem::replace(&mut w, nw).into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+            full.body = std::mem::replace(&mut w, nw)
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if tx.blocking_send(full).is_err() {
                 return Ok(());
             }

@@ -12,7 +12,11 @@ mod import;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tally", version, about = "Real-time event analytics server: durable ingest, live rollups, fast queries")]
+#[command(
+    name = "tally",
+    version,
+    about = "Real-time event analytics server: durable ingest, live rollups, fast queries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ enum KeysCommand {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,7 +75,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Import(args) => runtime()?.block_on(import::run(args)),
-        Command::Keys { command: KeysCommand::New { name, scopes } } => {
+        Command::Keys {
+            command: KeysCommand::New { name, scopes },
+        } => {
             for s in scopes.split(',') {
                 if tally_server::Scope::parse(s).is_none() {
                     anyhow::bail!("unknown scope {s:?}; use ingest, read, admin");
@@ -80,7 +89,10 @@ fn main() -> anyhow::Result<()> {
             println!("[[keys]]");
             println!("name = {name:?}");
             println!("hash = {:?}", tally_server::hash_token(&token));
-            let list: Vec<String> = scopes.split(',').map(|s| format!("{:?}", s.trim())).collect();
+            let list: Vec<String> = scopes
+                .split(',')
+                .map(|s| format!("{:?}", s.trim()))
+                .collect();
             println!("scopes = [{}]", list.join(", "));
             Ok(())
         }
@@ -89,5 +101,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tally-rt").build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tally-rt")
+        .build()?)
 }

@@ -49,7 +49,10 @@ async fn concurrent_appends_are_applied_in_lsn_order_and_replayed() {
     all.sort();
     assert_eq!(all, (1..=400).collect::<Vec<_>>());
     let seen = seen.lock().clone();
-    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=400).collect::<Vec<_>>());
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=400).collect::<Vec<_>>()
+    );
     assert_eq!(log.last_lsn(), 400);
     assert!(log.file_count() > 1, "small segments should have rotated");
     log.close();
@@ -155,7 +158,10 @@ async fn truncate_through_removes_only_fully_covered_files() {
     drop(log);
     // Everything above 50 is still there.
     let (_, _, replayed, _) = open(o, 50);
-    assert_eq!(replayed.iter().map(|r| r.0).collect::<Vec<_>>(), (51..=100).collect::<Vec<_>>());
+    assert_eq!(
+        replayed.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (51..=100).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -166,8 +172,17 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
     // A hook that blocks holds the pipeline so the queue fills.
     let gate = Arc::new(std::sync::Barrier::new(2));
     let g = gate.clone();
-    let (log, _) =
-        LocalLog::open(o, 0, &mut |_, _| {}, Box::new(move |lsn, _| if lsn == 1 { g.wait(); })).unwrap();
+    let (log, _) = LocalLog::open(
+        o,
+        0,
+        &mut |_, _| {},
+        Box::new(move |lsn, _| {
+            if lsn == 1 {
+                g.wait();
+            }
+        }),
+    )
+    .unwrap();
     let first = log.append(vec![1]);
     let mut busy = false;
     let mut pending = Vec::new();
@@ -190,7 +205,9 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
 }
 
 /// Polls a future once: `Some` if it is already resolved.
-fn futures_poll<T>(mut f: std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>) -> Option<T> {
+fn futures_poll<T>(
+    mut f: std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>,
+) -> Option<T> {
     use std::task::{Context, Poll, Waker};
     let mut cx = Context::from_waker(Waker::noop());
     match f.as_mut().poll(&mut cx) {

@@ -1,0 +1,10 @@
+//! The integration tests: one binary, real `tally` processes on temporary
+//! data directories, real HTTP, and independent tools (DuckDB, promtool) to
+//! check what tally wrote.
+
+mod auth;
+mod crash;
+mod duckdb;
+mod ingest;
+mod ops;
+mod server;

@@ -1,0 +1,150 @@
+//! Operations: metrics checked by promtool, graceful shutdown, the import
+//! command.
+
+use crate::server::{get_json, post, rows, TestServer};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let s = TestServer::start().await;
+    assert_eq!(
+        post(&s.url("/v1/events/m"), None, r#"{"v":1}"#).await.0,
+        200
+    );
+    assert_eq!(
+        post(&s.url("/v1/events/m"), None, r#"{"v":"x"}"#).await.0,
+        400
+    );
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tally_ingest_events_accepted_total",
+        "tally_ingest_events_rejected_total",
+        "tally_ingest_batch_events",
+        "tally_log_append_bytes_total",
+        "tally_log_fsync_seconds",
+        "tally_log_queue_depth",
+        "tally_store_segments",
+        "tally_store_compactions_total",
+        "tally_http_requests_total",
+        "tally_log_torn_tail_truncations_total",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+    assert!(
+        text.contains("tally_ingest_events_accepted_total 1"),
+        "{text}"
+    );
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by the test command");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_flushes_and_exits_zero() {
+    let mut s = TestServer::builder()
+        .args(["--flush-interval-secs", "3600"])
+        .start()
+        .await;
+    for i in 0..20 {
+        assert_eq!(
+            post(&s.url("/v1/events/g"), None, format!("{{\"i\":{i}}}"))
+                .await
+                .0,
+            200
+        );
+    }
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let (dir, _keep) = s.into_data_dir();
+    // Everything was flushed: the restart replays nothing and has every row.
+    let s2 = TestServer::builder().data_dir(&dir).start().await;
+    let (_, ready) = get_json(&s2.url("/readyz")).await;
+    assert_eq!(ready["replayed_records"], 0, "{ready}");
+    assert_eq!(rows(&s2, "g").await, 20);
+}
+
+#[tokio::test]
+async fn import_streams_files_and_names_the_bad_line() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nd = dir.path().join("events.ndjson");
+    let mut f = std::fs::File::create(&nd).unwrap();
+    for i in 0..12_345 {
+        writeln!(f, "{{\"i\":{i},\"k\":\"k{}\"}}", i % 7).unwrap();
+    }
+    drop(f);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "import",
+            nd.to_str().unwrap(),
+            "--stream",
+            "imp",
+            "--url",
+            &s.base,
+            "--batch-rows",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 12345 rows"));
+    assert_eq!(rows(&s, "imp").await, 12_345);
+
+    // A CSV whose line 2,502 has a word in a number column.
+    let csv = dir.path().join("bad.csv");
+    let mut f = std::fs::File::create(&csv).unwrap();
+    writeln!(f, "port,price").unwrap();
+    for i in 0..3000 {
+        if i == 2500 {
+            writeln!(f, "NOOSL,cheap").unwrap();
+        } else {
+            writeln!(f, "NOOSL,{i}").unwrap();
+        }
+    }
+    drop(f);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "import",
+            csv.to_str().unwrap(),
+            "--stream",
+            "csvimp",
+            "--url",
+            &s.base,
+            "--batch-rows",
+            "1000",
+            "--concurrency",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("file line 2502, field 'price'"), "{err}");
+}

@@ -1,0 +1,213 @@
+//! `TestServer`: the real `tally` binary on port 0 with a temporary data
+//! directory. It waits for `/readyz` and kills the process on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub struct Builder {
+    args: Vec<String>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Builder {
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn data_dir(mut self, d: &Path) -> Self {
+        self.data_dir = Some(d.to_path_buf());
+        self
+    }
+    pub async fn start(self) -> TestServer {
+        let (tmp, data_dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.arg("serve").arg("--data-dir").arg(&data_dir);
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(&self.args);
+        cmd.env("TALLY_LOG", "warn");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("stderr.log"))
+            .expect("stderr log");
+        cmd.stdout(Stdio::piped()).stderr(stderr);
+        let mut child = cmd.spawn().expect("spawn tally");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(data_dir.with_extension("stderr.log"))
+                    .unwrap_or_default();
+                panic!("tally did not print its address; stderr:\n{log}")
+            });
+        let addr = first
+            .strip_prefix("tally listening on ")
+            .expect("address line")
+            .to_string();
+        let server = TestServer {
+            child: Some(child),
+            base: addr,
+            data_dir,
+            _tmp: tmp,
+        };
+        server.wait_ready().await;
+        server
+    }
+}
+
+impl TestServer {
+    pub fn builder() -> Builder {
+        Builder {
+            args: Vec::new(),
+            data_dir: None,
+        }
+    }
+
+    pub async fn start() -> TestServer {
+        Self::builder().start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "tally not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tally did not exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Keeps the data directory alive after the server is gone.
+    pub fn into_data_dir(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        self.kill9();
+        (self.data_dir.clone(), self._tmp.take())
+    }
+
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// POSTs `body` with `content_type`; returns status and JSON body.
+pub async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Rows of `stream` as the server reports them (0 if it does not exist).
+pub async fn rows(server: &TestServer, stream: &str) -> u64 {
+    let (status, v) = get_json(&server.url(&format!("/v1/streams/{stream}"))).await;
+    if status == 404 {
+        return 0;
+    }
+    assert_eq!(status, 200, "{v}");
+    v["rows"].as_u64().expect("rows")
+}
+
+/// Runs a Python snippet (with DuckDB available) and returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

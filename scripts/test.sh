@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing what it needs first:
+#   - promtool (Debian's prometheus package) to validate /metrics,
+#   - DuckDB (PyPI) to read tally's Parquet segments independently.
+# Usage: scripts/test.sh [extra cargo test/nextest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! python3 -c "import duckdb" >/dev/null 2>&1; then
+  echo "installing: duckdb (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check duckdb
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
