@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Ingest benchmark: tally vs InfluxDB 1.6 on the same machine, same run.
+#
+# Both servers get the same synthetic page-view events over HTTP with durable
+# acknowledgements (tally: fsync before ack, the default; InfluxDB: WAL fsync
+# on every write, its default), from the same load generator (`tally bench`),
+# which runs on the same 2 cores as the server it measures.
+#
+# Scenarios:
+#   batch   - 2,000-event bodies (NDJSON / line protocol), 8 connections
+#   single  - one event per POST, 32 connections, closed loop
+#   half    - one event per POST, open loop at half the single-event rate
+#             measured above, for latency at moderate load
+#   overload- 5,000-event bodies from 128 connections, far past capacity:
+#             peak RSS of tally and the share of 503 answers
+#
+# Usage: bench/ingest.sh [seconds per scenario, default 15]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-15}
+
+command -v influxd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
+cargo build --release -q
+TALLY=target/release/tally
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+RESULTS="$WORK/results.jsonl"
+
+start_tally() {
+  rm -rf "$WORK/tally"
+  TALLY_LOG=warn $TALLY serve --data-dir "$WORK/tally" --listen 127.0.0.1:18181 >"$WORK/tally.out" 2>"$WORK/tally.err" &
+  TALLY_PID=$!
+  until curl -sf http://127.0.0.1:18181/readyz >/dev/null; do sleep 0.05; done
+}
+stop_tally() { kill -TERM "$TALLY_PID"; wait "$TALLY_PID" || true; }
+
+start_influx() {
+  rm -rf "$WORK/influx"; mkdir -p "$WORK/influx"
+  cat >"$WORK/influx.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:18088"
+[meta]
+  dir = "$WORK/influx/meta"
+[data]
+  dir = "$WORK/influx/data"
+  wal-dir = "$WORK/influx/wal"
+  wal-fsync-delay = "0s"
+  query-log-enabled = false
+  trace-logging-enabled = false
+[http]
+  bind-address = "127.0.0.1:18086"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+CONF
+  influxd -config "$WORK/influx.conf" >"$WORK/influx.log" 2>&1 &
+  INFLUX_PID=$!
+  until curl -sf http://127.0.0.1:18086/ping >/dev/null; do sleep 0.05; done
+  curl -sf -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' >/dev/null
+}
+stop_influx() { kill -TERM "$INFLUX_PID"; wait "$INFLUX_PID" || true; }
+
+bench() { $TALLY bench --duration "$SECS" "$@" | tee -a "$RESULTS"; }
+
+echo "== batch ingest (2,000 events/request, 8 connections, ${SECS}s)"
+start_tally;  bench --url http://127.0.0.1:18181 --target tally  --batch 2000 --connections 8 --label batch; stop_tally
+start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 2000 --connections 8 --label batch; stop_influx
+
+echo "== single-event POSTs (32 connections, closed loop)"
+start_tally;  bench --url http://127.0.0.1:18181 --target tally  --batch 1 --connections 32 --label single
+RATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
+echo "== single-event POSTs at half that rate ($RATE req/s, open loop)"
+bench --url http://127.0.0.1:18181 --target tally --batch 1 --connections 32 --rate "$RATE" --label half; stop_tally
+start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --label single
+IRATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
+bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --rate "$IRATE" --label half; stop_influx
+
+echo "== overload (5,000 events/request, 128 connections): peak RSS and refusals"
+start_tally
+( peak=0; while kill -0 "$TALLY_PID" 2>/dev/null; do
+    rss=$(awk '/VmRSS/{print $2}' /proc/$TALLY_PID/status 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$WORK/peak_rss_kb"
+    sleep 0.1; done ) &
+bench --url http://127.0.0.1:18181 --target tally --batch 5000 --connections 128 --label overload
+stop_tally
+echo "{\"label\":\"overload_peak_rss_mib\",\"value\":$(( $(cat "$WORK/peak_rss_kb") / 1024 ))}" | tee -a "$RESULTS"
+
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(label, target):
+    return next((r for r in rows if r.get("label") == label and r.get("target") == target), None)
+print()
+print(f"{'scenario':<10} {'tally':>16} {'influxdb 1.6':>16} {'ratio':>8}   tally p50/p99 ms   influx p50/p99 ms")
+for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s")]:
+    t, i = get(label, "tally"), get(label, "influx")
+    if not t or not i: continue
+    ratio = t[key] / i[key] if i[key] else float("inf")
+    print(f"{label:<10} {t[key]:>12,.0f} {unit:<4}{i[key]:>12,.0f} {unit:<4}{ratio:>7.2f}x   "
+          f"{t['latency_ms']['p50']:.2f}/{t['latency_ms']['p99']:.2f}          {i['latency_ms']['p50']:.2f}/{i['latency_ms']['p99']:.2f}")
+o = get("overload", "tally")
+peak = next((r["value"] for r in rows if r.get("label") == "overload_peak_rss_mib"), None)
+if o:
+    print(f"overload: {o['requests']} requests, statuses {o['statuses']}, peak RSS {peak} MiB, "
+          f"accepted {o['events_per_sec']:,.0f} ev/s")
+PY
