@@ -11,7 +11,7 @@
 #   single  - one event per POST, 32 connections, closed loop
 #   half    - one event per POST, open loop at half the single-event rate
 #             measured above, for latency at moderate load
-#   overload- 5,000-event bodies from 128 connections, far past capacity:
+#   overload- 5,000-event bodies from 512 connections, far past capacity:
 #             peak RSS of tally and the share of 503 answers
 #
 # Usage: bench/ingest.sh [seconds per scenario, default 15]
@@ -77,13 +77,13 @@ start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 1 --con
 IRATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
 bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --rate "$IRATE" --label half; stop_influx
 
-echo "== overload (5,000 events/request, 128 connections): peak RSS and refusals"
+echo "== overload (5,000 events/request, 512 connections): peak RSS and refusals"
 start_tally
 ( peak=0; while kill -0 "$TALLY_PID" 2>/dev/null; do
     rss=$(awk '/VmRSS/{print $2}' /proc/$TALLY_PID/status 2>/dev/null || echo 0)
     [ "${rss:-0}" -gt "$peak" ] && peak=$rss && echo "$peak" >"$WORK/peak_rss_kb"
     sleep 0.1; done ) &
-bench --url http://127.0.0.1:18181 --target tally --batch 5000 --connections 128 --label overload
+bench --url http://127.0.0.1:18181 --target tally --batch 5000 --connections 512 --label overload
 stop_tally
 echo "{\"label\":\"overload_peak_rss_mib\",\"value\":$(( $(cat "$WORK/peak_rss_kb") / 1024 ))}" | tee -a "$RESULTS"
 

@@ -165,8 +165,8 @@ impl Engine {
         let (log, report) = LocalLog::open(
             lopts,
             checkpoint,
-            &mut |lsn, payload| apply_record(&replay_store, lsn, payload),
-            Box::new(move |lsn, payload| apply_record(&apply_store, lsn, payload)),
+            &mut |lsn, payload| apply_record(&replay_store, lsn, payload, None),
+            Box::new(move |lsn, payload, attachment| apply_record(&apply_store, lsn, payload, attachment)),
         )?;
         let recovery = Recovery {
             checkpoint_lsn: checkpoint,
@@ -212,7 +212,7 @@ impl Engine {
     }
 
     /// Appends a batch durably. Returns once it is in the log and visible.
-    pub async fn ingest(&self, stream: &str, batch: &Batch) -> Result<Receipt> {
+    pub async fn ingest(&self, stream: &str, batch: Batch) -> Result<Receipt> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -228,15 +228,17 @@ impl Engine {
                 retry_after: Duration::from_secs(2),
             });
         }
-        if let Err(e) = self.store.schemas().reserve(stream, batch) {
+        if let Err(e) = self.store.schemas().reserve(stream, &batch) {
             REJECTED
                 .with_label_values(&["schema"])
                 .inc_by(batch.len() as u64);
             return Err(e.into());
         }
-        let record = codec::encode(stream, batch);
+        let record = codec::encode(stream, &batch);
+        let events = batch.len();
         let t = Instant::now();
-        let lsn = match self.log.append(record).await {
+        let attachment: Box<dyn std::any::Any + Send> = Box::new((stream.to_string(), batch));
+        let lsn = match self.log.append(record, Some(attachment)).await {
             Ok(lsn) => lsn,
             Err(e) => {
                 let e = Error::from(e);
@@ -247,10 +249,10 @@ impl Engine {
             }
         };
         APPEND_SECONDS.observe(t.elapsed().as_secs_f64());
-        ACCEPTED.inc_by(batch.len() as u64);
-        BATCH_EVENTS.observe(batch.len() as f64);
+        ACCEPTED.inc_by(events as u64);
+        BATCH_EVENTS.observe(events as f64);
         Ok(Receipt {
-            accepted: batch.len(),
+            accepted: events,
             lsn,
         })
     }
@@ -383,7 +385,12 @@ fn flush_and_compact(store: &Store, log: &dyn Log) -> Result<FlushReport> {
     Ok(report)
 }
 
-fn apply_record(store: &Store, lsn: Lsn, payload: &[u8]) {
+fn apply_record(store: &Store, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+    // A live append carries its batch along; only replay needs to decode.
+    if let Some(Ok(b)) = attachment.map(|a| a.downcast::<(String, Batch)>()) {
+        store.apply(lsn, &b.0, &b.1);
+        return;
+    }
     match codec::decode(payload) {
         Ok((stream, batch)) => store.apply(lsn, &stream, &batch),
         Err(e) => {

@@ -14,7 +14,7 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     {
         let e = Engine::open(opts.clone()).unwrap();
         let r = e
-            .ingest("s", &batch("{\"a\":\"x\",\"v\":1}\n{\"a\":\"y\",\"v\":2}"))
+            .ingest("s", batch("{\"a\":\"x\",\"v\":1}\n{\"a\":\"y\",\"v\":2}"))
             .await
             .unwrap();
         assert_eq!(
@@ -25,7 +25,7 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
             }
         );
         e.flush().unwrap();
-        e.ingest("s", &batch("{\"v\":3}")).await.unwrap();
+        e.ingest("s", batch("{\"v\":3}")).await.unwrap();
         // No flush at the end: the second batch must come back from the log.
         e.abandon();
     }
@@ -33,7 +33,7 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     assert_eq!(e.recovery().checkpoint_lsn, 1);
     assert_eq!(e.recovery().log.replayed, 1);
     assert_eq!(e.store().stream_stats()["s"].rows, 3);
-    let err = e.ingest("s", &batch("{\"v\":\"text\"}")).await.unwrap_err();
+    let err = e.ingest("s", batch("{\"v\":\"text\"}")).await.unwrap_err();
     assert!(
         matches!(err, Error::Schema(SchemaConflict::Type { .. })),
         "{err}"
@@ -49,11 +49,11 @@ async fn memory_limit_refuses_with_overloaded() {
     opts.flush_bytes = usize::MAX;
     opts.flush_interval = Duration::from_secs(3600);
     let e = Engine::open(opts).unwrap();
-    e.ingest("s", &batch("{\"v\":1}")).await.unwrap();
-    let err = e.ingest("s", &batch("{\"v\":1}")).await.unwrap_err();
+    e.ingest("s", batch("{\"v\":1}")).await.unwrap();
+    let err = e.ingest("s", batch("{\"v\":1}")).await.unwrap_err();
     assert!(matches!(err, Error::Overloaded { .. }));
     e.flush().unwrap();
-    e.ingest("s", &batch("{\"v\":1}")).await.unwrap();
+    e.ingest("s", batch("{\"v\":1}")).await.unwrap();
 }
 
 #[test]

@@ -67,6 +67,14 @@ impl StrColumn {
         self.offsets.push(self.bytes.len() as u32);
         self.valid.push(false);
     }
+    /// Appends row `i` of `other` (bytes copied as they are; they are
+    /// already valid UTF-8).
+    pub fn push_from(&mut self, other: &StrColumn, i: usize) {
+        let (a, b) = (other.offsets[i] as usize, other.offsets[i + 1] as usize);
+        self.bytes.extend_from_slice(&other.bytes[a..b]);
+        self.offsets.push(self.bytes.len() as u32);
+        self.valid.push(other.valid[i]);
+    }
     pub fn get(&self, i: usize) -> Option<&str> {
         if !self.valid[i] {
             return None;
@@ -202,6 +210,10 @@ pub struct BatchBuilder {
     index: HashMap<String, usize>,
     at: Option<Location>,
     fields_in_row: usize,
+    /// Column index of the k-th field of the previous event: events of one
+    /// body usually list their fields in the same order, so this predicts
+    /// the column without hashing the name.
+    order: Vec<usize>,
 }
 
 impl BatchBuilder {
@@ -238,8 +250,10 @@ impl BatchBuilder {
             });
         }
         let row = self.ts.len();
-        let idx = match self.index.get(name) {
-            Some(&i) => i,
+        let k = self.fields_in_row - 1;
+        let predicted = self.order.get(k).copied().filter(|&i| self.columns[i].name == name);
+        let idx = match predicted.or_else(|| self.index.get(name).copied()) {
+            Some(i) => i,
             None => {
                 if name == "ts" {
                     return Err(Error::BadField {
@@ -265,6 +279,11 @@ impl BatchBuilder {
                 self.columns.len() - 1
             }
         };
+        if k < self.order.len() {
+            self.order[k] = idx;
+        } else {
+            self.order.push(idx);
+        }
         let col = &mut self.columns[idx];
         if col.data.column_type() != ty {
             return Err(Error::TypeConflict {
@@ -376,6 +395,27 @@ mod tests {
                 found: "string".into()
             }
         );
+    }
+
+    #[test]
+    fn fields_in_changing_order_land_in_their_own_columns() {
+        let mut b = BatchBuilder::new();
+        let rows: &[&[(&str, f64)]] = &[&[("a", 1.0), ("b", 2.0)], &[("b", 3.0), ("a", 4.0)], &[("c", 5.0)], &[("a", 6.0), ("b", 7.0)]];
+        for (i, row) in rows.iter().enumerate() {
+            b.start_row(i + 1).unwrap();
+            for (k, v) in row.iter() {
+                b.push_num(k, *v).unwrap();
+            }
+            b.finish_row(0);
+        }
+        let batch = b.finish();
+        let col = |n: &str| match &batch.column(n).unwrap().data {
+            ColumnData::Value(v) => (0..4).map(|i| v.get(i)).collect::<Vec<_>>(),
+            _ => panic!(),
+        };
+        assert_eq!(col("a"), vec![Some(1.0), Some(4.0), None, Some(6.0)]);
+        assert_eq!(col("b"), vec![Some(2.0), Some(3.0), None, Some(7.0)]);
+        assert_eq!(col("c"), vec![None, None, Some(5.0), None]);
     }
 
     #[test]

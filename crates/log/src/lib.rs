@@ -65,8 +65,13 @@ impl Error {
     }
 }
 
+/// What an appender hands along with a record to the apply hook, so the hook
+/// need not decode what the appender already holds. Replayed records, and
+/// records read back from a remote log, come with none.
+pub type Attachment = Option<Box<dyn std::any::Any + Send>>;
+
 /// Called once per record, in LSN order, on the log's apply thread.
-pub type ApplyHook = Box<dyn FnMut(Lsn, &[u8]) + Send>;
+pub type ApplyHook = Box<dyn FnMut(Lsn, &[u8], Attachment) + Send>;
 
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Lsn>> + Send>>;
 
@@ -75,7 +80,7 @@ pub trait Log: Send + Sync {
     /// Appends one record. Fails fast with [`Error::Busy`] when the queue is
     /// full; the returned future resolves when the record is durable and
     /// applied.
-    fn append(&self, payload: Vec<u8>) -> AppendFuture;
+    fn append(&self, payload: Vec<u8>, attachment: Attachment) -> AppendFuture;
 
     /// Allows the log to drop every record with an LSN at or below `lsn`:
     /// their effects are persisted elsewhere.

@@ -21,7 +21,7 @@
 //! corruption and the log refuses to open rather than drop data.
 
 use crate::metrics::*;
-use crate::{AppendFuture, ApplyHook, Error, Log, Lsn, Result};
+use crate::{AppendFuture, ApplyHook, Attachment, Error, Log, Lsn, Result};
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -107,6 +107,7 @@ struct Shared {
 
 struct Request {
     payload: Vec<u8>,
+    attachment: Attachment,
     ack: oneshot::Sender<Result<Lsn>>,
 }
 
@@ -231,7 +232,7 @@ impl LocalLog {
 }
 
 impl Log for LocalLog {
-    fn append(&self, payload: Vec<u8>) -> AppendFuture {
+    fn append(&self, payload: Vec<u8>, attachment: Attachment) -> AppendFuture {
         let size = payload.len();
         if size > self.opts.max_record_bytes {
             return Box::pin(std::future::ready(Err(Error::TooLarge {
@@ -248,7 +249,7 @@ impl Log for LocalLog {
         QUEUE_DEPTH.set(d as i64);
         let sent = match self.tx.read().as_ref() {
             None => Err(Error::Closed),
-            Some(tx) => match tx.try_send(Request { payload, ack }) {
+            Some(tx) => match tx.try_send(Request { payload, attachment, ack }) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(_)) => Err(Error::Busy {
                     capacity: self.opts.queue_capacity,
@@ -474,7 +475,7 @@ fn apply_loop(shared: Arc<Shared>, grx: mpsc::Receiver<Group>, mut hook: ApplyHo
         let mut lsn = group.first_lsn;
         let mut acks = Vec::with_capacity(group.requests.len());
         for r in group.requests {
-            hook(lsn, &r.payload);
+            hook(lsn, &r.payload, r.attachment);
             acks.push((lsn, r.ack));
             lsn += 1;
         }

@@ -96,7 +96,7 @@ pub(crate) async fn post_events(
             source,
         })?;
     drop(bytes);
-    let receipt = engine.ingest(&stream, &batch).await?;
+    let receipt = engine.ingest(&stream, batch).await?;
     drop(permit);
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
     Ok(Json(json!({ "accepted": receipt.accepted })))

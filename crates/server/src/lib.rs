@@ -49,6 +49,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/events/{stream}", post(ingest::post_events))
         .route("/v1/streams", get(ops::list_streams))
         .route("/v1/streams/{stream}", get(ops::get_stream))

@@ -111,6 +111,11 @@ pub(crate) async fn flush(
     })))
 }
 
+/// The OpenAPI document of this API (docs/openapi.json, compiled in).
+pub(crate) async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
+}
+
 pub(crate) async fn not_found(uri: Uri) -> impl IntoResponse {
     let e = ApiError::NotFound {
         what: format!("route {}", uri.path()),

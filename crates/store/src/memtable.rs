@@ -143,10 +143,7 @@ fn append_rows(dst: &mut ColumnData, src: &ColumnData, rows: Option<&[usize]>) -
                 }
                 Some(r) => {
                     for &i in r {
-                        match s.get(i) {
-                            Some(v) => d.push(v),
-                            None => d.push_null(),
-                        }
+                        d.push_from(s, i);
                     }
                 }
             }

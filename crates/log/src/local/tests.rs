@@ -19,7 +19,7 @@ fn open(o: LocalLogOptions, after: Lsn) -> (LocalLog, OpenReport, Vec<(Lsn, Vec<
         o,
         after,
         &mut |lsn, p| replayed.push((lsn, p.to_vec())),
-        Box::new(move |lsn, p| s.lock().push((lsn, p.to_vec()))),
+        Box::new(move |lsn, p, _| s.lock().push((lsn, p.to_vec()))),
     )
     .unwrap();
     (log, report, replayed, seen)
@@ -37,7 +37,7 @@ async fn concurrent_appends_are_applied_in_lsn_order_and_replayed() {
         tasks.push(tokio::spawn(async move {
             let mut lsns = Vec::new();
             for i in 0..50u8 {
-                lsns.push(log.append(vec![t, i, 0xAB]).await.unwrap());
+                lsns.push(log.append(vec![t, i, 0xAB], None).await.unwrap());
             }
             lsns
         }));
@@ -63,7 +63,7 @@ async fn concurrent_appends_are_applied_in_lsn_order_and_replayed() {
     assert_eq!(report.skipped, 100);
     assert_eq!(report.torn_bytes, 0);
     assert_eq!(replayed, seen[100..].to_vec());
-    assert_eq!(log2.append(vec![1]).await.unwrap(), 401);
+    assert_eq!(log2.append(vec![1], None).await.unwrap(), 401);
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn torn_tail_is_truncated_to_last_whole_record() {
     {
         let (log, ..) = open(o.clone(), 0);
         for i in 0..10u8 {
-            log.append(vec![i; 100]).await.unwrap();
+            log.append(vec![i; 100], None).await.unwrap();
         }
         log.close();
     }
@@ -93,7 +93,7 @@ async fn torn_tail_is_truncated_to_last_whole_record() {
     assert_eq!(report.torn_bytes, 116 - 50 + 37);
     assert_eq!(replayed.last().unwrap().1, vec![8u8; 100]);
     // The log continues after the cut with the next LSN.
-    assert_eq!(log.append(vec![42]).await.unwrap(), 10);
+    assert_eq!(log.append(vec![42], None).await.unwrap(), 10);
     log.close();
     drop(log);
     let (_, report, replayed, _) = open(o, 0);
@@ -110,7 +110,7 @@ async fn flipped_bit_in_last_record_is_caught_by_crc() {
     {
         let (log, ..) = open(o.clone(), 0);
         for i in 0..3u8 {
-            log.append(vec![i; 10]).await.unwrap();
+            log.append(vec![i; 10], None).await.unwrap();
         }
     }
     let file = list_files(dir.path()).unwrap().pop_back().unwrap().path;
@@ -130,7 +130,7 @@ async fn corruption_before_the_last_file_refuses_to_open() {
     {
         let (log, ..) = open(o.clone(), 0);
         for i in 0..100u8 {
-            log.append(vec![i; 200]).await.unwrap();
+            log.append(vec![i; 200], None).await.unwrap();
         }
     }
     let files = list_files(dir.path()).unwrap();
@@ -138,7 +138,7 @@ async fn corruption_before_the_last_file_refuses_to_open() {
     let mut data = fs::read(&files[0].path).unwrap();
     data[20] ^= 1;
     fs::write(&files[0].path, data).unwrap();
-    let r = LocalLog::open(o, 0, &mut |_, _| {}, Box::new(|_, _| {}));
+    let r = LocalLog::open(o, 0, &mut |_, _| {}, Box::new(|_, _, _| {}));
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{:?}", r.err());
 }
 
@@ -148,7 +148,7 @@ async fn truncate_through_removes_only_fully_covered_files() {
     let o = opts(dir.path());
     let (log, ..) = open(o.clone(), 0);
     for i in 0..100u8 {
-        log.append(vec![i; 200]).await.unwrap();
+        log.append(vec![i; 200], None).await.unwrap();
     }
     let before = log.file_count();
     log.truncate_through(50).unwrap();
@@ -176,18 +176,18 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
         o,
         0,
         &mut |_, _| {},
-        Box::new(move |lsn, _| {
+        Box::new(move |lsn, _, _| {
             if lsn == 1 {
                 g.wait();
             }
         }),
     )
     .unwrap();
-    let first = log.append(vec![1]);
+    let first = log.append(vec![1], None);
     let mut busy = false;
     let mut pending = Vec::new();
     for _ in 0..200 {
-        let f = log.append(vec![2]);
+        let f = log.append(vec![2], None);
         match futures_poll(f) {
             Some(Err(Error::Busy { .. })) => {
                 busy = true;
@@ -201,7 +201,7 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
     gate.wait();
     assert_eq!(first.await.unwrap(), 1);
     log.close();
-    assert!(matches!(log.append(vec![3]).await, Err(Error::Closed)));
+    assert!(matches!(log.append(vec![3], None).await, Err(Error::Closed)));
 }
 
 /// Polls a future once: `Some` if it is already resolved.
