@@ -29,7 +29,7 @@ RESULTS="$WORK/results.jsonl"
 start_tally() {
   rm -rf "$WORK/tally"
   TALLY_LOG=warn $TALLY serve --data-dir "$WORK/tally" --listen 127.0.0.1:18181 >"$WORK/tally.out" 2>"$WORK/tally.err" &
-  TALLY_PID=$!
+  TALLY_PID=$!; SERVER_PID=$TALLY_PID
   until curl -sf http://127.0.0.1:18181/readyz >/dev/null; do sleep 0.05; done
 }
 stop_tally() { kill -TERM "$TALLY_PID"; wait "$TALLY_PID" || true; }
@@ -56,13 +56,24 @@ bind-address = "127.0.0.1:18088"
   enabled = false
 CONF
   influxd -config "$WORK/influx.conf" >"$WORK/influx.log" 2>&1 &
-  INFLUX_PID=$!
+  INFLUX_PID=$!; SERVER_PID=$INFLUX_PID
   until curl -sf http://127.0.0.1:18086/ping >/dev/null; do sleep 0.05; done
   curl -sf -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' >/dev/null
 }
 stop_influx() { kill -TERM "$INFLUX_PID"; wait "$INFLUX_PID" || true; }
 
-bench() { $TALLY bench --duration "$SECS" "$@" | tee -a "$RESULTS"; }
+# CPU seconds (user + system) the server process has used so far.
+cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+# Runs the load generator and records the server's CPU time during the run,
+# so results can be read per server CPU-second as well as per wall second.
+bench() {
+  local pid=$SERVER_PID before after
+  before=$(cpu "$pid")
+  $TALLY bench --duration "$SECS" "$@" >"$WORK/last.json"
+  after=$(cpu "$pid")
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server_cpu_seconds"]=float(sys.argv[3])-float(sys.argv[2]); print(json.dumps(r))' \
+    "$WORK/last.json" "$before" "$after" | tee -a "$RESULTS"
+}
 
 echo "== batch ingest (2,000 events/request, 8 connections, ${SECS}s)"
 start_tally;  bench --url http://127.0.0.1:18181 --target tally  --batch 2000 --connections 8 --label batch; stop_tally
@@ -93,13 +104,14 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def get(label, target):
     return next((r for r in rows if r.get("label") == label and r.get("target") == target), None)
 print()
-print(f"{'scenario':<10} {'tally':>16} {'influxdb 1.6':>16} {'ratio':>8}   tally p50/p99 ms   influx p50/p99 ms")
+print(f"{'scenario':<10} {'tally':>16} {'influxdb 1.6':>16} {'ratio':>8}   tally p50/p99 ms   influx p50/p99 ms   per server CPU-second: tally / influx")
 for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s")]:
     t, i = get(label, "tally"), get(label, "influx")
     if not t or not i: continue
     ratio = t[key] / i[key] if i[key] else float("inf")
     print(f"{label:<10} {t[key]:>12,.0f} {unit:<4}{i[key]:>12,.0f} {unit:<4}{ratio:>7.2f}x   "
-          f"{t['latency_ms']['p50']:.2f}/{t['latency_ms']['p99']:.2f}          {i['latency_ms']['p50']:.2f}/{i['latency_ms']['p99']:.2f}")
+          f"{t['latency_ms']['p50']:.2f}/{t['latency_ms']['p99']:.2f}          {i['latency_ms']['p50']:.2f}/{i['latency_ms']['p99']:.2f}"
+          f"          {t[key]*t['seconds']/max(t['server_cpu_seconds'],1e-9):,.0f} / {i[key]*i['seconds']/max(i['server_cpu_seconds'],1e-9):,.0f}")
 o = get("overload", "tally")
 peak = next((r["value"] for r in rows if r.get("label") == "overload_peak_rss_mib"), None)
 if o:

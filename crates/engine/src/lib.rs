@@ -166,7 +166,9 @@ impl Engine {
             lopts,
             checkpoint,
             &mut |lsn, payload| apply_record(&replay_store, lsn, payload, None),
-            Box::new(move |lsn, payload, attachment| apply_record(&apply_store, lsn, payload, attachment)),
+            Box::new(move |lsn, payload, attachment| {
+                apply_record(&apply_store, lsn, payload, attachment)
+            }),
         )?;
         let recovery = Recovery {
             checkpoint_lsn: checkpoint,

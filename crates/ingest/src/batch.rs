@@ -251,7 +251,11 @@ impl BatchBuilder {
         }
         let row = self.ts.len();
         let k = self.fields_in_row - 1;
-        let predicted = self.order.get(k).copied().filter(|&i| self.columns[i].name == name);
+        let predicted = self
+            .order
+            .get(k)
+            .copied()
+            .filter(|&i| self.columns[i].name == name);
         let idx = match predicted.or_else(|| self.index.get(name).copied()) {
             Some(i) => i,
             None => {
@@ -400,7 +404,12 @@ mod tests {
     #[test]
     fn fields_in_changing_order_land_in_their_own_columns() {
         let mut b = BatchBuilder::new();
-        let rows: &[&[(&str, f64)]] = &[&[("a", 1.0), ("b", 2.0)], &[("b", 3.0), ("a", 4.0)], &[("c", 5.0)], &[("a", 6.0), ("b", 7.0)]];
+        let rows: &[&[(&str, f64)]] = &[
+            &[("a", 1.0), ("b", 2.0)],
+            &[("b", 3.0), ("a", 4.0)],
+            &[("c", 5.0)],
+            &[("a", 6.0), ("b", 7.0)],
+        ];
         for (i, row) in rows.iter().enumerate() {
             b.start_row(i + 1).unwrap();
             for (k, v) in row.iter() {

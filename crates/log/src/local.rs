@@ -249,7 +249,11 @@ impl Log for LocalLog {
         QUEUE_DEPTH.set(d as i64);
         let sent = match self.tx.read().as_ref() {
             None => Err(Error::Closed),
-            Some(tx) => match tx.try_send(Request { payload, attachment, ack }) {
+            Some(tx) => match tx.try_send(Request {
+                payload,
+                attachment,
+                ack,
+            }) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(_)) => Err(Error::Busy {
                     capacity: self.opts.queue_capacity,

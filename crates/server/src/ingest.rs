@@ -67,14 +67,20 @@ pub(crate) async fn post_events(
     // Reserve memory for this request before reading its body.
     let want =
         (declared.unwrap_or(limit).max(1) * BUDGET_FACTOR).min(state.ingest_budget_bytes) as u32;
-    let permit = state
-        .ingest_budget
-        .clone()
-        .try_acquire_many_owned(want)
-        .map_err(|_| ApiError::Overloaded {
-            reason: "too much ingest in flight; the server is at its memory budget".into(),
-            retry_after: crate::DEFAULT_RETRY_AFTER,
-        })?;
+    let permit = state.ingest_budget.clone().try_acquire_many_owned(want);
+    let permit = match permit {
+        Ok(p) => p,
+        Err(_) => {
+            // Read and drop the body (one chunk at a time, so nothing is
+            // held) so the client reads a clean 503 rather than a connection
+            // reset while it is still sending.
+            drain(body, limit).await;
+            return Err(ApiError::Overloaded {
+                reason: "too much ingest in flight; the server is at its memory budget".into(),
+                retry_after: crate::DEFAULT_RETRY_AFTER,
+            });
+        }
+    };
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
 
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
@@ -100,6 +106,18 @@ pub(crate) async fn post_events(
     drop(permit);
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
     Ok(Json(json!({ "accepted": receipt.accepted })))
+}
+
+async fn drain(body: Body, limit: usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

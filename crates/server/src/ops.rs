@@ -113,7 +113,10 @@ pub(crate) async fn flush(
 
 /// The OpenAPI document of this API (docs/openapi.json, compiled in).
 pub(crate) async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
 }
 
 pub(crate) async fn not_found(uri: Uri) -> impl IntoResponse {

@@ -126,6 +126,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut lat_us: Vec<u32> = Vec::new();
             let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+            let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
             let mut i = c;
             let mut next = Instant::now();
             while Instant::now() < deadline {
@@ -155,7 +156,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         let _ = r.bytes().await;
                         s
                     }
-                    Err(_) => 0,
+                    Err(e) => {
+                        let mut msg = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            msg = format!("{msg}: {s}");
+                            src = s.source();
+                        }
+                        *errors.entry(msg).or_default() += 1;
+                        0
+                    }
                 };
                 lat_us.push(scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 *statuses.entry(status).or_default() += 1;
@@ -164,14 +174,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     next += every;
                 }
             }
-            (lat_us, statuses)
+            (lat_us, statuses, errors)
         }));
     }
     let mut lat = Vec::new();
     let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
     for t in tasks {
-        let (l, s) = t.await?;
+        let (l, s, e) = t.await?;
         lat.extend(l);
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
         for (k, v) in s {
             *statuses.entry(k).or_default() += v;
         }
@@ -200,6 +214,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "requests": total,
         "ok_requests": ok,
         "statuses": statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        "transport_errors": errors.iter().take(5).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
         "events_per_sec": (ok as f64 * args.batch as f64) / secs,
         "requests_per_sec": ok as f64 / secs,
         "latency_ms": { "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0) },

@@ -201,7 +201,10 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
     gate.wait();
     assert_eq!(first.await.unwrap(), 1);
     log.close();
-    assert!(matches!(log.append(vec![3], None).await, Err(Error::Closed)));
+    assert!(matches!(
+        log.append(vec![3], None).await,
+        Err(Error::Closed)
+    ));
 }
 
 /// Polls a future once: `Some` if it is already resolved.

@@ -311,3 +311,80 @@ async fn bad_input_is_refused_whole_with_line_and_field() {
     }
     assert_eq!(rows(&s, "bad").await, 1);
 }
+
+#[tokio::test]
+async fn overload_is_refused_with_503_and_retry_after() {
+    // A budget that fits one large body at a time: concurrent ones are refused.
+    let s = TestServer::builder()
+        .args(["--ingest-budget-bytes", "1000000"])
+        .start()
+        .await;
+    let body: String = (0..8000)
+        .map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "p".repeat(40)))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let reqs = (0..12).map(|_| {
+            client
+                .post(s.url("/v1/events/over"))
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone())
+                .send()
+        });
+        for r in futures::future::join_all(reqs).await {
+            let r = r.expect("a refused request still gets a clean HTTP answer");
+            match r.status().as_u16() {
+                200 => accepted += 8000,
+                503 => {
+                    assert_eq!(r.headers()["retry-after"], "1");
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    assert!(
+                        v["error"].as_str().unwrap().contains("memory budget"),
+                        "{v}"
+                    );
+                    assert_eq!(v["retry_after"], json!(1));
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(
+        refused > 0,
+        "12 concurrent bodies never exceeded a one-body budget"
+    );
+    assert_eq!(
+        rows(&s, "over").await,
+        accepted,
+        "refused batches must write nothing"
+    );
+
+    // The in-memory tail limit: refused until a flush frees it.
+    let s = TestServer::builder()
+        .args(["--memory-limit-bytes", "1", "--flush-interval-secs", "3600"])
+        .start()
+        .await;
+    assert_eq!(
+        post(&s.url("/v1/events/mem"), None, r#"{"v":1}"#).await.0,
+        200
+    );
+    let r = client
+        .post(s.url("/v1/events/mem"))
+        .body(r#"{"v":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(post(&s.url("/v1/admin/flush"), None, "").await.0, 200);
+    assert_eq!(
+        post(&s.url("/v1/events/mem"), None, r#"{"v":3}"#).await.0,
+        200
+    );
+    assert_eq!(rows(&s, "mem").await, 2);
+}

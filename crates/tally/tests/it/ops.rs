@@ -155,7 +155,19 @@ async fn openapi_document_covers_every_route() {
     let (st, doc) = get_json(&s.url("/v1/openapi.json")).await;
     assert_eq!(st, 200);
     assert_eq!(doc["openapi"], "3.0.3");
-    for path in ["/v1/events/{stream}", "/{stream}", "/v1/streams", "/v1/streams/{stream}", "/v1/admin/flush", "/healthz", "/readyz", "/metrics"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/events/{stream}",
+        "/{stream}",
+        "/v1/streams",
+        "/v1/streams/{stream}",
+        "/v1/admin/flush",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
