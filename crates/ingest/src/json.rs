@@ -89,26 +89,25 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
 /// Parses NDJSON: one object per line, blank lines skipped.
 pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
     let mut b = BatchBuilder::new();
-    for (i, line) in body.split(|c| *c == b'\n').enumerate() {
+    // One state for the whole body, so its path buffer is allocated once.
+    let mut st = State { b: &mut b, path: String::new(), ts: None, error: None };
+    let mut start = 0;
+    let mut lineno = 0;
+    // memchr finds line ends with SIMD; the byte-at-a-time split was a
+    // third of NDJSON parse time.
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+        let line = &body[start..end];
+        start = end + 1;
+        lineno += 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let lineno = i + 1;
-        b.start_row(lineno)?;
+        st.b.start_row(lineno)?;
+        st.ts = None;
+        st.path.clear();
         let mut de = serde_json::Deserializer::from_slice(line);
-        let mut st = State {
-            b: &mut b,
-            path: String::new(),
-            ts: None,
-            error: None,
-        };
-        if let Err(e) = (EventSeed {
-            st: &mut st,
-            top: true,
-        })
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        {
+        if let Err(e) = (EventSeed { st: &mut st, top: true }).deserialize(&mut de).and_then(|()| de.end()) {
             return Err(st.error.take().unwrap_or_else(|| Error::Syntax {
                 at: Location::Line(lineno),
                 format: "JSON",
@@ -116,7 +115,7 @@ pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
             }));
         }
         let ts = st.ts.unwrap_or(now_us);
-        b.finish_row(ts);
+        st.b.finish_row(ts);
     }
     Ok(b.finish())
 }
