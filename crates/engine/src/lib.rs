@@ -98,7 +98,7 @@ pub struct EngineOptions {
     pub log_queue: usize,
     pub log_segment_bytes: u64,
     pub max_record_bytes: usize,
-    pub max_segments_per_partition: usize,
+    pub compaction_fanout: usize,
 }
 
 impl EngineOptions {
@@ -112,7 +112,7 @@ impl EngineOptions {
             log_queue: 4096,
             log_segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
-            max_segments_per_partition: 8,
+            compaction_fanout: 4,
         }
     }
 }
@@ -152,7 +152,7 @@ impl Engine {
         let t = Instant::now();
         let lock = DirLock::acquire(&opts.data_dir)?;
         let mut sopts = StoreOptions::new(&opts.data_dir);
-        sopts.max_segments_per_partition = opts.max_segments_per_partition;
+        sopts.compaction_fanout = opts.compaction_fanout;
         let store = Arc::new(Store::open(sopts)?);
         let checkpoint = store.checkpoint_lsn();
         let mut lopts = LocalLogOptions::new(opts.data_dir.join("wal"));

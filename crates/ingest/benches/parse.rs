@@ -11,21 +11,35 @@ fn main() {
     let mut csv = String::from("ts,path,country,browser,duration_ms,bytes\n");
     for i in 0..n {
         let ts = 1_700_000_000_000i64 + i * 1000;
-        let (p, c, b) = (["/", "/pricing", "/docs"][i as usize % 3], ["NO", "DE", "US", "FR"][i as usize % 4], ["Chrome", "Firefox"][i as usize % 2]);
+        let (p, c, b) = (
+            ["/", "/pricing", "/docs"][i as usize % 3],
+            ["NO", "DE", "US", "FR"][i as usize % 4],
+            ["Chrome", "Firefox"][i as usize % 2],
+        );
         nd.push_str(&format!(
             "{{\"ts\":{ts},\"path\":\"{p}\",\"country\":\"{c}\",\"browser\":\"{b}\",\"duration_ms\":{},\"bytes\":{}}}\n",
             i % 5000,
             i * 37 % 100_000
         ));
-        csv.push_str(&format!("{ts},{p},{c},{b},{},{}\n", i % 5000, i * 37 % 100_000));
+        csv.push_str(&format!(
+            "{ts},{p},{c},{b},{},{}\n",
+            i % 5000,
+            i * 37 % 100_000
+        ));
     }
     let arr = format!("[{}]", nd.trim_end().replace('\n', ","));
-    for (name, body, format) in [("ndjson", &nd, Format::Ndjson), ("json array", &arr, Format::Json), ("csv", &csv, Format::Csv)] {
+    for (name, body, format) in [
+        ("ndjson", &nd, Format::Ndjson),
+        ("json array", &arr, Format::Json),
+        ("csv", &csv, Format::Csv),
+    ] {
         let iters = 300;
         let t = Instant::now();
         let mut rows = 0;
         for _ in 0..iters {
-            rows += parse(body.as_bytes(), format, 0, &|_| None).map(|b| b.len()).unwrap_or(0);
+            rows += parse(body.as_bytes(), format, 0, &|_| None)
+                .map(|b| b.len())
+                .unwrap_or(0);
         }
         let secs = t.elapsed().as_secs_f64();
         println!(
@@ -41,12 +55,19 @@ fn main() {
         bytes += codec::encode("bench", &batch).len();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("encode            {:>12.0} events/s {:>8.1} MB/s", (n as f64 * 1000.0) / secs, bytes as f64 / secs / 1e6);
+    println!(
+        "encode            {:>12.0} events/s {:>8.1} MB/s",
+        (n as f64 * 1000.0) / secs,
+        bytes as f64 / secs / 1e6
+    );
     let rec = codec::encode("bench", &batch);
     let t = Instant::now();
     for _ in 0..1000 {
         let _ = codec::decode(&rec).unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("decode            {:>12.0} events/s", (n as f64 * 1000.0) / secs);
+    println!(
+        "decode            {:>12.0} events/s",
+        (n as f64 * 1000.0) / secs
+    );
 }

@@ -90,7 +90,12 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
 pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
     let mut b = BatchBuilder::new();
     // One state for the whole body, so its path buffer is allocated once.
-    let mut st = State { b: &mut b, path: String::new(), ts: None, error: None };
+    let mut st = State {
+        b: &mut b,
+        path: String::new(),
+        ts: None,
+        error: None,
+    };
     let mut start = 0;
     let mut lineno = 0;
     // memchr finds line ends with SIMD; the byte-at-a-time split was a
@@ -107,7 +112,13 @@ pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
         st.ts = None;
         st.path.clear();
         let mut de = serde_json::Deserializer::from_slice(line);
-        if let Err(e) = (EventSeed { st: &mut st, top: true }).deserialize(&mut de).and_then(|()| de.end()) {
+        if let Err(e) = (EventSeed {
+            st: &mut st,
+            top: true,
+        })
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        {
             return Err(st.error.take().unwrap_or_else(|| Error::Syntax {
                 at: Location::Line(lineno),
                 format: "JSON",

@@ -37,12 +37,25 @@ pub fn arrow_schema(schema: &StreamSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// zstd level for flushes: fast, because flushing competes with ingest for CPU.
+pub const FLUSH_ZSTD_LEVEL: i32 = 1;
+/// zstd level for compaction: it rewrites data once, in the background, and
+/// what it writes is what stays on disk.
+pub const COMPACT_ZSTD_LEVEL: i32 = 6;
+
 /// Writes `batch`, sorted by `ts`, as a Parquet file at `path` and fsyncs it.
 /// Returns the file size.
-pub fn write_segment(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Result<u64> {
+pub fn write_segment(
+    path: &Path,
+    batch: &RecordBatch,
+    row_group_rows: usize,
+    zstd_level: i32,
+) -> Result<u64> {
     let sorted = sort_by_ts(batch)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
@@ -91,6 +104,14 @@ pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
 
 fn sort_by_ts(batch: &RecordBatch) -> Result<RecordBatch> {
     let ts = batch.column(0);
+    if let Some(t) = ts
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+    {
+        if t.values().windows(2).all(|w| w[0] <= w[1]) {
+            return Ok(batch.clone());
+        }
+    }
     let indices = sort_to_indices(ts, None, None)?;
     Ok(take_record_batch(batch, &indices)?)
 }

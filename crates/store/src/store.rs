@@ -4,7 +4,9 @@ use crate::catalog::{sync_dir, Catalog, SegmentMeta};
 use crate::memtable::MemTable;
 use crate::metrics::*;
 use crate::schema::{Schemas, StreamSchema};
-use crate::segment::{arrow_schema, concat_aligned, read_segment, write_segment};
+use crate::segment::{
+    arrow_schema, concat_aligned, read_segment, write_segment, COMPACT_ZSTD_LEVEL, FLUSH_ZSTD_LEVEL,
+};
 use crate::{Error, Result};
 use arrow::datatypes::{Field, Schema};
 use chrono::{DateTime, Utc};
@@ -20,8 +22,9 @@ use tally_ingest::Batch;
 pub struct StoreOptions {
     /// The data directory (the catalog and `segments/` live here).
     pub dir: PathBuf,
-    /// Compaction merges a partition's segments once it has more than this.
-    pub max_segments_per_partition: usize,
+    /// Compaction merges segments of similar size once a partition has this
+    /// many of them (see [`compaction_candidate`]).
+    pub compaction_fanout: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
 }
@@ -30,7 +33,7 @@ impl StoreOptions {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             dir: dir.into(),
-            max_segments_per_partition: 8,
+            compaction_fanout: 4,
             row_group_rows: 1 << 20,
         }
     }
@@ -216,7 +219,8 @@ impl Store {
                 let rel = segment_path(stream, *partition, id);
                 let path = self.opts.dir.join(&rel);
                 written.push(path.clone());
-                let bytes = write_segment(&path, &batch, self.opts.row_group_rows)?;
+                let bytes =
+                    write_segment(&path, &batch, self.opts.row_group_rows, FLUSH_ZSTD_LEVEL)?;
                 let (min_ts, max_ts) = min_max(&part.ts);
                 cat.segments.push(SegmentMeta {
                     id,
@@ -264,16 +268,7 @@ impl Store {
             let _m = self.maintenance.lock();
             let candidate = {
                 let cat = self.catalog.read();
-                let mut per: HashMap<(&str, i64), Vec<&SegmentMeta>> = HashMap::new();
-                for s in &cat.segments {
-                    per.entry((s.stream.as_str(), s.partition))
-                        .or_default()
-                        .push(s);
-                }
-                per.into_iter()
-                    .filter(|(_, segs)| segs.len() > self.opts.max_segments_per_partition)
-                    .map(|(_, segs)| segs.into_iter().cloned().collect::<Vec<_>>())
-                    .next()
+                compaction_candidate(&cat.segments, self.opts.compaction_fanout)
             };
             let Some(segs) = candidate else {
                 return Ok(done);
@@ -317,13 +312,14 @@ impl Store {
         cat.next_segment_id += 1;
         let rel = segment_path(&stream, partition, id);
         let path = self.opts.dir.join(&rel);
-        let bytes = match write_segment(&path, &merged, self.opts.row_group_rows) {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(e);
-            }
-        };
+        let bytes =
+            match write_segment(&path, &merged, self.opts.row_group_rows, COMPACT_ZSTD_LEVEL) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
         }
@@ -408,6 +404,33 @@ impl Store {
     }
 }
 
+/// Size-tiered compaction: a segment's tier is log4 of its row count. When
+/// one tier of a partition holds `fanout` segments, they are merged into one
+/// segment of a higher tier. Each event is thus rewritten O(log n) times, not
+/// once per flush as "merge everything" would, and a partition holds at most
+/// (fanout - 1) segments per tier: a count logarithmic in its size.
+fn compaction_candidate(segments: &[SegmentMeta], fanout: usize) -> Option<Vec<SegmentMeta>> {
+    let fanout = fanout.max(2);
+    let mut tiers: HashMap<(&str, i64, u32), Vec<&SegmentMeta>> = HashMap::new();
+    for s in segments {
+        let tier = s.rows.max(1).ilog(4);
+        tiers
+            .entry((s.stream.as_str(), s.partition, tier))
+            .or_default()
+            .push(s);
+    }
+    let mut best: Option<Vec<&SegmentMeta>> = None;
+    for (_, segs) in tiers {
+        if segs.len() >= fanout && best.as_ref().is_none_or(|b| segs.len() > b.len()) {
+            best = Some(segs);
+        }
+    }
+    best.map(|mut segs| {
+        segs.sort_by_key(|s| s.id);
+        segs.into_iter().cloned().collect()
+    })
+}
+
 /// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
 fn segment_path(stream: &str, partition: i64, id: u64) -> String {
     let t: DateTime<Utc> = DateTime::from_timestamp_micros(partition).unwrap_or_default();
@@ -445,6 +468,56 @@ fn remove_orphans(dir: &Path, known: &HashSet<PathBuf>, removed: &mut usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seg(id: u64, partition: i64, rows: u64) -> SegmentMeta {
+        SegmentMeta {
+            id,
+            stream: "s".into(),
+            partition,
+            path: String::new(),
+            rows,
+            min_ts: 0,
+            max_ts: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn tiers_merge_similar_sizes_and_bound_the_count() {
+        // Simulate many equal flushes into one partition, compacting after each.
+        let mut segs: Vec<SegmentMeta> = Vec::new();
+        let mut rewritten = 0u64;
+        let mut next = 1;
+        for _ in 0..1000 {
+            segs.push(seg(next, 0, 1000));
+            next += 1;
+            while let Some(c) = compaction_candidate(&segs, 4) {
+                let ids: HashSet<u64> = c.iter().map(|s| s.id).collect();
+                let rows: u64 = c.iter().map(|s| s.rows).sum();
+                rewritten += rows;
+                segs.retain(|s| !ids.contains(&s.id));
+                segs.push(seg(next, 0, rows));
+                next += 1;
+            }
+            // log4 of the partition's size, times (fanout - 1), bounds the count.
+            let total: u64 = segs.iter().map(|s| s.rows).sum();
+            assert!(
+                segs.len() as u32 <= 3 * (total.ilog(4) + 1),
+                "{} segments",
+                segs.len()
+            );
+        }
+        assert_eq!(segs.iter().map(|s| s.rows).sum::<u64>(), 1_000_000);
+        // Each row rewritten about log4(1000) times, not 1000/2.
+        assert!(
+            rewritten < 1_000_000 * 6,
+            "write amplification {}",
+            rewritten / 1_000_000
+        );
+        // Other partitions never merge together.
+        let mixed = vec![seg(1, 0, 10), seg(2, 3_600_000_000, 10), seg(3, 0, 10)];
+        assert!(compaction_candidate(&mixed, 3).is_none());
+    }
     use tally_ingest::{parse, Format};
 
     fn batch(body: &str) -> Batch {
@@ -455,7 +528,7 @@ mod tests {
     fn flush_compact_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = StoreOptions::new(dir.path());
-        opts.max_segments_per_partition = 2;
+        opts.compaction_fanout = 2;
         let store = Store::open(opts.clone()).unwrap();
         let mut lsn = 0;
         for i in 0..5 {
@@ -472,6 +545,7 @@ mod tests {
             assert_eq!(r.checkpoint_lsn, lsn);
         }
         assert_eq!(store.segments().len(), 5);
+        // Five 2-row segments (tier 0): merged into one 10-row segment.
         assert_eq!(store.compact().unwrap(), 1);
         let segs = store.segments();
         assert_eq!(segs.len(), 1);
