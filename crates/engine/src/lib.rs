@@ -106,9 +106,9 @@ impl EngineOptions {
         EngineOptions {
             data_dir: data_dir.into(),
             sync: SyncMode::Always,
-            flush_bytes: 64 << 20,
+            flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(60),
-            memory_limit_bytes: 192 << 20,
+            memory_limit_bytes: 128 << 20,
             log_queue: 4096,
             log_segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,

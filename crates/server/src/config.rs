@@ -24,7 +24,7 @@ impl ServerConfig {
             listen,
             engine,
             max_body_bytes: 16 << 20,
-            ingest_budget_bytes: 256 << 20,
+            ingest_budget_bytes: 192 << 20,
             keys: Vec::new(),
             allow_unauthenticated: false,
         }

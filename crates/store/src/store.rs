@@ -25,6 +25,9 @@ pub struct StoreOptions {
     /// Compaction merges segments of similar size once a partition has this
     /// many of them (see [`compaction_candidate`]).
     pub compaction_fanout: usize,
+    /// Segments this large are not merged further; a merge reads at most
+    /// this many rows, which bounds its memory.
+    pub compaction_max_rows: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
 }
@@ -34,6 +37,7 @@ impl StoreOptions {
         StoreOptions {
             dir: dir.into(),
             compaction_fanout: 4,
+            compaction_max_rows: 1 << 20,
             row_group_rows: 1 << 20,
         }
     }
@@ -268,7 +272,11 @@ impl Store {
             let _m = self.maintenance.lock();
             let candidate = {
                 let cat = self.catalog.read();
-                compaction_candidate(&cat.segments, self.opts.compaction_fanout)
+                compaction_candidate(
+                    &cat.segments,
+                    self.opts.compaction_fanout,
+                    self.opts.compaction_max_rows,
+                )
             };
             let Some(segs) = candidate else {
                 return Ok(done);
@@ -408,11 +416,22 @@ impl Store {
 /// one tier of a partition holds `fanout` segments, they are merged into one
 /// segment of a higher tier. Each event is thus rewritten O(log n) times, not
 /// once per flush as "merge everything" would, and a partition holds at most
-/// (fanout - 1) segments per tier: a count logarithmic in its size.
-fn compaction_candidate(segments: &[SegmentMeta], fanout: usize) -> Option<Vec<SegmentMeta>> {
+/// (fanout - 1) segments per tier below the cap, plus one segment per
+/// `max_rows` rows above it. A merge holds its input in memory, so the cap
+/// bounds compaction's memory.
+fn compaction_candidate(
+    segments: &[SegmentMeta],
+    fanout: usize,
+    max_rows: u64,
+) -> Option<Vec<SegmentMeta>> {
     let fanout = fanout.max(2);
     let mut tiers: HashMap<(&str, i64, u32), Vec<&SegmentMeta>> = HashMap::new();
     for s in segments {
+        // Segments at the size cap are final: merging them would need more
+        // memory than compaction may use.
+        if s.rows >= max_rows {
+            continue;
+        }
         let tier = s.rows.max(1).ilog(4);
         tiers
             .entry((s.stream.as_str(), s.partition, tier))
@@ -420,9 +439,20 @@ fn compaction_candidate(segments: &[SegmentMeta], fanout: usize) -> Option<Vec<S
             .push(s);
     }
     let mut best: Option<Vec<&SegmentMeta>> = None;
-    for (_, segs) in tiers {
-        if segs.len() >= fanout && best.as_ref().is_none_or(|b| segs.len() > b.len()) {
-            best = Some(segs);
+    for (_, mut segs) in tiers {
+        if segs.len() < fanout {
+            continue;
+        }
+        // Smallest first, as many as fit under the row cap.
+        segs.sort_by_key(|s| (s.rows, s.id));
+        let mut total = 0;
+        let take = segs.iter().take_while(|s| {
+            total += s.rows;
+            total <= max_rows
+        });
+        let picked: Vec<&SegmentMeta> = take.copied().collect();
+        if picked.len() >= 2 && best.as_ref().is_none_or(|b| picked.len() > b.len()) {
+            best = Some(picked);
         }
     }
     best.map(|mut segs| {
@@ -491,7 +521,7 @@ mod tests {
         for _ in 0..1000 {
             segs.push(seg(next, 0, 1000));
             next += 1;
-            while let Some(c) = compaction_candidate(&segs, 4) {
+            while let Some(c) = compaction_candidate(&segs, 4, u64::MAX) {
                 let ids: HashSet<u64> = c.iter().map(|s| s.id).collect();
                 let rows: u64 = c.iter().map(|s| s.rows).sum();
                 rewritten += rows;
@@ -516,7 +546,26 @@ mod tests {
         );
         // Other partitions never merge together.
         let mixed = vec![seg(1, 0, 10), seg(2, 3_600_000_000, 10), seg(3, 0, 10)];
-        assert!(compaction_candidate(&mixed, 3).is_none());
+        assert!(compaction_candidate(&mixed, 3, u64::MAX).is_none());
+        // The row cap: segments at it stay, and a merge never exceeds it.
+        let big = vec![
+            seg(1, 0, 600),
+            seg(2, 0, 600),
+            seg(3, 0, 600),
+            seg(4, 0, 1000),
+        ];
+        assert!(
+            compaction_candidate(&big, 2, 1000).is_none(),
+            "600+600 > 1000"
+        );
+        let small = vec![
+            seg(1, 0, 300),
+            seg(2, 0, 300),
+            seg(3, 0, 300),
+            seg(4, 0, 300),
+        ];
+        let c = compaction_candidate(&small, 2, 1000).unwrap();
+        assert_eq!(c.len(), 3);
     }
     use tally_ingest::{parse, Format};
 

@@ -46,13 +46,13 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
 
     /// Memory for request bodies being parsed and written at once; past it,
-    /// ingest answers 503 with Retry-After. [default: 268435456]
+    /// ingest answers 503 with Retry-After. [default: 201326592]
     #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES")]
     pub ingest_budget_bytes: Option<usize>,
 
     /// Flush the in-memory tail to Parquet once it holds this many bytes.
     /// Larger means fewer, bigger segments and a longer log replay after a
-    /// crash. [default: 67108864]
+    /// crash. [default: 50331648]
     #[arg(long, env = "TALLY_FLUSH_BYTES")]
     pub flush_bytes: Option<usize>,
 
@@ -61,7 +61,7 @@ pub struct ServeArgs {
     pub flush_interval_secs: Option<u64>,
 
     /// Refuse ingest (503) while the in-memory tail holds more than this,
-    /// i.e. while flushing falls behind. [default: 201326592]
+    /// i.e. while flushing falls behind. [default: 134217728]
     #[arg(long, env = "TALLY_MEMORY_LIMIT_BYTES")]
     pub memory_limit_bytes: Option<usize>,
 
