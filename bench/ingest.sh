@@ -11,6 +11,7 @@
 #   single  - one event per POST, 32 connections, closed loop
 #   half    - one event per POST, open loop at half the single-event rate
 #             measured above, for latency at moderate load
+#   single_wrk - one event per POST from wrk (a lighter client), 64 connections
 #   overload- 5,000-event bodies from 512 connections, far past capacity:
 #             peak RSS of tally and the share of 503 answers
 #
@@ -19,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-15}
 
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 command -v influxd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
 cargo build --release -q
 TALLY=target/release/tally
@@ -88,6 +90,40 @@ start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 1 --con
 IRATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
 bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --rate "$IRATE" --label half; stop_influx
 
+# The same single-event load from wrk, a much lighter client than the
+# Rust generator, so more of the two cores go to the server under test.
+wrk_single() { # URL CONTENT_TYPE BODY TARGET
+  cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$3]]
+wrk.headers["Content-Type"] = "$2"
+LUA
+  local before after
+  before=$(cpu "$SERVER_PID")
+  wrk -t1 -c64 -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" >"$WORK/wrk.txt"
+  after=$(cpu "$SERVER_PID")
+  python3 - "$WORK/wrk.txt" "$4" "$before" "$after" "$SECS" <<'PY' | tee -a "$RESULTS"
+import json, re, sys
+text, target, before, after, secs = open(sys.argv[1]).read(), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+def ms(label):
+    m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(json.dumps({"label": "single_wrk", "target": target, "requests_per_sec": rps, "seconds": secs,
+                  "non_2xx": int(non2xx.group(1)) if non2xx else 0, "server_cpu_seconds": after - before,
+                  "latency_ms": {"p50": ms("50%"), "p99": ms("99%")}}))
+PY
+}
+echo "== single-event POSTs from wrk (64 connections, closed loop)"
+start_tally
+wrk_single http://127.0.0.1:18181/v1/events/bench application/json '{"path":"/pricing","country":"NO","browser":"Firefox","duration_ms":412,"bytes":5120}' tally
+stop_tally
+start_influx
+wrk_single "http://127.0.0.1:18086/write?db=bench" text/plain 'bench,path=/pricing,country=NO,browser=Firefox duration_ms=412,bytes=5120' influx
+stop_influx
+
 echo "== overload (5,000 events/request, 512 connections): peak RSS and refusals"
 start_tally
 ( peak=0; while kill -0 "$TALLY_PID" 2>/dev/null; do
@@ -105,7 +141,7 @@ def get(label, target):
     return next((r for r in rows if r.get("label") == label and r.get("target") == target), None)
 print()
 print(f"{'scenario':<10} {'tally':>16} {'influxdb 1.6':>16} {'ratio':>8}   tally p50/p99 ms   influx p50/p99 ms   per server CPU-second: tally / influx")
-for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s")]:
+for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s"), ("single_wrk", "requests_per_sec", "req/s")]:
     t, i = get(label, "tally"), get(label, "influx")
     if not t or not i: continue
     ratio = t[key] / i[key] if i[key] else float("inf")

@@ -14,6 +14,9 @@ pub struct ServerConfig {
     /// Bytes of request bodies being parsed and written at once, across all
     /// requests; past it, ingest answers 503 with Retry-After.
     pub ingest_budget_bytes: usize,
+    /// Longest a request body may take to arrive once it holds its share of
+    /// the budget (408 past it), so a trickling client cannot hold it forever.
+    pub body_read_timeout: std::time::Duration,
     pub keys: Vec<ApiKey>,
     pub allow_unauthenticated: bool,
 }
@@ -25,6 +28,7 @@ impl ServerConfig {
             engine,
             max_body_bytes: 16 << 20,
             ingest_budget_bytes: 192 << 20,
+            body_read_timeout: std::time::Duration::from_secs(30),
             keys: Vec::new(),
             allow_unauthenticated: false,
         }

@@ -50,6 +50,9 @@ pub enum ApiError {
         retry_after: Duration,
     },
 
+    #[error("timed out {what} after {} s", after.as_secs())]
+    Timeout { what: &'static str, after: Duration },
+
     #[error("not ready: the log is being replayed")]
     NotReady,
 
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -83,7 +83,16 @@ pub(crate) async fn post_events(
     };
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
 
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    // A client that trickles its body must not hold its share of the budget
+    // forever.
+    let after = state.body_read_timeout;
+    let read = tokio::time::timeout(after, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::Timeout {
+            what: "reading the request body",
+            after,
+        })?;
+    let bytes = read.map_err(|e| {
         if is_length_limit(&e) {
             ApiError::PayloadTooLarge { limit }
         } else {

@@ -15,6 +15,7 @@ pub(crate) struct AppState {
     /// Permits are bytes of ingest work in flight.
     pub ingest_budget: Arc<Semaphore>,
     pub ingest_budget_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -25,6 +26,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             ingest_budget: Arc::new(Semaphore::new(config.ingest_budget_bytes)),
             ingest_budget_bytes: config.ingest_budget_bytes,
+            body_read_timeout: config.body_read_timeout,
         }
     }
 

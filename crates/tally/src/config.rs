@@ -50,6 +50,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES")]
     pub ingest_budget_bytes: Option<usize>,
 
+    /// Seconds a request body may take to arrive once the request holds its
+    /// share of the ingest budget; slower ones get 408. [default: 30]
+    #[arg(long, env = "TALLY_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
+
     /// Flush the in-memory tail to Parquet once it holds this many bytes.
     /// Larger means fewer, bigger segments and a longer log replay after a
     /// crash. [default: 50331648]
@@ -84,6 +89,7 @@ struct FileConfig {
     sync_interval_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     ingest_budget_bytes: Option<usize>,
+    body_read_timeout_secs: Option<u64>,
     flush_bytes: Option<usize>,
     flush_interval_secs: Option<u64>,
     memory_limit_bytes: Option<usize>,
@@ -153,6 +159,9 @@ impl ServeArgs {
             .max(config.max_body_bytes * 2);
         if let Some(v) = self.ingest_budget_bytes.or(file.ingest_budget_bytes) {
             config.ingest_budget_bytes = v.min(u32::MAX as usize);
+        }
+        if let Some(v) = self.body_read_timeout_secs.or(file.body_read_timeout_secs) {
+            config.body_read_timeout = Duration::from_secs(v.max(1));
         }
         config.allow_unauthenticated =
             self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);

@@ -388,3 +388,33 @@ async fn overload_is_refused_with_503_and_retry_after() {
     );
     assert_eq!(rows(&s, "mem").await, 2);
 }
+
+#[tokio::test]
+async fn a_trickling_body_times_out_with_408() {
+    let s = TestServer::builder()
+        .args(["--body-read-timeout-secs", "1"])
+        .start()
+        .await;
+    // A body that sends one line, then nothing for longer than the timeout.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"{\"v\":1}\n")))
+        .await
+        .unwrap();
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/events/slow"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+    drop(tx);
+    assert_eq!(rows(&s, "slow").await, 0);
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
