@@ -6,8 +6,8 @@
 //! come back) or open-loop at a fixed rate, and prints throughput and latency
 //! percentiles as one JSON line so scripts can compare peers in one run.
 
+use crate::sample::PageView;
 use clap::{Args, ValueEnum};
-use rand::Rng;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -49,19 +49,6 @@ pub enum Target {
     Influx,
 }
 
-const PATHS: &[&str] = &[
-    "/",
-    "/pricing",
-    "/docs",
-    "/docs/api",
-    "/blog",
-    "/signup",
-    "/login",
-    "/about",
-];
-const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "IN", "BR", "JP", "NO"];
-const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
-
 /// Pre-built request bodies, so the generator spends its CPU on sending.
 fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes::Bytes> {
     let mut rng = rand::rng();
@@ -70,20 +57,10 @@ fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes
         .map(|_| {
             let mut s = String::with_capacity(batch * 120);
             for _ in 0..batch {
-                let ts = base + rng.random_range(0..3_600_000i64);
-                let (p, c, b) = (
-                    PATHS[rng.random_range(0..PATHS.len())],
-                    COUNTRIES[rng.random_range(0..COUNTRIES.len())],
-                    BROWSERS[rng.random_range(0..BROWSERS.len())],
-                );
-                let (d, by) = (rng.random_range(10..5000), rng.random_range(100..100_000));
+                let pv = PageView::random(&mut rng, base, 3_600_000);
                 match target {
-                    Target::Tally => s.push_str(&format!(
-                        "{{\"ts\":{ts},\"path\":\"{p}\",\"country\":\"{c}\",\"browser\":\"{b}\",\"duration_ms\":{d},\"bytes\":{by}}}\n"
-                    )),
-                    Target::Influx => s.push_str(&format!(
-                        "{stream},path={p},country={c},browser={b} duration_ms={d},bytes={by} {ts}\n"
-                    )),
+                    Target::Tally => pv.push_ndjson(&mut s),
+                    Target::Influx => pv.push_line_protocol(stream, &mut s),
                 }
             }
             bytes::Bytes::from(s)

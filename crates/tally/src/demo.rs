@@ -2,8 +2,8 @@
 //! sample page views and timestamp-recorder hits, so there is something to
 //! look at within seconds of a fresh checkout.
 
+use crate::sample::PageView;
 use clap::Args;
-use rand::Rng;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,19 +22,6 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
 }
-
-const PATHS: &[&str] = &[
-    "/",
-    "/pricing",
-    "/docs",
-    "/docs/api",
-    "/blog",
-    "/blog/launch",
-    "/signup",
-    "/login",
-];
-const COUNTRIES: &[&str] = &["US", "DE", "FR", "GB", "IN", "BR", "JP", "NO", "CN", "CA"];
-const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tmp;
@@ -72,15 +59,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let n = (args.events - sent).min(5000);
         let mut body = String::with_capacity(n * 128);
         for _ in 0..n {
-            let ts = now_ms - rng.random_range(0..86_400_000i64);
-            body.push_str(&format!(
-                "{{\"ts\":{ts},\"path\":\"{}\",\"country\":\"{}\",\"browser\":\"{}\",\"duration_ms\":{},\"visitor\":\"v{}\"}}\n",
-                PATHS[rng.random_range(0..PATHS.len())],
-                COUNTRIES[rng.random_range(0..COUNTRIES.len())],
-                BROWSERS[rng.random_range(0..BROWSERS.len())],
-                rng.random_range(20..3000),
-                rng.random_range(0..20_000),
-            ));
+            PageView::random(&mut rng, now_ms - 86_400_000, 86_400_000).push_ndjson(&mut body);
         }
         let r = client
             .post(format!("{base}/v1/events/pageview"))

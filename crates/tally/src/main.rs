@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod demo;
 mod import;
+mod sample;
 
 use clap::{Parser, Subcommand};
 

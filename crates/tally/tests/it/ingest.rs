@@ -22,44 +22,39 @@ fn columns(v: &serde_json::Value) -> Vec<(String, String)> {
 async fn every_body_format_is_accepted() {
     let s = TestServer::start().await;
     let url = s.url("/v1/events/fmt");
-    let (st, v) = post(
-        &url,
-        Some("application/json"),
-        r#"{"path":"/a","ms":12,"ok":true}"#,
-    )
-    .await;
-    assert_eq!((st, v), (200, json!({"accepted": 1})));
-    let (st, v) = post(
-        &url,
-        Some("application/json"),
-        r#"[{"path":"/b","ms":1},{"path":"/c"}]"#,
-    )
-    .await;
-    assert_eq!((st, v), (200, json!({"accepted": 2})));
-    let (st, v) = post(
-        &url,
-        Some("application/x-ndjson"),
-        "{\"path\":\"/d\"}\n\n{\"ms\":3.5}\n",
-    )
-    .await;
-    assert_eq!((st, v), (200, json!({"accepted": 2})));
-    let (st, v) = post(
-        &url,
-        Some("text/csv"),
-        "path,ms,ts\n/e,7,2024-05-01T10:00:00Z\n/f,,1714557600000\n",
-    )
-    .await;
-    assert_eq!((st, v), (200, json!({"accepted": 2})));
-    // Charset parameters and no content type at all.
-    let (st, _) = post(
-        &url,
-        Some("application/json; charset=utf-8"),
-        r#"{"path":"/g"}"#,
-    )
-    .await;
-    assert_eq!(st, 200);
-    let (st, _) = post(&url, None, r#"{"path":"/h"}"#).await;
-    assert_eq!(st, 200);
+    let cases: &[(Option<&str>, &str, u64)] = &[
+        (
+            Some("application/json"),
+            r#"{"path":"/a","ms":12,"ok":true}"#,
+            1,
+        ),
+        (
+            Some("application/json"),
+            r#"[{"path":"/b","ms":1},{"path":"/c"}]"#,
+            2,
+        ),
+        (
+            Some("application/x-ndjson"),
+            "{\"path\":\"/d\"}\n\n{\"ms\":3.5}\n",
+            2,
+        ),
+        (
+            Some("text/csv"),
+            "path,ms,ts\n/e,7,2024-05-01T10:00:00Z\n/f,,1714557600000\n",
+            2,
+        ),
+        // Charset parameters, and no content type at all.
+        (
+            Some("application/json; charset=utf-8"),
+            r#"{"path":"/g"}"#,
+            1,
+        ),
+        (None, r#"{"path":"/h"}"#, 1),
+    ];
+    for (ct, body, n) in cases {
+        let (st, v) = post(&url, *ct, body.to_string()).await;
+        assert_eq!((st, v), (200, json!({ "accepted": n })), "{ct:?} {body}");
+    }
     assert_eq!(rows(&s, "fmt").await, 9);
     let (_, v) = get_json(&s.url("/v1/streams/fmt")).await;
     assert_eq!(
