@@ -363,6 +363,16 @@ impl Store {
         Ok(())
     }
 
+    /// The in-memory rows of `stream` (all its partitions) as one Arrow batch;
+    /// for benchmarks and tests of the flush steps.
+    #[doc(hidden)]
+    pub fn partition_record_batch(&self, stream: &str) -> Option<arrow::record_batch::RecordBatch> {
+        let active = self.active.read();
+        let schema = self.schemas.get(stream).unwrap_or_default();
+        let part = active.partitions.iter().find(|((s, _), _)| s == stream)?.1;
+        part.to_record_batch(&schema).ok()
+    }
+
     /// The segments in the catalog.
     pub fn segments(&self) -> Vec<SegmentMeta> {
         self.catalog.read().segments.clone()
