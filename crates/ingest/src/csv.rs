@@ -104,14 +104,14 @@ pub(crate) fn parse_csv(
                     values: Vec::with_capacity(col.len()),
                     valid: Vec::with_capacity(col.len()),
                 };
-                for r in 0..col.len() {
+                for (r, &line) in lines.iter().enumerate().take(col.len()) {
                     match col.get(r) {
                         None => num.push_null(),
                         Some(s) => match parse_number(s) {
                             Some(v) => num.push(v),
                             None => {
                                 return Err(Error::TypeConflict {
-                                    at: Location::Line(lines[r] as usize),
+                                    at: Location::Line(line as usize),
                                     field: name,
                                     existing: ColumnType::Value,
                                     found: format!("string {s:?}"),

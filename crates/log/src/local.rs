@@ -418,10 +418,8 @@ impl Writer {
 
     fn write_group(&mut self, buf: &mut Vec<u8>, requests: &[Request]) -> Result<()> {
         buf.clear();
-        let mut lsn = self.next_lsn;
-        for r in requests {
+        for (lsn, r) in (self.next_lsn..).zip(requests) {
             frame(buf, lsn, &r.payload);
-            lsn += 1;
         }
         let path = self.current_path();
         let len = self
