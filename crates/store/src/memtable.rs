@@ -20,6 +20,9 @@ use tally_ingest::{Batch, ColumnData, ColumnType, NumColumn, StrColumn};
 #[derive(Debug, Default, Clone)]
 pub struct PartitionBuffer {
     pub ts: Vec<i64>,
+    /// Smallest and largest `ts`, kept as rows arrive.
+    min_ts: i64,
+    max_ts: i64,
     pub columns: Vec<(String, ColumnData)>,
     index: HashMap<String, usize>,
     bytes: usize,
@@ -39,9 +42,16 @@ impl PartitionBuffer {
     fn extend(&mut self, batch: &Batch, rows: Option<&[usize]>, skip: &[String]) {
         let base = self.ts.len();
         let before = self.bytes;
+        if base == 0 {
+            (self.min_ts, self.max_ts) = (i64::MAX, i64::MIN);
+        }
         match rows {
             None => self.ts.extend_from_slice(&batch.ts),
             Some(r) => self.ts.extend(r.iter().map(|&i| batch.ts[i])),
+        }
+        for &t in &self.ts[base..] {
+            self.min_ts = self.min_ts.min(t);
+            self.max_ts = self.max_ts.max(t);
         }
         self.bytes += (self.ts.len() - base) * 8;
         for col in &batch.columns {
@@ -283,9 +293,9 @@ impl MemTable {
         for ((s, _), part) in &self.partitions {
             let e = out.entry(s.as_str()).or_insert((0, i64::MAX, i64::MIN));
             e.0 += part.rows();
-            for &t in &part.ts {
-                e.1 = e.1.min(t);
-                e.2 = e.2.max(t);
+            if part.rows() > 0 {
+                e.1 = e.1.min(part.min_ts);
+                e.2 = e.2.max(part.max_ts);
             }
         }
         out
@@ -306,6 +316,7 @@ mod tests {
         assert_eq!(m.rows, 3);
         assert_eq!(m.last_lsn, 7);
         assert_eq!(m.partitions.len(), 2);
+        assert_eq!(m.stream_rows()["s"], (3, 0, 3_600_000_000));
         let p0 = &m.partitions[&("s".to_string(), 0)];
         assert_eq!(p0.ts, vec![0, 10_000]);
         let schema = StreamSchema::from_columns(vec![]);

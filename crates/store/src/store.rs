@@ -156,9 +156,14 @@ impl Store {
     /// On failure the tail is kept in memory (and the log still holds it).
     pub fn flush(&self) -> Result<FlushReport> {
         let _m = self.maintenance.lock();
+        // Lock order everywhere: catalog, then frozen, then active. Each
+        // hand-over below holds both sides, so a reader holding the three
+        // read locks sees every row exactly once.
         let frozen = {
+            let mut frozen_slot = self.frozen.write();
             let mut active = self.active.write();
             if active.rows == 0 {
+                drop(frozen_slot);
                 // Nothing new; the checkpoint may still advance over records
                 // that carried no rows.
                 let lsn = active.last_lsn;
@@ -180,13 +185,13 @@ impl Store {
                 last_lsn: last,
                 ..MemTable::new()
             };
-            Arc::new(table)
+            let table = Arc::new(table);
+            *frozen_slot = Some(table.clone());
+            table
         };
-        *self.frozen.write() = Some(frozen.clone());
         let t = Instant::now();
         match self.write_frozen(&frozen) {
             Ok(report) => {
-                *self.frozen.write() = None;
                 FLUSHES.inc();
                 FLUSHED_ROWS.inc_by(report.rows as u64);
                 FLUSH_SECONDS.observe(t.elapsed().as_secs_f64());
@@ -201,8 +206,9 @@ impl Store {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; keeping the tail in memory");
+                let mut frozen_slot = self.frozen.write();
                 self.active.write().absorb(&frozen);
-                *self.frozen.write() = None;
+                *frozen_slot = None;
                 Err(e)
             }
         }
@@ -260,7 +266,11 @@ impl Store {
             return Err(e);
         }
         report.checkpoint_lsn = cat.checkpoint_lsn;
-        *self.catalog.write() = cat;
+        // The segments and the end of the frozen tail swap in one step.
+        let mut catalog = self.catalog.write();
+        let mut frozen_slot = self.frozen.write();
+        *catalog = cat;
+        *frozen_slot = None;
         Ok(report)
     }
 
@@ -384,7 +394,12 @@ impl Store {
         for name in self.schemas.all().keys() {
             out.entry(name.clone()).or_default();
         }
-        for s in &self.catalog.read().segments {
+        // One consistent view: the three read guards are held together (in
+        // the flush's lock order), so no row is counted twice or missed.
+        let catalog = self.catalog.read();
+        let frozen = self.frozen.read();
+        let active = self.active.read();
+        for s in &catalog.segments {
             let e = out.entry(s.stream.clone()).or_default();
             e.rows += s.rows;
             e.segments += 1;
@@ -403,10 +418,10 @@ impl Store {
                 }
             }
         };
-        if let Some(f) = self.frozen.read().as_ref() {
+        if let Some(f) = frozen.as_ref() {
             add_mem(f);
         }
-        add_mem(&self.active.read());
+        add_mem(&active);
         out
     }
 
