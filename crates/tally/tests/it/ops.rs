@@ -203,7 +203,16 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             }
         }));
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while acked.load(Ordering::Relaxed) < 2_000 {
+        assert!(
+            !writers.iter().all(|w| w.is_finished()),
+            "every writer stopped before shutdown began"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writers made no progress"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let status = tokio::task::spawn_blocking(move || {
