@@ -4,6 +4,7 @@
 use crate::auth::ApiKey;
 use std::net::SocketAddr;
 use tally_engine::EngineOptions;
+use tally_query::QueryOptions;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -19,6 +20,7 @@ pub struct ServerConfig {
     pub body_read_timeout: std::time::Duration,
     pub keys: Vec<ApiKey>,
     pub allow_unauthenticated: bool,
+    pub query: QueryOptions,
 }
 
 impl ServerConfig {
@@ -31,6 +33,7 @@ impl ServerConfig {
             body_read_timeout: std::time::Duration::from_secs(30),
             keys: Vec::new(),
             allow_unauthenticated: false,
+            query: QueryOptions::default(),
         }
     }
 }

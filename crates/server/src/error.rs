@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+use tally_query::QueryError;
 use tally_store::SchemaConflict;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,18 @@ pub enum ApiError {
     #[error("not ready: the log is being replayed")]
     NotReady,
 
+    #[error(transparent)]
+    Query(#[from] QueryError),
+
+    #[error("{message}")]
+    Conflict { message: String },
+
+    #[error("cannot answer in {value:?}; accepted: {expected}")]
+    NotAcceptable {
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,6 +87,19 @@ impl ApiError {
             ApiError::Overloaded { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Query(q) => match q {
+                QueryError::Syntax { .. }
+                | QueryError::UnknownTable { .. }
+                | QueryError::UnknownColumn { .. }
+                | QueryError::Invalid { .. }
+                | QueryError::NotAllowed { .. } => StatusCode::BAD_REQUEST,
+                QueryError::NotFound { .. } => StatusCode::NOT_FOUND,
+                QueryError::Limit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                QueryError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+                QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
@@ -130,8 +156,29 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 m.insert("limit".into(), json!(limit));
             }
-            ApiError::Overloaded { retry_after, .. } => {
+            ApiError::Overloaded { retry_after, .. }
+            | ApiError::Query(QueryError::Busy { retry_after, .. }) => {
                 m.insert("retry_after".into(), json!(retry_after.as_secs().max(1)));
+            }
+            ApiError::Query(QueryError::Syntax { line, column, .. }) => {
+                if let Some(l) = line {
+                    m.insert("line".into(), json!(l));
+                }
+                if let Some(c) = column {
+                    m.insert("column".into(), json!(c));
+                }
+            }
+            ApiError::Query(QueryError::UnknownTable { name }) => {
+                m.insert("table".into(), json!(name));
+            }
+            ApiError::Query(QueryError::UnknownColumn { name }) => {
+                m.insert("column".into(), json!(name));
+            }
+            ApiError::Query(QueryError::NotFound { what, name }) => {
+                m.insert((*what).replace(' ', "_"), json!(name));
+            }
+            ApiError::Query(QueryError::Limit { limit, .. }) => {
+                m.insert("limit".into(), json!(limit));
             }
             _ => {}
         }
@@ -140,7 +187,8 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ApiError::Overloaded { retry_after, .. }
+            | ApiError::Query(QueryError::Busy { retry_after, .. }) => Some(*retry_after),
             ApiError::NotReady => Some(crate::DEFAULT_RETRY_AFTER),
             _ => None,
         }

@@ -11,6 +11,7 @@ mod error;
 mod ingest;
 mod metrics;
 mod ops;
+mod query;
 mod state;
 
 pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
@@ -24,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_engine::Engine;
+use tally_query::QueryEngine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +56,15 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/streams", get(ops::list_streams))
         .route("/v1/streams/{stream}", get(ops::get_stream))
         .route("/v1/admin/flush", post(ops::flush))
+        .route("/v1/sql", post(query::post_sql))
+        .route("/v1/query", get(query::get_query).post(query::post_query))
+        .route("/v1/tables", get(query::list_tables))
+        .route(
+            "/v1/tables/{name}",
+            get(query::get_table)
+                .put(query::put_table)
+                .delete(query::delete_table),
+        )
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -79,15 +90,25 @@ pub async fn run(
         .map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(Error::Serve)?;
     metrics::init();
+    tally_query::init_metrics();
     let state = Arc::new(AppState::new(&config));
 
     // Open the engine (log replay) in the background; /readyz tells when.
     let opener = {
         let state = state.clone();
         let opts = config.engine.clone();
+        let query_opts = config.query.clone();
         tokio::task::spawn_blocking(move || {
-            let engine = Engine::open(opts)?;
-            let _ = state.engine.set(Arc::new(engine));
+            let engine = Arc::new(Engine::open(opts)?);
+            let query = QueryEngine::new(engine.clone(), query_opts).map_err(|e| {
+                tally_engine::Error::Io {
+                    dir: engine.options().data_dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            // The query stage first: readiness is judged by the engine.
+            let _ = state.query.set(Arc::new(query));
+            let _ = state.engine.set(engine);
             Ok::<_, tally_engine::Error>(())
         })
     };

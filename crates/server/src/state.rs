@@ -5,11 +5,14 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use std::sync::{Arc, OnceLock};
 use tally_engine::Engine;
+use tally_query::QueryEngine;
 use tokio::sync::Semaphore;
 
 pub(crate) struct AppState {
     /// Set once the engine has opened (log replayed).
     pub engine: OnceLock<Arc<Engine>>,
+    /// Set together with the engine.
+    pub query: OnceLock<Arc<QueryEngine>>,
     pub keys: Keys,
     pub max_body_bytes: usize,
     /// Permits are bytes of ingest work in flight.
@@ -22,6 +25,7 @@ impl AppState {
     pub fn new(config: &ServerConfig) -> Self {
         AppState {
             engine: OnceLock::new(),
+            query: OnceLock::new(),
             keys: Keys::new(config.keys.clone()),
             max_body_bytes: config.max_body_bytes,
             ingest_budget: Arc::new(Semaphore::new(config.ingest_budget_bytes)),
@@ -32,5 +36,9 @@ impl AppState {
 
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
         self.engine.get().ok_or(ApiError::NotReady)
+    }
+
+    pub fn query(&self) -> Result<&Arc<QueryEngine>, ApiError> {
+        self.query.get().ok_or(ApiError::NotReady)
     }
 }

@@ -27,7 +27,7 @@ pub use memtable::{MemTable, PartitionBuffer};
 pub use metrics::init as init_metrics;
 pub use schema::{ColumnDef, SchemaConflict, Schemas, StreamSchema, MAX_COLUMNS_PER_STREAM};
 pub use segment::{arrow_schema, read_segment, write_segment};
-pub use store::{FlushReport, Store, StoreOptions, StreamStats};
+pub use store::{FlushReport, SegmentFile, Snapshot, Store, StoreOptions, StreamStats};
 
 /// Microseconds in one hour: the partition width.
 pub const HOUR_US: i64 = 3_600_000_000;

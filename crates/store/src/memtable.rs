@@ -4,6 +4,11 @@
 //! partition keeps the same plain column vectors a batch has, so applying a
 //! batch is a handful of `extend`s, and turning a partition into an Arrow
 //! record batch is a copy per column.
+//!
+//! Queries read the tail through [`PartitionBuffer::arrow_chunks`]: rows are
+//! converted to Arrow once, in chunks, and later snapshots reuse the chunks
+//! already built (a partition only grows until it is flushed), so a query
+//! right after an ingest copies only the rows that arrived since the last one.
 
 use crate::schema::StreamSchema;
 use crate::{partition_of, Result};
@@ -11,13 +16,15 @@ use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMicrosecondArra
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tally_ingest::{Batch, ColumnData, ColumnType, NumColumn, StrColumn};
 
 /// One partition's events: a timestamp column and one column per field seen.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct PartitionBuffer {
     pub ts: Vec<i64>,
     /// Smallest and largest `ts`, kept as rows arrive.
@@ -26,7 +33,14 @@ pub struct PartitionBuffer {
     pub columns: Vec<(String, ColumnData)>,
     index: HashMap<String, usize>,
     bytes: usize,
+    /// Arrow copies of the rows so far, for readers (see the module comment).
+    chunks: Mutex<Vec<RecordBatch>>,
 }
+
+/// A chunk smaller than this is rebuilt (merged with the newer rows) by the
+/// next snapshot, so a stream of tiny ingests does not leave a query with
+/// thousands of tiny batches.
+const MIN_CHUNK_ROWS: usize = 64 * 1024;
 
 impl PartitionBuffer {
     pub fn rows(&self) -> usize {
@@ -35,6 +49,48 @@ impl PartitionBuffer {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Smallest and largest event time (meaningless when empty).
+    pub fn time_range(&self) -> (i64, i64) {
+        (self.min_ts, self.max_ts)
+    }
+
+    /// Every row of this partition as Arrow record batches (each with `ts`
+    /// then the columns that existed when it was built). Reuses the chunks
+    /// earlier calls built and converts only the rows added since.
+    /// `held` counts the bytes of all chunks, so the tail's memory limit
+    /// sees them.
+    pub fn arrow_chunks(&self, held: &AtomicUsize) -> Result<Vec<RecordBatch>> {
+        let mut chunks = self.chunks.lock();
+        let mut done: usize = chunks.iter().map(RecordBatch::num_rows).sum();
+        if let Some(last) = chunks.last() {
+            if last.num_rows() < MIN_CHUNK_ROWS && done < self.rows() {
+                done -= last.num_rows();
+                held.fetch_sub(last.get_array_memory_size(), Ordering::Relaxed);
+                chunks.pop();
+            }
+        }
+        if done < self.rows() {
+            let chunk = self.rows_to_record_batch(done, self.rows())?;
+            held.fetch_add(chunk.get_array_memory_size(), Ordering::Relaxed);
+            chunks.push(chunk);
+        }
+        Ok(chunks.clone())
+    }
+
+    /// Rows `start..end` as one record batch, columns in this buffer's order.
+    fn rows_to_record_batch(&self, start: usize, end: usize) -> Result<RecordBatch> {
+        let mut fields = vec![Field::new("ts", crate::segment::ts_type(), false)];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(
+            TimestampMicrosecondArray::from(self.ts[start..end].to_vec()).with_timezone("UTC"),
+        )];
+        for (name, data) in &self.columns {
+            let (dt, array) = to_arrow_range(data, start, end);
+            fields.push(Field::new(name, dt, true));
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
     }
 
     /// Appends the batch's rows listed in `rows` (all rows when `None`).
@@ -180,20 +236,31 @@ fn append_rows(dst: &mut ColumnData, src: &ColumnData, rows: Option<&[usize]>) -
 }
 
 fn to_arrow(data: &ColumnData) -> (DataType, ArrayRef) {
+    to_arrow_range(data, 0, data.len())
+}
+
+/// Rows `start..end` of a column as an Arrow array.
+fn to_arrow_range(data: &ColumnData, start: usize, end: usize) -> (DataType, ArrayRef) {
     match data {
         ColumnData::Dim(s) => {
-            let offsets: Vec<i32> = s.offsets.iter().map(|&o| o as i32).collect();
-            let nulls = null_buffer(&s.valid);
+            let base = s.offsets[start];
+            let offsets: Vec<i32> = s.offsets[start..=end]
+                .iter()
+                .map(|&o| (o - base) as i32)
+                .collect();
+            let bytes = s.bytes[base as usize..s.offsets[end] as usize].to_vec();
             let array = StringArray::new(
                 OffsetBuffer::new(ScalarBuffer::from(offsets)),
-                arrow::buffer::Buffer::from_vec(s.bytes.clone()),
-                nulls,
+                arrow::buffer::Buffer::from_vec(bytes),
+                null_buffer(&s.valid[start..end]),
             );
             (DataType::Utf8, Arc::new(array))
         }
         ColumnData::Value(v) => {
-            let array =
-                Float64Array::new(ScalarBuffer::from(v.values.clone()), null_buffer(&v.valid));
+            let array = Float64Array::new(
+                ScalarBuffer::from(v.values[start..end].to_vec()),
+                null_buffer(&v.valid[start..end]),
+            );
             (DataType::Float64, Arc::new(array))
         }
     }
@@ -216,6 +283,8 @@ pub struct MemTable {
     /// LSN of the last record applied here (0 when empty).
     pub last_lsn: u64,
     pub created: Instant,
+    /// Bytes of the Arrow chunks readers have built (see the module comment).
+    pub chunk_bytes: AtomicUsize,
 }
 
 impl Default for MemTable {
@@ -226,6 +295,7 @@ impl Default for MemTable {
             bytes: 0,
             last_lsn: 0,
             created: Instant::now(),
+            chunk_bytes: AtomicUsize::new(0),
         }
     }
 }
@@ -236,25 +306,31 @@ impl MemTable {
     }
 
     /// Applies one log record's batch, skipping the `skip` columns.
-    pub fn append(&mut self, lsn: u64, stream: &str, batch: &Batch, skip: &[String]) {
+    /// Returns the partitions the batch touched.
+    pub fn append(&mut self, lsn: u64, stream: &str, batch: &Batch, skip: &[String]) -> Vec<i64> {
         self.last_lsn = self.last_lsn.max(lsn);
         if batch.is_empty() {
-            return;
+            return Vec::new();
         }
         let first = partition_of(batch.ts[0]);
         let single = batch.ts.iter().all(|&t| partition_of(t) == first);
-        if single {
+        let touched = if single {
             self.extend_partition(stream, first, batch, None, skip);
+            vec![first]
         } else {
             let mut groups: HashMap<i64, Vec<usize>> = HashMap::new();
             for (i, &t) in batch.ts.iter().enumerate() {
                 groups.entry(partition_of(t)).or_default().push(i);
             }
+            let mut touched = Vec::with_capacity(groups.len());
             for (p, rows) in groups {
                 self.extend_partition(stream, p, batch, Some(&rows), skip);
+                touched.push(p);
             }
-        }
+            touched
+        };
         self.rows += batch.len();
+        touched
     }
 
     fn extend_partition(

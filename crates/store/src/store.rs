@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_ingest::Batch;
@@ -69,10 +70,51 @@ pub struct Store {
     opts: StoreOptions,
     schemas: Schemas,
     catalog: RwLock<Catalog>,
+    /// One handle per segment the catalog names; readers hold clones so a
+    /// file compaction replaced is deleted only once no reader needs it.
+    files: Mutex<HashMap<u64, Arc<SegmentFile>>>,
     active: RwLock<MemTable>,
     frozen: RwLock<Option<Arc<MemTable>>>,
+    /// Per stream, per partition: the LSN of the last record that changed
+    /// it. A cached answer is valid while the partitions it read keep their
+    /// versions.
+    versions: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
     /// One flush or compaction step at a time.
     maintenance: Mutex<()>,
+}
+
+/// A segment file a reader may use. When compaction replaces it, it is
+/// marked obsolete and deleted when the last handle is dropped.
+#[derive(Debug)]
+pub struct SegmentFile {
+    pub meta: SegmentMeta,
+    /// Absolute path.
+    pub path: PathBuf,
+    obsolete: AtomicBool,
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot delete a replaced segment");
+                }
+            }
+        }
+    }
+}
+
+/// What a query reads of one stream: the segments and in-memory rows that
+/// may hold events in the asked time range, taken in one consistent view
+/// (each row is in exactly one of them).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub schema: StreamSchema,
+    pub segments: Vec<Arc<SegmentFile>>,
+    /// In-memory rows as record batches, each with `ts` and a subset of the
+    /// schema's columns (the ones that existed when it was built).
+    pub memory: Vec<arrow::record_batch::RecordBatch>,
 }
 
 impl Store {
@@ -95,12 +137,19 @@ impl Store {
             );
         }
         let schemas = Schemas::new(catalog.streams.clone());
+        let files = catalog
+            .segments
+            .iter()
+            .map(|m| (m.id, SegmentFile::new(&opts.dir, m)))
+            .collect();
         let store = Store {
             opts,
             schemas,
             catalog: RwLock::new(catalog),
+            files: Mutex::new(files),
             active: RwLock::new(MemTable::new()),
             frozen: RwLock::new(None),
+            versions: Mutex::new(HashMap::new()),
             maintenance: Mutex::new(()),
         };
         store.update_segment_gauges();
@@ -129,9 +178,19 @@ impl Store {
             SCHEMA_APPLY_CONFLICTS.inc_by(conflicts.len() as u64);
         }
         let mut active = self.active.write();
-        active.append(lsn, stream, batch, &conflicts);
+        let touched = active.append(lsn, stream, batch, &conflicts);
         let (rows, bytes) = (active.rows, active.bytes);
         drop(active);
+        if !touched.is_empty() {
+            let mut versions = self.versions.lock();
+            let v = match versions.get_mut(stream) {
+                Some(v) => v,
+                None => versions.entry(stream.to_string()).or_default(),
+            };
+            for p in touched {
+                v.insert(p, lsn);
+            }
+        }
         let (frows, fbytes) = self
             .frozen
             .read()
@@ -141,9 +200,62 @@ impl Store {
         MEM_BYTES.set((bytes + fbytes) as i64);
     }
 
-    /// Bytes held in memory (active tail plus a flush in progress).
+    /// Bytes held in memory (active tail plus a flush in progress, and the
+    /// Arrow copies readers made of them).
     pub fn memory_bytes(&self) -> usize {
-        self.active.read().bytes + self.frozen.read().as_ref().map_or(0, |f| f.bytes)
+        let held = |m: &MemTable| m.bytes + m.chunk_bytes.load(Ordering::Relaxed);
+        held(&self.active.read()) + self.frozen.read().as_ref().map_or(0, |f| held(f))
+    }
+
+    /// The data version of `stream` between `lo` and `hi` (µs, inclusive):
+    /// the LSN of the last record that changed a partition in that range, or
+    /// 0. It only grows, so an answer computed at version v is still the
+    /// answer while the version is v.
+    pub fn data_version(&self, stream: &str, lo: Option<i64>, hi: Option<i64>) -> u64 {
+        let versions = self.versions.lock();
+        let Some(v) = versions.get(stream) else {
+            return 0;
+        };
+        let first = lo.map_or(i64::MIN, crate::partition_of);
+        let last = hi.unwrap_or(i64::MAX);
+        v.range(first..=last).map(|(_, lsn)| *lsn).max().unwrap_or(0)
+    }
+
+    /// What a query of `stream` between `lo` and `hi` (µs, inclusive) reads;
+    /// `None` if there is no such stream.
+    pub fn snapshot(&self, stream: &str, lo: Option<i64>, hi: Option<i64>) -> Result<Option<Snapshot>> {
+        let Some(schema) = self.schemas.get(stream) else {
+            return Ok(None);
+        };
+        let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
+        let overlaps = |min: i64, max: i64| max >= lo && min <= hi;
+        // The flush's lock order; each hand-over holds both sides, so each
+        // row is seen exactly once.
+        let catalog = self.catalog.read();
+        let frozen = self.frozen.read();
+        let active = self.active.read();
+        let files = self.files.lock();
+        let segments = catalog
+            .segments
+            .iter()
+            .filter(|m| m.stream == stream && overlaps(m.min_ts, m.max_ts))
+            .filter_map(|m| files.get(&m.id).cloned())
+            .collect();
+        drop(files);
+        let mut memory = Vec::new();
+        for table in frozen.iter().map(|f| f.as_ref()).chain([&*active]) {
+            for ((s, _), part) in &table.partitions {
+                let (min, max) = part.time_range();
+                if s == stream && part.rows() > 0 && overlaps(min, max) {
+                    memory.extend(part.arrow_chunks(&table.chunk_bytes)?);
+                }
+            }
+        }
+        Ok(Some(Snapshot {
+            schema,
+            segments,
+            memory,
+        }))
     }
 
     /// Bytes and age of the active tail.
@@ -269,6 +381,7 @@ impl Store {
         // The segments and the end of the frozen tail swap in one step.
         let mut catalog = self.catalog.write();
         let mut frozen_slot = self.frozen.write();
+        self.sync_files(&cat, &[]);
         *catalog = cat;
         *frozen_slot = None;
         Ok(report)
@@ -354,12 +467,11 @@ impl Store {
             bytes,
         });
         cat.save(&self.opts.dir)?;
-        *self.catalog.write() = cat;
-        // Readers that still hold the old paths finish before files vanish
-        // on Unix (open files stay readable after unlink).
-        for s in segs {
-            let _ = fs::remove_file(self.opts.dir.join(&s.path));
-        }
+        let replaced: Vec<u64> = segs.iter().map(|s| s.id).collect();
+        let mut catalog = self.catalog.write();
+        self.sync_files(&cat, &replaced);
+        *catalog = cat;
+        drop(catalog);
         COMPACTIONS.inc();
         COMPACTED_SEGMENTS.inc_by(segs.len() as u64);
         COMPACTION_SECONDS.observe(t.elapsed().as_secs_f64());
@@ -425,6 +537,23 @@ impl Store {
         out
     }
 
+    /// Adds handles for the segments `cat` names that have none yet, and
+    /// retires the `replaced` ones: their files go when the last reader
+    /// holding them is done. Called with the catalog's write lock held.
+    fn sync_files(&self, cat: &Catalog, replaced: &[u64]) {
+        let mut files = self.files.lock();
+        for m in &cat.segments {
+            files
+                .entry(m.id)
+                .or_insert_with(|| SegmentFile::new(&self.opts.dir, m));
+        }
+        for id in replaced {
+            if let Some(f) = files.remove(id) {
+                f.obsolete.store(true, Ordering::Release);
+            }
+        }
+    }
+
     fn update_segment_gauges(&self) {
         let cat = self.catalog.read();
         SEGMENTS.set(cat.segments.len() as i64);
@@ -434,6 +563,16 @@ impl Store {
             *per.entry((s.stream.as_str(), s.partition)).or_default() += 1;
         }
         MAX_SEGMENTS_PER_PARTITION.set(per.values().copied().max().unwrap_or(0));
+    }
+}
+
+impl SegmentFile {
+    fn new(dir: &Path, meta: &SegmentMeta) -> Arc<SegmentFile> {
+        Arc::new(SegmentFile {
+            meta: meta.clone(),
+            path: dir.join(&meta.path),
+            obsolete: AtomicBool::new(false),
+        })
     }
 }
 

@@ -35,6 +35,15 @@ pub struct BenchArgs {
     /// answers come back.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Stop after sending this many events (0: run for --duration).
+    #[arg(long, default_value_t = 0)]
+    pub events: u64,
+    /// Event times are spread over this many hours before now.
+    #[arg(long, default_value_t = 1.0)]
+    pub span_hours: f64,
+    /// Distinct pre-built request bodies (more: more distinct events).
+    #[arg(long, default_value_t = 64)]
+    pub bodies: usize,
     /// Label printed with the results.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -50,14 +59,20 @@ pub enum Target {
 }
 
 /// Pre-built request bodies, so the generator spends its CPU on sending.
-fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes::Bytes> {
+fn bodies(
+    target: Target,
+    stream: &str,
+    batch: usize,
+    count: usize,
+    span_ms: i64,
+) -> Vec<bytes::Bytes> {
     let mut rng = rand::rng();
-    let base = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let base = chrono::Utc::now().timestamp_millis() - span_ms;
     (0..count)
         .map(|_| {
             let mut s = String::with_capacity(batch * 120);
             for _ in 0..batch {
-                let pv = PageView::random(&mut rng, base, 3_600_000);
+                let pv = PageView::random(&mut rng, base, span_ms);
                 match target {
                     Target::Tally => pv.push_ndjson(&mut s),
                     Target::Influx => pv.push_line_protocol(stream, &mut s),
@@ -69,7 +84,20 @@ fn bodies(target: Target, stream: &str, batch: usize, count: usize) -> Vec<bytes
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let bodies = std::sync::Arc::new(bodies(args.target, &args.stream, args.batch, 64));
+    let span_ms = (args.span_hours * 3_600_000.0).max(1.0) as i64;
+    let bodies = std::sync::Arc::new(bodies(
+        args.target,
+        &args.stream,
+        args.batch,
+        args.bodies.max(1),
+        span_ms,
+    ));
+    // Requests left to send when --events is given.
+    let budget = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(if args.events > 0 {
+        args.events.div_ceil(args.batch.max(1) as u64) as i64
+    } else {
+        i64::MAX
+    }));
     let url = match args.target {
         Target::Tally => format!(
             "{}/v1/events/{}",
@@ -92,13 +120,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let per_conn_interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let by_count = args.events > 0;
     let mut tasks = Vec::new();
     for c in 0..args.connections {
-        let (client, url, bodies, key) = (
+        let (client, url, bodies, key, budget) = (
             client.clone(),
             url.clone(),
             bodies.clone(),
             args.api_key.clone(),
+            budget.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut lat_us: Vec<u32> = Vec::new();
@@ -106,7 +136,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
             let mut i = c;
             let mut next = Instant::now();
-            while Instant::now() < deadline {
+            while (by_count || Instant::now() < deadline)
+                && budget.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 0
+            {
                 if per_conn_interval.is_some() {
                     // Open loop: latency is measured from the scheduled send
                     // time, so a stalled server cannot hide its queueing.

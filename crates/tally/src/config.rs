@@ -78,6 +78,36 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address with no API keys.
     #[arg(long, env = "TALLY_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+
+    /// Threads executing queries (a pool of their own, at lower CPU
+    /// priority than ingestion). [default: the number of cores]
+    #[arg(long, env = "TALLY_QUERY_WORKERS")]
+    pub query_workers: Option<usize>,
+
+    /// Queries executing at once; more get 429 with Retry-After. Cached
+    /// answers do not count. [default: 16]
+    #[arg(long, env = "TALLY_QUERY_MAX_CONCURRENT")]
+    pub query_max_concurrent: Option<usize>,
+
+    /// A query running longer is stopped with 422 (limit "timeout").
+    /// [default: 30]
+    #[arg(long, env = "TALLY_QUERY_TIMEOUT_SECS")]
+    pub query_timeout_secs: Option<f64>,
+
+    /// Memory one query's aggregations, sorts and joins may hold; past it
+    /// the query fails with 422 (limit "memory") rather than spill to disk.
+    /// [default: 536870912]
+    #[arg(long, env = "TALLY_QUERY_MEMORY_LIMIT_BYTES")]
+    pub query_memory_limit_bytes: Option<usize>,
+
+    /// Rows one answer may have (422, limit "rows", past it). [default: 100000]
+    #[arg(long, env = "TALLY_QUERY_MAX_ROWS")]
+    pub query_max_rows: Option<usize>,
+
+    /// Bytes of answers kept by the result cache (0 disables it).
+    /// [default: 67108864]
+    #[arg(long, env = "TALLY_QUERY_CACHE_BYTES")]
+    pub query_cache_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -95,6 +125,12 @@ struct FileConfig {
     memory_limit_bytes: Option<usize>,
     log_queue: Option<usize>,
     allow_unauthenticated: Option<bool>,
+    query_workers: Option<usize>,
+    query_max_concurrent: Option<usize>,
+    query_timeout_secs: Option<f64>,
+    query_memory_limit_bytes: Option<usize>,
+    query_max_rows: Option<usize>,
+    query_cache_bytes: Option<usize>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
 }
@@ -165,6 +201,28 @@ impl ServeArgs {
         }
         config.allow_unauthenticated =
             self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
+        let q = &mut config.query;
+        if let Some(v) = self.query_workers.or(file.query_workers) {
+            q.workers = v.max(1);
+        }
+        if let Some(v) = self.query_max_concurrent.or(file.query_max_concurrent) {
+            q.max_concurrent = v.max(1);
+        }
+        if let Some(v) = self.query_timeout_secs.or(file.query_timeout_secs) {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("--query-timeout-secs must be a positive number, not {v}");
+            }
+            q.timeout = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = self.query_memory_limit_bytes.or(file.query_memory_limit_bytes) {
+            q.memory_limit = v;
+        }
+        if let Some(v) = self.query_max_rows.or(file.query_max_rows) {
+            q.max_result_rows = v.max(1);
+        }
+        if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
+            q.cache_bytes = v;
+        }
         for k in file.keys {
             let hash = ApiKey::parse_hash(&k.hash)
                 .map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;

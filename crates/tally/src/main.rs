@@ -1,14 +1,15 @@
 //! The `tally` command: the server and the tools around it.
 //!
 //! `serve` runs the server; `demo` runs it with sample data; `import` streams
-//! a file into a running server; `keys new` makes an API key; `bench` is the
-//! load generator the benchmarks under `bench/` use.
+//! a file into a running server; `sql` queries one; `keys new` makes an API
+//! key; `bench` is the load generator the benchmarks under `bench/` use.
 
 mod bench;
 mod config;
 mod demo;
 mod import;
 mod sample;
+mod sql;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run a SQL query on a running server and print the answer as a table.
+    Sql(sql::SqlArgs),
     /// Load generator used by the benchmarks under bench/.
     Bench(bench::BenchArgs),
 }
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             println!("scopes = [{}]", list.join(", "));
             Ok(())
         }
+        Command::Sql(args) => runtime()?.block_on(sql::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
 }

@@ -7,4 +7,5 @@ mod crash;
 mod duckdb;
 mod ingest;
 mod ops;
+mod query;
 mod server;

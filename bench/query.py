@@ -1,0 +1,96 @@
+"""Query benchmark: the same SQL on the same Parquet through tally, DuckDB and
+chDB (ClickHouse), in one run. Prints a table of median latencies and the
+ratio tally/DuckDB, then the latency of answers served by tally's cache.
+
+usage: query.py TALLY_URL DATA_DIR STREAM [REPEATS]
+The server must already hold the data (bench/query.sh loads it) and run with
+the result cache off for the raw-scan rows (--query-cache-bytes 0);
+the cache rows use a second server URL in TALLY_CACHED_URL when set.
+"""
+import json, os, statistics, sys, time, urllib.request
+
+url, data_dir, stream = sys.argv[1], sys.argv[2], sys.argv[3]
+repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+glob = f"{data_dir}/segments/{stream}/**/*.parquet"
+
+QUERIES = [
+    ("count", "SELECT count(*) FROM T"),
+    ("group by country", "SELECT country, count(*) AS n FROM T GROUP BY country ORDER BY n DESC LIMIT 10"),
+    ("hourly avg", "SELECT date_trunc('hour', ts) AS h, count(*) AS n, avg(duration_ms) AS d FROM T GROUP BY h ORDER BY h"),
+    ("filter + top paths", "SELECT path, sum(bytes) AS b FROM T WHERE country = 'NO' AND browser = 'Firefox' GROUP BY path ORDER BY b DESC LIMIT 10"),
+    ("distinct", "SELECT count(DISTINCT bytes) FROM T WHERE duration_ms > 2500"),
+    ("one hour", "SELECT count(*), max(duration_ms) FROM T WHERE ts >= TIMESTAMP '{h0}' AND ts < TIMESTAMP '{h1}'"),
+]
+
+
+def post_sql(base, sql):
+    req = urllib.request.Request(base + "/v1/sql", data=json.dumps({"sql": sql}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def timed(f, n):
+    f()  # warm: metadata caches, page cache
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+import duckdb
+con = duckdb.connect()
+con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{glob}')")
+rows = con.execute("SELECT count(*), min(ts), max(ts) FROM T").fetchone()
+mid = rows[1] + (rows[2] - rows[1]) / 2
+h0 = mid.replace(minute=0, second=0, microsecond=0)
+h1 = h0.replace(hour=(h0.hour + 1) % 24) if h0.hour < 23 else h0
+try:
+    import chdb
+except ImportError:
+    chdb = None
+cache_only = bool(os.environ.get("TALLY_CACHE_ONLY"))
+if not cache_only:
+  print(f"# {rows[0]:,} events of '{stream}', {len(QUERIES)} queries, median of {repeats}; threads: all cores for every engine")
+  print(f"{'query':22} {'tally ms':>9} {'duckdb ms':>10} {'chdb ms':>9} {'duckdb/tally':>13}")
+ratios = []
+for name, q in ([] if cache_only else QUERIES):
+    q = q.format(h0=h0.strftime("%Y-%m-%d %H:%M:%S"), h1=h1.strftime("%Y-%m-%d %H:%M:%S"))
+    tq = q.replace(" T", " " + stream)
+    t_tally = timed(lambda: post_sql(url, tq), repeats)
+    t_duck = timed(lambda: con.execute(q).fetchall(), repeats)
+    t_ch = None
+    if chdb is not None:
+        cq = q.replace(" T", f" file('{glob}', Parquet)")
+        t_ch = timed(lambda: chdb.query(cq, "CSV"), repeats)
+    ratios.append(t_duck / t_tally)
+    ch = f"{t_ch*1000:9.1f}" if t_ch is not None else f"{'n/a':>9}"
+    print(f"{name:22} {t_tally*1000:9.1f} {t_duck*1000:10.1f} {ch} {t_duck/t_tally:13.2f}")
+if ratios:
+  print(f"geometric mean duckdb/tally speed ratio: {statistics.geometric_mean(ratios):.2f} (>= 0.8 is the target)")
+
+cached = os.environ.get("TALLY_CACHED_URL")
+if cached:
+    q = QUERIES[1][1].replace(" T", " " + stream)
+    post_sql(cached, q)
+    lat = []
+    for _ in range(200):
+        t = time.perf_counter()
+        post_sql(cached, q)
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    print(f"cached SQL answer over HTTP: median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
+    body = json.dumps({"stream": stream, "from": "now-30d", "to": "now+1h", "interval": "1h",
+                       "aggregates": ["count", "avg(duration_ms)"], "group_by": ["country"], "limit": 5}).encode()
+    def ts():
+        req = urllib.request.Request(cached + "/v1/query", data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            r.read()
+    t = time.perf_counter(); ts(); first = time.perf_counter() - t
+    lat = []
+    for _ in range(200):
+        t = time.perf_counter(); ts(); lat.append(time.perf_counter() - t)
+    lat.sort()
+    print(f"time series (1 hourly series per top-5 country, 30 days): first {first*1000:.1f} ms, cached median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
