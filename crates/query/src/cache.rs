@@ -110,6 +110,9 @@ mod tests {
         assert!(c.get("k19").is_some());
         let inner = c.inner.lock();
         assert!(inner.bytes <= 4000);
-        assert_eq!(inner.bytes, inner.map.values().map(|e| e.bytes).sum::<usize>());
+        assert_eq!(
+            inner.bytes,
+            inner.map.values().map(|e| e.bytes).sum::<usize>()
+        );
     }
 }

@@ -59,9 +59,7 @@ fn classify(e: DataFusionError) -> QueryError {
             let message = err.to_string();
             let (line, column) = position(&message);
             QueryError::Syntax {
-                message: message
-                    .trim_start_matches("sql parser error: ")
-                    .to_string(),
+                message: message.trim_start_matches("sql parser error: ").to_string(),
                 line,
                 column,
             }

@@ -122,9 +122,7 @@ impl QueryEngine {
     /// Builds the query stage over `engine`; dimension tables live in
     /// `DATA/tables`.
     pub fn new(engine: Arc<Engine>, opts: QueryOptions) -> Result<QueryEngine> {
-        let tables = Arc::new(DimTables::open(
-            engine.options().data_dir.join("tables"),
-        )?);
+        let tables = Arc::new(DimTables::open(engine.options().data_dir.join("tables"))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .thread_name("tally-query")
@@ -168,11 +166,15 @@ impl QueryEngine {
         let statement = parse_one(&inner.base, sql)?;
         let normalized = statement.to_string();
         let key = if is_volatile(&normalized) {
-            CACHE_LOOKUPS.with_label_values(&["sql", "uncacheable"]).inc();
+            CACHE_LOOKUPS
+                .with_label_values(&["sql", "uncacheable"])
+                .inc();
             None
         } else {
             let refs = inner.base.resolve_table_references(&statement)?;
-            let mut key = normalized.clone();
+            // Table functions (tree_descendants) read dimension tables
+            // the statement does not name: any table change is a new key.
+            let mut key = format!("{normalized}\u{1}tables={}", inner.tables.generation());
             for r in refs {
                 key.push('\u{1}');
                 key.push_str(&r.to_string());
@@ -221,11 +223,10 @@ impl QueryEngine {
             .as_ref()
             .ok_or_else(|| QueryError::Internal("query pool stopped".into()))?;
         let handle = rt.spawn(async move {
-            RUNNING.inc();
-            let out = work(state).await;
-            RUNNING.dec();
-            drop(permit);
-            out
+            // Dropped when the query ends or is cancelled: the slot and the
+            // gauge are released either way.
+            let _running = Running::start(permit);
+            work(state).await
         });
         let abort = handle.abort_handle();
         match tokio::time::timeout(inner.opts.timeout, handle).await {
@@ -233,7 +234,6 @@ impl QueryEngine {
             Ok(Err(join)) => Err(QueryError::Internal(format!("query task failed: {join}"))),
             Err(_) => {
                 abort.abort();
-                RUNNING.dec();
                 REJECTED.with_label_values(&["timeout"]).inc();
                 Err(QueryError::Limit {
                     limit: "timeout",
@@ -247,6 +247,22 @@ impl QueryEngine {
     }
 }
 
+/// A running query's slot.
+struct Running(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Running {
+    fn start(permit: tokio::sync::OwnedSemaphorePermit) -> Running {
+        RUNNING.inc();
+        Running(permit)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.dec();
+    }
+}
+
 /// One query's session and what it keeps alive while it runs.
 pub(crate) struct QueryState {
     pub session: SessionState,
@@ -257,7 +273,6 @@ pub(crate) struct QueryState {
 impl Inner {
     fn query_state(&self) -> QueryState {
         let pins = Arc::new(Pins::default());
-        let config = self.base.config().clone().with_extension(pins.clone());
         let base_rt = self.base.runtime_env();
         let runtime = Arc::new(RuntimeEnv {
             memory_pool: Arc::new(GreedyMemoryPool::new(self.opts.memory_limit)),
@@ -265,10 +280,10 @@ impl Inner {
             cache_manager: base_rt.cache_manager.clone(),
             object_store_registry: base_rt.object_store_registry.clone(),
         });
-        let session = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_config(config)
+        let mut session = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_runtime_env(runtime)
             .build();
+        session.config_mut().set_extension(pins.clone());
         QueryState {
             session,
             pins,
@@ -323,7 +338,9 @@ fn base_state(
     o.execution.parquet.reorder_filters = true;
     o.sql_parser.dialect = datafusion::config::Dialect::Generic;
     let runtime = RuntimeEnvBuilder::new()
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = ctx
@@ -371,9 +388,16 @@ fn parse_one(state: &SessionState, sql: &str) -> Result<Statement> {
 /// runs (so it must not be cached).
 fn is_volatile(normalized: &str) -> bool {
     let s = normalized.to_ascii_lowercase();
-    ["now(", "current_date", "current_time", "random(", "uuid(", "to_timestamp_now"]
-        .iter()
-        .any(|f| s.contains(f))
+    [
+        "now(",
+        "current_date",
+        "current_time",
+        "random(",
+        "uuid(",
+        "to_timestamp_now",
+    ]
+    .iter()
+    .any(|f| s.contains(f))
 }
 
 /// Plans and runs one statement, read-only.

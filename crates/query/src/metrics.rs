@@ -27,7 +27,11 @@ pub(crate) static CACHE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("tally_query_cache_bytes", "Bytes held by the result cache").unwrap()
 });
 pub(crate) static CACHE_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("tally_query_cache_entries", "Answers held by the result cache").unwrap()
+    register_int_gauge!(
+        "tally_query_cache_entries",
+        "Answers held by the result cache"
+    )
+    .unwrap()
 });
 pub(crate) static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

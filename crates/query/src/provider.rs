@@ -181,18 +181,20 @@ impl TableProvider for StreamTable {
                 let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
-            let conf = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(
-                    groups
-                        .into_iter()
-                        .filter(|g| !g.is_empty())
-                        .map(FileGroup::new)
-                        .collect(),
-                )
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-            let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let conf =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(
+                        groups
+                            .into_iter()
+                            .filter(|g| !g.is_empty())
+                            .map(FileGroup::new)
+                            .collect(),
+                    )
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
+            let format =
+                ParquetFormat::default().with_options(state.table_options().parquet.clone());
             inputs.push(format.create_physical_plan(state, conf).await?);
             if let Some(pins) = state.config().get_extension::<Pins>() {
                 pins.0.lock().extend(snapshot.segments.iter().cloned());
@@ -294,12 +296,17 @@ fn is_ts(e: &Expr) -> bool {
 fn timestamp_us(e: &Expr) -> Option<(i64, i64)> {
     let Expr::Literal(v, _) = e else { return None };
     let (floor, ceil) = match v {
-        ScalarValue::TimestampSecond(Some(s), _) => (s.checked_mul(1_000_000)?, s.checked_mul(1_000_000)?),
-        ScalarValue::TimestampMillisecond(Some(ms), _) => (ms.checked_mul(1000)?, ms.checked_mul(1000)?),
-        ScalarValue::TimestampMicrosecond(Some(us), _) => (*us, *us),
-        ScalarValue::TimestampNanosecond(Some(ns), _) => {
-            (ns.div_euclid(1000), ns.div_euclid(1000) + i64::from(ns.rem_euclid(1000) != 0))
+        ScalarValue::TimestampSecond(Some(s), _) => {
+            (s.checked_mul(1_000_000)?, s.checked_mul(1_000_000)?)
         }
+        ScalarValue::TimestampMillisecond(Some(ms), _) => {
+            (ms.checked_mul(1000)?, ms.checked_mul(1000)?)
+        }
+        ScalarValue::TimestampMicrosecond(Some(us), _) => (*us, *us),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => (
+            ns.div_euclid(1000),
+            ns.div_euclid(1000) + i64::from(ns.rem_euclid(1000) != 0),
+        ),
         _ => return None,
     };
     Some((floor, ceil))
@@ -311,7 +318,10 @@ mod tests {
     use datafusion::logical_expr::{col, lit};
 
     fn ts(us: i64) -> Expr {
-        lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(us),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]

@@ -192,6 +192,11 @@ impl DimTables {
         })
     }
 
+    /// Grows with every change to any table.
+    pub fn generation(&self) -> u64 {
+        self.next_version.load(Ordering::Relaxed)
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.tables.read().keys().cloned().collect()
     }
@@ -242,7 +247,8 @@ impl DimTables {
             let mut w = ArrowWriter::try_new(f, schema.clone(), None)
                 .map_err(|e| QueryError::Internal(e.to_string()))?;
             for b in &table.batches {
-                w.write(b).map_err(|e| QueryError::Internal(e.to_string()))?;
+                w.write(b)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
             }
             let f = w
                 .into_inner()
@@ -290,6 +296,7 @@ impl DimTables {
             return Ok(false);
         };
         let entry = manifest.tables.remove(pos);
+        self.next_version.fetch_add(1, Ordering::Relaxed);
         write_manifest(&self.dir, &manifest)?;
         self.tables.write().remove(name);
         let _ = fs::remove_file(self.dir.join(entry.file));
@@ -374,13 +381,15 @@ fn parse(body: &[u8], format: TableFormat, all_text: bool) -> Result<Vec<RecordB
     };
     match format {
         TableFormat::Csv | TableFormat::Tsv => {
-            let delimiter = if format == TableFormat::Tsv { b'\t' } else { b',' };
+            let delimiter = if format == TableFormat::Tsv {
+                b'\t'
+            } else {
+                b','
+            };
             let fmt = arrow::csv::reader::Format::default()
                 .with_header(true)
                 .with_delimiter(delimiter);
-            let (mut schema, _) = fmt
-                .infer_schema(Cursor::new(body), None)
-                .map_err(bad)?;
+            let (mut schema, _) = fmt.infer_schema(Cursor::new(body), None).map_err(bad)?;
             if all_text {
                 schema = Schema::new(
                     schema
@@ -394,7 +403,9 @@ fn parse(body: &[u8], format: TableFormat, all_text: bool) -> Result<Vec<RecordB
                 .with_format(fmt)
                 .build(Cursor::new(body))
                 .map_err(bad)?;
-            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(bad)
+            reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)
         }
         TableFormat::Ndjson => {
             let (schema, _) =
@@ -403,7 +414,9 @@ fn parse(body: &[u8], format: TableFormat, all_text: bool) -> Result<Vec<RecordB
             let reader = arrow::json::ReaderBuilder::new(Arc::new(schema))
                 .build(BufReader::new(Cursor::new(body)))
                 .map_err(bad)?;
-            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(bad)
+            reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)
         }
     }
 }
@@ -500,20 +513,50 @@ mod tests {
         let d = t.get("regions").unwrap().descendants("europe").unwrap();
         assert_eq!(
             d,
-            vec![("europe".into(), 0), ("north".into(), 1), ("norway".into(), 2)]
+            vec![
+                ("europe".into(), 0),
+                ("north".into(), 1),
+                ("norway".into(), 2)
+            ]
         );
-        assert_eq!(t.get("regions").unwrap().descendants("world").unwrap().len(), 5);
-        assert_eq!(t.get("regions").unwrap().descendants("loop_a").unwrap().len(), 2);
+        assert_eq!(
+            t.get("regions")
+                .unwrap()
+                .descendants("world")
+                .unwrap()
+                .len(),
+            5
+        );
+        assert_eq!(
+            t.get("regions")
+                .unwrap()
+                .descendants("loop_a")
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(t.get("regions").unwrap().descendants("mars").is_err());
         // A bad body leaves the old table in place.
         assert!(t
-            .put("regions", b"slug,parent\n\"unterminated\n", TableFormat::Csv, &spec)
+            .put(
+                "regions",
+                b"slug,parent\n\"unterminated\n",
+                TableFormat::Csv,
+                &spec
+            )
             .is_err());
         assert_eq!(t.get("regions").unwrap().rows, 7);
         // Reopening finds the same table.
         drop(t);
         let t = DimTables::open(dir.path()).unwrap();
         assert_eq!(t.get("regions").unwrap().rows, 7);
-        assert_eq!(t.get("regions").unwrap().descendants("north").unwrap().len(), 2);
+        assert_eq!(
+            t.get("regions")
+                .unwrap()
+                .descendants("north")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

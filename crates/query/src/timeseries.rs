@@ -27,8 +27,7 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::expr_fn as agg;
 use datafusion::logical_expr::{
-    create_udf, lit, ColumnarValue, Expr, LogicalPlanBuilder, ScalarUDF,
-    SortExpr, Volatility,
+    create_udf, lit, ColumnarValue, Expr, LogicalPlanBuilder, ScalarUDF, SortExpr, Volatility,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -99,10 +98,12 @@ pub enum Interval {
 
 impl Interval {
     pub fn parse(s: &str) -> Result<Interval> {
-        let bad = || QueryError::Invalid {
+        let bad = || {
+            QueryError::Invalid {
             message: format!(
                 "interval {s:?}: use 1m, 2m, 5m, 10m, 15m, 20m, 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h, 1d, 1w or 1mo"
             ),
+        }
         };
         let (num, unit) = s
             .find(|c: char| !c.is_ascii_digit())
@@ -140,9 +141,11 @@ pub fn bucket_start(ts: i64, interval: Interval, tz: Option<&Tz>) -> i64 {
     match interval.fixed_us() {
         Some(w) => {
             let instant = DateTime::from_timestamp_micros(ts).unwrap_or_default();
-            let offset_us =
-                tz.offset_from_utc_datetime(&instant.naive_utc()).fix().local_minus_utc() as i64
-                    * 1_000_000;
+            let offset_us = tz
+                .offset_from_utc_datetime(&instant.naive_utc())
+                .fix()
+                .local_minus_utc() as i64
+                * 1_000_000;
             let local = ts + offset_us;
             local.div_euclid(w) * w - offset_us
         }
@@ -154,7 +157,9 @@ fn calendar_start(ts: i64, interval: Interval, tz: &Tz) -> i64 {
     let instant = DateTime::from_timestamp_micros(ts).unwrap_or_default();
     let date = instant.with_timezone(tz).date_naive();
     let first = match interval {
-        Interval::Week => date - chrono::Duration::days(date.weekday().num_days_from_monday() as i64),
+        Interval::Week => {
+            date - chrono::Duration::days(date.weekday().num_days_from_monday() as i64)
+        }
         Interval::Month => date.with_day(1).unwrap_or(date),
         _ => date,
     };
@@ -205,12 +210,14 @@ pub fn bucket_udf() -> ScalarUDF {
         ts_type,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let text = |v: &ColumnarValue| match v {
+            let text = |v: &ColumnarValue| {
+                match v {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(s))) => Ok(s.clone()),
                 _ => Err(datafusion::error::DataFusionError::Plan(
                     "tally_bucket(ts, interval, timezone): interval and timezone must be text literals"
                         .into(),
                 )),
+            }
             };
             let interval = Interval::parse(&text(&args[1])?)
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
@@ -253,10 +260,12 @@ fn parse_tz(name: &str) -> Result<Option<Tz>> {
 
 /// A time in a request: RFC 3339, a date, `now`, `now-15m`, `now+1d`.
 pub fn parse_time(s: &str, now_us: i64, tz: Option<&Tz>) -> Result<i64> {
-    let bad = || QueryError::Invalid {
+    let bad = || {
+        QueryError::Invalid {
         message: format!(
             "time {s:?}: use RFC 3339 (2024-05-01T00:00:00Z), a date (2024-05-01), or now / now-24h / now-7d"
         ),
+    }
     };
     let s = s.trim();
     if let Some(rest) = s.strip_prefix("now") {
@@ -268,9 +277,7 @@ pub fn parse_time(s: &str, now_us: i64, tz: Option<&Tz>) -> Result<i64> {
             b'+' => (1, &rest[1..]),
             _ => return Err(bad()),
         };
-        let i = amount
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(bad)?;
+        let i = amount.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let n: i64 = amount[..i].parse().map_err(|_| bad())?;
         let unit = match &amount[i..] {
             "s" => 1_000_000,
@@ -313,10 +320,12 @@ impl Agg {
         if s == "count" || s == "count()" || s == "count(*)" {
             return Ok(Agg::Count);
         }
-        let bad = || QueryError::Invalid {
+        let bad = || {
+            QueryError::Invalid {
             message: format!(
                 "aggregate {s:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p90(f), p95(f), p99(f)"
             ),
+        }
         };
         let open = s.find('(').ok_or_else(bad)?;
         let field = s[open + 1..].strip_suffix(')').ok_or_else(bad)?.to_string();
@@ -342,8 +351,13 @@ impl Agg {
     fn field(&self) -> Option<&str> {
         match self {
             Agg::Count => None,
-            Agg::CountOf(f) | Agg::Sum(f) | Agg::Avg(f) | Agg::Min(f) | Agg::Max(f)
-            | Agg::Uniq(f) | Agg::Quantile(_, f) => Some(f),
+            Agg::CountOf(f)
+            | Agg::Sum(f)
+            | Agg::Avg(f)
+            | Agg::Min(f)
+            | Agg::Max(f)
+            | Agg::Uniq(f)
+            | Agg::Quantile(_, f) => Some(f),
         }
     }
 
@@ -360,11 +374,9 @@ impl Agg {
             Agg::Min(f) => agg::min(column(f)),
             Agg::Max(f) => agg::max(column(f)),
             Agg::Uniq(f) => agg::approx_distinct(column(f)),
-            Agg::Quantile(q, f) => agg::approx_percentile_cont(
-                SortExpr::new(column(f), true, false),
-                lit(*q),
-                None,
-            ),
+            Agg::Quantile(q, f) => {
+                agg::approx_percentile_cont(SortExpr::new(column(f), true, false), lit(*q), None)
+            }
         }
     }
 }
@@ -414,10 +426,14 @@ impl QueryEngine {
         let plan = self.plan(&req)?;
         let inner = &self.inner;
         if let Some(hit) = inner.ts_cache.get(&plan.key) {
-            crate::CACHE_LOOKUPS.with_label_values(&["timeseries", "hit"]).inc();
+            crate::CACHE_LOOKUPS
+                .with_label_values(&["timeseries", "hit"])
+                .inc();
             return Ok((hit, true));
         }
-        crate::CACHE_LOOKUPS.with_label_values(&["timeseries", "miss"]).inc();
+        crate::CACHE_LOOKUPS
+            .with_label_values(&["timeseries", "miss"])
+            .inc();
         let provider = crate::provider::TallySchema {
             engine: inner.engine.clone(),
             tables: inner.tables.clone(),
@@ -442,10 +458,13 @@ impl QueryEngine {
     fn plan(&self, req: &Request) -> Result<Plan> {
         let inner = &self.inner;
         let store = inner.engine.store();
-        let schema = store.schemas().get(&req.stream).ok_or_else(|| QueryError::NotFound {
-            what: "stream",
-            name: req.stream.clone(),
-        })?;
+        let schema = store
+            .schemas()
+            .get(&req.stream)
+            .ok_or_else(|| QueryError::NotFound {
+                what: "stream",
+                name: req.stream.clone(),
+            })?;
         let field_type = |f: &str| -> Result<ColumnType> {
             schema.get(f).ok_or_else(|| QueryError::UnknownColumn {
                 name: f.to_string(),
@@ -493,13 +512,18 @@ impl QueryEngine {
                 let ty = field_type(f)?;
                 if a.needs_number() && ty != ColumnType::Value {
                     return Err(QueryError::Invalid {
-                        message: format!("aggregate {text}: field '{f}' is a dimension (text), not a number"),
+                        message: format!(
+                            "aggregate {text}: field '{f}' is a dimension (text), not a number"
+                        ),
                     });
                 }
             }
             aggs.push((text, a));
         }
-        let mut versions = vec![(req.stream.clone(), store.data_version(&req.stream, Some(from), Some(to - 1)))];
+        let mut versions = vec![(
+            req.stream.clone(),
+            store.data_version(&req.stream, Some(from), Some(to - 1)),
+        )];
         let mut filters = vec![
             column("ts").gt_eq(ts_lit(from)),
             column("ts").lt(ts_lit(to)),
@@ -524,9 +548,13 @@ impl QueryEngine {
         }
         let rank = match &req.order_by {
             None => 0,
-            Some(o) => aggs.iter().position(|(t, _)| t == o).ok_or_else(|| QueryError::Invalid {
-                message: format!("order_by {o:?} is not one of the aggregates"),
-            })?,
+            Some(o) => {
+                aggs.iter()
+                    .position(|(t, _)| t == o)
+                    .ok_or_else(|| QueryError::Invalid {
+                        message: format!("order_by {o:?} is not one of the aggregates"),
+                    })?
+            }
         };
         let fill = match req.fill.as_deref() {
             None | Some("null") => Fill::Null,
@@ -625,10 +653,14 @@ impl QueryEngine {
                     .as_deref()
                     .ok_or_else(|| bad("'under' needs \"table\": the tree dimension table"))?;
                 let node = text(&f.value)?;
-                let dim = self.inner.tables.get(table).ok_or_else(|| QueryError::NotFound {
-                    what: "table",
-                    name: table.to_string(),
-                })?;
+                let dim = self
+                    .inner
+                    .tables
+                    .get(table)
+                    .ok_or_else(|| QueryError::NotFound {
+                        what: "table",
+                        name: table.to_string(),
+                    })?;
                 let nodes = dim.descendants(&node)?;
                 versions.push((format!("table:{table}"), dim.version));
                 c.in_list(nodes.into_iter().map(|(n, _)| lit(n)).collect(), false)
@@ -639,7 +671,10 @@ impl QueryEngine {
 }
 
 fn ts_lit(us: i64) -> Expr {
-    lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(us),
+        Some("UTC".into()),
+    ))
 }
 
 /// Runs the plans of a request and shapes the answer.
@@ -689,8 +724,14 @@ async fn execute(q: QueryState, table: Arc<dyn TableProvider>, plan: Plan) -> Re
             .map(|vals| {
                 vals.iter()
                     .zip(&plan.group_by)
+                    // Null-safe, so the match is never NULL and a row
+                    // without the field still lands in "other".
                     .map(|(v, g)| match v {
-                        Some(s) => column(g).eq(lit(s.clone())),
+                        Some(s) => Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                            Box::new(column(g)),
+                            datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                            Box::new(lit(s.clone())),
+                        )),
                         None => column(g).is_null(),
                     })
                     .reduce(Expr::and)
@@ -740,14 +781,19 @@ async fn execute(q: QueryState, table: Arc<dyn TableProvider>, plan: Plan) -> Re
         let lp = scan()?.aggregate(groups, agg_exprs("a"))?.build()?;
         let answer = collect_plan(&q, lp).await?;
         for b in &answer.batches {
-            let buckets = b.column(0).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let buckets = b
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
             for r in 0..b.num_rows() {
                 let key = group_key(b, 1, plan.group_by.len(), r);
                 if !keep(key.other) {
                     continue;
                 }
                 let vals = agg_values(b, 1 + group_width(&plan), &plan, r);
-                series.entry(key).or_default().insert(buckets.value(r), vals);
+                series
+                    .entry(key)
+                    .or_default()
+                    .insert(buckets.value(r), vals);
             }
         }
         let _ = interval;
@@ -768,17 +814,22 @@ async fn execute(q: QueryState, table: Arc<dyn TableProvider>, plan: Plan) -> Re
             }
         }
     }
-    let grand = if plan.group_by.is_empty() {
+    let mut grand = if plan.group_by.is_empty() {
         totals.remove(&GroupKey::default())
     } else {
-        let lp = scan()?.aggregate(Vec::<Expr>::new(), agg_exprs("a"))?.build()?;
+        None
+    };
+    if grand.is_none() {
+        let lp = scan()?
+            .aggregate(Vec::<Expr>::new(), agg_exprs("a"))?
+            .build()?;
         let answer = collect_plan(&q, lp).await?;
-        answer
+        grand = answer
             .batches
             .iter()
             .find(|b| b.num_rows() > 0)
-            .map(|b| agg_values(b, 0, &plan, 0))
-    };
+            .map(|b| agg_values(b, 0, &plan, 0));
+    }
     let grand = grand.unwrap_or_else(|| empty_values(&plan, Fill::Zero));
 
     // Shape: top groups in rank order, then "other"; every bucket filled.
@@ -831,7 +882,14 @@ async fn execute(q: QueryState, table: Arc<dyn TableProvider>, plan: Plan) -> Re
                 .zip(&key.values)
                 .map(|(g, v)| (g.clone(), v.clone().map_or(Value::Null, Value::String)))
                 .collect();
-            s.insert("group".into(), if key.other { Value::Null } else { Value::Object(group) });
+            s.insert(
+                "group".into(),
+                if key.other {
+                    Value::Null
+                } else {
+                    Value::Object(group)
+                },
+            );
             s.insert("other".into(), Value::Bool(key.other));
         }
         if let Some(buckets) = &all_buckets {
@@ -910,7 +968,12 @@ fn text_at(a: &ArrayRef, r: usize) -> Option<String> {
 }
 
 /// The aggregate values of row `r`, from column `first` on.
-fn agg_values(b: &arrow::record_batch::RecordBatch, first: usize, plan: &Plan, r: usize) -> Vec<Value> {
+fn agg_values(
+    b: &arrow::record_batch::RecordBatch,
+    first: usize,
+    plan: &Plan,
+    r: usize,
+) -> Vec<Value> {
     (0..plan.aggs.len())
         .map(|i| json_number(b.column(first + i), r))
         .collect()
@@ -969,11 +1032,26 @@ mod tests {
     #[test]
     fn utc_buckets_are_floors() {
         let t = us("2024-03-05T13:47:12Z");
-        assert_eq!(bucket_start(t, Interval::Minutes(15), None), us("2024-03-05T13:45:00Z"));
-        assert_eq!(bucket_start(t, Interval::Hours(6), None), us("2024-03-05T12:00:00Z"));
-        assert_eq!(bucket_start(t, Interval::Day, None), us("2024-03-05T00:00:00Z"));
-        assert_eq!(bucket_start(t, Interval::Week, None), us("2024-03-04T00:00:00Z"));
-        assert_eq!(bucket_start(t, Interval::Month, None), us("2024-03-01T00:00:00Z"));
+        assert_eq!(
+            bucket_start(t, Interval::Minutes(15), None),
+            us("2024-03-05T13:45:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Interval::Hours(6), None),
+            us("2024-03-05T12:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Interval::Day, None),
+            us("2024-03-05T00:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Interval::Week, None),
+            us("2024-03-04T00:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(t, Interval::Month, None),
+            us("2024-03-01T00:00:00Z")
+        );
         assert_eq!(bucket_start(-1, Interval::Hours(1), None), -3_600_000_000);
     }
 
@@ -1005,9 +1083,18 @@ mod tests {
     fn times_parse_in_every_form() {
         let now = us("2024-05-10T12:00:00Z");
         assert_eq!(parse_time("now", now, None).unwrap(), now);
-        assert_eq!(parse_time("now-24h", now, None).unwrap(), us("2024-05-09T12:00:00Z"));
-        assert_eq!(parse_time("now+15m", now, None).unwrap(), us("2024-05-10T12:15:00Z"));
-        assert_eq!(parse_time("2024-05-01", now, None).unwrap(), us("2024-05-01T00:00:00Z"));
+        assert_eq!(
+            parse_time("now-24h", now, None).unwrap(),
+            us("2024-05-09T12:00:00Z")
+        );
+        assert_eq!(
+            parse_time("now+15m", now, None).unwrap(),
+            us("2024-05-10T12:15:00Z")
+        );
+        assert_eq!(
+            parse_time("2024-05-01", now, None).unwrap(),
+            us("2024-05-01T00:00:00Z")
+        );
         assert_eq!(
             parse_time("2024-05-01T02:00:00+02:00", now, None).unwrap(),
             us("2024-05-01T00:00:00Z")
@@ -1021,7 +1108,10 @@ mod tests {
         assert_eq!(Interval::parse("5m").unwrap(), Interval::Minutes(5));
         assert_eq!(Interval::parse("1d").unwrap(), Interval::Day);
         assert!(Interval::parse("7m").is_err());
-        assert_eq!(Agg::parse("p95(rtt)").unwrap(), Agg::Quantile(0.95, "rtt".into()));
+        assert_eq!(
+            Agg::parse("p95(rtt)").unwrap(),
+            Agg::Quantile(0.95, "rtt".into())
+        );
         assert_eq!(Agg::parse("count").unwrap(), Agg::Count);
         assert!(Agg::parse("median(x)").is_err());
         assert!(Agg::parse("sum()").is_err());

@@ -73,7 +73,8 @@ pub(crate) async fn post_sql(
 }
 
 fn encode(answer: &SqlAnswer, output: Output) -> Result<Response, ApiError> {
-    let internal = |e: arrow::error::ArrowError| ApiError::Internal(format!("encoding the answer: {e}"));
+    let internal =
+        |e: arrow::error::ArrowError| ApiError::Internal(format!("encoding the answer: {e}"));
     let refs: Vec<&arrow::record_batch::RecordBatch> = answer.batches.iter().collect();
     let (content_type, body) = match output {
         Output::Json => {
@@ -131,7 +132,11 @@ fn encode(answer: &SqlAnswer, output: Output) -> Result<Response, ApiError> {
             (ARROW_STREAM, out)
         }
     };
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response())
 }
 
 /// A friendly name for a column type.
@@ -196,17 +201,26 @@ fn request_from_params(mut p: HashMap<String, String>) -> Result<Request, ApiErr
         .remove("stream")
         .ok_or_else(|| bad("missing query parameter 'stream'".into()))?;
     let filters: Vec<Filter> = match p.remove("filters") {
-        Some(f) => serde_json::from_str(&f)
-            .map_err(|e| bad(format!("query parameter 'filters' must be a JSON array of filters: {e}")))?,
+        Some(f) => serde_json::from_str(&f).map_err(|e| {
+            bad(format!(
+                "query parameter 'filters' must be a JSON array of filters: {e}"
+            ))
+        })?,
         None => Vec::new(),
     };
     let limit = p
         .remove("limit")
-        .map(|l| l.parse().map_err(|_| bad(format!("limit {l:?} is not a number"))))
+        .map(|l| {
+            l.parse()
+                .map_err(|_| bad(format!("limit {l:?} is not a number")))
+        })
         .transpose()?;
     let other = p
         .remove("other")
-        .map(|o| o.parse().map_err(|_| bad(format!("other {o:?}: use true or false"))))
+        .map(|o| {
+            o.parse()
+                .map_err(|_| bad(format!("other {o:?}: use true or false")))
+        })
         .transpose()?;
     let req = Request {
         stream,
@@ -274,9 +288,10 @@ pub(crate) async fn put_table(
         parent: params.parent,
         all_text: params.text,
     };
-    let table = tokio::task::spawn_blocking(move || query.tables().put(&name, &body, format, &spec))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let table =
+        tokio::task::spawn_blocking(move || query.tables().put(&name, &body, format, &spec))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok((StatusCode::OK, Json(table_json(&table))))
 }
 
@@ -320,9 +335,13 @@ pub(crate) async fn get_table(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
-    let t = state.query()?.tables().get(&name).ok_or(ApiError::NotFound {
-        what: format!("table '{name}'"),
-    })?;
+    let t = state
+        .query()?
+        .tables()
+        .get(&name)
+        .ok_or(ApiError::NotFound {
+            what: format!("table '{name}'"),
+        })?;
     Ok(Json(table_json(&t)))
 }
 

@@ -218,12 +218,20 @@ impl Store {
         };
         let first = lo.map_or(i64::MIN, crate::partition_of);
         let last = hi.unwrap_or(i64::MAX);
-        v.range(first..=last).map(|(_, lsn)| *lsn).max().unwrap_or(0)
+        v.range(first..=last)
+            .map(|(_, lsn)| *lsn)
+            .max()
+            .unwrap_or(0)
     }
 
     /// What a query of `stream` between `lo` and `hi` (µs, inclusive) reads;
     /// `None` if there is no such stream.
-    pub fn snapshot(&self, stream: &str, lo: Option<i64>, hi: Option<i64>) -> Result<Option<Snapshot>> {
+    pub fn snapshot(
+        &self,
+        stream: &str,
+        lo: Option<i64>,
+        hi: Option<i64>,
+    ) -> Result<Option<Snapshot>> {
         let Some(schema) = self.schemas.get(stream) else {
             return Ok(None);
         };

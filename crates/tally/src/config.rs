@@ -214,7 +214,10 @@ impl ServeArgs {
             }
             q.timeout = Duration::from_secs_f64(v);
         }
-        if let Some(v) = self.query_memory_limit_bytes.or(file.query_memory_limit_bytes) {
+        if let Some(v) = self
+            .query_memory_limit_bytes
+            .or(file.query_memory_limit_bytes)
+        {
             q.memory_limit = v;
         }
         if let Some(v) = self.query_max_rows.or(file.query_max_rows) {

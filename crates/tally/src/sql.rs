@@ -71,7 +71,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("decoding the answer")?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+    writeln!(
+        out,
+        "{}",
+        arrow::util::pretty::pretty_format_batches(&batches)?
+    )?;
     writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
     Ok(())
 }

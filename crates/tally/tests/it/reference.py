@@ -47,7 +47,10 @@ def agg_sql(a):
     if name == "uniq":
         return f"count(DISTINCT {c})", "uniq"
     p = int(name[1:]) / 100
-    return f"quantile_cont({c}, [{max(0.0, p - 0.02)}, {min(1.0, p + 0.02)}])", "quantile"
+    qs = [max(0.0, p - 0.02), min(1.0, p + 0.02), max(0.0, p - 0.1), min(1.0, p + 0.1)]
+    parts = [f"quantile_cont({c}, {x})::DOUBLE" for x in qs]
+    parts += [f"min({c})::DOUBLE", f"max({c})::DOUBLE", f"count({c})::DOUBLE"]
+    return f"CASE WHEN count({c}) = 0 THEN NULL ELSE list_value({', '.join(parts)}) END", "quantile"
 
 
 def lit(v):
