@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing what it needs first:
 #   - promtool (Debian's prometheus package) to validate /metrics,
-#   - DuckDB (PyPI) to read tally's Parquet segments independently.
+#   - DuckDB (PyPI) to read tally's Parquet segments and answer the same
+#     queries independently, and pyarrow (PyPI) to read Arrow IPC answers.
 # Usage: scripts/test.sh [extra cargo test/nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c "import duckdb" >/dev/null 2>&1; then
-  echo "installing: duckdb (PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check duckdb
-fi
+for module in duckdb pyarrow; do
+  if ! python3 -c "import $module" >/dev/null 2>&1; then
+    echo "installing: $module (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "$module"
+  fi
+done
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -163,7 +163,7 @@ impl QueryEngine {
 
     async fn sql_inner(&self, sql: &str) -> Result<(Arc<SqlAnswer>, bool)> {
         let inner = &self.inner;
-        let statement = parse_one(&inner.base, sql)?;
+        let statement = parse_one(sql)?;
         let normalized = statement.to_string();
         let key = if is_volatile(&normalized) {
             CACHE_LOOKUPS
@@ -368,11 +368,10 @@ fn base_state(
     Ok(ctx.state())
 }
 
-fn parse_one(state: &SessionState, sql: &str) -> Result<Statement> {
+fn parse_one(sql: &str) -> Result<Statement> {
     let mut statements =
         datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
             .map_err(|e| QueryError::from(datafusion::error::DataFusionError::from(e)))?;
-    let _ = state;
     match statements.len() {
         1 => Ok(statements.pop_front().expect("one statement")),
         0 => Err(QueryError::Invalid {

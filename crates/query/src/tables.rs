@@ -17,7 +17,7 @@ use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::Expr;
@@ -476,7 +476,6 @@ impl TableFunctionImpl for TreeDescendants {
         let (Some(table), Some(node)) = (text(t), text(n)) else {
             return Err(usage());
         };
-        let _: &dyn Session = args.session();
         let dim = self.tables.get(&table).ok_or_else(|| {
             datafusion::error::DataFusionError::Plan(format!("table '{table}' not found"))
         })?;

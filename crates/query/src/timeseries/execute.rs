@@ -1,0 +1,363 @@
+//! Running a planned time-series request: the top groups, the series, the
+//! totals, then the answer's JSON shape (rank order, "other" last, every
+//! bucket filled).
+
+use super::buckets::{bucket_start, bucket_udf, next_bucket};
+use super::{column, Agg, Fill, Plan, MAX_BUCKETS};
+use crate::{collect_plan, QueryState, Result};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use chrono::DateTime;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{lit, Expr, LogicalPlanBuilder, SortExpr};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Runs the plans of a request and shapes the answer.
+pub(super) async fn execute(
+    q: QueryState,
+    table: Arc<dyn TableProvider>,
+    plan: Plan,
+) -> Result<Value> {
+    let source = provider_as_source(table);
+    let scan = || -> Result<LogicalPlanBuilder> {
+        let mut b = LogicalPlanBuilder::scan(plan.stream.as_str(), source.clone(), None)?;
+        for f in &plan.filters {
+            b = b.filter(f.clone())?;
+        }
+        Ok(b)
+    };
+    let agg_exprs = |prefix: &str| -> Vec<Expr> {
+        plan.aggs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, a))| a.expr().alias(format!("{prefix}{i}")))
+            .collect()
+    };
+
+    // 1. The top groups.
+    let mut top: Vec<Vec<Option<String>>> = Vec::new();
+    let mut other_expr = None;
+    if !plan.group_by.is_empty() {
+        let groups: Vec<Expr> = plan.group_by.iter().map(|g| column(g)).collect();
+        let rank_col = format!("a{}", plan.rank);
+        let mut sort: Vec<SortExpr> = vec![SortExpr::new(column(&rank_col), false, false)];
+        sort.extend(groups.iter().map(|g| SortExpr::new(g.clone(), true, true)));
+        let lp = scan()?
+            .aggregate(groups.clone(), agg_exprs("a"))?
+            .sort(sort)?
+            .limit(0, Some(plan.limit))?
+            .build()?;
+        let answer = collect_plan(&q, lp).await?;
+        for b in &answer.batches {
+            for r in 0..b.num_rows() {
+                top.push(
+                    (0..plan.group_by.len())
+                        .map(|c| text_at(b.column(c), r))
+                        .collect(),
+                );
+            }
+        }
+        // A row is in a top group when its group tuple equals one of them.
+        let matches = top
+            .iter()
+            .map(|vals| {
+                vals.iter()
+                    .zip(&plan.group_by)
+                    // Null-safe, so the match is never NULL and a row
+                    // without the field still lands in "other".
+                    .map(|(v, g)| match v {
+                        Some(s) => Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                            Box::new(column(g)),
+                            datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                            Box::new(lit(s.clone())),
+                        )),
+                        None => column(g).is_null(),
+                    })
+                    .reduce(Expr::and)
+                    .unwrap_or(lit(true))
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false));
+        other_expr = Some(matches);
+    }
+
+    // Group expressions for series and totals: the group columns kept only
+    // for top rows, plus whether the row is "other".
+    let group_exprs = || -> Vec<Expr> {
+        let Some(m) = &other_expr else { return vec![] };
+        let mut g: Vec<Expr> = plan
+            .group_by
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                datafusion::logical_expr::when(m.clone(), column(name))
+                    .end()
+                    .unwrap_or_else(|_| column(name))
+                    .alias(format!("g{i}"))
+            })
+            .collect();
+        g.push(datafusion::logical_expr::not(m.clone()).alias("is_other"));
+        g
+    };
+    let keep = |is_other: bool| !is_other || plan.other;
+
+    // 2. The series.
+    let mut series: BTreeMap<GroupKey, BTreeMap<i64, Vec<Value>>> = BTreeMap::new();
+    if plan.interval.is_some() {
+        let bucket = datafusion::logical_expr::Expr::ScalarFunction(
+            datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                Arc::new(bucket_udf()),
+                vec![
+                    column("ts"),
+                    lit(plan.interval_text.clone().unwrap_or_default()),
+                    lit(plan.tz_name.clone()),
+                ],
+            ),
+        )
+        .alias("bucket");
+        let mut groups = vec![bucket];
+        groups.extend(group_exprs());
+        let lp = scan()?.aggregate(groups, agg_exprs("a"))?.build()?;
+        let answer = collect_plan(&q, lp).await?;
+        for b in &answer.batches {
+            let buckets = b
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            for r in 0..b.num_rows() {
+                let key = group_key(b, 1, plan.group_by.len(), r);
+                if !keep(key.other) {
+                    continue;
+                }
+                let vals = agg_values(b, 1 + group_width(&plan), &plan, r);
+                series
+                    .entry(key)
+                    .or_default()
+                    .insert(buckets.value(r), vals);
+            }
+        }
+    }
+
+    // 3. Totals per group, and the grand total.
+    let mut totals: BTreeMap<GroupKey, Vec<Value>> = BTreeMap::new();
+    if !plan.group_by.is_empty() || plan.interval.is_none() {
+        let lp = scan()?.aggregate(group_exprs(), agg_exprs("a"))?.build()?;
+        let answer = collect_plan(&q, lp).await?;
+        for b in &answer.batches {
+            for r in 0..b.num_rows() {
+                let key = group_key(b, 0, plan.group_by.len(), r);
+                if !keep(key.other) {
+                    continue;
+                }
+                totals.insert(key, agg_values(b, group_width(&plan), &plan, r));
+            }
+        }
+    }
+    let mut grand = if plan.group_by.is_empty() {
+        totals.remove(&GroupKey::default())
+    } else {
+        None
+    };
+    if grand.is_none() {
+        let lp = scan()?
+            .aggregate(Vec::<Expr>::new(), agg_exprs("a"))?
+            .build()?;
+        let answer = collect_plan(&q, lp).await?;
+        grand = answer
+            .batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| agg_values(b, 0, &plan, 0));
+    }
+    let grand = grand.unwrap_or_else(|| empty_values(&plan, Fill::Zero));
+
+    // Shape: top groups in rank order, then "other"; every bucket filled.
+    let mut order: Vec<GroupKey> = top
+        .iter()
+        .map(|vals| GroupKey {
+            other: false,
+            values: vals.clone(),
+        })
+        .collect();
+    if plan.group_by.is_empty() {
+        order.push(GroupKey::default());
+    } else if plan.other {
+        order.push(GroupKey {
+            other: true,
+            values: vec![None; plan.group_by.len()],
+        });
+    }
+    let all_buckets = plan.interval.map(|i| {
+        let mut out = Vec::new();
+        let mut b = bucket_start(plan.from, i, plan.tz.as_ref());
+        while b < plan.to && out.len() <= MAX_BUCKETS {
+            out.push(b);
+            b = next_bucket(b, i, plan.tz.as_ref());
+        }
+        out
+    });
+    let names: Vec<&str> = plan.aggs.iter().map(|(t, _)| t.as_str()).collect();
+    let obj = |vals: &[Value]| -> Value {
+        Value::Object(
+            names
+                .iter()
+                .zip(vals)
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
+        )
+    };
+    let mut out_series = Vec::new();
+    for key in order {
+        let points_of = series.remove(&key).unwrap_or_default();
+        let group_totals = totals.remove(&key);
+        if key.other && points_of.is_empty() && group_totals.is_none() {
+            continue;
+        }
+        let mut s = Map::new();
+        if !plan.group_by.is_empty() {
+            let group: Map<String, Value> = plan
+                .group_by
+                .iter()
+                .zip(&key.values)
+                .map(|(g, v)| (g.clone(), v.clone().map_or(Value::Null, Value::String)))
+                .collect();
+            s.insert(
+                "group".into(),
+                if key.other {
+                    Value::Null
+                } else {
+                    Value::Object(group)
+                },
+            );
+            s.insert("other".into(), Value::Bool(key.other));
+        }
+        if let Some(buckets) = &all_buckets {
+            let mut points = Vec::new();
+            for b in buckets {
+                let vals = match points_of.get(b) {
+                    Some(v) => v.clone(),
+                    None if plan.fill == Fill::None => continue,
+                    None => empty_values(&plan, plan.fill),
+                };
+                let mut p = Map::new();
+                p.insert("t".into(), Value::String(rfc3339(*b)));
+                if let Value::Object(m) = obj(&vals) {
+                    p.extend(m);
+                }
+                points.push(Value::Object(p));
+            }
+            s.insert("points".into(), Value::Array(points));
+        }
+        let t = match group_totals {
+            Some(t) => t,
+            None if plan.group_by.is_empty() => grand.clone(),
+            None => empty_values(&plan, Fill::Zero),
+        };
+        s.insert("totals".into(), obj(&t));
+        out_series.push(Value::Object(s));
+    }
+    Ok(json!({
+        "stream": plan.stream,
+        "from": rfc3339(plan.from),
+        "to": rfc3339(plan.to),
+        "interval": plan.interval_text,
+        "timezone": plan.tz_name,
+        "aggregates": names,
+        "group_by": plan.group_by,
+        "series": out_series,
+        "totals": obj(&grand),
+        "source": "raw",
+    }))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    other: bool,
+    values: Vec<Option<String>>,
+}
+
+fn group_width(plan: &Plan) -> usize {
+    if plan.group_by.is_empty() {
+        0
+    } else {
+        plan.group_by.len() + 1
+    }
+}
+
+/// The group of row `r`: `n` text columns from `first`, then `is_other`.
+fn group_key(b: &arrow::record_batch::RecordBatch, first: usize, n: usize, r: usize) -> GroupKey {
+    if n == 0 {
+        return GroupKey::default();
+    }
+    let values = (0..n).map(|i| text_at(b.column(first + i), r)).collect();
+    let other = b.column(first + n).as_boolean().value(r);
+    GroupKey { other, values }
+}
+
+fn text_at(a: &ArrayRef, r: usize) -> Option<String> {
+    if a.is_null(r) {
+        return None;
+    }
+    match a.data_type() {
+        DataType::Utf8 => Some(a.as_string::<i32>().value(r).to_string()),
+        DataType::Utf8View => Some(a.as_string_view().value(r).to_string()),
+        DataType::LargeUtf8 => Some(a.as_string::<i64>().value(r).to_string()),
+        _ => arrow::util::display::array_value_to_string(a, r).ok(),
+    }
+}
+
+/// The aggregate values of row `r`, from column `first` on.
+fn agg_values(
+    b: &arrow::record_batch::RecordBatch,
+    first: usize,
+    plan: &Plan,
+    r: usize,
+) -> Vec<Value> {
+    (0..plan.aggs.len())
+        .map(|i| json_number(b.column(first + i), r))
+        .collect()
+}
+
+fn json_number(a: &ArrayRef, r: usize) -> Value {
+    if a.is_null(r) {
+        return Value::Null;
+    }
+    match a.data_type() {
+        DataType::Int64 => json!(a.as_primitive::<Int64Type>().value(r)),
+        DataType::UInt64 => json!(a.as_primitive::<UInt64Type>().value(r)),
+        DataType::Float64 => {
+            let v = a.as_primitive::<Float64Type>().value(r);
+            if v.is_finite() {
+                json!(v)
+            } else {
+                Value::Null
+            }
+        }
+        _ => match arrow::compute::cast(a, &DataType::Float64) {
+            Ok(f) => json_number(&f, r),
+            Err(_) => Value::Null,
+        },
+    }
+}
+
+/// Values for a bucket with no events: counts are 0, the rest null (or 0
+/// with `fill: zero`).
+fn empty_values(plan: &Plan, fill: Fill) -> Vec<Value> {
+    plan.aggs
+        .iter()
+        .map(|(_, a)| match (a, fill) {
+            (Agg::Count | Agg::CountOf(_) | Agg::Uniq(_), _) => json!(0),
+            (Agg::Sum(_), Fill::Zero) => json!(0.0),
+            (_, Fill::Zero) => json!(0),
+            _ => Value::Null,
+        })
+        .collect()
+}
+
+fn rfc3339(us: i64) -> String {
+    DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

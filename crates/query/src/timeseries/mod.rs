@@ -1,0 +1,476 @@
+//! The time-series API: one stream, a time range, buckets, aggregates,
+//! filters, a top-N breakdown with an "other" series, filled gaps, totals.
+//!
+//! A request is validated against the stream's schema (unknown fields and
+//! type mismatches are named), then compiled into DataFusion logical plans
+//! (never SQL text, so no quoting can go wrong) that run on the same tables
+//! as SQL:
+//! 1. with `group_by`: the top `limit` groups by the ranking aggregate;
+//! 2. the series: aggregates per (bucket, group), rows outside the top
+//!    groups folded into one "other" group, computed from the raw rows so
+//!    distinct counts and percentiles of "other" are right too;
+//! 3. totals per group over the whole range, and the grand total.
+//!
+//! Buckets are calendar-aware in the request's time zone ([`buckets`]).
+//! This file checks and plans a request; [`execute`] runs the plans and
+//! shapes the answer.
+
+mod buckets;
+mod execute;
+
+pub use buckets::{bucket_start, bucket_udf, parse_time, Interval};
+
+use crate::{QueryEngine, QueryError, Result};
+use buckets::parse_tz;
+use chrono::Utc;
+use chrono_tz::Tz;
+use datafusion::common::{Column, ScalarValue};
+use datafusion::functions_aggregate::expr_fn as agg;
+use datafusion::logical_expr::{lit, Expr, SortExpr};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+use tally_ingest::ColumnType;
+
+/// Most buckets one answer may have.
+pub const MAX_BUCKETS: usize = 10_000;
+/// Most groups a breakdown may ask for.
+pub const MAX_GROUPS: usize = 1_000;
+
+/// A time-series request, as sent (JSON body or query parameters).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub stream: String,
+    /// RFC 3339, a date (midnight in `timezone`), `now`, or `now-24h`;
+    /// default `to - 24h`.
+    pub from: Option<String>,
+    /// Exclusive end; same forms; default `now`.
+    pub to: Option<String>,
+    /// Bucket width (`1m` ... `12h`, `1d`, `1w`, `1mo`); none: totals only.
+    pub interval: Option<String>,
+    /// IANA time zone for buckets and dates; default UTC.
+    pub timezone: Option<String>,
+    /// Aggregates, default `["count"]`.
+    #[serde(default)]
+    pub aggregates: Vec<String>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Top groups kept by `order_by` (default 10); the rest form "other".
+    pub limit: Option<usize>,
+    /// The aggregate that ranks groups; default the first.
+    pub order_by: Option<String>,
+    /// Include the "other" series (default true).
+    pub other: Option<bool>,
+    /// Empty buckets: `null` (default), `zero`, or `none` (left out).
+    pub fill: Option<String>,
+}
+
+/// One filter: `field op value`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub field: String,
+    /// `=`, `!=`, `in`, `not_in`, `prefix`, `contains`, `>`, `>=`, `<`,
+    /// `<=`, `under` (tree), `exists`, `missing`.
+    pub op: String,
+    #[serde(default)]
+    pub value: Value,
+    /// For `under`: the tree dimension table.
+    pub table: Option<String>,
+}
+
+/// One aggregate of a request.
+#[derive(Debug, Clone, PartialEq)]
+enum Agg {
+    Count,
+    CountOf(String),
+    Sum(String),
+    Avg(String),
+    Min(String),
+    Max(String),
+    Uniq(String),
+    Quantile(f64, String),
+}
+
+impl Agg {
+    fn parse(s: &str) -> Result<Agg> {
+        let s = s.trim();
+        if s == "count" || s == "count()" || s == "count(*)" {
+            return Ok(Agg::Count);
+        }
+        let bad = || {
+            QueryError::Invalid {
+            message: format!(
+                "aggregate {s:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p90(f), p95(f), p99(f)"
+            ),
+        }
+        };
+        let open = s.find('(').ok_or_else(bad)?;
+        let field = s[open + 1..].strip_suffix(')').ok_or_else(bad)?.to_string();
+        if field.is_empty() {
+            return Err(bad());
+        }
+        Ok(match &s[..open] {
+            "count" => Agg::CountOf(field),
+            "sum" => Agg::Sum(field),
+            "avg" => Agg::Avg(field),
+            "min" => Agg::Min(field),
+            "max" => Agg::Max(field),
+            "uniq" => Agg::Uniq(field),
+            "p50" => Agg::Quantile(0.5, field),
+            "p75" => Agg::Quantile(0.75, field),
+            "p90" => Agg::Quantile(0.9, field),
+            "p95" => Agg::Quantile(0.95, field),
+            "p99" => Agg::Quantile(0.99, field),
+            _ => return Err(bad()),
+        })
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Agg::Count => None,
+            Agg::CountOf(f)
+            | Agg::Sum(f)
+            | Agg::Avg(f)
+            | Agg::Min(f)
+            | Agg::Max(f)
+            | Agg::Uniq(f)
+            | Agg::Quantile(_, f) => Some(f),
+        }
+    }
+
+    fn needs_number(&self) -> bool {
+        !matches!(self, Agg::Count | Agg::CountOf(_) | Agg::Uniq(_))
+    }
+
+    fn expr(&self) -> Expr {
+        match self {
+            Agg::Count => agg::count(lit(1i64)),
+            Agg::CountOf(f) => agg::count(column(f)),
+            Agg::Sum(f) => agg::sum(column(f)),
+            Agg::Avg(f) => agg::avg(column(f)),
+            Agg::Min(f) => agg::min(column(f)),
+            Agg::Max(f) => agg::max(column(f)),
+            Agg::Uniq(f) => agg::approx_distinct(column(f)),
+            Agg::Quantile(q, f) => {
+                agg::approx_percentile_cont(SortExpr::new(column(f), true, false), lit(*q), None)
+            }
+        }
+    }
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// A request checked against the stream and with its times resolved.
+#[derive(Debug, Clone)]
+struct Plan {
+    stream: String,
+    from: i64,
+    to: i64,
+    interval: Option<Interval>,
+    interval_text: Option<String>,
+    tz: Option<Tz>,
+    tz_name: String,
+    aggs: Vec<(String, Agg)>,
+    filters: Vec<Expr>,
+    group_by: Vec<String>,
+    limit: usize,
+    rank: usize,
+    other: bool,
+    fill: Fill,
+    /// Normalized request and the versions it depends on, for the cache.
+    key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fill {
+    Null,
+    Zero,
+    None,
+}
+
+impl QueryEngine {
+    /// Answers a time-series request.
+    pub async fn timeseries(&self, req: Request) -> Result<Arc<Value>> {
+        let t = Instant::now();
+        let result = self.timeseries_inner(req).await;
+        crate::observe("timeseries", &result, t);
+        result.map(|(v, _)| v)
+    }
+
+    async fn timeseries_inner(&self, req: Request) -> Result<(Arc<Value>, bool)> {
+        let plan = self.plan(&req)?;
+        let inner = &self.inner;
+        if let Some(hit) = inner.ts_cache.get(&plan.key) {
+            crate::CACHE_LOOKUPS
+                .with_label_values(&["timeseries", "hit"])
+                .inc();
+            return Ok((hit, true));
+        }
+        crate::CACHE_LOOKUPS
+            .with_label_values(&["timeseries", "miss"])
+            .inc();
+        let provider = crate::provider::TallySchema {
+            engine: inner.engine.clone(),
+            tables: inner.tables.clone(),
+            namespace: crate::provider::Namespace::Streams,
+        };
+        let table = datafusion::catalog::SchemaProvider::table(&provider, &plan.stream)
+            .await?
+            .ok_or_else(|| QueryError::NotFound {
+                what: "stream",
+                name: plan.stream.clone(),
+            })?;
+        let key = plan.key.clone();
+        let value = self
+            .run(move |q| async move { execute::execute(q, table, plan).await })
+            .await?;
+        let value = Arc::new(value);
+        let bytes = value.to_string().len();
+        inner.ts_cache.put(key, value.clone(), bytes);
+        Ok((value, false))
+    }
+
+    fn plan(&self, req: &Request) -> Result<Plan> {
+        let inner = &self.inner;
+        let store = inner.engine.store();
+        let schema = store
+            .schemas()
+            .get(&req.stream)
+            .ok_or_else(|| QueryError::NotFound {
+                what: "stream",
+                name: req.stream.clone(),
+            })?;
+        let field_type = |f: &str| -> Result<ColumnType> {
+            schema.get(f).ok_or_else(|| QueryError::UnknownColumn {
+                name: f.to_string(),
+            })
+        };
+        let tz_name = req.timezone.clone().unwrap_or_else(|| "UTC".into());
+        let tz = parse_tz(&tz_name)?;
+        let now = Utc::now().timestamp() * 1_000_000;
+        let to = match &req.to {
+            Some(s) => parse_time(s, now, tz.as_ref())?,
+            None => now,
+        };
+        let from = match &req.from {
+            Some(s) => parse_time(s, now, tz.as_ref())?,
+            None => to - 86_400_000_000,
+        };
+        if from >= to {
+            return Err(QueryError::Invalid {
+                message: "'from' must be before 'to'".into(),
+            });
+        }
+        let interval = req.interval.as_deref().map(Interval::parse).transpose()?;
+        if let Some(i) = interval {
+            let width = i.fixed_us().unwrap_or(86_400_000_000);
+            let n = (to - from) / width;
+            if n as usize > MAX_BUCKETS {
+                return Err(QueryError::Limit {
+                    limit: "buckets",
+                    message: format!(
+                        "{n} buckets of {} between 'from' and 'to'; at most {MAX_BUCKETS}",
+                        req.interval.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        let texts = if req.aggregates.is_empty() {
+            vec!["count".to_string()]
+        } else {
+            req.aggregates.clone()
+        };
+        let mut aggs = Vec::new();
+        for text in texts {
+            let a = Agg::parse(&text)?;
+            if let Some(f) = a.field() {
+                let ty = field_type(f)?;
+                if a.needs_number() && ty != ColumnType::Value {
+                    return Err(QueryError::Invalid {
+                        message: format!(
+                            "aggregate {text}: field '{f}' is a dimension (text), not a number"
+                        ),
+                    });
+                }
+            }
+            aggs.push((text, a));
+        }
+        let mut versions = vec![(
+            req.stream.clone(),
+            store.data_version(&req.stream, Some(from), Some(to - 1)),
+        )];
+        let mut filters = vec![
+            column("ts").gt_eq(ts_lit(from)),
+            column("ts").lt(ts_lit(to)),
+        ];
+        for (i, f) in req.filters.iter().enumerate() {
+            let ty = field_type(&f.field)?;
+            filters.push(self.filter_expr(i, f, ty, &mut versions)?);
+        }
+        for g in &req.group_by {
+            field_type(g)?;
+        }
+        if req.group_by.len() > 8 {
+            return Err(QueryError::Invalid {
+                message: "group_by takes at most 8 fields".into(),
+            });
+        }
+        let limit = req.limit.unwrap_or(10);
+        if limit == 0 || limit > MAX_GROUPS {
+            return Err(QueryError::Invalid {
+                message: format!("limit must be between 1 and {MAX_GROUPS}"),
+            });
+        }
+        let rank = match &req.order_by {
+            None => 0,
+            Some(o) => {
+                aggs.iter()
+                    .position(|(t, _)| t == o)
+                    .ok_or_else(|| QueryError::Invalid {
+                        message: format!("order_by {o:?} is not one of the aggregates"),
+                    })?
+            }
+        };
+        let fill = match req.fill.as_deref() {
+            None | Some("null") => Fill::Null,
+            Some("zero") | Some("0") => Fill::Zero,
+            Some("none") => Fill::None,
+            Some(other) => {
+                return Err(QueryError::Invalid {
+                    message: format!("fill {other:?}: use null, zero or none"),
+                })
+            }
+        };
+        let mut normalized = req.clone();
+        normalized.from = Some(from.to_string());
+        normalized.to = Some(to.to_string());
+        let key = format!(
+            "{}\u{1}{:?}",
+            serde_json::to_string(&normalized).unwrap_or_default(),
+            versions
+        );
+        Ok(Plan {
+            stream: req.stream.clone(),
+            from,
+            to,
+            interval,
+            interval_text: req.interval.clone(),
+            tz,
+            tz_name,
+            aggs,
+            filters,
+            group_by: req.group_by.clone(),
+            limit,
+            rank,
+            other: req.other.unwrap_or(true),
+            fill,
+            key,
+        })
+    }
+
+    fn filter_expr(
+        &self,
+        i: usize,
+        f: &Filter,
+        ty: ColumnType,
+        versions: &mut Vec<(String, u64)>,
+    ) -> Result<Expr> {
+        let bad = |what: &str| QueryError::Invalid {
+            message: format!("filters[{i}] on '{}': {what}", f.field),
+        };
+        let c = column(&f.field);
+        let scalar = |v: &Value| -> Result<Expr> {
+            match (ty, v) {
+                (ColumnType::Dim, Value::String(s)) => Ok(lit(s.clone())),
+                (ColumnType::Value, Value::Number(n)) => Ok(lit(n.as_f64().unwrap_or(f64::NAN))),
+                (ColumnType::Dim, _) => Err(bad("the field is text; give a string value")),
+                (ColumnType::Value, _) => Err(bad("the field is a number; give a numeric value")),
+            }
+        };
+        let list = |v: &Value| -> Result<Vec<Expr>> {
+            match v {
+                Value::Array(items) if !items.is_empty() => items.iter().map(scalar).collect(),
+                _ => Err(bad("give a non-empty array of values")),
+            }
+        };
+        let text = |v: &Value| -> Result<String> {
+            match (ty, v) {
+                (ColumnType::Dim, Value::String(s)) => Ok(s.clone()),
+                _ => Err(bad("this operator takes a text field and a string value")),
+            }
+        };
+        Ok(match f.op.as_str() {
+            "=" | "==" | "eq" => c.eq(scalar(&f.value)?),
+            "!=" | "<>" | "ne" => c.clone().not_eq(scalar(&f.value)?).or(c.is_null()),
+            "in" => c.in_list(list(&f.value)?, false),
+            "not_in" => c.clone().in_list(list(&f.value)?, true).or(c.is_null()),
+            "prefix" => datafusion::functions::expr_fn::starts_with(c, lit(text(&f.value)?)),
+            "contains" => {
+                datafusion::functions::expr_fn::strpos(c, lit(text(&f.value)?)).gt(lit(0i64))
+            }
+            ">" | ">=" | "<" | "<=" => {
+                if ty != ColumnType::Value {
+                    return Err(bad("numeric comparisons need a numeric field"));
+                }
+                let v = scalar(&f.value)?;
+                match f.op.as_str() {
+                    ">" => c.gt(v),
+                    ">=" => c.gt_eq(v),
+                    "<" => c.lt(v),
+                    _ => c.lt_eq(v),
+                }
+            }
+            "exists" => c.is_not_null(),
+            "missing" => c.is_null(),
+            "under" => {
+                let table = f
+                    .table
+                    .as_deref()
+                    .ok_or_else(|| bad("'under' needs \"table\": the tree dimension table"))?;
+                let node = text(&f.value)?;
+                let dim = self
+                    .inner
+                    .tables
+                    .get(table)
+                    .ok_or_else(|| QueryError::NotFound {
+                        what: "table",
+                        name: table.to_string(),
+                    })?;
+                let nodes = dim.descendants(&node)?;
+                versions.push((format!("table:{table}"), dim.version));
+                c.in_list(nodes.into_iter().map(|(n, _)| lit(n)).collect(), false)
+            }
+            other => return Err(bad(&format!("unknown operator {other:?}"))),
+        })
+    }
+}
+
+fn ts_lit(us: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(us),
+        Some("UTC".into()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_parse_or_say_why_not() {
+        assert_eq!(
+            Agg::parse("p95(rtt)").unwrap(),
+            Agg::Quantile(0.95, "rtt".into())
+        );
+        assert_eq!(Agg::parse("count").unwrap(), Agg::Count);
+        assert!(Agg::parse("median(x)").is_err());
+        assert!(Agg::parse("sum()").is_err());
+    }
+}
