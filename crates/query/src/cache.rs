@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used_within_capacity() {
-        let c: Cache<u32> = Cache::new(4000);
+        let c: Cache<u32> = Cache::new(2000);
         for i in 0..20 {
             c.put(format!("k{i}"), Arc::new(i), 100);
             // k0 stays hot.
@@ -109,7 +109,7 @@ mod tests {
         assert!(c.get("k1").is_none());
         assert!(c.get("k19").is_some());
         let inner = c.inner.lock();
-        assert!(inner.bytes <= 4000);
+        assert!(inner.bytes <= 2000);
         assert_eq!(
             inner.bytes,
             inner.map.values().map(|e| e.bytes).sum::<usize>()
