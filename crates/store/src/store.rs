@@ -204,7 +204,12 @@ impl Store {
     /// Arrow copies readers made of them).
     pub fn memory_bytes(&self) -> usize {
         let held = |m: &MemTable| m.bytes + m.chunk_bytes.load(Ordering::Relaxed);
-        held(&self.active.read()) + self.frozen.read().as_ref().map_or(0, |f| held(f))
+        // One guard at a time: holding `active` while waiting for `frozen`
+        // would deadlock with a flush, which holds `frozen` and waits for
+        // `active` (the lock order is catalog, frozen, active).
+        let frozen = self.frozen.read().as_ref().map_or(0, |f| held(f));
+        let active = held(&self.active.read());
+        frozen + active
     }
 
     /// The data version of `stream` between `lo` and `hi` (µs, inclusive):
