@@ -43,10 +43,11 @@ def timed(f, n):
 import duckdb
 con = duckdb.connect()
 con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{glob}')")
-rows = con.execute("SELECT count(*), min(ts), max(ts) FROM T").fetchone()
-mid = rows[1] + (rows[2] - rows[1]) / 2
-h0 = mid.replace(minute=0, second=0, microsecond=0)
-h1 = h0.replace(hour=(h0.hour + 1) % 24) if h0.hour < 23 else h0
+rows = con.execute("SELECT count(*), epoch_us(min(ts)), epoch_us(max(ts)) FROM T").fetchone()
+import datetime
+mid_us = (rows[1] + rows[2]) // 2
+h0 = datetime.datetime.fromtimestamp(mid_us // 3_600_000_000 * 3600, datetime.timezone.utc).replace(tzinfo=None)
+h1 = h0 + datetime.timedelta(hours=1)
 try:
     import chdb
 except ImportError:

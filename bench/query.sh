@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-20000000}
 REPEATS=${2:-5}
-python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
+python3 -c "import duckdb, pytz" 2>/dev/null || pip install --quiet duckdb pytz
 python3 -c "import chdb" 2>/dev/null || pip install --quiet chdb || echo "chdb unavailable; its column will say n/a"
 cargo build --release --quiet
 BIN=target/release/tally

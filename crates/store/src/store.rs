@@ -751,6 +751,63 @@ mod tests {
     }
 
     #[test]
+    fn readers_flushes_and_compaction_run_together_without_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.compaction_fanout = 2;
+        let store = Arc::new(Store::open(opts).unwrap());
+        let b = batch("{\"ts\":1000,\"a\":\"x\",\"v\":1}\n{\"ts\":7200000,\"v\":2}\n");
+        store.schemas().reserve("s", &b).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A deadlock would hang the test; the watchdog fails it instead.
+        let watchdog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    assert!(t.elapsed() < Duration::from_secs(60), "store deadlocked");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        let writer = {
+            let (store, b) = (store.clone(), b.clone());
+            std::thread::spawn(move || {
+                for lsn in 1..=3000u64 {
+                    store.apply(lsn, "s", &b);
+                    let _ = store.memory_bytes();
+                }
+            })
+        };
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rows = 0;
+                for _ in 0..300 {
+                    let snap = store.snapshot("s", None, None).unwrap().unwrap();
+                    let n: u64 = snap.segments.iter().map(|s| s.meta.rows).sum::<u64>()
+                        + snap.memory.iter().map(|m| m.num_rows() as u64).sum::<u64>();
+                    // Each row exactly once, and never fewer than before.
+                    assert!(n >= rows && n % 2 == 0, "{n} after {rows}");
+                    rows = n;
+                    let _ = store.stream_stats();
+                }
+            })
+        };
+        for _ in 0..100 {
+            store.flush().unwrap();
+            store.compact().unwrap();
+        }
+        writer.join().unwrap();
+        reader.join().unwrap();
+        store.flush().unwrap();
+        done.store(true, Ordering::Relaxed);
+        watchdog.join().unwrap();
+        let total: u64 = store.segments().iter().map(|s| s.rows).sum();
+        assert_eq!(total, 6000);
+    }
+
+    #[test]
     fn flush_compact_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = StoreOptions::new(dir.path());
