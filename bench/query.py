@@ -7,7 +7,7 @@ The server must already hold the data (bench/query.sh loads it) and run with
 the result cache off for the raw-scan rows (--query-cache-bytes 0);
 the cache rows use a second server URL in TALLY_CACHED_URL when set.
 """
-import json, os, statistics, sys, time, urllib.request
+import json, os, re, statistics, sys, time, urllib.request
 
 url, data_dir, stream = sys.argv[1], sys.argv[2], sys.argv[3]
 repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
@@ -59,12 +59,12 @@ if not cache_only:
 ratios = []
 for name, q in ([] if cache_only else QUERIES):
     q = q.format(h0=h0.strftime("%Y-%m-%d %H:%M:%S"), h1=h1.strftime("%Y-%m-%d %H:%M:%S"))
-    tq = q.replace(" T", " " + stream)
+    tq = re.sub(r"\bT\b", stream, q)
     t_tally = timed(lambda: post_sql(url, tq), repeats)
     t_duck = timed(lambda: con.execute(q).fetchall(), repeats)
     t_ch = None
     if chdb is not None:
-        cq = q.replace(" T", f" file('{glob}', Parquet)")
+        cq = re.sub(r"\bT\b", f"file('{glob}', Parquet)", q)
         t_ch = timed(lambda: chdb.query(cq, "CSV"), repeats)
     ratios.append(t_duck / t_tally)
     ch = f"{t_ch*1000:9.1f}" if t_ch is not None else f"{'n/a':>9}"
@@ -74,7 +74,7 @@ if ratios:
 
 cached = os.environ.get("TALLY_CACHED_URL")
 if cached:
-    q = QUERIES[1][1].replace(" T", " " + stream)
+    q = re.sub(r"\bT\b", stream, QUERIES[1][1])
     post_sql(cached, q)
     lat = []
     for _ in range(200):
