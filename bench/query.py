@@ -83,7 +83,9 @@ if cached:
         lat.append(time.perf_counter() - t)
     lat.sort()
     print(f"cached SQL answer over HTTP: median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
-    body = json.dumps({"stream": stream, "from": "now-30d", "to": "now+1h", "interval": "1h",
+    # Absolute times: a relative "now" changes every second, and so would
+    # the cache key.
+    body = json.dumps({"stream": stream, "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "interval": "1d",
                        "aggregates": ["count", "avg(duration_ms)"], "group_by": ["country"], "limit": 5}).encode()
     def ts():
         req = urllib.request.Request(cached + "/v1/query", data=body, headers={"content-type": "application/json"})
@@ -94,4 +96,4 @@ if cached:
     for _ in range(200):
         t = time.perf_counter(); ts(); lat.append(time.perf_counter() - t)
     lat.sort()
-    print(f"time series (1 hourly series per top-5 country, 30 days): first {first*1000:.1f} ms, cached median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
+    print(f"time series (daily series per top-5 country, all data): first {first*1000:.1f} ms, cached median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
