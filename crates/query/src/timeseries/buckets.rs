@@ -8,7 +8,7 @@
 //! takes an arithmetic fast path.
 
 use crate::{QueryError, Result};
-use arrow::array::{AsArray, TimestampMicrosecondArray};
+use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -62,24 +62,73 @@ impl Interval {
 
 /// The start (µs since the epoch) of the bucket `ts` falls in.
 pub fn bucket_start(ts: i64, interval: Interval, tz: Option<&Tz>) -> i64 {
+    const DAY: i64 = 86_400_000_000;
     let Some(tz) = tz else {
-        return match interval.fixed_us() {
-            Some(w) => ts.div_euclid(w) * w,
-            None => calendar_start(ts, interval, &Tz::UTC),
+        return match (interval, interval.fixed_us()) {
+            (_, Some(w)) => ts.div_euclid(w) * w,
+            (Interval::Day, _) => ts.div_euclid(DAY) * DAY,
+            // 1970-01-01 was a Thursday: 3 days after a Monday.
+            (Interval::Week, _) => {
+                let day = ts.div_euclid(DAY);
+                (day - (day + 3).rem_euclid(7)) * DAY
+            }
+            _ => calendar_start(ts, interval, &Tz::UTC),
         };
     };
     match interval.fixed_us() {
         Some(w) => {
-            let instant = DateTime::from_timestamp_micros(ts).unwrap_or_default();
-            let offset_us = tz
-                .offset_from_utc_datetime(&instant.naive_utc())
-                .fix()
-                .local_minus_utc() as i64
-                * 1_000_000;
-            let local = ts + offset_us;
-            local.div_euclid(w) * w - offset_us
+            let offset = offset_us(ts, tz);
+            let local = (ts + offset).div_euclid(w) * w;
+            let start = local - offset;
+            if offset_us(start, tz) == offset {
+                // Also the case of the two 01:00 hours of a fall-back: each
+                // keeps its own offset, so each is a bucket.
+                return start;
+            }
+            // The floor crossed an offset change (a 12h bucket on a DST
+            // day): the bucket starts at that local time's own instant.
+            let naive = DateTime::from_timestamp_micros(local)
+                .unwrap_or_default()
+                .naive_utc();
+            local_instant(naive, tz)
         }
         None => calendar_start(ts, interval, tz),
+    }
+}
+
+/// Bucket starts for many instants: remembers the last bucket's bounds, so
+/// a run of instants in one bucket (segments are in time order) costs a
+/// comparison each instead of a time-zone conversion.
+pub(crate) struct Buckets<'a> {
+    interval: Interval,
+    tz: Option<&'a Tz>,
+    /// The last bucket: [start, end).
+    start: i64,
+    end: i64,
+}
+
+impl<'a> Buckets<'a> {
+    pub(crate) fn new(interval: Interval, tz: Option<&'a Tz>) -> Self {
+        Buckets {
+            interval,
+            tz,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub(crate) fn start(&mut self, ts: i64) -> i64 {
+        if ts < self.start || ts >= self.end {
+            self.start = bucket_start(ts, self.interval, self.tz);
+            self.end = next_bucket(self.start, self.interval, self.tz);
+            if ts >= self.end {
+                // Not expected (buckets tile time); never remember a bucket
+                // that does not hold `ts`.
+                self.end = self.start;
+                return bucket_start(ts, self.interval, self.tz);
+            }
+        }
+        self.start
     }
 }
 
@@ -96,10 +145,24 @@ fn calendar_start(ts: i64, interval: Interval, tz: &Tz) -> i64 {
     local_midnight(first, tz)
 }
 
+/// `tz`'s offset from UTC at instant `ts`, in µs.
+fn offset_us(ts: i64, tz: &Tz) -> i64 {
+    let instant = DateTime::from_timestamp_micros(ts).unwrap_or_default();
+    tz.offset_from_utc_datetime(&instant.naive_utc())
+        .fix()
+        .local_minus_utc() as i64
+        * 1_000_000
+}
+
 /// The first instant of `date` in `tz` (the earlier one if midnight repeats,
 /// the first valid one if midnight is skipped).
 pub(crate) fn local_midnight(date: NaiveDate, tz: &Tz) -> i64 {
-    let mut t = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    local_instant(date.and_hms_opt(0, 0, 0).unwrap_or_default(), tz)
+}
+
+/// The instant of local time `t` in `tz` (the earlier one if it repeats,
+/// the first valid one after it if it is skipped).
+fn local_instant(mut t: chrono::NaiveDateTime, tz: &Tz) -> i64 {
     for _ in 0..4 {
         if let Some(dt) = tz.from_local_datetime(&t).earliest() {
             return dt.timestamp_micros();
@@ -157,7 +220,11 @@ pub fn bucket_udf() -> ScalarUDF {
             Ok(match &args[0] {
                 ColumnarValue::Array(a) => {
                     let ts = a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                    let out: TimestampMicrosecondArray = ts.unary(f);
+                    let mut memo = Buckets::new(interval, tz.as_ref());
+                    let out = TimestampMicrosecondArray::from_iter_values_with_nulls(
+                        ts.values().iter().map(|t| memo.start(*t)),
+                        ts.nulls().cloned(),
+                    );
                     ColumnarValue::Array(Arc::new(out.with_timezone("UTC")))
                 }
                 ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(v, _)) => {
@@ -287,6 +354,60 @@ mod tests {
         );
         let month = bucket_start(us("2024-03-01T00:30:00Z"), Interval::Month, Some(&tz));
         assert_eq!(month, us("2024-02-29T23:00:00Z"));
+    }
+
+    /// Buckets tile time, and the memo answers what `bucket_start` does, for every interval, in
+    /// UTC and in zones with DST changes and odd offsets, for instants in
+    /// time order (runs) and in random order.
+    #[test]
+    fn memoized_buckets_equal_direct_ones() {
+        let zones: Vec<Option<Tz>> = vec![
+            None,
+            Some("Europe/Berlin".parse().unwrap()),
+            Some("America/New_York".parse().unwrap()),
+            Some("Asia/Kathmandu".parse().unwrap()),
+            Some("Australia/Lord_Howe".parse().unwrap()),
+        ];
+        let intervals = ["1m", "15m", "1h", "3h", "12h", "1d", "1w", "1mo"];
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // 2024-01-01 .. 2025-01-01: both DST changes of every zone above.
+        let (lo, span) = (us("2024-01-01T00:00:00Z"), 366 * 86_400_000_000i64);
+        for tz in &zones {
+            for i in intervals {
+                let interval = Interval::parse(i).unwrap();
+                let mut sorted: Vec<i64> = (0..3000)
+                    .map(|_| lo + (next() % span as u64) as i64)
+                    .collect();
+                sorted.sort();
+                let random: Vec<i64> = (0..500)
+                    .map(|_| lo + (next() % span as u64) as i64)
+                    .collect();
+                // Buckets tile time: each instant lies in its own bucket,
+                // and bucket starts never go back as time goes forward.
+                let mut last = i64::MIN;
+                for t in &sorted {
+                    let b = bucket_start(*t, interval, tz.as_ref());
+                    let end = next_bucket(b, interval, tz.as_ref());
+                    assert!(b <= *t && *t < end, "{i} {tz:?} {t}: [{b}, {end})");
+                    assert!(b >= last, "{i} {tz:?} {t}: {b} after {last}");
+                    last = b;
+                }
+                let mut memo = Buckets::new(interval, tz.as_ref());
+                for t in sorted.iter().chain(&random) {
+                    assert_eq!(
+                        memo.start(*t),
+                        bucket_start(*t, interval, tz.as_ref()),
+                        "{i} {tz:?} {t}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,11 +6,12 @@ use super::buckets::{bucket_start, bucket_udf, next_bucket};
 use super::{column, Agg, Fill, Plan, MAX_BUCKETS};
 use crate::{collect_plan, QueryState, Result};
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use chrono::DateTime;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{lit, Expr, LogicalPlanBuilder, SortExpr};
+use datafusion::functions_aggregate::expr_fn::grouping;
+use datafusion::logical_expr::{lit, Expr, GroupingSet, LogicalPlanBuilder, SortExpr};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub(super) async fn execute(
 
     // 1. The top groups.
     let mut top: Vec<Vec<Option<String>>> = Vec::new();
-    let mut other_expr = None;
+    let mut group_index = None;
     if !plan.group_by.is_empty() {
         let groups: Vec<Expr> = plan.group_by.iter().map(|g| column(g)).collect();
         let rank_col = format!("a{}", plan.rank);
@@ -60,116 +61,159 @@ pub(super) async fn execute(
                 );
             }
         }
-        // A row is in a top group when its group tuple equals one of them.
-        let matches = top
-            .iter()
-            .map(|vals| {
-                vals.iter()
-                    .zip(&plan.group_by)
-                    // Null-safe, so the match is never NULL and a row
-                    // without the field still lands in "other".
-                    .map(|(v, g)| match v {
-                        Some(s) => Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
-                            Box::new(column(g)),
-                            datafusion::logical_expr::Operator::IsNotDistinctFrom,
-                            Box::new(lit(s.clone())),
-                        )),
-                        None => column(g).is_null(),
-                    })
-                    .reduce(Expr::and)
-                    .unwrap_or(lit(true))
-            })
-            .reduce(Expr::or)
-            .unwrap_or(lit(false));
-        other_expr = Some(matches);
+        // The index of a row's top group, or -1 for "other": the tuple
+        // compared null-safely, so a row without the field still lands in
+        // "other" unless a top group is that null.
+        let mut index: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
+            None;
+        for (k, vals) in top.iter().enumerate() {
+            let is = vals
+                .iter()
+                .zip(&plan.group_by)
+                .map(|(v, g)| match v {
+                    Some(s) => Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                        Box::new(column(g)),
+                        datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                        Box::new(lit(s.clone())),
+                    )),
+                    None => column(g).is_null(),
+                })
+                .reduce(Expr::and)
+                .unwrap_or(lit(true));
+            index = Some(match index {
+                None => datafusion::logical_expr::when(is, lit(k as i32)),
+                Some(mut case) => {
+                    case.when(is, lit(k as i32));
+                    case
+                }
+            });
+        }
+        group_index = Some(match index {
+            None => lit(-1i32),
+            Some(mut case) => case.otherwise(lit(-1i32))?,
+        });
     }
 
-    // Group expressions for series and totals: the group columns kept only
-    // for top rows, plus whether the row is "other".
-    let group_exprs = || -> Vec<Expr> {
-        let Some(m) = &other_expr else { return vec![] };
-        let mut g: Vec<Expr> = plan
-            .group_by
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                datafusion::logical_expr::when(m.clone(), column(name))
-                    .end()
-                    .unwrap_or_else(|_| column(name))
-                    .alias(format!("g{i}"))
-            })
-            .collect();
-        g.push(datafusion::logical_expr::not(m.clone()).alias("is_other"));
-        g
-    };
-    let keep = |is_other: bool| !is_other || plan.other;
-
-    // 2. The series.
-    let mut series: BTreeMap<GroupKey, BTreeMap<i64, Vec<Value>>> = BTreeMap::new();
+    // 2. The series, the totals per group and the grand total, in one scan
+    // as grouping sets: (bucket, group), (group), (), where group is the
+    // index of the row's top group (-1: "other"). Rows are told apart by
+    // grouping(): 1 where a column is not part of the row's set. Internal
+    // names cannot clash with a stream's own columns.
+    const BUCKET: &str = "__tally_bucket";
+    const GROUP: &str = "__tally_group";
+    const IN_BUCKET: &str = "__tally_grouping_bucket";
+    const IN_GROUP: &str = "__tally_grouping_group";
+    let grouped = !plan.group_by.is_empty();
+    let mut projection: Vec<Expr> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| column(f.name()))
+        .collect();
+    let mut by_group: Vec<Expr> = Vec::new();
+    if let Some(index) = group_index {
+        projection.push(index.alias(GROUP));
+        by_group.push(column(GROUP));
+    }
+    let mut sets: Vec<Vec<Expr>> = Vec::new();
     if plan.interval.is_some() {
-        let bucket = datafusion::logical_expr::Expr::ScalarFunction(
-            datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        projection.push(
+            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                 Arc::new(bucket_udf()),
                 vec![
                     column("ts"),
                     lit(plan.interval_text.clone().unwrap_or_default()),
                     lit(plan.tz_name.clone()),
                 ],
-            ),
-        )
-        .alias("bucket");
-        let mut groups = vec![bucket];
-        groups.extend(group_exprs());
-        let lp = scan()?.aggregate(groups, agg_exprs("a"))?.build()?;
-        let answer = collect_plan(&q, lp).await?;
-        for b in &answer.batches {
-            let buckets = b
-                .column(0)
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            for r in 0..b.num_rows() {
-                let key = group_key(b, 1, plan.group_by.len(), r);
-                if !keep(key.other) {
-                    continue;
-                }
-                let vals = agg_values(b, 1 + group_width(&plan), &plan, r);
-                series
-                    .entry(key)
-                    .or_default()
-                    .insert(buckets.value(r), vals);
-            }
-        }
+            ))
+            .alias(BUCKET),
+        );
+        let mut set = vec![column(BUCKET)];
+        set.extend(by_group.iter().cloned());
+        sets.push(set);
     }
-
-    // 3. Totals per group, and the grand total.
-    let mut totals: BTreeMap<GroupKey, Vec<Value>> = BTreeMap::new();
-    if !plan.group_by.is_empty() || plan.interval.is_none() {
-        let lp = scan()?.aggregate(group_exprs(), agg_exprs("a"))?.build()?;
-        let answer = collect_plan(&q, lp).await?;
-        for b in &answer.batches {
-            for r in 0..b.num_rows() {
-                let key = group_key(b, 0, plan.group_by.len(), r);
-                if !keep(key.other) {
-                    continue;
-                }
-                totals.insert(key, agg_values(b, group_width(&plan), &plan, r));
-            }
-        }
+    if grouped {
+        sets.push(by_group.clone());
     }
-    let mut grand = if plan.group_by.is_empty() {
-        totals.remove(&GroupKey::default())
+    sets.push(vec![]);
+    let mut aggs = agg_exprs("a");
+    let lp = if sets.len() == 1 {
+        scan()?.aggregate(Vec::<Expr>::new(), aggs)?.build()?
     } else {
-        None
+        if plan.interval.is_some() {
+            aggs.push(grouping(column(BUCKET)).alias(IN_BUCKET));
+        }
+        if grouped {
+            aggs.push(grouping(column(GROUP)).alias(IN_GROUP));
+        }
+        scan()?
+            .project(projection)?
+            .aggregate(
+                vec![Expr::GroupingSet(GroupingSet::GroupingSets(sets))],
+                aggs,
+            )?
+            .build()?
     };
-    if grand.is_none() {
-        let lp = scan()?
-            .aggregate(Vec::<Expr>::new(), agg_exprs("a"))?
-            .build()?;
-        let answer = collect_plan(&q, lp).await?;
-        grand = answer
-            .batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .map(|b| agg_values(b, 0, &plan, 0));
+    let answer = collect_plan(&q, lp).await?;
+    let keep = |is_other: bool| !is_other || plan.other;
+    let mut series: BTreeMap<GroupKey, BTreeMap<i64, Vec<Value>>> = BTreeMap::new();
+    let mut totals: BTreeMap<GroupKey, Vec<Value>> = BTreeMap::new();
+    let mut grand = None;
+    for b in &answer.batches {
+        let schema = b.schema();
+        let at = |name: &str| schema.index_of(name).ok();
+        let first_agg = at("a0").unwrap_or(0);
+        let flag = |name: &str, r: usize| -> bool {
+            at(name).is_some_and(|i| {
+                let c = b.column(i);
+                match c.data_type() {
+                    DataType::Int32 => {
+                        c.as_primitive::<arrow::datatypes::Int32Type>().value(r) == 1
+                    }
+                    _ => json_number(c, r) == json!(1),
+                }
+            })
+        };
+        for r in 0..b.num_rows() {
+            let vals = agg_values(b, first_agg, &plan, r);
+            let no_bucket = plan.interval.is_none() || flag(IN_BUCKET, r);
+            let no_group = !grouped || flag(IN_GROUP, r);
+            if no_bucket && no_group {
+                grand = Some(vals);
+                continue;
+            }
+            let key = match at(GROUP).filter(|_| grouped) {
+                Some(i) => {
+                    let k = b
+                        .column(i)
+                        .as_primitive::<arrow::datatypes::Int32Type>()
+                        .value(r);
+                    match top.get(k as usize).filter(|_| k >= 0) {
+                        Some(values) => GroupKey {
+                            other: false,
+                            values: values.clone(),
+                        },
+                        None => GroupKey {
+                            other: true,
+                            values: vec![None; plan.group_by.len()],
+                        },
+                    }
+                }
+                None => GroupKey::default(),
+            };
+            if !keep(key.other) {
+                continue;
+            }
+            if no_bucket {
+                totals.insert(key, vals);
+            } else if let Some(i) = at(BUCKET) {
+                let t = b
+                    .column(i)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(r);
+                series.entry(key).or_default().insert(t, vals);
+            }
+        }
     }
     let grand = grand.unwrap_or_else(|| empty_values(&plan, Fill::Zero));
 
@@ -276,24 +320,6 @@ pub(super) async fn execute(
 struct GroupKey {
     other: bool,
     values: Vec<Option<String>>,
-}
-
-fn group_width(plan: &Plan) -> usize {
-    if plan.group_by.is_empty() {
-        0
-    } else {
-        plan.group_by.len() + 1
-    }
-}
-
-/// The group of row `r`: `n` text columns from `first`, then `is_other`.
-fn group_key(b: &arrow::record_batch::RecordBatch, first: usize, n: usize, r: usize) -> GroupKey {
-    if n == 0 {
-        return GroupKey::default();
-    }
-    let values = (0..n).map(|i| text_at(b.column(first + i), r)).collect();
-    let other = b.column(first + n).as_boolean().value(r);
-    GroupKey { other, values }
 }
 
 fn text_at(a: &ArrayRef, r: usize) -> Option<String> {
