@@ -108,7 +108,7 @@ struct Inner {
     opts: QueryOptions,
     permits: Arc<Semaphore>,
     sql_cache: Cache<SqlAnswer>,
-    ts_cache: Cache<serde_json::Value>,
+    ts_cache: Cache<timeseries::Answer>,
 }
 
 impl Drop for QueryEngine {

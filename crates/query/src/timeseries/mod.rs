@@ -195,16 +195,25 @@ enum Fill {
     None,
 }
 
+/// A time-series answer, kept in the cache serialized as well, so a cached
+/// answer is sent without building its JSON again.
+#[derive(Debug)]
+pub struct Answer {
+    pub value: Value,
+    /// `value` as JSON text.
+    pub json: String,
+}
+
 impl QueryEngine {
     /// Answers a time-series request.
-    pub async fn timeseries(&self, req: Request) -> Result<Arc<Value>> {
+    pub async fn timeseries(&self, req: Request) -> Result<Arc<Answer>> {
         let t = Instant::now();
         let result = self.timeseries_inner(req).await;
         crate::observe("timeseries", &result, t);
         result.map(|(v, _)| v)
     }
 
-    async fn timeseries_inner(&self, req: Request) -> Result<(Arc<Value>, bool)> {
+    async fn timeseries_inner(&self, req: Request) -> Result<(Arc<Answer>, bool)> {
         let plan = self.plan(&req)?;
         let inner = &self.inner;
         if let Some(hit) = inner.ts_cache.get(&plan.key) {
@@ -231,10 +240,12 @@ impl QueryEngine {
         let value = self
             .run(move |q| async move { execute::execute(q, table, plan).await })
             .await?;
-        let value = Arc::new(value);
-        let bytes = value.to_string().len();
-        inner.ts_cache.put(key, value.clone(), bytes);
-        Ok((value, false))
+        let json = value.to_string();
+        // The text twice over: the value and its serialization.
+        let bytes = 2 * json.len();
+        let answer = Arc::new(Answer { value, json });
+        inner.ts_cache.put(key, answer.clone(), bytes);
+        Ok((answer, false))
     }
 
     fn plan(&self, req: &Request) -> Result<Plan> {
