@@ -129,10 +129,11 @@ if cached:
         lat.append(time.perf_counter() - t)
     lat.sort()
     print(f"cached SQL answer over HTTP: median {statistics.median(lat)*1000:.3f} ms, p99 {lat[int(len(lat)*0.99)]*1000:.3f} ms")
-    assert post_ts(cached)["series"], "time-series answer without series"
     def ts():
         post_ts(cached, parse=False)
-    t = time.perf_counter(); ts(); first = time.perf_counter() - t
+    t = time.perf_counter()
+    assert post_ts(cached)["series"], "time-series answer without series"
+    first = time.perf_counter() - t  # a miss: computed from the segments
     lat = []
     for _ in range(200):
         t = time.perf_counter(); ts(); lat.append(time.perf_counter() - t)
