@@ -185,7 +185,10 @@ pub(crate) async fn get_query(
 /// A JSON response from text that is already JSON.
 fn json_text(text: String) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         text,
     )
         .into_response()
