@@ -1,0 +1,32 @@
+//! Continuous rollups: declared aggregates of a stream (count, sum, min,
+//! max, avg, distinct counts as HyperLogLog, quantiles as t-digests) kept
+//! per minute, hour or day bucket and per group, updated as events are
+//! applied. Every state is mergeable, so a coarser bucket, a longer range
+//! or a rebuilt rollup is a merge of finer states.
+
+mod def;
+mod filter;
+pub mod snapshot;
+mod state;
+
+pub use def::{Aggregate, Condition, Grain, Op, RollupDef};
+pub use state::{Buckets, Cell, GroupKey, Rollup, State, HLL_LG_K, TDIGEST_K};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A definition that cannot be built; the message says why.
+    #[error("{message}")]
+    Invalid { message: String },
+
+    /// A snapshot that is damaged or of another format.
+    #[error("rollup snapshot: {message}")]
+    Corrupt { message: String },
+
+    #[error("rollup snapshot: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests;
