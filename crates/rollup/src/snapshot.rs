@@ -132,13 +132,18 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
 
 /// Writes `rollup` as of `lsn` to `path` atomically and durably.
 pub fn write(path: &Path, rollup: &Rollup, lsn: u64) -> Result<()> {
-    let bytes = encode(rollup, lsn);
+    write_bytes(path, &encode(rollup, lsn))
+}
+
+/// Replaces the file at `path` with `bytes`: temporary file, fsync,
+/// rename, fsync of the directory.
+pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;

@@ -1,0 +1,369 @@
+//! Every rollup of a data directory: their definitions (a manifest written
+//! atomically), their states (one snapshot file each), the log position
+//! each state covers, and rebuilds in progress.
+//!
+//! Consistency with the log: a rollup applies a record only if its LSN is
+//! above the rollup's own position, so replaying the log from any earlier
+//! point counts nothing twice. The engine snapshots rollups after the store
+//! has flushed and before the log drops what the flush covered, so a
+//! snapshot's position is never behind what the log still holds.
+//!
+//! Rebuilds: a new or changed definition starts an empty state marked
+//! `building`. Live records are applied to it as they arrive, while a
+//! builder feeds it every stored event up to the position the rebuild
+//! started at; the states merge in any order, so when the builder is done
+//! the new state is complete and replaces the old one in one step.
+//! Readers see the old state (or none) until then, never a partial one.
+
+use crate::def::RollupDef;
+use crate::snapshot;
+use crate::state::Rollup;
+use crate::{Error, Result};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tally_ingest::Batch;
+
+const MANIFEST: &str = "rollups.json";
+
+/// A rollup's live state and the log position it covers.
+#[derive(Debug)]
+pub struct Entry {
+    pub rollup: Rollup,
+    /// The last LSN applied.
+    pub lsn: u64,
+    /// Whether `rollup` holds every stored event up to `lsn` (false for a
+    /// new rollup until its first build ends: it answers nothing and is
+    /// never written as a snapshot).
+    pub complete: bool,
+    /// A rebuild in progress: its state and whether the stored history up
+    /// to `from_lsn` has been fed into it.
+    pub building: Option<Building>,
+}
+
+#[derive(Debug)]
+pub struct Building {
+    /// Tells this build from a later one of the same rollup.
+    pub id: u64,
+    pub rollup: Rollup,
+    /// Records above this go to the new state live; the builder feeds
+    /// everything at or below it.
+    pub from_lsn: u64,
+}
+
+/// What opening found for one rollup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loaded {
+    /// A snapshot of the current definition at this position.
+    Snapshot(u64),
+    /// No usable snapshot (new rollup, changed definition, damage): the
+    /// state must be rebuilt from stored events.
+    NeedsRebuild(String),
+}
+
+#[derive(Debug)]
+pub struct RollupSet {
+    dir: PathBuf,
+    entries: RwLock<BTreeMap<String, Arc<RwLock<Entry>>>>,
+    /// Serializes manifest and snapshot writes.
+    write: Mutex<()>,
+    next_build: std::sync::atomic::AtomicU64,
+}
+
+impl RollupSet {
+    /// Opens `dir`: the manifest's definitions plus `configured` (which
+    /// replace manifest entries of the same name), each with its snapshot
+    /// if it matches the definition. Returns what was found per rollup.
+    pub fn open(
+        dir: &Path,
+        configured: &[RollupDef],
+    ) -> Result<(RollupSet, BTreeMap<String, Loaded>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut defs: BTreeMap<String, RollupDef> = match std::fs::read(dir.join(MANIFEST)) {
+            Ok(b) => serde_json::from_slice::<Vec<RollupDef>>(&b)
+                .map_err(|e| Error::Corrupt {
+                    message: format!("{MANIFEST}: {e}"),
+                })?
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        for d in configured {
+            d.validate()?;
+            defs.insert(d.name.clone(), d.clone());
+        }
+        let mut entries = BTreeMap::new();
+        let mut loaded = BTreeMap::new();
+        for (name, def) in defs {
+            let path = snapshot_path(dir, &name);
+            let (rollup, lsn, found) = match snapshot::read(&path) {
+                Ok(Some((r, lsn))) if *r.def() == def => (r, lsn, Loaded::Snapshot(lsn)),
+                Ok(Some(_)) => (
+                    Rollup::new(def.clone())?,
+                    0,
+                    Loaded::NeedsRebuild("the definition changed".into()),
+                ),
+                Ok(None) => (
+                    Rollup::new(def.clone())?,
+                    0,
+                    Loaded::NeedsRebuild("no snapshot yet".into()),
+                ),
+                Err(e) => {
+                    tracing::warn!(rollup = %name, error = %e, "unusable rollup snapshot; the rollup will be rebuilt");
+                    (
+                        Rollup::new(def.clone())?,
+                        0,
+                        Loaded::NeedsRebuild(e.to_string()),
+                    )
+                }
+            };
+            let complete = matches!(found, Loaded::Snapshot(_));
+            loaded.insert(name.clone(), found);
+            entries.insert(
+                name,
+                Arc::new(RwLock::new(Entry {
+                    rollup,
+                    lsn,
+                    complete,
+                    building: None,
+                })),
+            );
+        }
+        let set = RollupSet {
+            dir: dir.to_path_buf(),
+            entries: RwLock::new(entries),
+            write: Mutex::new(()),
+            next_build: std::sync::atomic::AtomicU64::new(1),
+        };
+        set.write_manifest()?;
+        Ok((set, loaded))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.entries.read().keys().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<RwLock<Entry>>> {
+        self.entries.read().get(name).cloned()
+    }
+
+    pub fn definitions(&self) -> Vec<RollupDef> {
+        self.entries
+            .read()
+            .values()
+            .map(|e| e.read().rollup.def().clone())
+            .collect()
+    }
+
+    /// The lowest position a complete rollup covers (the log must be
+    /// replayed from above it), or `None` without complete rollups.
+    pub fn min_lsn(&self) -> Option<u64> {
+        self.entries
+            .read()
+            .values()
+            .filter_map(|e| {
+                let e = e.read();
+                e.complete.then_some(e.lsn)
+            })
+            .min()
+    }
+
+    /// Applies a log record to every rollup of `stream` that has not yet
+    /// counted it, and to rebuilds in progress.
+    pub fn apply(&self, lsn: u64, stream: &str, batch: &Batch) {
+        for e in self.entries.read().values() {
+            let mut e = e.write();
+            if e.rollup.def().stream != stream {
+                // Positions advance for every rollup, so a quiet stream's
+                // rollup does not hold the log back.
+                e.lsn = e.lsn.max(lsn);
+                continue;
+            }
+            if lsn <= e.lsn {
+                continue;
+            }
+            if e.complete {
+                e.rollup.apply(batch);
+            }
+            e.lsn = lsn;
+            if let Some(b) = &mut e.building {
+                if lsn > b.from_lsn {
+                    b.rollup.apply(batch);
+                }
+            }
+        }
+    }
+
+    /// Moves every rollup's position to at least `lsn` (records at or
+    /// below it are already counted, or belong to no rollup).
+    pub fn advance(&self, lsn: u64) {
+        for e in self.entries.read().values() {
+            let mut e = e.write();
+            e.lsn = e.lsn.max(lsn);
+        }
+    }
+
+    /// Adds or replaces a definition. The new state starts empty and
+    /// building from `at_lsn`, which must be the last applied position,
+    /// read while no record is being applied; the caller
+    /// feeds it stored history with [`Self::feed`] and ends with
+    /// [`Self::finish`]. The old state (if any) answers until then.
+    pub fn define(&self, def: RollupDef, at_lsn: u64) -> Result<u64> {
+        let fresh = Rollup::new(def.clone())?;
+        let id = self.build_id();
+        let mut entries = self.entries.write();
+        match entries.get(&def.name) {
+            Some(e) => {
+                let mut e = e.write();
+                e.building = Some(Building {
+                    id,
+                    rollup: fresh,
+                    from_lsn: at_lsn,
+                });
+                e.lsn = e.lsn.max(at_lsn);
+            }
+            None => {
+                entries.insert(
+                    def.name.clone(),
+                    Arc::new(RwLock::new(Entry {
+                        rollup: Rollup::new(def.clone())?,
+                        lsn: at_lsn,
+                        complete: false,
+                        building: Some(Building {
+                            id,
+                            rollup: fresh,
+                            from_lsn: at_lsn,
+                        }),
+                    })),
+                );
+            }
+        }
+        drop(entries);
+        self.write_manifest()?;
+        Ok(id)
+    }
+
+    fn build_id(&self) -> u64 {
+        self.next_build
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts rebuilding an existing rollup with its own definition (after
+    /// damage, or to reprocess with fixed logic); `at_lsn` as for
+    /// [`Self::define`]. Returns the build's id.
+    pub fn rebuild(&self, name: &str, at_lsn: u64) -> Result<u64> {
+        let e = self.get(name).ok_or_else(|| Error::Invalid {
+            message: format!("no rollup {name:?}"),
+        })?;
+        let id = self.build_id();
+        let mut e = e.write();
+        e.building = Some(Building {
+            id,
+            rollup: Rollup::new(e.rollup.def().clone())?,
+            from_lsn: at_lsn,
+        });
+        e.lsn = e.lsn.max(at_lsn);
+        Ok(id)
+    }
+
+    /// Feeds stored events (all at or below the rebuild's start) to build
+    /// `id`. False when that build is no longer the current one (replaced
+    /// by a newer definition or rebuild): the builder should stop.
+    pub fn feed(&self, name: &str, id: u64, batch: &Batch) -> bool {
+        let Some(e) = self.get(name) else {
+            return false;
+        };
+        let mut e = e.write();
+        match &mut e.building {
+            Some(b) if b.id == id => {
+                b.rollup.apply(batch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends build `id`: the new state replaces the old one in one step and
+    /// is written as a snapshot. False if the build is no longer current.
+    pub fn finish(&self, name: &str, id: u64) -> Result<bool> {
+        let e = self.get(name).ok_or_else(|| Error::Invalid {
+            message: format!("no rollup {name:?}"),
+        })?;
+        {
+            let mut e = e.write();
+            if !matches!(&e.building, Some(b) if b.id == id) {
+                return Ok(false);
+            }
+            let b = e.building.take().expect("checked above");
+            e.rollup = b.rollup;
+            e.complete = true;
+        }
+        self.write_manifest()?;
+        self.snapshot_one(name)?;
+        Ok(true)
+    }
+
+    /// Removes a rollup and its files.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let gone = self.entries.write().remove(name).is_some();
+        if gone {
+            self.write_manifest()?;
+            let _w = self.write.lock();
+            match std::fs::remove_file(snapshot_path(&self.dir, name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Writes every rollup's snapshot (rollups being rebuilt keep their
+    /// previous snapshot until the rebuild ends). Returns the lowest
+    /// position written.
+    pub fn snapshot_all(&self) -> Result<Option<u64>> {
+        let mut low: Option<u64> = None;
+        for name in self.names() {
+            if let Some(lsn) = self.snapshot_inner(&name)? {
+                low = Some(low.map_or(lsn, |l| l.min(lsn)));
+            }
+        }
+        Ok(low)
+    }
+
+    fn snapshot_one(&self, name: &str) -> Result<()> {
+        self.snapshot_inner(name).map(|_| ())
+    }
+
+    fn snapshot_inner(&self, name: &str) -> Result<Option<u64>> {
+        let Some(e) = self.get(name) else {
+            return Ok(None);
+        };
+        // Encode under the read lock (ingest waits only for the encoding),
+        // write outside it.
+        let (bytes, lsn) = {
+            let e = e.read();
+            if !e.complete {
+                return Ok(None);
+            }
+            (snapshot::encode(&e.rollup, e.lsn), e.lsn)
+        };
+        let _w = self.write.lock();
+        snapshot::write_bytes(&snapshot_path(&self.dir, name), &bytes)?;
+        Ok(Some(lsn))
+    }
+
+    fn write_manifest(&self) -> Result<()> {
+        let defs = self.definitions();
+        let bytes = serde_json::to_vec_pretty(&defs).expect("definitions serialize");
+        let _w = self.write.lock();
+        snapshot::write_bytes(&self.dir.join(MANIFEST), &bytes)
+    }
+}
+
+fn snapshot_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.snap"))
+}
