@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tally_ingest::{codec, Batch, ColumnType};
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
+use tally_rollup::{Loaded, RollupDef, RollupSet};
 pub use tally_store::{FlushReport, StreamStats};
 use tally_store::{SchemaConflict, Store, StoreOptions};
 
@@ -56,6 +57,9 @@ pub enum Error {
 
     #[error("store: {0}")]
     Store(#[from] tally_store::Error),
+
+    #[error(transparent)]
+    Rollup(#[from] tally_rollup::Error),
 
     #[error("the engine is shutting down")]
     Closed,
@@ -99,6 +103,9 @@ pub struct EngineOptions {
     pub log_segment_bytes: u64,
     pub max_record_bytes: usize,
     pub compaction_fanout: usize,
+    /// Rollups from the config file (they replace rollups of the same name
+    /// defined through the API).
+    pub rollups: Vec<RollupDef>,
 }
 
 impl EngineOptions {
@@ -113,6 +120,7 @@ impl EngineOptions {
             log_segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
             compaction_fanout: 4,
+            rollups: Vec::new(),
         }
     }
 }
@@ -130,12 +138,19 @@ pub struct Recovery {
     pub checkpoint_lsn: Lsn,
     pub log: OpenReport,
     pub took: Duration,
+    /// What each rollup's state was loaded from.
+    pub rollups: std::collections::BTreeMap<String, Loaded>,
 }
 
 pub struct Engine {
     #[cfg_attr(not(test), allow(dead_code))]
     lock: Mutex<Option<DirLock>>,
     store: Arc<Store>,
+    rollups: Arc<RollupSet>,
+    /// Held while a record is applied, and while a rollup build starts:
+    /// the LSN of the last record applied.
+    applied: Arc<Mutex<Lsn>>,
+    builders: Mutex<Vec<JoinHandle<()>>>,
     log: Arc<dyn Log>,
     opts: EngineOptions,
     recovery: Recovery,
@@ -155,25 +170,60 @@ impl Engine {
         sopts.compaction_fanout = opts.compaction_fanout;
         let store = Arc::new(Store::open(sopts)?);
         let checkpoint = store.checkpoint_lsn();
+        let (rollups, loaded) = RollupSet::open(&opts.data_dir.join("rollups"), &opts.rollups)?;
+        let rollups = Arc::new(rollups);
+        // Rollups may cover less than the store: replay from the lowest
+        // position, each side skipping what it already holds.
+        let replay_from = rollups.min_lsn().map_or(checkpoint, |r| r.min(checkpoint));
         let mut lopts = LocalLogOptions::new(opts.data_dir.join("wal"));
         lopts.sync = opts.sync;
         lopts.queue_capacity = opts.log_queue;
         lopts.segment_bytes = opts.log_segment_bytes;
         lopts.max_record_bytes = opts.max_record_bytes;
-        let replay_store = store.clone();
-        let apply_store = store.clone();
+        let applied = Arc::new(Mutex::new(replay_from));
+        let sinks = Sinks {
+            store: store.clone(),
+            rollups: rollups.clone(),
+            applied: applied.clone(),
+            store_after: checkpoint,
+        };
+        let live = Sinks {
+            store_after: 0,
+            ..sinks.clone()
+        };
         let (log, report) = LocalLog::open(
             lopts,
-            checkpoint,
-            &mut |lsn, payload| apply_record(&replay_store, lsn, payload, None),
-            Box::new(move |lsn, payload, attachment| {
-                apply_record(&apply_store, lsn, payload, attachment)
-            }),
+            replay_from,
+            &mut |lsn, payload| sinks.apply(lsn, payload, None),
+            Box::new(move |lsn, payload, attachment| live.apply(lsn, payload, attachment)),
         )?;
+        // Everything in the log is applied: rollups of quiet streams move up.
+        rollups.advance(report.last_lsn);
+        *applied.lock() = report.last_lsn;
+        let mut rebuild: Vec<(String, String)> = loaded
+            .clone()
+            .into_iter()
+            .filter_map(|(name, l)| match l {
+                Loaded::NeedsRebuild(why) => Some((name, why)),
+                Loaded::Snapshot(lsn) => {
+                    // The log dropped records this snapshot lacks (it is
+                    // older than the log's start): rebuild from the store.
+                    let gap = lsn < checkpoint && report.first_lsn.is_none_or(|f| f > lsn + 1);
+                    gap.then(|| {
+                        (
+                            name,
+                            format!("its snapshot (at {lsn}) is older than the log"),
+                        )
+                    })
+                }
+            })
+            .collect();
+        rebuild.sort();
         let recovery = Recovery {
             checkpoint_lsn: checkpoint,
             log: report,
             took: t.elapsed(),
+            rollups: loaded,
         };
         tracing::info!(
             checkpoint_lsn = checkpoint,
@@ -185,6 +235,9 @@ impl Engine {
         let engine = Engine {
             lock: Mutex::new(Some(lock)),
             store,
+            rollups,
+            applied,
+            builders: Mutex::new(Vec::new()),
             log: Arc::new(log),
             opts,
             recovery,
@@ -193,7 +246,81 @@ impl Engine {
             closed: AtomicBool::new(false),
         };
         engine.start_flusher();
+        for (name, why) in rebuild {
+            tracing::info!(rollup = %name, reason = %why, "building rollup from stored events");
+            engine.rebuild_rollup(&name)?;
+        }
         Ok(engine)
+    }
+
+    /// Every rollup and its state.
+    pub fn rollups(&self) -> &Arc<RollupSet> {
+        &self.rollups
+    }
+
+    /// Adds or replaces a rollup. Its state is built from the stored
+    /// events in the background while new events are counted live; until
+    /// the build ends the previous state (or, for a new rollup, none)
+    /// answers.
+    pub fn define_rollup(&self, def: RollupDef) -> Result<()> {
+        def.validate()?;
+        let name = def.name.clone();
+        self.start_build(&name, |at| self.rollups.define(def, at))
+    }
+
+    /// Rebuilds a rollup from the stored events, in the background, while
+    /// ingest continues (reprocessing).
+    pub fn rebuild_rollup(&self, name: &str) -> Result<()> {
+        self.start_build(name, |at| self.rollups.rebuild(name, at))
+    }
+
+    /// Whether no rollup build is running.
+    pub fn rollups_idle(&self) -> bool {
+        let mut b = self.builders.lock();
+        b.retain(|h| !h.is_finished());
+        b.is_empty()
+    }
+
+    /// Starts a build: under the apply gate, so the stored events it feeds
+    /// are exactly those applied before it and live records go to it after.
+    fn start_build(
+        &self,
+        name: &str,
+        begin: impl FnOnce(Lsn) -> tally_rollup::Result<u64>,
+    ) -> Result<()> {
+        let (id, snapshot) = {
+            let at = self.applied.lock();
+            let id = begin(*at)?;
+            let stream = self
+                .rollups
+                .get(name)
+                .map(|e| e.read().rollup.def().stream.clone())
+                .unwrap_or_default();
+            (id, self.store.snapshot(&stream, None, None)?)
+        };
+        let rollups = self.rollups.clone();
+        let stopping = self.stopping.clone();
+        let name = name.to_string();
+        let h = std::thread::Builder::new()
+            .name("tally-rollup-build".into())
+            .spawn(move || {
+                let t = Instant::now();
+                match feed_history(&rollups, &name, id, snapshot, &stopping) {
+                    Ok(Some(rows)) => match rollups.finish(&name, id) {
+                        Ok(true) => tracing::info!(rollup = %name, rows, took_ms = t.elapsed().as_millis() as u64, "rollup built"),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(rollup = %name, error = %e, "rollup built but not saved; it is rebuilt at the next start"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(rollup = %name, error = %e, "rollup build failed"),
+                }
+            })
+            .map_err(|e| Error::Io {
+                dir: self.opts.data_dir.clone(),
+                source: e,
+            })?;
+        self.builders.lock().push(h);
+        Ok(())
     }
 
     pub fn recovery(&self) -> &Recovery {
@@ -262,7 +389,7 @@ impl Engine {
     /// Flushes the tail to segments, lets the log drop what they hold, and
     /// compacts.
     pub fn flush(&self) -> Result<FlushReport> {
-        flush_and_compact(&self.store, self.log.as_ref())
+        flush_and_compact(&self.store, &self.rollups, self.log.as_ref())
     }
 
     /// Stops the engine: the log writes and applies what is queued, the tail
@@ -275,6 +402,11 @@ impl Engine {
         self.stopping.store(true, Ordering::Release);
         if let Some(h) = self.flusher.lock().take() {
             h.thread().unpark();
+            let _ = h.join();
+        }
+        // Builds stop between batches; an unfinished one is started again
+        // at the next open.
+        for h in self.builders.lock().drain(..) {
             let _ = h.join();
         }
         let r = self.flush()?;
@@ -296,6 +428,7 @@ impl Engine {
 
     fn start_flusher(&self) {
         let store = self.store.clone();
+        let rollups = self.rollups.clone();
         let log = self.log.clone();
         let stopping = self.stopping.clone();
         let opts = self.opts.clone();
@@ -306,7 +439,7 @@ impl Engine {
                     std::thread::park_timeout(Duration::from_millis(100));
                     let (rows, bytes, age) = store.active_size();
                     if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
-                        if let Err(e) = flush_and_compact(&store, log.as_ref()) {
+                        if let Err(e) = flush_and_compact(&store, &rollups, log.as_ref()) {
                             tracing::error!(error = %e, "background flush failed; will retry");
                             std::thread::sleep(Duration::from_secs(1));
                         }
@@ -380,27 +513,94 @@ impl DirLock {
     }
 }
 
-fn flush_and_compact(store: &Store, log: &dyn Log) -> Result<FlushReport> {
+/// Flushes the tail, saves rollup states, and only then lets the log drop
+/// what the flush covered: rollups are never behind what the log still
+/// holds. A failed snapshot keeps the log (retried at the next flush).
+fn flush_and_compact(store: &Store, rollups: &RollupSet, log: &dyn Log) -> Result<FlushReport> {
     let report = store.flush()?;
+    rollups.snapshot_all()?;
     log.truncate_through(report.checkpoint_lsn)?;
     store.compact()?;
     Ok(report)
 }
 
-fn apply_record(store: &Store, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
-    // A live append carries its batch along; only replay needs to decode.
-    if let Some(Ok(b)) = attachment.map(|a| a.downcast::<(String, Batch)>()) {
-        store.apply(lsn, &b.0, &b.1);
-        return;
+/// Where applied records go.
+#[derive(Clone)]
+struct Sinks {
+    store: Arc<Store>,
+    rollups: Arc<RollupSet>,
+    applied: Arc<Mutex<Lsn>>,
+    /// The store already holds records at or below this (replay only).
+    store_after: Lsn,
+}
+
+impl Sinks {
+    fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+        // A live append carries its batch along; only replay needs to decode.
+        let decoded;
+        let (stream, batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
+            Some(Ok(b)) => {
+                decoded = *b;
+                (&decoded.0, &decoded.1)
+            }
+            _ => match codec::decode(payload) {
+                Ok(b) => {
+                    decoded = b;
+                    (&decoded.0, &decoded.1)
+                }
+                Err(e) => {
+                    // The CRC matched, so this is a bug or a newer format, not disk damage.
+                    tracing::error!(lsn, error = %e, "skipping undecodable log record");
+                    UNDECODABLE.inc();
+                    return;
+                }
+            },
+        };
+        let mut applied = self.applied.lock();
+        // Rollups first: a flush that sees the record in the store then
+        // finds it counted in the rollups too.
+        self.rollups.apply(lsn, stream, batch);
+        if lsn > self.store_after {
+            self.store.apply(lsn, stream, batch);
+        }
+        *applied = (*applied).max(lsn);
     }
-    match codec::decode(payload) {
-        Ok((stream, batch)) => store.apply(lsn, &stream, &batch),
-        Err(e) => {
-            // The CRC matched, so this is a bug or a newer format, not disk damage.
-            tracing::error!(lsn, error = %e, "skipping undecodable log record");
-            UNDECODABLE.inc();
+}
+
+/// Feeds a build every stored event of its snapshot. `None` when the build
+/// was replaced or the engine is stopping; otherwise the rows fed.
+fn feed_history(
+    rollups: &RollupSet,
+    name: &str,
+    id: u64,
+    snapshot: Option<tally_store::Snapshot>,
+    stopping: &AtomicBool,
+) -> Result<Option<u64>> {
+    let Some(snapshot) = snapshot else {
+        return Ok(Some(0));
+    };
+    let mut rows = 0u64;
+    let mut feed = |rb: &arrow::record_batch::RecordBatch| -> Result<bool> {
+        if stopping.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let batch = tally_store::batch_from_arrow(rb)?;
+        rows += batch.len() as u64;
+        Ok(rollups.feed(name, id, &batch))
+    };
+    for seg in &snapshot.segments {
+        for rb in tally_store::read_segment(&seg.path)? {
+            if !feed(&rb)? {
+                return Ok(None);
+            }
         }
     }
+    for rb in &snapshot.memory {
+        if !feed(rb)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(rows))
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ pub struct OpenReport {
     pub skipped: u64,
     /// Last LSN in the log after recovery.
     pub last_lsn: Lsn,
+    /// First LSN the log still holds (`None` when it holds no record):
+    /// records below it were dropped by truncation.
+    pub first_lsn: Option<Lsn>,
     /// Bytes cut from a torn tail (0 when the log was clean).
     pub torn_bytes: u64,
     pub files: usize,
@@ -147,6 +150,9 @@ impl LocalLog {
                 is_last,
                 opts.max_record_bytes,
                 &mut |lsn, p| {
+                    if report.first_lsn.is_none() {
+                        report.first_lsn = Some(lsn);
+                    }
                     if lsn > after {
                         report.replayed += 1;
                         replay(lsn, p);

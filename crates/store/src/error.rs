@@ -23,6 +23,10 @@ pub enum Error {
 
     #[error("catalog {path} is unreadable: {reason}")]
     Catalog { path: PathBuf, reason: String },
+
+    /// Stored data not in the layout this build writes.
+    #[error("unexpected stored data: {0}")]
+    Format(String),
 }
 
 impl Error {

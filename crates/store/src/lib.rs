@@ -26,7 +26,7 @@ pub use memtable::{MemTable, PartitionBuffer};
 /// Registers the store's metrics.
 pub use metrics::init as init_metrics;
 pub use schema::{ColumnDef, SchemaConflict, Schemas, StreamSchema, MAX_COLUMNS_PER_STREAM};
-pub use segment::{arrow_schema, read_segment, write_segment};
+pub use segment::{arrow_schema, batch_from_arrow, read_segment, write_segment};
 pub use store::{FlushReport, SegmentFile, Snapshot, Store, StoreOptions, StreamStats};
 
 /// Microseconds in one hour: the partition width.

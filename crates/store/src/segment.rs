@@ -102,6 +102,68 @@ pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
     reader.collect::<Result<Vec<_>, _>>().map_err(Error::Arrow)
 }
 
+/// The events of a record batch in a segment's layout (`ts`, text
+/// dimensions, numeric values) as an ingest batch, so stored events can be
+/// replayed through the same code as new ones (rollup rebuilds). Columns of
+/// other types are left out.
+pub fn batch_from_arrow(rb: &RecordBatch) -> Result<tally_ingest::Batch> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+    use tally_ingest::{Column, ColumnData, NumColumn, StrColumn};
+    let schema = rb.schema();
+    let mut ts = Vec::new();
+    let mut columns = Vec::new();
+    for (field, col) in schema.fields().iter().zip(rb.columns()) {
+        if field.name() == "ts" {
+            let t = col
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| Error::Format(format!("ts is {}", col.data_type())))?;
+            ts = t.values().to_vec();
+            continue;
+        }
+        // Dictionary pages may come back as dictionaries: plain text first.
+        let col = match col.data_type() {
+            DataType::Dictionary(..) | DataType::Utf8View | DataType::LargeUtf8 => {
+                arrow::compute::cast(col, &DataType::Utf8)?
+            }
+            _ => col.clone(),
+        };
+        let data = match col.data_type() {
+            DataType::Utf8 => {
+                let a = col.as_string::<i32>();
+                let mut c = StrColumn::new();
+                for i in 0..a.len() {
+                    match a.is_valid(i) {
+                        true => c.push(a.value(i)),
+                        false => c.push_null(),
+                    }
+                }
+                ColumnData::Dim(c)
+            }
+            DataType::Float64 => {
+                let a = col.as_primitive::<Float64Type>();
+                let mut c = NumColumn::default();
+                for i in 0..a.len() {
+                    match a.is_valid(i) {
+                        true => c.push(a.value(i)),
+                        false => c.push_null(),
+                    }
+                }
+                ColumnData::Value(c)
+            }
+            _ => continue,
+        };
+        columns.push(Column {
+            name: field.name().clone(),
+            data,
+        });
+    }
+    if ts.len() != rb.num_rows() {
+        return Err(Error::Format("a record batch without ts".into()));
+    }
+    Ok(tally_ingest::Batch { ts, columns })
+}
+
 fn sort_by_ts(batch: &RecordBatch) -> Result<RecordBatch> {
     let ts = batch.column(0);
     if let Some(t) = ts
