@@ -381,7 +381,7 @@ fn base_state(
 fn parse_one(sql: &str) -> Result<Statement> {
     let mut statements =
         datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-            .map_err(|e| QueryError::from(datafusion::error::DataFusionError::from(e)))?;
+            .map_err(QueryError::from)?;
     match statements.len() {
         1 => Ok(statements.pop_front().expect("one statement")),
         0 => Err(QueryError::Invalid {

@@ -12,7 +12,7 @@ mod state;
 
 pub use def::{Aggregate, Condition, Grain, Op, RollupDef};
 pub use set::{Building, Entry, Loaded, RollupSet};
-pub use state::{Buckets, Cell, GroupKey, Rollup, State, HLL_LG_K, TDIGEST_K};
+pub use state::{Acc, Buckets, Cell, GroupKey, Rollup, State, HLL_LG_K, TDIGEST_K};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

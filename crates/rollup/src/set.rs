@@ -69,6 +69,9 @@ pub struct RollupSet {
     /// Serializes manifest and snapshot writes.
     write: Mutex<()>,
     next_build: std::sync::atomic::AtomicU64,
+    /// Changes whenever what answers could change other than by applied
+    /// records: a definition added, replaced or removed, a build done.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RollupSet {
@@ -137,6 +140,7 @@ impl RollupSet {
             entries: RwLock::new(entries),
             write: Mutex::new(()),
             next_build: std::sync::atomic::AtomicU64::new(1),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         set.write_manifest()?;
         Ok((set, loaded))
@@ -246,6 +250,16 @@ impl RollupSet {
         Ok(id)
     }
 
+    /// See the field; part of cache keys of answers from rollups.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn build_id(&self) -> u64 {
         self.next_build
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -301,6 +315,7 @@ impl RollupSet {
             e.rollup = b.rollup;
             e.complete = true;
         }
+        self.bump();
         self.write_manifest()?;
         self.snapshot_one(name)?;
         Ok(true)
@@ -310,6 +325,7 @@ impl RollupSet {
     pub fn remove(&self, name: &str) -> Result<bool> {
         let gone = self.entries.write().remove(name).is_some();
         if gone {
+            self.bump();
             self.write_manifest()?;
             let _w = self.write.lock();
             match std::fs::remove_file(snapshot_path(&self.dir, name)) {

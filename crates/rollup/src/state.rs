@@ -111,6 +111,75 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// Merges many states of one aggregate (a query over many cells): sketch
+/// unions stay open across merges instead of being rebuilt per pair.
+#[derive(Clone)]
+pub enum Acc {
+    Count(u64),
+    Sum { sum: f64, n: u64 },
+    Min(Option<f64>),
+    Max(Option<f64>),
+    Uniq(Box<HllUnion>),
+    Quantiles(TDigestMut),
+}
+
+impl Acc {
+    pub fn new(a: &Aggregate) -> Acc {
+        match State::new(a) {
+            State::Count(_) => Acc::Count(0),
+            State::Sum { .. } => Acc::Sum { sum: 0.0, n: 0 },
+            State::Min(_) => Acc::Min(None),
+            State::Max(_) => Acc::Max(None),
+            State::Uniq(_) => Acc::Uniq(Box::new(HllUnion::new(HLL_LG_K).expect("valid lg_k"))),
+            State::Quantiles(_) => Acc::Quantiles(new_tdigest()),
+        }
+    }
+
+    pub fn add(&mut self, s: &State) {
+        match (self, s) {
+            (Acc::Count(a), State::Count(b)) => *a += b,
+            (Acc::Sum { sum, n }, State::Sum { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Min(a), State::Min(b)) => *a = min_opt(*a, *b),
+            (Acc::Max(a), State::Max(b)) => *a = max_opt(*a, *b),
+            (Acc::Uniq(u), State::Uniq(h)) => u.update(h),
+            (Acc::Quantiles(a), State::Quantiles(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
+    /// Folds another accumulator of the same aggregate into this one.
+    pub fn absorb(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum { sum, n }, Acc::Sum { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Min(a), Acc::Min(b)) => *a = min_opt(*a, *b),
+            (Acc::Max(a), Acc::Max(b)) => *a = max_opt(*a, *b),
+            (Acc::Uniq(a), Acc::Uniq(b)) => a.update(&b.to_sketch(HllType::Hll8)),
+            (Acc::Quantiles(a), Acc::Quantiles(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
+    /// The value, as [`State::value`].
+    pub fn value(&self, agg: &Aggregate, q: f64) -> Option<f64> {
+        match (self, agg) {
+            (Acc::Count(n), _) => Some(*n as f64),
+            (Acc::Sum { n: 0, .. }, _) => None,
+            (Acc::Sum { sum, n }, Aggregate::Avg(_)) => Some(sum / *n as f64),
+            (Acc::Sum { sum, .. }, _) => Some(*sum),
+            (Acc::Min(v) | Acc::Max(v), _) => *v,
+            (Acc::Uniq(u), _) => Some(u.estimate().round()),
+            (Acc::Quantiles(t), _) => t.clone().quantile(q).ok().flatten(),
+        }
+    }
+}
+
 fn new_hll() -> HllSketch {
     HllSketch::new(HLL_LG_K, HllType::Hll8).expect("valid lg_k")
 }

@@ -212,6 +212,10 @@ impl From<tally_engine::Error> for ApiError {
                 reason: "the server is shutting down".into(),
                 retry_after: crate::DEFAULT_RETRY_AFTER,
             },
+            E::Rollup(tally_rollup::Error::Invalid { message }) => ApiError::BadRequest {
+                message,
+                stream: None,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

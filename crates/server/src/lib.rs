@@ -12,6 +12,7 @@ mod ingest;
 mod metrics;
 mod ops;
 mod query;
+mod rollups;
 mod state;
 
 pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
@@ -58,6 +59,15 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/flush", post(ops::flush))
         .route("/v1/sql", post(query::post_sql))
         .route("/v1/query", get(query::get_query).post(query::post_query))
+        .route(
+            "/v1/rollups",
+            get(rollups::list_rollups).post(rollups::post_rollup),
+        )
+        .route(
+            "/v1/rollups/{name}",
+            get(rollups::get_rollup).delete(rollups::delete_rollup),
+        )
+        .route("/v1/rollups/{name}/rebuild", post(rollups::rebuild_rollup))
         .route("/v1/tables", get(query::list_tables))
         .route(
             "/v1/tables/{name}",

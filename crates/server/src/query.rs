@@ -247,6 +247,7 @@ fn request_from_params(mut p: HashMap<String, String>) -> Result<Request, ApiErr
         order_by: p.remove("order_by"),
         other,
         fill: p.remove("fill"),
+        source: p.remove("source"),
     };
     if let Some(unknown) = p.keys().next() {
         return Err(bad(format!("unknown query parameter '{unknown}'")));

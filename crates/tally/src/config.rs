@@ -133,6 +133,9 @@ struct FileConfig {
     query_cache_bytes: Option<usize>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
+    /// `[[rollup]]` tables: continuous rollups (docs/rollups.md).
+    #[serde(default, rename = "rollup")]
+    rollups: Vec<tally_rollup::RollupDef>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -185,6 +188,11 @@ impl ServeArgs {
         if let Some(v) = self.log_queue.or(file.log_queue) {
             engine.log_queue = v.max(1);
         }
+        for r in &file.rollups {
+            r.validate()
+                .with_context(|| format!("[[rollup]] {:?}", r.name))?;
+        }
+        engine.rollups = file.rollups;
         let mut config = ServerConfig::new(listen, engine);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;

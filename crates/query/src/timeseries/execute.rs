@@ -216,8 +216,20 @@ pub(super) async fn execute(
         }
     }
     let grand = grand.unwrap_or_else(|| empty_values(&plan, Fill::Zero));
+    Ok(shape(&plan, &top, series, totals, grand, "raw"))
+}
 
-    // Shape: top groups in rank order, then "other"; every bucket filled.
+/// The answer's JSON: top groups in rank order, then "other"; every
+/// bucket filled. `series` and `totals` hold values per group, `grand` the
+/// overall totals; `source` says what answered ("raw", "rollup:NAME").
+pub(super) fn shape(
+    plan: &Plan,
+    top: &[Vec<Option<String>>],
+    mut series: BTreeMap<GroupKey, BTreeMap<i64, Vec<Value>>>,
+    mut totals: BTreeMap<GroupKey, Vec<Value>>,
+    grand: Vec<Value>,
+    source: &str,
+) -> Value {
     let mut order: Vec<GroupKey> = top
         .iter()
         .map(|vals| GroupKey {
@@ -283,7 +295,7 @@ pub(super) async fn execute(
                 let vals = match points_of.get(b) {
                     Some(v) => v.clone(),
                     None if plan.fill == Fill::None => continue,
-                    None => empty_values(&plan, plan.fill),
+                    None => empty_values(plan, plan.fill),
                 };
                 let mut p = Map::new();
                 p.insert("t".into(), Value::String(rfc3339(*b)));
@@ -297,12 +309,12 @@ pub(super) async fn execute(
         let t = match group_totals {
             Some(t) => t,
             None if plan.group_by.is_empty() => grand.clone(),
-            None => empty_values(&plan, Fill::Zero),
+            None => empty_values(plan, Fill::Zero),
         };
         s.insert("totals".into(), obj(&t));
         out_series.push(Value::Object(s));
     }
-    Ok(json!({
+    json!({
         "stream": plan.stream,
         "from": rfc3339(plan.from),
         "to": rfc3339(plan.to),
@@ -312,14 +324,14 @@ pub(super) async fn execute(
         "group_by": plan.group_by,
         "series": out_series,
         "totals": obj(&grand),
-        "source": "raw",
-    }))
+        "source": source,
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct GroupKey {
-    other: bool,
-    values: Vec<Option<String>>,
+pub(super) struct GroupKey {
+    pub other: bool,
+    pub values: Vec<Option<String>>,
 }
 
 fn text_at(a: &ArrayRef, r: usize) -> Option<String> {
@@ -370,7 +382,7 @@ fn json_number(a: &ArrayRef, r: usize) -> Value {
 
 /// Values for a bucket with no events: counts are 0, the rest null (or 0
 /// with `fill: zero`).
-fn empty_values(plan: &Plan, fill: Fill) -> Vec<Value> {
+pub(super) fn empty_values(plan: &Plan, fill: Fill) -> Vec<Value> {
     plan.aggs
         .iter()
         .map(|(_, a)| match (a, fill) {

@@ -17,6 +17,7 @@
 
 mod buckets;
 mod execute;
+mod rollup;
 
 pub use buckets::{bucket_start, bucket_udf, parse_time, Interval};
 
@@ -67,6 +68,10 @@ pub struct Request {
     pub other: Option<bool>,
     /// Empty buckets: `null` (default), `zero`, or `none` (left out).
     pub fill: Option<String>,
+    /// `auto` (default): a rollup answers when one covers the request;
+    /// `raw`: always the raw events; `rollup`: a rollup or an error saying
+    /// why none covers it.
+    pub source: Option<String>,
 }
 
 /// One filter: `field op value`.
@@ -237,15 +242,85 @@ impl QueryEngine {
                 name: plan.stream.clone(),
             })?;
         let key = plan.key.clone();
-        let value = self
-            .run(move |q| async move { execute::execute(q, table, plan).await })
-            .await?;
+        let route = self.find_rollup(&req, &plan)?;
+        let value = match route {
+            Some((route, entry)) => {
+                self.run(move |q| async move { rollup::answer(q, table, plan, route, entry).await })
+                    .await?
+            }
+            None => {
+                self.run(move |q| async move { execute::execute(q, table, plan).await })
+                    .await?
+            }
+        };
         let json = value.to_string();
         // The text twice over: the value and its serialization.
         let bytes = 2 * json.len();
         let answer = Arc::new(Answer { value, json });
         inner.ts_cache.put(key, answer.clone(), bytes);
         Ok((answer, false))
+    }
+
+    /// The rollup that answers `plan`, if one covers it (and the request
+    /// allows it): the one with the fewest group-by dimensions, then the
+    /// coarsest interval.
+    #[allow(clippy::type_complexity)]
+    fn find_rollup(
+        &self,
+        req: &Request,
+        plan: &Plan,
+    ) -> Result<Option<(rollup::Route, Arc<parking_lot::RwLock<tally_rollup::Entry>>)>> {
+        let mode = req.source.as_deref().unwrap_or("auto");
+        if !matches!(mode, "auto" | "raw" | "rollup") {
+            return Err(QueryError::Invalid {
+                message: format!("source {mode:?}: use auto, raw or rollup"),
+            });
+        }
+        if mode == "raw" {
+            return Ok(None);
+        }
+        let schemas = self.inner.engine.store().schemas();
+        let field_type = |f: &str| schemas.column_type(&plan.stream, f);
+        let rollups = self.inner.engine.rollups();
+        let mut best: Option<(
+            rollup::Route,
+            Arc<parking_lot::RwLock<tally_rollup::Entry>>,
+            (usize, i64),
+        )> = None;
+        let mut why = Vec::new();
+        for name in rollups.names() {
+            let Some(entry) = rollups.get(&name) else {
+                continue;
+            };
+            let r = {
+                let e = entry.read();
+                if !e.complete {
+                    why.push(format!("{name}: still building"));
+                    continue;
+                }
+                rollup::route(e.rollup.def(), req, plan, &field_type)
+            };
+            match r {
+                Ok(route) => {
+                    let rank = (route.group_dims(), -route.grain_micros());
+                    if best.as_ref().is_none_or(|b| rank < b.2) {
+                        best = Some((route, entry, rank));
+                    }
+                }
+                Err(e) => why.push(format!("{name}: {e}")),
+            }
+        }
+        match best {
+            Some((route, entry, _)) => Ok(Some((route, entry))),
+            None if mode == "rollup" => Err(QueryError::Invalid {
+                message: if why.is_empty() {
+                    "no rollup of this stream".into()
+                } else {
+                    format!("no rollup covers this request ({})", why.join("; "))
+                },
+            }),
+            None => Ok(None),
+        }
     }
 
     fn plan(&self, req: &Request) -> Result<Plan> {
@@ -313,10 +388,13 @@ impl QueryEngine {
             }
             aggs.push((text, a));
         }
-        let mut versions = vec![(
-            req.stream.clone(),
-            store.data_version(&req.stream, Some(from), Some(to - 1)),
-        )];
+        let mut versions = vec![
+            (
+                req.stream.clone(),
+                store.data_version(&req.stream, Some(from), Some(to - 1)),
+            ),
+            ("rollups".to_string(), inner.engine.rollups().generation()),
+        ];
         let mut filters = vec![
             column("ts").gt_eq(ts_lit(from)),
             column("ts").lt(ts_lit(to)),

@@ -8,4 +8,5 @@ mod duckdb;
 mod ingest;
 mod ops;
 mod query;
+mod rollups;
 mod server;

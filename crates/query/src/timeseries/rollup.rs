@@ -1,0 +1,489 @@
+//! Answering a time-series request from a rollup.
+//!
+//! A rollup covers a request when it is of the same stream, is complete,
+//! groups by every dimension the request groups by, holds every aggregate
+//! (a sum or an average from either state, a percentile from the
+//! quantile sketch), has no filter the request lacks, and every other
+//! filter of the request is on one of its group-by dimensions (so it can
+//! be applied to cells). Its buckets must tile the request's: the coarsest
+//! interval of the rollup that divides every request bucket boundary is
+//! used (local days in a whole-hour time zone are unions of UTC hours).
+//!
+//! The range is cut to whole buckets of the rollup's finest interval; the
+//! partial buckets at the two ends are computed from the raw events in
+//! them, through the same rollup code, so the answer is the raw answer
+//! (up to the sketches' documented error for distinct counts and
+//! percentiles).
+
+use super::buckets::bucket_start;
+use super::execute::{shape, GroupKey};
+use super::{Agg, Filter, Plan, Request};
+use crate::{QueryState, Result};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tally_ingest::ColumnType;
+use tally_rollup::{Acc, Aggregate, Cell, Grain, Op, Rollup, RollupDef};
+
+/// How a rollup answers a request.
+#[derive(Debug, Clone)]
+pub(super) struct Route {
+    pub name: String,
+    def: RollupDef,
+    /// For each request aggregate: the rollup aggregate it reads, and the
+    /// aggregate to compute from it (sum and avg share one state).
+    aggs: Vec<(usize, Aggregate, f64)>,
+    /// Positions of the request's group-by dimensions in the rollup's.
+    keys: Vec<usize>,
+    /// Request filters applied to cells: (position in the rollup's key,
+    /// condition).
+    key_filters: Vec<(usize, KeyFilter)>,
+    grain: Grain,
+    /// Whole buckets of the finest interval: [lo, hi).
+    lo: i64,
+    hi: i64,
+}
+
+#[derive(Debug, Clone)]
+enum KeyFilter {
+    Eq(String),
+    Ne(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Prefix(String),
+    Contains(String),
+    Exists,
+    Missing,
+}
+
+impl KeyFilter {
+    fn parse(f: &Filter) -> Option<KeyFilter> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let list = |v: &Value| -> Option<Vec<String>> {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect()
+        };
+        Some(match f.op.as_str() {
+            "=" | "==" | "eq" => KeyFilter::Eq(text(&f.value)?),
+            "!=" | "<>" | "ne" => KeyFilter::Ne(text(&f.value)?),
+            "in" => KeyFilter::In(list(&f.value)?),
+            "not_in" => KeyFilter::NotIn(list(&f.value)?),
+            "prefix" => KeyFilter::Prefix(text(&f.value)?),
+            "contains" => KeyFilter::Contains(text(&f.value)?),
+            "exists" => KeyFilter::Exists,
+            "missing" => KeyFilter::Missing,
+            _ => return None,
+        })
+    }
+
+    /// The API's semantics: a missing value fails every test but `!=`,
+    /// `not_in` and `missing`.
+    fn test(&self, v: Option<&str>) -> bool {
+        match (self, v) {
+            (KeyFilter::Exists, v) => v.is_some(),
+            (KeyFilter::Missing, v) => v.is_none(),
+            (KeyFilter::Ne(_) | KeyFilter::NotIn(_), None) => true,
+            (_, None) => false,
+            (KeyFilter::Eq(x), Some(v)) => v == x,
+            (KeyFilter::Ne(x), Some(v)) => v != x,
+            (KeyFilter::In(xs), Some(v)) => xs.iter().any(|x| x == v),
+            (KeyFilter::NotIn(xs), Some(v)) => !xs.iter().any(|x| x == v),
+            (KeyFilter::Prefix(x), Some(v)) => v.starts_with(x.as_str()),
+            (KeyFilter::Contains(x), Some(v)) => v.contains(x.as_str()),
+        }
+    }
+}
+
+/// Whether rollup filter condition `c` is request filter `f`.
+fn same_condition(c: &tally_rollup::Condition, f: &Filter) -> bool {
+    let op = match c.op {
+        Op::Eq => "=",
+        Op::Ne => "!=",
+        Op::In => "in",
+        Op::NotIn => "not_in",
+        Op::Prefix => "prefix",
+        Op::Contains => "contains",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Exists => "exists",
+        Op::Missing => "missing",
+    };
+    let same_value = match (&c.value, &f.value) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    };
+    c.field == f.field && op == f.op && same_value && f.table.is_none()
+}
+
+/// The rollup aggregate answering request aggregate `a`, if the rollup
+/// has one: (its index, the aggregate to compute, the quantile rank).
+fn find_agg(def: &RollupDef, a: &Agg) -> Option<(usize, Aggregate, f64)> {
+    let pos = |want: &dyn Fn(&Aggregate) -> bool| def.aggregates.iter().position(want);
+    let (i, as_, q) = match a {
+        Agg::Count => (pos(&|x| *x == Aggregate::Count)?, Aggregate::Count, 0.0),
+        Agg::CountOf(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::CountOf(g) if g == f))?;
+            (i, Aggregate::CountOf(f.clone()), 0.0)
+        }
+        Agg::Sum(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Sum(g) | Aggregate::Avg(g) if g == f))?;
+            (i, Aggregate::Sum(f.clone()), 0.0)
+        }
+        Agg::Avg(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Sum(g) | Aggregate::Avg(g) if g == f))?;
+            (i, Aggregate::Avg(f.clone()), 0.0)
+        }
+        Agg::Min(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Min(g) if g == f))?;
+            (i, Aggregate::Min(f.clone()), 0.0)
+        }
+        Agg::Max(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Max(g) if g == f))?;
+            (i, Aggregate::Max(f.clone()), 0.0)
+        }
+        Agg::Uniq(f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Uniq(g) if g == f))?;
+            (i, Aggregate::Uniq(f.clone()), 0.0)
+        }
+        Agg::Quantile(q, f) => {
+            let i = pos(&|x| matches!(x, Aggregate::Quantiles(g) if g == f))?;
+            (i, Aggregate::Quantiles(f.clone()), *q)
+        }
+    };
+    Some((i, as_, q))
+}
+
+/// Why `def` cannot answer, or how it can.
+pub(super) fn route(
+    def: &RollupDef,
+    req: &Request,
+    plan: &Plan,
+    field_type: &dyn Fn(&str) -> Option<ColumnType>,
+) -> std::result::Result<Route, String> {
+    if def.stream != plan.stream {
+        return Err("another stream".into());
+    }
+    let aggs = plan
+        .aggs
+        .iter()
+        .map(|(t, a)| find_agg(def, a).ok_or_else(|| format!("no state for {t}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let keys = plan
+        .group_by
+        .iter()
+        .map(|g| {
+            def.group_by
+                .iter()
+                .position(|d| d == g)
+                .ok_or_else(|| format!("not grouped by {g}"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Every rollup condition must be a request filter; the other request
+    // filters must apply to text group-by dimensions.
+    for c in &def.filter {
+        if !req.filters.iter().any(|f| same_condition(c, f)) {
+            return Err(format!(
+                "the rollup filters on {} and the request does not",
+                c.field
+            ));
+        }
+    }
+    let mut key_filters = Vec::new();
+    for f in &req.filters {
+        if def.filter.iter().any(|c| same_condition(c, f)) {
+            continue;
+        }
+        let pos = def
+            .group_by
+            .iter()
+            .position(|d| *d == f.field)
+            .filter(|_| field_type(&f.field) == Some(ColumnType::Dim))
+            .ok_or_else(|| format!("filter on {} is not on a text group-by dimension", f.field))?;
+        let kf = KeyFilter::parse(f).ok_or_else(|| format!("filter op {} on cells", f.op))?;
+        key_filters.push((pos, kf));
+    }
+    let grains = def.grains();
+    let finest = *grains.first().ok_or("no intervals")?;
+    let w = finest.micros();
+    let lo = plan.from.div_euclid(w) * w + if plan.from.rem_euclid(w) == 0 { 0 } else { w };
+    let hi = plan.to.div_euclid(w) * w;
+    if lo >= hi {
+        return Err("the range is shorter than one bucket".into());
+    }
+    // Boundaries the chosen interval must divide.
+    let mut bounds = vec![lo, hi];
+    if let Some(i) = plan.interval {
+        let mut b = bucket_start(lo, i, plan.tz.as_ref());
+        while b < hi {
+            if b > lo {
+                bounds.push(b);
+            }
+            b = super::buckets::next_bucket(b, i, plan.tz.as_ref());
+        }
+    }
+    let grain = grains
+        .iter()
+        .rev()
+        .find(|g| bounds.iter().all(|b| b.rem_euclid(g.micros()) == 0))
+        .copied()
+        .ok_or("the request's buckets do not align with the rollup's")?;
+    Ok(Route {
+        name: def.name.clone(),
+        def: def.clone(),
+        aggs,
+        keys,
+        key_filters,
+        grain,
+        lo,
+        hi,
+    })
+}
+
+impl Route {
+    pub(super) fn group_dims(&self) -> usize {
+        self.def.group_by.len()
+    }
+
+    pub(super) fn grain_micros(&self) -> i64 {
+        self.grain.micros()
+    }
+}
+
+/// Accumulators per series bucket and group, per group, and overall.
+struct Sums {
+    route: Route,
+    series: HashMap<(i64, Vec<Option<String>>), Vec<Acc>>,
+    totals: HashMap<Vec<Option<String>>, Vec<Acc>>,
+    grand: Vec<Acc>,
+}
+
+impl Sums {
+    fn new(route: Route) -> Sums {
+        let grand = route.aggs.iter().map(|(_, a, _)| Acc::new(a)).collect();
+        Sums {
+            route,
+            series: HashMap::new(),
+            totals: HashMap::new(),
+            grand,
+        }
+    }
+
+    fn accs(&self) -> Vec<Acc> {
+        self.route
+            .aggs
+            .iter()
+            .map(|(_, a, _)| Acc::new(a))
+            .collect()
+    }
+
+    fn add(&mut self, plan: &Plan, bucket: i64, key: &[Option<String>], cell: &Cell) {
+        if !self
+            .route
+            .key_filters
+            .iter()
+            .all(|(p, f)| f.test(key[*p].as_deref()))
+        {
+            return;
+        }
+        let group: Vec<Option<String>> = self.route.keys.iter().map(|p| key[*p].clone()).collect();
+        let fresh = self.accs();
+        let add_all = |accs: &mut Vec<Acc>, route: &Route| {
+            for (acc, (i, _, _)) in accs.iter_mut().zip(&route.aggs) {
+                acc.add(&cell.states[*i]);
+            }
+        };
+        if let Some(i) = plan.interval {
+            let rb = bucket_start(bucket, i, plan.tz.as_ref());
+            let accs = self
+                .series
+                .entry((rb, group.clone()))
+                .or_insert_with(|| fresh.clone());
+            add_all(accs, &self.route);
+        }
+        if !plan.group_by.is_empty() {
+            let accs = self.totals.entry(group).or_insert_with(|| fresh.clone());
+            add_all(accs, &self.route);
+        }
+        let route = self.route.clone();
+        add_all(&mut self.grand, &route);
+    }
+
+    fn values(&self, accs: &[Acc]) -> Vec<Value> {
+        accs.iter()
+            .zip(&self.route.aggs)
+            .map(|(acc, (_, a, q))| match (a, acc.value(a, *q)) {
+                (_, None) => Value::Null,
+                (Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_), Some(v)) => {
+                    json!(v as i64)
+                }
+                (_, Some(v)) if v.is_finite() => json!(v),
+                _ => Value::Null,
+            })
+            .collect()
+    }
+}
+
+/// Answers `plan` from `rollup` along `route`; the partial buckets at the
+/// ends come from raw events through a rollup of the same definition.
+pub(super) async fn answer(
+    q: QueryState,
+    table: Arc<dyn TableProvider>,
+    plan: Plan,
+    route: Route,
+    rollup: Arc<parking_lot::RwLock<tally_rollup::Entry>>,
+) -> Result<Value> {
+    let mut sums = Sums::new(route.clone());
+    {
+        let entry = rollup.read();
+        for (b, key, cell) in entry.rollup.cells(route.grain, route.lo, route.hi) {
+            sums.add(&plan, b, key, cell);
+        }
+    }
+    // The ends: raw events in [from, lo) and [hi, to).
+    let finest = route.def.grains()[0];
+    for (a, b) in [(plan.from, route.lo), (route.hi, plan.to)] {
+        if a >= b {
+            continue;
+        }
+        let edge = raw_rollup(&q, &table, &plan, &route.def, a, b).await?;
+        for (bucket, key, cell) in edge.cells(finest, i64::MIN, i64::MAX) {
+            sums.add(&plan, bucket, key, cell);
+        }
+    }
+
+    // Rank groups, keep the top, fold the rest into "other".
+    let rank = plan.rank;
+    let (_, rank_agg, rank_q) = &route.aggs[rank];
+    let mut groups: Vec<(&Vec<Option<String>>, Option<f64>)> = sums
+        .totals
+        .iter()
+        .map(|(g, accs)| (g, accs[rank].value(rank_agg, *rank_q)))
+        .collect();
+    groups.sort_by(|a, b| {
+        // Rank descending, no value last; then the group ascending, missing
+        // values first (as the raw path orders them).
+        let by_rank = match (a.1, b.1) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_rank.then_with(|| a.0.cmp(b.0))
+    });
+    let top: Vec<Vec<Option<String>>> = groups
+        .iter()
+        .take(plan.limit)
+        .map(|(g, _)| (*g).clone())
+        .collect();
+    let is_top: std::collections::HashSet<&Vec<Option<String>>> = top.iter().collect();
+    let n = plan.group_by.len();
+    let other_key = GroupKey {
+        other: true,
+        values: vec![None; n],
+    };
+    let key_of = |g: &Vec<Option<String>>| -> GroupKey {
+        if n == 0 || is_top.contains(g) {
+            GroupKey {
+                other: false,
+                values: g.clone(),
+            }
+        } else {
+            other_key.clone()
+        }
+    };
+    let mut series_acc: BTreeMap<GroupKey, BTreeMap<i64, Vec<Acc>>> = BTreeMap::new();
+    for ((b, g), accs) in &sums.series {
+        let k = key_of(g);
+        if k.other && !plan.other {
+            continue;
+        }
+        match series_acc.entry(k).or_default().entry(*b) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(accs.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                for (x, y) in o.get_mut().iter_mut().zip(accs) {
+                    x.absorb(y);
+                }
+            }
+        }
+    }
+    let mut totals_acc: BTreeMap<GroupKey, Vec<Acc>> = BTreeMap::new();
+    for (g, accs) in &sums.totals {
+        let k = key_of(g);
+        if k.other && !plan.other {
+            continue;
+        }
+        match totals_acc.entry(k) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(accs.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                for (x, y) in o.get_mut().iter_mut().zip(accs) {
+                    x.absorb(y);
+                }
+            }
+        }
+    }
+    let series = series_acc
+        .into_iter()
+        .map(|(k, points)| {
+            let points = points
+                .into_iter()
+                .map(|(b, accs)| (b, sums.values(&accs)))
+                .collect();
+            (k, points)
+        })
+        .collect();
+    let totals = totals_acc
+        .into_iter()
+        .map(|(k, accs)| (k, sums.values(&accs)))
+        .collect();
+    let grand = sums.values(&sums.grand);
+    Ok(shape(
+        &plan,
+        &top,
+        series,
+        totals,
+        grand,
+        &format!("rollup:{}", route.name),
+    ))
+}
+
+/// A rollup of `def` over the raw events in `[lo, hi)`.
+async fn raw_rollup(
+    q: &QueryState,
+    table: &Arc<dyn TableProvider>,
+    plan: &Plan,
+    def: &RollupDef,
+    lo: i64,
+    hi: i64,
+) -> Result<Rollup> {
+    let lp = LogicalPlanBuilder::scan(
+        plan.stream.as_str(),
+        provider_as_source(table.clone()),
+        None,
+    )?
+    .filter(super::column("ts").gt_eq(super::ts_lit(lo)))?
+    .filter(super::column("ts").lt(super::ts_lit(hi)))?
+    .build()?;
+    let df = datafusion::dataframe::DataFrame::new(q.session.clone(), lp);
+    let mut stream = df.execute_stream().await?;
+    let mut r = Rollup::new(def.clone()).map_err(|e| crate::QueryError::Internal(e.to_string()))?;
+    // Streamed: an end holds less than one bucket of the finest interval,
+    // but nothing bounds its rows but the memory pool.
+    while let Some(rb) = futures::StreamExt::next(&mut stream).await {
+        let b = tally_store::batch_from_arrow(&rb?)
+            .map_err(|e| crate::QueryError::Internal(e.to_string()))?;
+        r.apply(&b);
+    }
+    q.pins.0.lock().clear();
+    Ok(r)
+}

@@ -1,0 +1,129 @@
+//! The rollups API: define, list, inspect, rebuild and remove continuous
+//! rollups (docs/rollups.md).
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_rollup::{Grain, RollupDef};
+
+/// One rollup as the API shows it.
+fn rollup_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
+    let engine = state.engine()?;
+    let entry = engine
+        .rollups()
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("rollup '{name}'"),
+        })?;
+    let e = entry.read();
+    let def = e.rollup.def();
+    let buckets: serde_json::Map<String, Value> = def
+        .grains()
+        .into_iter()
+        .map(|g: Grain| {
+            let n = e.rollup.buckets(g).map_or(0, |b| b.len());
+            (g.as_str().to_string(), json!(n))
+        })
+        .collect();
+    let status = match (e.complete, e.building.is_some()) {
+        (true, false) => "ready",
+        (true, true) => "rebuilding",
+        (false, _) => "building",
+    };
+    Ok(json!({
+        "definition": def,
+        "status": status,
+        "events": e.rollup.events(),
+        "lsn": e.lsn,
+        "buckets": buckets,
+    }))
+}
+
+pub(crate) async fn list_rollups(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    let names = state.engine()?.rollups().names();
+    let rollups = names
+        .iter()
+        .map(|n| rollup_json(&state, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "rollups": rollups })))
+}
+
+pub(crate) async fn get_rollup(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    Ok(Json(rollup_json(&state, &name)?))
+}
+
+/// Adds a rollup, or replaces one of the same name; its state is built
+/// from the stored events in the background (202).
+pub(crate) async fn post_rollup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let def: RollupDef = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        message: format!("invalid rollup definition: {e}"),
+        stream: None,
+    })?;
+    let name = def.name.clone();
+    let engine = state.engine()?.clone();
+    tokio::task::spawn_blocking(move || engine.define_rollup(def))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((StatusCode::ACCEPTED, Json(rollup_json(&state, &name)?)))
+}
+
+/// Rebuilds a rollup from the stored events (reprocessing), in the
+/// background (202).
+pub(crate) async fn rebuild_rollup(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let engine = state.engine()?.clone();
+    if engine.rollups().get(&name).is_none() {
+        return Err(ApiError::NotFound {
+            what: format!("rollup '{name}'"),
+        });
+    }
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || engine.rebuild_rollup(&n))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((StatusCode::ACCEPTED, Json(rollup_json(&state, &name)?)))
+}
+
+pub(crate) async fn delete_rollup(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let engine = state.engine()?.clone();
+    let gone =
+        tokio::task::spawn_blocking(move || engine.rollups().remove(&name).map(|g| (g, name)))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match gone {
+        (true, _) => Ok(StatusCode::NO_CONTENT),
+        (false, name) => Err(ApiError::NotFound {
+            what: format!("rollup '{name}'"),
+        }),
+    }
+}
