@@ -248,7 +248,7 @@ impl Engine {
         engine.start_flusher();
         for (name, why) in rebuild {
             tracing::info!(rollup = %name, reason = %why, "building rollup from stored events");
-            engine.rebuild_rollup(&name)?;
+            engine.rebuild_rollup(&name, None)?;
         }
         Ok(engine)
     }
@@ -265,13 +265,14 @@ impl Engine {
     pub fn define_rollup(&self, def: RollupDef) -> Result<()> {
         def.validate()?;
         let name = def.name.clone();
-        self.start_build(&name, |at| self.rollups.define(def, at))
+        self.start_build(&name, None, |at| self.rollups.define(def, at))
     }
 
     /// Rebuilds a rollup from the stored events, in the background, while
-    /// ingest continues (reprocessing).
-    pub fn rebuild_rollup(&self, name: &str) -> Result<()> {
-        self.start_build(name, |at| self.rollups.rebuild(name, at))
+    /// ingest continues (reprocessing): whole, or only its buckets starting
+    /// in `range` (µs; whole buckets of its coarsest interval).
+    pub fn rebuild_rollup(&self, name: &str, range: Option<(i64, i64)>) -> Result<()> {
+        self.start_build(name, range, |at| self.rollups.rebuild(name, at, range))
     }
 
     /// Whether no rollup build is running.
@@ -286,6 +287,7 @@ impl Engine {
     fn start_build(
         &self,
         name: &str,
+        range: Option<(i64, i64)>,
         begin: impl FnOnce(Lsn) -> tally_rollup::Result<u64>,
     ) -> Result<()> {
         let (id, snapshot) = {
@@ -296,8 +298,17 @@ impl Engine {
                 .get(name)
                 .map(|e| e.read().rollup.def().stream.clone())
                 .unwrap_or_default();
-            (id, self.store.snapshot(&stream, None, None)?)
+            let (lo, hi) = match range {
+                Some((lo, hi)) => (Some(lo), Some(hi - 1)),
+                None => (None, None),
+            };
+            (id, self.store.snapshot(&stream, lo, hi)?)
         };
+        if let Some(s) = &snapshot {
+            let rows = s.segments.iter().map(|f| f.meta.rows).sum::<u64>()
+                + s.memory.iter().map(|m| m.num_rows() as u64).sum::<u64>();
+            self.rollups.set_total(name, id, rows);
+        }
         let rollups = self.rollups.clone();
         let stopping = self.stopping.clone();
         let name = name.to_string();

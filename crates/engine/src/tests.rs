@@ -206,6 +206,21 @@ mod rollups {
         e.define_rollup(filtered).unwrap();
         wait_built(&e).await;
         assert_eq!(totals(&e, "b").unwrap(), expected(0..80, 30), "redefined");
+        // A partial rebuild (whole hours) leaves the answers as they are;
+        // a range not on whole hours is refused.
+        let hour = 3_600_000_000i64;
+        let lo = 1_700_000_000_000_000i64.div_euclid(hour) * hour + hour;
+        e.rebuild_rollup("a", Some((lo, lo + 3 * hour))).unwrap();
+        wait_built(&e).await;
+        assert_eq!(
+            totals(&e, "a").unwrap(),
+            expected(0..80, 0),
+            "partial rebuild"
+        );
+        let err = e
+            .rebuild_rollup("a", Some((lo + 1, lo + hour)))
+            .unwrap_err();
+        assert!(err.to_string().contains("whole hour"), "{err}");
         e.ingest("s", batch(&body(80))).await.unwrap();
         e.abandon();
 

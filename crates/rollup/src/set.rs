@@ -50,6 +50,12 @@ pub struct Building {
     /// Records above this go to the new state live; the builder feeds
     /// everything at or below it.
     pub from_lsn: u64,
+    /// A partial rebuild: only buckets starting in `[lo, hi)` are rebuilt
+    /// and replaced; `None`: the whole state.
+    pub range: Option<(i64, i64)>,
+    /// Stored events fed so far, and how many the build will feed.
+    pub rows_done: u64,
+    pub rows_total: u64,
 }
 
 /// What opening found for one rollup.
@@ -195,7 +201,7 @@ impl RollupSet {
             e.lsn = lsn;
             if let Some(b) = &mut e.building {
                 if lsn > b.from_lsn {
-                    b.rollup.apply(batch);
+                    b.rollup.apply_in(batch, b.range);
                 }
             }
         }
@@ -226,6 +232,9 @@ impl RollupSet {
                     id,
                     rollup: fresh,
                     from_lsn: at_lsn,
+                    range: None,
+                    rows_done: 0,
+                    rows_total: 0,
                 });
                 e.lsn = e.lsn.max(at_lsn);
             }
@@ -240,6 +249,9 @@ impl RollupSet {
                             id,
                             rollup: fresh,
                             from_lsn: at_lsn,
+                            range: None,
+                            rows_done: 0,
+                            rows_total: 0,
                         }),
                     })),
                 );
@@ -267,20 +279,59 @@ impl RollupSet {
 
     /// Starts rebuilding an existing rollup with its own definition (after
     /// damage, or to reprocess with fixed logic); `at_lsn` as for
-    /// [`Self::define`]. Returns the build's id.
-    pub fn rebuild(&self, name: &str, at_lsn: u64) -> Result<u64> {
+    /// [`Self::define`]. With `range`, only buckets starting in it are
+    /// rebuilt (its ends must fall on the rollup's coarsest interval), and
+    /// only a complete rollup can be rebuilt in part. Returns the build's
+    /// id.
+    pub fn rebuild(&self, name: &str, at_lsn: u64, range: Option<(i64, i64)>) -> Result<u64> {
         let e = self.get(name).ok_or_else(|| Error::Invalid {
             message: format!("no rollup {name:?}"),
         })?;
         let id = self.build_id();
         let mut e = e.write();
+        if let Some((lo, hi)) = range {
+            let coarsest = *e
+                .rollup
+                .def()
+                .grains()
+                .last()
+                .expect("a rollup has intervals");
+            let w = coarsest.micros();
+            if lo >= hi || lo.rem_euclid(w) != 0 || hi.rem_euclid(w) != 0 {
+                return Err(Error::Invalid {
+                    message: format!(
+                        "rollup {name:?}: a partial rebuild's from and to must be whole {}s (its coarsest interval), from before to",
+                        coarsest.as_str()
+                    ),
+                });
+            }
+            if !e.complete {
+                return Err(Error::Invalid {
+                    message: format!("rollup {name:?} is still being built; rebuild it whole"),
+                });
+            }
+        }
         e.building = Some(Building {
             id,
             rollup: Rollup::new(e.rollup.def().clone())?,
             from_lsn: at_lsn,
+            range,
+            rows_done: 0,
+            rows_total: 0,
         });
         e.lsn = e.lsn.max(at_lsn);
         Ok(id)
+    }
+
+    /// Sets how many stored events build `id` will feed.
+    pub fn set_total(&self, name: &str, id: u64, rows: u64) {
+        if let Some(e) = self.get(name) {
+            if let Some(b) = &mut e.write().building {
+                if b.id == id {
+                    b.rows_total = rows;
+                }
+            }
+        }
     }
 
     /// Feeds stored events (all at or below the rebuild's start) to build
@@ -293,7 +344,8 @@ impl RollupSet {
         let mut e = e.write();
         match &mut e.building {
             Some(b) if b.id == id => {
-                b.rollup.apply(batch);
+                b.rollup.apply_in(batch, b.range);
+                b.rows_done += batch.len() as u64;
                 true
             }
             _ => false,
@@ -312,7 +364,10 @@ impl RollupSet {
                 return Ok(false);
             }
             let b = e.building.take().expect("checked above");
-            e.rollup = b.rollup;
+            match b.range {
+                Some((lo, hi)) => e.rollup.replace_range(b.rollup, lo, hi),
+                None => e.rollup = b.rollup,
+            }
             e.complete = true;
         }
         self.bump();

@@ -291,6 +291,12 @@ impl Rollup {
     /// Rows are first sorted by (bucket, group) of the finest interval, so
     /// each stored cell is looked up once per batch, not once per row.
     pub fn apply(&mut self, batch: &Batch) {
+        self.apply_in(batch, None);
+    }
+
+    /// [`Self::apply`] for the events with `ts` in `[range.0, range.1)`
+    /// only (a partial rebuild), or all of them.
+    pub fn apply_in(&mut self, batch: &Batch, range: Option<(i64, i64)>) {
         let Some(&(finest, _)) = self.grains.first() else {
             return;
         };
@@ -309,6 +315,9 @@ impl Rollup {
         let mut local: HashMap<(i64, u32), Vec<u32>> = HashMap::default();
         let mut key: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(groups.len());
         for r in 0..batch.len() {
+            if range.is_some_and(|(lo, hi)| batch.ts[r] < lo || batch.ts[r] >= hi) {
+                continue;
+            }
             if !self.filter.iter().all(|c| c.test(batch, r)) {
                 continue;
             }
@@ -370,6 +379,41 @@ impl Rollup {
             .into_iter()
             .flat_map(move |b| b.range(from..to.max(from)))
             .flat_map(|(start, groups)| groups.iter().map(move |(k, c)| (*start, k, c)))
+    }
+
+    /// Replaces this rollup's buckets starting in `[lo, hi)` by `other`'s
+    /// (same definition), for every interval. `lo` and `hi` should be
+    /// aligned to the coarsest interval, or its edge buckets mix old and
+    /// new events.
+    pub fn replace_range(&mut self, other: Rollup, lo: i64, hi: i64) {
+        for ((_, mine), (_, theirs)) in self.grains.iter_mut().zip(other.grains) {
+            let inside: Vec<i64> = mine.range(lo..hi).map(|(b, _)| *b).collect();
+            for b in inside {
+                mine.remove(&b);
+            }
+            for (b, groups) in theirs.into_iter().filter(|(b, _)| (lo..hi).contains(b)) {
+                mine.insert(b, groups);
+            }
+        }
+        // The event count, from the finest interval's counts when the
+        // rollup keeps a count (otherwise it stays approximate).
+        if let Some(i) = self
+            .def
+            .aggregates
+            .iter()
+            .position(|a| *a == Aggregate::Count)
+        {
+            if let Some((_, finest)) = self.grains.first() {
+                self.events = finest
+                    .values()
+                    .flat_map(|g| g.values())
+                    .map(|c| match &c.states[i] {
+                        State::Count(n) => *n,
+                        _ => 0,
+                    })
+                    .sum();
+            }
+        }
     }
 
     /// Drops buckets that start before `cutoff` (retention).

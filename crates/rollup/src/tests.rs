@@ -389,7 +389,7 @@ fn a_set_counts_each_record_once_across_snapshots_and_replays() {
     let (set, loaded) = RollupSet::open(dir.path(), &[count_def("a")]).unwrap();
     assert!(matches!(loaded["a"], Loaded::NeedsRebuild(_)));
     // A new rollup on an empty stream: its build has no history to feed.
-    let id = set.rebuild("a", 0).unwrap();
+    let id = set.rebuild("a", 0, None).unwrap();
     assert!(set.finish("a", id).unwrap());
     for (i, b) in batches[..20].iter().enumerate() {
         set.apply(i as u64 + 1, "web", b);
@@ -435,7 +435,7 @@ fn a_rebuild_is_invisible_until_done_and_exact_after() {
     }
     assert_eq!(total(&set, "b"), None);
     // A stale build cannot finish or feed after a newer one starts.
-    let newer = set.rebuild("b", 20).unwrap();
+    let newer = set.rebuild("b", 20, None).unwrap();
     assert!(!set.feed("b", id, &batches[0]));
     assert!(!set.finish("b", id).unwrap());
     for b in &batches[..20] {
@@ -455,4 +455,32 @@ fn a_rebuild_is_invisible_until_done_and_exact_after() {
     drop(set);
     let (_set, loaded) = RollupSet::open(dir.path(), &[changed]).unwrap();
     assert!(matches!(loaded["b"], Loaded::NeedsRebuild(_)));
+}
+
+#[test]
+fn a_range_is_replaced_whole_and_nothing_outside_it() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let evs = events(&mut rng, 6000);
+    let mut def = random_def(&mut rng, 3);
+    def.intervals = vec![Grain::Minute, Grain::Hour];
+    def.filter = vec![];
+    let mut live = Rollup::new(def.clone()).unwrap();
+    live.apply(&batch(&evs));
+    // A "fixed" computation: the same events without the odd ones.
+    let fixed: Vec<Ev> = evs.iter().step_by(2).cloned().collect();
+    let lo = 1_700_000_000_000_000i64.div_euclid(HOUR) * HOUR + 5 * HOUR;
+    let hi = lo + 7 * HOUR;
+    let mut part = Rollup::new(def.clone()).unwrap();
+    part.apply_in(&batch(&fixed), Some((lo, hi)));
+    live.replace_range(part, lo, hi);
+    // Inside: the fixed events; outside: all of them.
+    let expect: Vec<Ev> = evs
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| !(lo..hi).contains(&e.ts) || i % 2 == 0)
+        .map(|(_, e)| e.clone())
+        .collect();
+    check(&live, &expect);
+    let n = expect.iter().filter(|e| passes(&def, e)).count() as u64;
+    assert_eq!(live.events(), n);
 }

@@ -5,7 +5,7 @@ use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
@@ -36,13 +36,22 @@ fn rollup_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
         (true, true) => "rebuilding",
         (false, _) => "building",
     };
-    Ok(json!({
+    let mut v = json!({
         "definition": def,
         "status": status,
         "events": e.rollup.events(),
         "lsn": e.lsn,
         "buckets": buckets,
-    }))
+    });
+    if let Some(b) = &e.building {
+        v["build"] = json!({
+            "rows_done": b.rows_done,
+            "rows_total": b.rows_total,
+            "from": b.range.map(|r| r.0),
+            "to": b.range.map(|r| r.1),
+        });
+    }
+    Ok(v)
 }
 
 pub(crate) async fn list_rollups(
@@ -92,6 +101,7 @@ pub(crate) async fn post_rollup(
 pub(crate) async fn rebuild_rollup(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(params): Query<RebuildParams>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
@@ -102,10 +112,38 @@ pub(crate) async fn rebuild_rollup(
         });
     }
     let n = name.clone();
-    tokio::task::spawn_blocking(move || engine.rebuild_rollup(&n))
+    let range = match (&params.from, &params.to) {
+        (None, None) => None,
+        (Some(f), Some(t)) => Some((time(f)?, time(t)?)),
+        _ => {
+            return Err(ApiError::BadRequest {
+                message: "give both from and to, or neither".into(),
+                stream: None,
+            })
+        }
+    };
+    tokio::task::spawn_blocking(move || engine.rebuild_rollup(&n, range))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok((StatusCode::ACCEPTED, Json(rollup_json(&state, &name)?)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RebuildParams {
+    /// A partial rebuild: RFC 3339 times on the rollup's coarsest interval.
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// An RFC 3339 time in µs.
+fn time(s: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| ApiError::BadRequest {
+            message: format!("time {s:?}: {e} (use RFC 3339, like 2026-11-01T00:00:00Z)"),
+            stream: None,
+        })
 }
 
 pub(crate) async fn delete_rollup(

@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod demo;
 mod import;
+mod reprocess;
 mod sample;
 mod sql;
 
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Run a SQL query on a running server and print the answer as a table.
     Sql(sql::SqlArgs),
+    /// Rebuild a rollup on a running server from its stored events.
+    Reprocess(reprocess::ReprocessArgs),
     /// Load generator used by the benchmarks under bench/.
     Bench(bench::BenchArgs),
 }
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sql(args) => runtime()?.block_on(sql::run(args)),
+        Command::Reprocess(args) => runtime()?.block_on(reprocess::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
     }
 }

@@ -362,6 +362,46 @@ async fn rollups_survive_kill9_and_reprocess_while_writers_run() {
     let (got, want) = both(&s, &req).await;
     assert_eq!(want["totals"]["count"], json!(30_000));
     compare(&got, &want, "after reprocessing");
+    // The CLI: a whole and a partial rebuild, with the answers unchanged.
+    for extra in [
+        vec![],
+        vec![
+            "--from",
+            "2026-11-01T00:00:00Z",
+            "--to",
+            "2026-11-02T00:00:00Z",
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["reprocess", "--rollup", "by_country", "--url", &s.base])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("rollup by_country rebuilt"), "{stdout}");
+        let (got, want) = both(&s, &req).await;
+        compare(&got, &want, &format!("after tally reprocess {extra:?}"));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["reprocess", "--rollup", "by_country", "--url", &s.base])
+        .args([
+            "--from",
+            "2026-11-01T00:30:00Z",
+            "--to",
+            "2026-11-02T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("whole hour"),
+        "{out:?}"
+    );
     let (st, _) = get_json(&s.url("/v1/rollups/nope")).await;
     assert_eq!(st, 404);
     let (st, v) = post(
