@@ -275,6 +275,34 @@ impl Engine {
         self.start_build(name, range, |at| self.rollups.rebuild(name, at, range))
     }
 
+    /// Sets the rollup gauges (called when metrics are scraped).
+    pub fn export_rollup_metrics(&self) {
+        let applied = *self.applied.lock();
+        ROLLUP_LAG.reset();
+        ROLLUP_EVENTS.reset();
+        ROLLUP_BUILD_ROWS.reset();
+        for name in self.rollups.names() {
+            let Some(e) = self.rollups.get(&name) else {
+                continue;
+            };
+            let e = e.read();
+            ROLLUP_LAG
+                .with_label_values(&[name.as_str()])
+                .set(applied.saturating_sub(e.lsn) as i64);
+            ROLLUP_EVENTS
+                .with_label_values(&[name.as_str()])
+                .set(e.rollup.events() as i64);
+            if let Some(b) = &e.building {
+                ROLLUP_BUILD_ROWS
+                    .with_label_values(&[name.as_str(), "done"])
+                    .set(b.rows_done as i64);
+                ROLLUP_BUILD_ROWS
+                    .with_label_values(&[name.as_str(), "total"])
+                    .set(b.rows_total as i64);
+            }
+        }
+    }
+
     /// Whether no rollup build is running.
     pub fn rollups_idle(&self) -> bool {
         let mut b = self.builders.lock();
@@ -316,15 +344,26 @@ impl Engine {
             .name("tally-rollup-build".into())
             .spawn(move || {
                 let t = Instant::now();
-                match feed_history(&rollups, &name, id, snapshot, &stopping) {
+                let outcome = match feed_history(&rollups, &name, id, snapshot, &stopping) {
                     Ok(Some(rows)) => match rollups.finish(&name, id) {
-                        Ok(true) => tracing::info!(rollup = %name, rows, took_ms = t.elapsed().as_millis() as u64, "rollup built"),
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(rollup = %name, error = %e, "rollup built but not saved; it is rebuilt at the next start"),
+                        Ok(true) => {
+                            tracing::info!(rollup = %name, rows, took_ms = t.elapsed().as_millis() as u64, "rollup built");
+                            "done"
+                        }
+                        Ok(false) => "replaced",
+                        Err(e) => {
+                            tracing::error!(rollup = %name, error = %e, "rollup built but not saved; it is rebuilt at the next start");
+                            "failed"
+                        }
                     },
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(rollup = %name, error = %e, "rollup build failed"),
-                }
+                    Ok(None) if stopping.load(Ordering::Acquire) => "stopped",
+                    Ok(None) => "replaced",
+                    Err(e) => {
+                        tracing::error!(rollup = %name, error = %e, "rollup build failed");
+                        "failed"
+                    }
+                };
+                ROLLUP_BUILDS.with_label_values(&[outcome]).inc();
             })
             .map_err(|e| Error::Io {
                 dir: self.opts.data_dir.clone(),
@@ -570,7 +609,9 @@ impl Sinks {
         let mut applied = self.applied.lock();
         // Rollups first: a flush that sees the record in the store then
         // finds it counted in the rollups too.
+        let t = Instant::now();
         self.rollups.apply(lsn, stream, batch);
+        ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
         if lsn > self.store_after {
             self.store.apply(lsn, stream, batch);
         }

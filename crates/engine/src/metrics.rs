@@ -2,7 +2,7 @@
 
 use prometheus::{
     exponential_buckets, register_histogram, register_int_counter, register_int_counter_vec,
-    Histogram, IntCounter, IntCounterVec,
+    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -53,6 +53,47 @@ pub(crate) static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static ROLLUP_APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "tally_rollup_apply_seconds",
+        "Time to apply one record to every rollup (part of each acknowledgement)",
+        exponential_buckets(0.000005, 2.0, 18).unwrap()
+    )
+    .unwrap()
+});
+pub(crate) static ROLLUP_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tally_rollup_lag_records",
+        "Log records applied to the store but not yet to the rollup (0: current; rollups are updated before each acknowledgement)",
+        &["rollup"]
+    )
+    .unwrap()
+});
+pub(crate) static ROLLUP_EVENTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tally_rollup_events",
+        "Events a rollup holds (after its filter)",
+        &["rollup"]
+    )
+    .unwrap()
+});
+pub(crate) static ROLLUP_BUILD_ROWS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tally_rollup_build_rows",
+        "Stored events a running build has fed, and will feed in all",
+        &["rollup", "of"]
+    )
+    .unwrap()
+});
+pub(crate) static ROLLUP_BUILDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_rollup_builds_total",
+        "Rollup builds ended, by outcome (done, replaced, failed, stopped)",
+        &["outcome"]
+    )
+    .unwrap()
+});
+
 /// Registers every metric of this stage so it is exported from the start.
 pub fn init() {
     LazyLock::force(&ACCEPTED);
@@ -61,4 +102,9 @@ pub fn init() {
     LazyLock::force(&BATCH_EVENTS);
     LazyLock::force(&APPEND_SECONDS);
     LazyLock::force(&UNDECODABLE);
+    LazyLock::force(&ROLLUP_APPLY_SECONDS);
+    LazyLock::force(&ROLLUP_LAG);
+    LazyLock::force(&ROLLUP_EVENTS);
+    LazyLock::force(&ROLLUP_BUILD_ROWS);
+    LazyLock::force(&ROLLUP_BUILDS);
 }

@@ -31,6 +31,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         crate::metrics::BUDGET_IN_USE
             .set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
         let _ = e.log_queue_depth();
+        e.export_rollup_metrics();
     }
     let families = prometheus::gather();
     let mut out = String::new();
