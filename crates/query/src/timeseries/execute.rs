@@ -386,7 +386,7 @@ pub(super) fn empty_values(plan: &Plan, fill: Fill) -> Vec<Value> {
     plan.aggs
         .iter()
         .map(|(_, a)| match (a, fill) {
-            (Agg::Count | Agg::CountOf(_) | Agg::Uniq(_), _) => json!(0),
+            (Agg::Count | Agg::CountOf(_) | Agg::Uniq(_) | Agg::UniqNumber(_), _) => json!(0),
             (Agg::Sum(_), Fill::Zero) => json!(0.0),
             (_, Fill::Zero) => json!(0),
             _ => Value::Null,

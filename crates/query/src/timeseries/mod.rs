@@ -98,6 +98,8 @@ enum Agg {
     Min(String),
     Max(String),
     Uniq(String),
+    /// `uniq(f)` of a numeric field (DataFusion's estimator takes text).
+    UniqNumber(String),
     Quantile(f64, String),
 }
 
@@ -144,12 +146,16 @@ impl Agg {
             | Agg::Min(f)
             | Agg::Max(f)
             | Agg::Uniq(f)
+            | Agg::UniqNumber(f)
             | Agg::Quantile(_, f) => Some(f),
         }
     }
 
     fn needs_number(&self) -> bool {
-        !matches!(self, Agg::Count | Agg::CountOf(_) | Agg::Uniq(_))
+        !matches!(
+            self,
+            Agg::Count | Agg::CountOf(_) | Agg::Uniq(_) | Agg::UniqNumber(_)
+        )
     }
 
     fn expr(&self) -> Expr {
@@ -161,6 +167,10 @@ impl Agg {
             Agg::Min(f) => agg::min(column(f)),
             Agg::Max(f) => agg::max(column(f)),
             Agg::Uniq(f) => agg::approx_distinct(column(f)),
+            Agg::UniqNumber(f) => agg::approx_distinct(datafusion::logical_expr::cast(
+                column(f),
+                arrow::datatypes::DataType::Utf8,
+            )),
             Agg::Quantile(q, f) => {
                 agg::approx_percentile_cont(SortExpr::new(column(f), true, false), lit(*q), None)
             }
@@ -375,7 +385,12 @@ impl QueryEngine {
         };
         let mut aggs = Vec::new();
         for text in texts {
-            let a = Agg::parse(&text)?;
+            let mut a = Agg::parse(&text)?;
+            if let Agg::Uniq(f) = &a {
+                if field_type(f)? == ColumnType::Value {
+                    a = Agg::UniqNumber(f.clone());
+                }
+            }
             if let Some(f) = a.field() {
                 let ty = field_type(f)?;
                 if a.needs_number() && ty != ColumnType::Value {

@@ -148,7 +148,7 @@ fn find_agg(def: &RollupDef, a: &Agg) -> Option<(usize, Aggregate, f64)> {
             let i = pos(&|x| matches!(x, Aggregate::Max(g) if g == f))?;
             (i, Aggregate::Max(f.clone()), 0.0)
         }
-        Agg::Uniq(f) => {
+        Agg::Uniq(f) | Agg::UniqNumber(f) => {
             let i = pos(&|x| matches!(x, Aggregate::Uniq(g) if g == f))?;
             (i, Aggregate::Uniq(f.clone()), 0.0)
         }
