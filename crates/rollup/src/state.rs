@@ -8,7 +8,6 @@ use crate::filter::Compiled;
 use crate::{Error, Result};
 use datasketches::hll::{HllSketch, HllType, HllUnion};
 use datasketches::tdigest::TDigestMut;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Hash maps keyed by group text: a fast hasher (keys are not chosen by
@@ -308,47 +307,73 @@ impl Rollup {
             .iter()
             .map(|a| a.field().and_then(|f| batch.column(f)))
             .collect();
-        // Groups of this batch by number; their text borrowed from the
-        // batch, so a row costs one lookup and no allocation.
-        let mut group_ids: HashMap<Vec<Option<Cow<'_, str>>>, u32> = HashMap::default();
-        // Rows of this batch by (finest bucket, group).
-        let mut local: HashMap<(i64, u32), Vec<u32>> = HashMap::default();
-        let mut key: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(groups.len());
-        for r in 0..batch.len() {
-            if range.is_some_and(|(lo, hi)| batch.ts[r] < lo || batch.ts[r] >= hi) {
-                continue;
-            }
-            if !self.filter.iter().all(|c| c.test(batch, r)) {
-                continue;
-            }
-            key.clear();
-            key.extend(groups.iter().map(|c| c.and_then(|c| text(c, r))));
-            let gid = match group_ids.get(key.as_slice()) {
-                Some(id) => *id,
-                None => {
-                    let id = group_ids.len() as u32;
-                    group_ids.insert(key.clone(), id);
-                    id
-                }
-            };
-            local
-                .entry((finest.start(batch.ts[r]), gid))
-                .or_default()
-                .push(r as u32);
-            self.events += 1;
+        // The rows that count, their finest buckets, and per group-by
+        // dimension the number of their value in this batch (text is
+        // interned once per distinct value, not copied per row).
+        let rows: Vec<u32> = (0..batch.len())
+            .filter(|&r| !range.is_some_and(|(lo, hi)| batch.ts[r] < lo || batch.ts[r] >= hi))
+            .filter(|&r| self.filter.iter().all(|c| c.test(batch, r)))
+            .map(|r| r as u32)
+            .collect();
+        if rows.is_empty() {
+            return;
         }
-        let mut keys: Vec<GroupKey> = vec![Vec::new(); group_ids.len()];
-        for (k, id) in group_ids {
-            keys[id as usize] = k.into_iter().map(|v| v.map(Cow::into_owned)).collect();
+        self.events += rows.len() as u64;
+        let nd = groups.len();
+        let mut ids: Vec<u32> = vec![0; rows.len() * nd];
+        let mut values: Vec<Vec<Option<String>>> = Vec::with_capacity(nd);
+        for (d, col) in groups.iter().enumerate() {
+            let mut seen: HashMap<Option<&[u8]>, u32> = HashMap::default();
+            let mut vals: Vec<Option<String>> = Vec::new();
+            let mut bits: HashMap<Option<u64>, u32> = HashMap::default();
+            for (i, &r) in rows.iter().enumerate() {
+                let r = r as usize;
+                let id = match col.map(|c| &c.data) {
+                    None => *seen.entry(None).or_insert_with(|| {
+                        vals.push(None);
+                        vals.len() as u32 - 1
+                    }),
+                    Some(ColumnData::Dim(s)) => {
+                        let v = s.valid[r]
+                            .then(|| &s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize]);
+                        *seen.entry(v).or_insert_with(|| {
+                            vals.push(v.map(|b| String::from_utf8_lossy(b).into_owned()));
+                            vals.len() as u32 - 1
+                        })
+                    }
+                    Some(ColumnData::Value(n)) => {
+                        let v = n.get(r);
+                        *bits.entry(v.map(f64::to_bits)).or_insert_with(|| {
+                            vals.push(v.map(|x| x.to_string()));
+                            vals.len() as u32 - 1
+                        })
+                    }
+                };
+                ids[i * nd + d] = id;
+            }
+            values.push(vals);
+        }
+        // Rows by (finest bucket, group).
+        let mut local: HashMap<(i64, &[u32]), Vec<u32>> = HashMap::default();
+        for (i, &r) in rows.iter().enumerate() {
+            let key = (
+                finest.start(batch.ts[r as usize]),
+                &ids[i * nd..(i + 1) * nd],
+            );
+            local.entry(key).or_default().push(r);
         }
         // Each stored cell is found once per batch and updated with its
         // rows directly (merging sketches per batch would cost far more
         // than updating them).
-        for ((bucket, gid), rows) in local {
-            let key = &keys[gid as usize];
+        for ((bucket, gids), rows) in local {
+            let key: GroupKey = gids
+                .iter()
+                .enumerate()
+                .map(|(d, id)| values[d][*id as usize].clone())
+                .collect();
             for (grain, buckets) in self.grains.iter_mut() {
                 let groups = buckets.entry(grain.start(bucket)).or_default();
-                let cell = match groups.get_mut(key) {
+                let cell = match groups.get_mut(&key) {
                     Some(c) => c,
                     None => groups
                         .entry(key.clone())
@@ -360,9 +385,7 @@ impl Rollup {
                     .zip(&self.def.aggregates)
                     .zip(&fields)
                 {
-                    for r in &rows {
-                        update(state, agg, *col, *r as usize);
-                    }
+                    update_rows(state, agg, *col, &rows);
                 }
             }
         }
@@ -428,53 +451,53 @@ impl Rollup {
     }
 }
 
-/// Row `r` of a column as group text (numbers as the API prints them).
-fn text(c: &Column, r: usize) -> Option<Cow<'_, str>> {
-    match &c.data {
-        ColumnData::Dim(s) => s.get(r).map(Cow::Borrowed),
-        ColumnData::Value(n) => n.get(r).map(|v| Cow::Owned(v.to_string())),
-    }
-}
-
-fn update(state: &mut State, agg: &Aggregate, col: Option<&Column>, r: usize) {
-    if let Aggregate::Count = agg {
-        if let State::Count(n) = state {
-            *n += 1;
-        }
+/// Adds rows `rows` of a batch to one state.
+fn update_rows(state: &mut State, agg: &Aggregate, col: Option<&Column>, rows: &[u32]) {
+    if let (Aggregate::Count, State::Count(n)) = (agg, &mut *state) {
+        *n += rows.len() as u64;
         return;
     }
     let Some(col) = col else { return };
+    let each = rows.iter().map(|r| *r as usize);
     match (state, &col.data) {
         (State::Count(n), data) => {
-            if data.valid()[r] {
-                *n += 1;
-            }
+            let valid = data.valid();
+            *n += each.filter(|r| valid[*r]).count() as u64;
         }
         (State::Uniq(h), ColumnData::Dim(s)) => {
-            if let Some(v) = s.get(r) {
-                h.update(v);
+            for r in each.filter(|r| s.valid[*r]) {
+                // The value's bytes (valid UTF-8 already).
+                h.update(&s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize]);
             }
         }
         (State::Uniq(h), ColumnData::Value(n)) => {
-            if let Some(v) = n.get(r) {
-                // Numbers hash by value; -0.0 and 0.0 are one value.
-                h.update((v + 0.0).to_bits());
+            for r in each.filter(|r| n.valid[*r]) {
+                // Numbers by value; -0.0 and 0.0 are one value.
+                h.update((n.values[r] + 0.0).to_bits());
             }
         }
-        (state, ColumnData::Value(n)) => {
-            let Some(v) = n.get(r) else { return };
-            match state {
-                State::Sum { sum, n } => {
-                    *sum += v;
-                    *n += 1;
-                }
-                State::Min(m) => *m = min_opt(*m, Some(v)),
-                State::Max(m) => *m = max_opt(*m, Some(v)),
-                State::Quantiles(t) => t.update(v),
-                _ => {}
+        (State::Sum { sum, n }, ColumnData::Value(c)) => {
+            for r in each.filter(|r| c.valid[*r]) {
+                *sum += c.values[r];
+                *n += 1;
+            }
+        }
+        (State::Min(m), ColumnData::Value(c)) => {
+            for r in each.filter(|r| c.valid[*r]) {
+                *m = min_opt(*m, Some(c.values[r]));
+            }
+        }
+        (State::Max(m), ColumnData::Value(c)) => {
+            for r in each.filter(|r| c.valid[*r]) {
+                *m = max_opt(*m, Some(c.values[r]));
+            }
+        }
+        (State::Quantiles(t), ColumnData::Value(c)) => {
+            for r in each.filter(|r| c.valid[*r]) {
+                t.update(c.values[r]);
             }
         }
         // A numeric aggregate over a text field: nothing to add.
-        (_, ColumnData::Dim(_)) => {}
+        _ => {}
     }
 }
