@@ -256,77 +256,31 @@ impl Route {
     }
 }
 
-/// Accumulators per series bucket and group, per group, and overall.
-struct Sums {
-    route: Route,
-    series: HashMap<(i64, Vec<Option<String>>), Vec<Acc>>,
-    totals: HashMap<Vec<Option<String>>, Vec<Acc>>,
-    grand: Vec<Acc>,
+/// Values of the request's aggregates from states (`cell`) or
+/// accumulators (`accs`), as JSON like the raw path's.
+fn json_values(route: &Route, value: impl Fn(usize, &Aggregate, f64) -> Option<f64>) -> Vec<Value> {
+    route
+        .aggs
+        .iter()
+        .enumerate()
+        .map(|(k, (_, a, q))| match (a, value(k, a, *q)) {
+            (_, None) => Value::Null,
+            (Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_), Some(v)) => {
+                json!(v as i64)
+            }
+            (_, Some(v)) if v.is_finite() => json!(v),
+            _ => Value::Null,
+        })
+        .collect()
 }
 
-impl Sums {
-    fn new(route: Route) -> Sums {
-        let grand = route.aggs.iter().map(|(_, a, _)| Acc::new(a)).collect();
-        Sums {
-            route,
-            series: HashMap::new(),
-            totals: HashMap::new(),
-            grand,
-        }
-    }
+fn new_accs(route: &Route) -> Vec<Acc> {
+    route.aggs.iter().map(|(_, a, _)| Acc::new(a)).collect()
+}
 
-    fn accs(&self) -> Vec<Acc> {
-        self.route
-            .aggs
-            .iter()
-            .map(|(_, a, _)| Acc::new(a))
-            .collect()
-    }
-
-    fn add(&mut self, plan: &Plan, bucket: i64, key: &[Option<String>], cell: &Cell) {
-        if !self
-            .route
-            .key_filters
-            .iter()
-            .all(|(p, f)| f.test(key[*p].as_deref()))
-        {
-            return;
-        }
-        let group: Vec<Option<String>> = self.route.keys.iter().map(|p| key[*p].clone()).collect();
-        let fresh = self.accs();
-        let add_all = |accs: &mut Vec<Acc>, route: &Route| {
-            for (acc, (i, _, _)) in accs.iter_mut().zip(&route.aggs) {
-                acc.add(&cell.states[*i]);
-            }
-        };
-        if let Some(i) = plan.interval {
-            let rb = bucket_start(bucket, i, plan.tz.as_ref());
-            let accs = self
-                .series
-                .entry((rb, group.clone()))
-                .or_insert_with(|| fresh.clone());
-            add_all(accs, &self.route);
-        }
-        if !plan.group_by.is_empty() {
-            let accs = self.totals.entry(group).or_insert_with(|| fresh.clone());
-            add_all(accs, &self.route);
-        }
-        let route = self.route.clone();
-        add_all(&mut self.grand, &route);
-    }
-
-    fn values(&self, accs: &[Acc]) -> Vec<Value> {
-        accs.iter()
-            .zip(&self.route.aggs)
-            .map(|(acc, (_, a, q))| match (a, acc.value(a, *q)) {
-                (_, None) => Value::Null,
-                (Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_), Some(v)) => {
-                    json!(v as i64)
-                }
-                (_, Some(v)) if v.is_finite() => json!(v),
-                _ => Value::Null,
-            })
-            .collect()
+fn add_cell(accs: &mut [Acc], route: &Route, cell: &Cell) {
+    for (acc, (i, _, _)) in accs.iter_mut().zip(&route.aggs) {
+        acc.add(&cell.states[*i]);
     }
 }
 
@@ -339,30 +293,57 @@ pub(super) async fn answer(
     route: Route,
     rollup: Arc<parking_lot::RwLock<tally_rollup::Entry>>,
 ) -> Result<Value> {
-    let mut sums = Sums::new(route.clone());
-    {
-        let entry = rollup.read();
-        for (b, key, cell) in entry.rollup.cells(route.grain, route.lo, route.hi) {
-            sums.add(&plan, b, key, cell);
+    // The ends first: raw events in [from, lo) and [hi, to).
+    let finest = route.def.grains()[0];
+    let mut edges = Vec::new();
+    for (a, b) in [(plan.from, route.lo), (route.hi, plan.to)] {
+        if a < b {
+            edges.push(raw_rollup(&q, &table, &plan, &route.def, a, b).await?);
         }
     }
-    // The ends: raw events in [from, lo) and [hi, to).
-    let finest = route.def.grains()[0];
-    for (a, b) in [(plan.from, route.lo), (route.hi, plan.to)] {
-        if a >= b {
-            continue;
+    let entry = rollup.read();
+    // Every cell in range, with its request bucket and group, once the
+    // request's filters on group values hold.
+    let rb_of = |b: i64| {
+        plan.interval
+            .map_or(0, |i| bucket_start(b, i, plan.tz.as_ref()))
+    };
+    let cells = || {
+        entry
+            .rollup
+            .cells(route.grain, route.lo, route.hi)
+            .chain(
+                edges
+                    .iter()
+                    .flat_map(|e| e.cells(finest, i64::MIN, i64::MAX)),
+            )
+            .filter(|(_, key, _)| {
+                route
+                    .key_filters
+                    .iter()
+                    .all(|(p, f)| f.test(key[*p].as_deref()))
+            })
+            .map(|(b, key, cell)| {
+                let group: Vec<Option<String>> =
+                    route.keys.iter().map(|p| key[*p].clone()).collect();
+                (rb_of(b), group, cell)
+            })
+    };
+    // Pass 1: totals per group (for ranking) and cells per series point.
+    let mut totals: HashMap<Vec<Option<String>>, Vec<Acc>> = HashMap::new();
+    let mut per_point: HashMap<(i64, Vec<Option<String>>), u32> = HashMap::new();
+    for (rb, group, cell) in cells() {
+        if plan.interval.is_some() {
+            *per_point.entry((rb, group.clone())).or_default() += 1;
         }
-        let edge = raw_rollup(&q, &table, &plan, &route.def, a, b).await?;
-        for (bucket, key, cell) in edge.cells(finest, i64::MIN, i64::MAX) {
-            sums.add(&plan, bucket, key, cell);
-        }
+        let accs = totals.entry(group).or_insert_with(|| new_accs(&route));
+        add_cell(accs, &route, cell);
     }
 
     // Rank groups, keep the top, fold the rest into "other".
     let rank = plan.rank;
     let (_, rank_agg, rank_q) = &route.aggs[rank];
-    let mut groups: Vec<(&Vec<Option<String>>, Option<f64>)> = sums
-        .totals
+    let mut groups: Vec<(&Vec<Option<String>>, Option<f64>)> = totals
         .iter()
         .map(|(g, accs)| (g, accs[rank].value(rank_agg, *rank_q)))
         .collect();
@@ -377,34 +358,72 @@ pub(super) async fn answer(
         };
         by_rank.then_with(|| a.0.cmp(b.0))
     });
-    let top: Vec<Vec<Option<String>>> = groups
-        .iter()
-        .take(plan.limit)
-        .map(|(g, _)| (*g).clone())
-        .collect();
+    let grouped = !plan.group_by.is_empty();
+    let top: Vec<Vec<Option<String>>> = if grouped {
+        groups
+            .iter()
+            .take(plan.limit)
+            .map(|(g, _)| (*g).clone())
+            .collect()
+    } else {
+        vec![]
+    };
     let is_top: std::collections::HashSet<&Vec<Option<String>>> = top.iter().collect();
     let n = plan.group_by.len();
-    let other_key = GroupKey {
-        other: true,
-        values: vec![None; n],
-    };
     let key_of = |g: &Vec<Option<String>>| -> GroupKey {
-        if n == 0 || is_top.contains(g) {
+        if !grouped || is_top.contains(g) {
             GroupKey {
                 other: false,
                 values: g.clone(),
             }
         } else {
-            other_key.clone()
+            GroupKey {
+                other: true,
+                values: vec![None; n],
+            }
         }
     };
-    let mut series_acc: BTreeMap<GroupKey, BTreeMap<i64, Vec<Acc>>> = BTreeMap::new();
-    for ((b, g), accs) in &sums.series {
+
+    // Pass 2: the series. A point of a top group made of one cell reads
+    // the cell's states directly; others merge.
+    let mut series: BTreeMap<GroupKey, BTreeMap<i64, Vec<Value>>> = BTreeMap::new();
+    if plan.interval.is_some() {
+        let mut merged: BTreeMap<(GroupKey, i64), Vec<Acc>> = BTreeMap::new();
+        for (rb, group, cell) in cells() {
+            let k = key_of(&group);
+            if k.other && !plan.other {
+                continue;
+            }
+            if !k.other && per_point[&(rb, group)] == 1 {
+                let vals = json_values(&route, |k, a, q| cell.states[route.aggs[k].0].value(a, q));
+                series.entry(k).or_default().insert(rb, vals);
+                continue;
+            }
+            let accs = merged.entry((k, rb)).or_insert_with(|| new_accs(&route));
+            add_cell(accs, &route, cell);
+        }
+        for ((k, rb), accs) in merged {
+            let vals = json_values(&route, |i, a, q| accs[i].value(a, q));
+            series.entry(k).or_default().insert(rb, vals);
+        }
+    }
+    drop(entry);
+
+    // Totals per shown group ("other" merged), and overall.
+    let mut shown: BTreeMap<GroupKey, Vec<Acc>> = BTreeMap::new();
+    let mut grand = new_accs(&route);
+    for (g, accs) in &totals {
+        for (x, y) in grand.iter_mut().zip(accs) {
+            x.absorb(y);
+        }
+        if !grouped {
+            continue;
+        }
         let k = key_of(g);
         if k.other && !plan.other {
             continue;
         }
-        match series_acc.entry(k).or_default().entry(*b) {
+        match shown.entry(k) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(accs.clone());
             }
@@ -415,38 +434,11 @@ pub(super) async fn answer(
             }
         }
     }
-    let mut totals_acc: BTreeMap<GroupKey, Vec<Acc>> = BTreeMap::new();
-    for (g, accs) in &sums.totals {
-        let k = key_of(g);
-        if k.other && !plan.other {
-            continue;
-        }
-        match totals_acc.entry(k) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(accs.clone());
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                for (x, y) in o.get_mut().iter_mut().zip(accs) {
-                    x.absorb(y);
-                }
-            }
-        }
-    }
-    let series = series_acc
+    let totals: BTreeMap<GroupKey, Vec<Value>> = shown
         .into_iter()
-        .map(|(k, points)| {
-            let points = points
-                .into_iter()
-                .map(|(b, accs)| (b, sums.values(&accs)))
-                .collect();
-            (k, points)
-        })
+        .map(|(k, accs)| (k, json_values(&route, |i, a, q| accs[i].value(a, q))))
         .collect();
-    let totals = totals_acc
-        .into_iter()
-        .map(|(k, accs)| (k, sums.values(&accs)))
-        .collect();
-    let grand = sums.values(&sums.grand);
+    let grand = json_values(&route, |i, a, q| grand[i].value(a, q));
     Ok(shape(
         &plan,
         &top,
