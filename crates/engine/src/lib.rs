@@ -563,11 +563,16 @@ impl DirLock {
     }
 }
 
-/// Flushes the tail, saves rollup states, and only then lets the log drop
+/// Flushes the tail, applies rollup retention, saves rollup states, and
+/// only then lets the log drop
 /// what the flush covered: rollups are never behind what the log still
 /// holds. A failed snapshot keeps the log (retried at the next flush).
 fn flush_and_compact(store: &Store, rollups: &RollupSet, log: &dyn Log) -> Result<FlushReport> {
     let report = store.flush()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    rollups.retain_all(now);
     rollups.snapshot_all()?;
     log.truncate_through(report.checkpoint_lsn)?;
     store.compact()?;

@@ -77,6 +77,7 @@ mod rollups {
             group_by: vec!["a".into()],
             filter,
             aggregates: vec![Aggregate::Count, Aggregate::Sum("v".into())],
+            retention: Default::default(),
         }
     }
 

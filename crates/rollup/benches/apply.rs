@@ -62,6 +62,7 @@ fn main() {
             Aggregate::Uniq("user".into()),
             Aggregate::Quantiles("ms".into()),
         ],
+        retention: Default::default(),
     };
     let mut r = Rollup::new(def).unwrap();
     let t = Instant::now();

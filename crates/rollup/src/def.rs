@@ -192,6 +192,23 @@ pub struct RollupDef {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filter: Vec<Condition>,
     pub aggregates: Vec<Aggregate>,
+    /// How long each interval's buckets are kept (`"48h"`, `"90d"`, `"2w"`);
+    /// an interval not named keeps its buckets for ever.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub retention: std::collections::BTreeMap<Grain, String>,
+}
+
+/// A retention period in µs: a number and `h`, `d` or `w`.
+pub fn parse_period(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = match s.chars().last()? {
+        'h' => 3_600_000_000,
+        'd' => 86_400_000_000,
+        'w' => 7 * 86_400_000_000,
+        _ => return None,
+    };
+    let n: i64 = s[..s.len() - 1].parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit)
 }
 
 impl RollupDef {
@@ -251,12 +268,27 @@ impl RollupDef {
                 ));
             }
         }
+        for (g, period) in &self.retention {
+            let ok = parse_period(period).is_some_and(|us| us >= g.micros());
+            if !ok || !self.intervals.contains(g) {
+                return invalid(format!(
+                    "rollup {:?}: retention of {} {period:?}: an interval of the rollup and a period like 48h, 90d or 2w, at least one bucket long",
+                    self.name,
+                    g.as_str()
+                ));
+            }
+        }
         for c in &self.filter {
             crate::filter::Compiled::check(c).map_err(|message| Error::Invalid {
                 message: format!("rollup {:?}: filter on {:?}: {message}", self.name, c.field),
             })?;
         }
         Ok(())
+    }
+
+    /// How long buckets of `g` are kept, in µs (`None`: for ever).
+    pub fn retention_us(&self, g: Grain) -> Option<i64> {
+        self.retention.get(&g).and_then(|p| parse_period(p))
     }
 
     /// The intervals, finest first, without repeats.

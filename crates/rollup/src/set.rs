@@ -392,6 +392,23 @@ impl RollupSet {
         Ok(gone)
     }
 
+    /// Applies every rollup's retention as of `now` (µs), builds in
+    /// progress included. Returns the buckets dropped.
+    pub fn retain_all(&self, now: i64) -> usize {
+        let mut dropped = 0;
+        for e in self.entries.read().values() {
+            let mut e = e.write();
+            dropped += e.rollup.retain(now);
+            if let Some(b) = &mut e.building {
+                dropped += b.rollup.retain(now);
+            }
+        }
+        if dropped > 0 {
+            self.bump();
+        }
+        dropped
+    }
+
     /// Writes every rollup's snapshot (rollups being rebuilt keep their
     /// previous snapshot until the rebuild ends). Returns the lowest
     /// position written.

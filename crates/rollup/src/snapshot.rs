@@ -13,7 +13,8 @@ use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"TLRU";
-const VERSION: u32 = 1;
+/// 2: each interval carries the first bucket retention kept.
+const VERSION: u32 = 2;
 
 /// Encodes `rollup` as of log position `lsn`.
 pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
@@ -28,6 +29,7 @@ pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
     put_u32(&mut w, grains.len() as u32);
     for g in grains {
         w.push(grain_tag(g));
+        put_u64(&mut w, rollup.kept_from(g) as u64);
         let empty = Buckets::new();
         let buckets = rollup.buckets(g).unwrap_or(&empty);
         put_u32(&mut w, buckets.len() as u32);
@@ -92,6 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
             2 => Grain::Day,
             t => return Err(corrupt(&format!("interval tag {t}"))),
         };
+        let kept_from = r.u64()? as i64;
         let mut buckets = Buckets::new();
         for _ in 0..r.u32()? {
             let start = r.u64()? as i64;
@@ -123,6 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
             Some((_, b)) => *b = buckets,
             None => return Err(corrupt("an interval the definition lacks")),
         }
+        rollup.set_kept_from(grain, kept_from);
     }
     if r.at != body.len() {
         return Err(corrupt("trailing bytes"));

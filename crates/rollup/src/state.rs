@@ -235,6 +235,9 @@ pub struct Rollup {
     grains: Vec<(Grain, Buckets)>,
     /// Events counted (after the filter).
     events: u64,
+    /// Per interval (as `grains`), the first bucket still kept: older
+    /// buckets were dropped by retention and are not recreated.
+    kept_from: Vec<i64>,
 }
 
 impl Rollup {
@@ -249,16 +252,18 @@ impl Rollup {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let grains = def
+        let grains: Vec<(Grain, Buckets)> = def
             .grains()
             .into_iter()
             .map(|g| (g, Buckets::new()))
             .collect();
+        let kept_from = vec![i64::MIN; grains.len()];
         Ok(Rollup {
             def,
             filter,
             grains,
             events: 0,
+            kept_from,
         })
     }
 
@@ -371,7 +376,11 @@ impl Rollup {
                 .enumerate()
                 .map(|(d, id)| values[d][*id as usize].clone())
                 .collect();
-            for (grain, buckets) in self.grains.iter_mut() {
+            for ((grain, buckets), kept) in self.grains.iter_mut().zip(&self.kept_from) {
+                if grain.start(bucket) < *kept {
+                    // A late event for a bucket retention dropped.
+                    continue;
+                }
                 let groups = buckets.entry(grain.start(bucket)).or_default();
                 let cell = match groups.get_mut(&key) {
                     Some(c) => c,
@@ -439,11 +448,44 @@ impl Rollup {
         }
     }
 
-    /// Drops buckets that start before `cutoff` (retention).
+    /// Applies the definition's retention as of `now` (µs): drops buckets
+    /// that ended more than their interval's period ago. Returns the
+    /// buckets dropped.
+    pub fn retain(&mut self, now: i64) -> usize {
+        let mut dropped = 0;
+        for i in 0..self.grains.len() {
+            let g = self.grains[i].0;
+            if let Some(period) = self.def.retention_us(g) {
+                let cutoff = g.start(now.saturating_sub(period));
+                dropped += self.drop_before(g, cutoff);
+            }
+        }
+        dropped
+    }
+
+    /// The first bucket start of `grain` still kept (`i64::MIN`: all).
+    pub fn kept_from(&self, grain: Grain) -> i64 {
+        self.grains
+            .iter()
+            .zip(&self.kept_from)
+            .find(|((g, _), _)| *g == grain)
+            .map_or(i64::MIN, |(_, k)| *k)
+    }
+
+    pub(crate) fn set_kept_from(&mut self, grain: Grain, from: i64) {
+        if let Some(i) = self.grains.iter().position(|(g, _)| *g == grain) {
+            self.kept_from[i] = from;
+        }
+    }
+
+    /// Drops buckets that start before `cutoff` (retention); later events
+    /// for them are not counted.
     pub fn drop_before(&mut self, grain: Grain, cutoff: i64) -> usize {
-        let Some((_, buckets)) = self.grains.iter_mut().find(|(g, _)| *g == grain) else {
+        let Some(i) = self.grains.iter().position(|(g, _)| *g == grain) else {
             return 0;
         };
+        self.kept_from[i] = self.kept_from[i].max(cutoff);
+        let buckets = &mut self.grains[i].1;
         let keep = buckets.split_off(&cutoff);
         let dropped = buckets.len();
         *buckets = keep;

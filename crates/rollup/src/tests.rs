@@ -134,6 +134,7 @@ fn random_def(rng: &mut StdRng, i: usize) -> RollupDef {
             Aggregate::Uniq("user".into()),
             Aggregate::Quantiles("ms".into()),
         ],
+        retention: Default::default(),
     }
 }
 
@@ -365,6 +366,7 @@ fn count_def(name: &str) -> RollupDef {
         group_by: vec!["country".into()],
         filter: vec![],
         aggregates: vec![Aggregate::Count, Aggregate::Uniq("user".into())],
+        retention: Default::default(),
     }
 }
 
@@ -483,4 +485,58 @@ fn a_range_is_replaced_whole_and_nothing_outside_it() {
     check(&live, &expect);
     let n = expect.iter().filter(|e| passes(&def, e)).count() as u64;
     assert_eq!(live.events(), n);
+}
+
+#[test]
+fn retention_drops_whole_buckets_persists_and_ignores_late_events_for_them() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let evs = events(&mut rng, 4000);
+    let mut def = random_def(&mut rng, 4);
+    def.filter = vec![];
+    def.intervals = vec![Grain::Minute, Grain::Hour];
+    def.retention = [(Grain::Minute, "12h".to_string())].into_iter().collect();
+    let mut r = Rollup::new(def.clone()).unwrap();
+    r.apply(&batch(&evs));
+    // "Now" is 36 hours into the events: minutes older than 24 h of data go.
+    let now = 1_700_000_000_000_000 + 36 * HOUR;
+    let dropped = r.retain(now);
+    assert!(dropped > 0);
+    let cutoff = Grain::Minute.start(now - 12 * HOUR);
+    assert_eq!(r.kept_from(Grain::Minute), cutoff);
+    assert!(r
+        .buckets(Grain::Minute)
+        .unwrap()
+        .keys()
+        .all(|b| *b >= cutoff));
+    assert_eq!(
+        r.kept_from(Grain::Hour),
+        i64::MIN,
+        "hours are kept for ever"
+    );
+    // Late events for dropped minutes do not recreate them; hours count them.
+    let hours_before = r.buckets(Grain::Hour).unwrap().len();
+    let late: Vec<Ev> = evs
+        .iter()
+        .filter(|e| e.ts < cutoff)
+        .take(50)
+        .cloned()
+        .collect();
+    r.apply(&batch(&late));
+    assert!(r
+        .buckets(Grain::Minute)
+        .unwrap()
+        .keys()
+        .all(|b| *b >= cutoff));
+    assert_eq!(r.buckets(Grain::Hour).unwrap().len(), hours_before);
+    // The kept range survives a snapshot.
+    let (back, _) = snapshot::decode(&snapshot::encode(&r, 9)).unwrap();
+    assert_eq!(back.kept_from(Grain::Minute), cutoff);
+    // Bad retention settings are refused.
+    let mut bad = def.clone();
+    bad.retention = [(Grain::Day, "90d".to_string())].into_iter().collect();
+    assert!(bad.validate().is_err(), "not an interval of the rollup");
+    bad.retention = [(Grain::Hour, "30m".to_string())].into_iter().collect();
+    assert!(bad.validate().is_err(), "not a period");
+    bad.retention = [(Grain::Hour, "2w".to_string())].into_iter().collect();
+    bad.validate().unwrap();
 }

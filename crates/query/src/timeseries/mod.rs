@@ -308,7 +308,7 @@ impl QueryEngine {
                     why.push(format!("{name}: still building"));
                     continue;
                 }
-                rollup::route(e.rollup.def(), req, plan, &field_type)
+                rollup::route(&e.rollup, req, plan, &field_type)
             };
             match r {
                 Ok(route) => {

@@ -162,11 +162,12 @@ fn find_agg(def: &RollupDef, a: &Agg) -> Option<(usize, Aggregate, f64)> {
 
 /// Why `def` cannot answer, or how it can.
 pub(super) fn route(
-    def: &RollupDef,
+    rollup: &Rollup,
     req: &Request,
     plan: &Plan,
     field_type: &dyn Fn(&str) -> Option<ColumnType>,
 ) -> std::result::Result<Route, String> {
+    let def = rollup.def();
     if def.stream != plan.stream {
         return Err("another stream".into());
     }
@@ -228,12 +229,21 @@ pub(super) fn route(
             b = super::buckets::next_bucket(b, i, plan.tz.as_ref());
         }
     }
-    let grain = grains
+    let aligned: Vec<Grain> = grains
         .iter()
         .rev()
-        .find(|g| bounds.iter().all(|b| b.rem_euclid(g.micros()) == 0))
+        .filter(|g| bounds.iter().all(|b| b.rem_euclid(g.micros()) == 0))
         .copied()
-        .ok_or("the request's buckets do not align with the rollup's")?;
+        .collect();
+    if aligned.is_empty() {
+        return Err("the request's buckets do not align with the rollup's".into());
+    }
+    // Retention may have dropped the older buckets of an interval.
+    let grain = aligned
+        .iter()
+        .find(|g| rollup.kept_from(**g) <= lo)
+        .copied()
+        .ok_or("the range starts before the buckets the rollup keeps (retention)")?;
     Ok(Route {
         name: def.name.clone(),
         def: def.clone(),

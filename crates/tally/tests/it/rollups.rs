@@ -302,6 +302,32 @@ async fn rollup_answers_equal_raw_answers_for_random_definitions_and_requests() 
         v["error"].as_str().unwrap().contains("not grouped by user"),
         "{v}"
     );
+
+    // Retention: minutes kept for an hour are gone after a flush (the data
+    // is weeks old), so a 15-minute series cannot come from the rollup; its
+    // hours still answer.
+    // (count(user) is in no other rollup, so only this one covers.)
+    define(
+        &s,
+        &json!({"name": "kept", "stream": "web", "intervals": ["minute", "hour"],
+        "group_by": ["device"], "aggregates": ["count(user)"], "retention": {"minute": "1h"}}),
+    )
+    .await;
+    wait_ready(&s).await;
+    assert_eq!(post(&s.url("/v1/admin/flush"), None, "").await.0, 200);
+    let (_, v) = get_json(&s.url("/v1/rollups/kept")).await;
+    assert_eq!(v["buckets"]["minute"], json!(0), "{v}");
+    let day = json!({"stream": "web", "from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z",
+        "group_by": ["device"], "aggregates": ["count(user)"], "source": "rollup"});
+    let mut q = day.clone();
+    q["interval"] = json!("15m");
+    let (st, v) = ts_query(&s, &q).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("retention"), "{v}");
+    q["interval"] = json!("1h");
+    let (got, want) = both(&s, &q).await;
+    assert_eq!(got["source"], "rollup:kept");
+    compare(&got, &want, "hours after minute retention");
 }
 
 #[tokio::test]
