@@ -58,6 +58,19 @@ pub struct Building {
     pub rows_total: u64,
 }
 
+impl Building {
+    fn new(id: u64, rollup: Rollup, from_lsn: u64, range: Option<(i64, i64)>) -> Building {
+        Building {
+            id,
+            rollup,
+            from_lsn,
+            range,
+            rows_done: 0,
+            rows_total: 0,
+        }
+    }
+}
+
 /// What opening found for one rollup.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
@@ -228,14 +241,7 @@ impl RollupSet {
         match entries.get(&def.name) {
             Some(e) => {
                 let mut e = e.write();
-                e.building = Some(Building {
-                    id,
-                    rollup: fresh,
-                    from_lsn: at_lsn,
-                    range: None,
-                    rows_done: 0,
-                    rows_total: 0,
-                });
+                e.building = Some(Building::new(id, fresh, at_lsn, None));
                 e.lsn = e.lsn.max(at_lsn);
             }
             None => {
@@ -245,14 +251,7 @@ impl RollupSet {
                         rollup: Rollup::new(def.clone())?,
                         lsn: at_lsn,
                         complete: false,
-                        building: Some(Building {
-                            id,
-                            rollup: fresh,
-                            from_lsn: at_lsn,
-                            range: None,
-                            rows_done: 0,
-                            rows_total: 0,
-                        }),
+                        building: Some(Building::new(id, fresh, at_lsn, None)),
                     })),
                 );
             }
@@ -311,14 +310,12 @@ impl RollupSet {
                 });
             }
         }
-        e.building = Some(Building {
+        e.building = Some(Building::new(
             id,
-            rollup: Rollup::new(e.rollup.def().clone())?,
-            from_lsn: at_lsn,
+            Rollup::new(e.rollup.def().clone())?,
+            at_lsn,
             range,
-            rows_done: 0,
-            rows_total: 0,
-        });
+        ));
         e.lsn = e.lsn.max(at_lsn);
         Ok(id)
     }

@@ -1,0 +1,246 @@
+//! Tests of the store: compaction tiers, flush and reopen, concurrent
+//! readers and flushes, reading stored events back.
+
+mod tiers {
+    use super::super::*;
+
+    fn seg(id: u64, partition: i64, rows: u64) -> SegmentMeta {
+        SegmentMeta {
+            id,
+            stream: "s".into(),
+            partition,
+            path: String::new(),
+            rows,
+            min_ts: 0,
+            max_ts: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn tiers_merge_similar_sizes_and_bound_the_count() {
+        // Simulate many equal flushes into one partition, compacting after each.
+        let mut segs: Vec<SegmentMeta> = Vec::new();
+        let mut rewritten = 0u64;
+        let mut next = 1;
+        for _ in 0..1000 {
+            segs.push(seg(next, 0, 1000));
+            next += 1;
+            while let Some(c) = compaction_candidate(&segs, 4, u64::MAX) {
+                let ids: HashSet<u64> = c.iter().map(|s| s.id).collect();
+                let rows: u64 = c.iter().map(|s| s.rows).sum();
+                rewritten += rows;
+                segs.retain(|s| !ids.contains(&s.id));
+                segs.push(seg(next, 0, rows));
+                next += 1;
+            }
+            // log4 of the partition's size, times (fanout - 1), bounds the count.
+            let total: u64 = segs.iter().map(|s| s.rows).sum();
+            assert!(
+                segs.len() as u32 <= 3 * (total.ilog(4) + 1),
+                "{} segments",
+                segs.len()
+            );
+        }
+        assert_eq!(segs.iter().map(|s| s.rows).sum::<u64>(), 1_000_000);
+        // Each row rewritten about log4(1000) times, not 1000/2.
+        assert!(
+            rewritten < 1_000_000 * 6,
+            "write amplification {}",
+            rewritten / 1_000_000
+        );
+        // Other partitions never merge together.
+        let mixed = vec![seg(1, 0, 10), seg(2, 3_600_000_000, 10), seg(3, 0, 10)];
+        assert!(compaction_candidate(&mixed, 3, u64::MAX).is_none());
+        // The row cap: segments at it stay, and a merge never exceeds it.
+        let big = vec![
+            seg(1, 0, 600),
+            seg(2, 0, 600),
+            seg(3, 0, 600),
+            seg(4, 0, 1000),
+        ];
+        assert!(
+            compaction_candidate(&big, 2, 1000).is_none(),
+            "600+600 > 1000"
+        );
+        let small = vec![
+            seg(1, 0, 300),
+            seg(2, 0, 300),
+            seg(3, 0, 300),
+            seg(4, 0, 300),
+        ];
+        let c = compaction_candidate(&small, 2, 1000).unwrap();
+        assert_eq!(c.len(), 3);
+    }
+    use tally_ingest::{parse, Format};
+
+    fn batch(body: &str) -> Batch {
+        parse(body.as_bytes(), Format::Ndjson, 0, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn readers_flushes_and_compaction_run_together_without_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.compaction_fanout = 2;
+        let store = Arc::new(Store::open(opts).unwrap());
+        let b = batch("{\"ts\":1000,\"a\":\"x\",\"v\":1}\n{\"ts\":7200000,\"v\":2}\n");
+        store.schemas().reserve("s", &b).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A deadlock would hang the test; the watchdog fails it instead.
+        let watchdog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    assert!(t.elapsed() < Duration::from_secs(60), "store deadlocked");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        let writer = {
+            let (store, b) = (store.clone(), b.clone());
+            std::thread::spawn(move || {
+                for lsn in 1..=3000u64 {
+                    store.apply(lsn, "s", &b);
+                    let _ = store.memory_bytes();
+                }
+            })
+        };
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rows = 0;
+                for _ in 0..300 {
+                    let snap = store.snapshot("s", None, None).unwrap().unwrap();
+                    let n: u64 = snap.segments.iter().map(|s| s.meta.rows).sum::<u64>()
+                        + snap.memory.iter().map(|m| m.num_rows() as u64).sum::<u64>();
+                    // Each row exactly once, and never fewer than before.
+                    assert!(n >= rows && n.is_multiple_of(2), "{n} after {rows}");
+                    rows = n;
+                    let _ = store.stream_stats();
+                }
+            })
+        };
+        for _ in 0..100 {
+            store.flush().unwrap();
+            store.compact().unwrap();
+        }
+        writer.join().unwrap();
+        reader.join().unwrap();
+        store.flush().unwrap();
+        done.store(true, Ordering::Relaxed);
+        watchdog.join().unwrap();
+        let total: u64 = store.segments().iter().map(|s| s.rows).sum();
+        assert_eq!(total, 6000);
+    }
+
+    #[test]
+    fn flush_compact_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.compaction_fanout = 2;
+        let store = Store::open(opts.clone()).unwrap();
+        let mut lsn = 0;
+        for i in 0..5 {
+            lsn += 1;
+            let b = batch(&format!(
+                "{{\"ts\":{},\"a\":\"x{i}\",\"v\":{i}}}\n{{\"ts\":{},\"b\":\"y\"}}\n",
+                1000 * i,
+                1000 * i + 1
+            ));
+            store.schemas().reserve("s", &b).unwrap();
+            store.apply(lsn, "s", &b);
+            let r = store.flush().unwrap();
+            assert_eq!(r.rows, 2);
+            assert_eq!(r.checkpoint_lsn, lsn);
+        }
+        assert_eq!(store.segments().len(), 5);
+        // Five 2-row segments (tier 0): merged into one 10-row segment.
+        assert_eq!(store.compact().unwrap(), 1);
+        let segs = store.segments();
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].rows, 10);
+        let batches = read_segment(&dir.path().join(&segs[0].path)).unwrap();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 10);
+        assert_eq!(batches[0].schema().field(0).name(), "ts");
+        drop(store);
+
+        // A stray file from a crash mid-flush disappears at open.
+        let stray = dir.path().join("segments/s/stray.parquet");
+        fs::write(&stray, b"junk").unwrap();
+        let store = Store::open(opts).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(store.checkpoint_lsn(), 5);
+        assert_eq!(store.stream_stats()["s"].rows, 10);
+        assert_eq!(store.schemas().get("s").unwrap().columns.len(), 3);
+    }
+}
+
+mod replay {
+    use super::super::*;
+    use crate::segment::batch_from_arrow;
+    use tally_ingest::{parse, Format};
+
+    /// Rows as comparable text: ts, then each field's value or "-".
+    fn rows(b: &Batch, fields: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = (0..b.len())
+            .map(|r| {
+                let mut s = b.ts[r].to_string();
+                for f in fields {
+                    let v = match b.column(f).map(|c| &c.data) {
+                        Some(tally_ingest::ColumnData::Dim(d)) => d.get(r).map(str::to_string),
+                        Some(tally_ingest::ColumnData::Value(n)) => n.get(r).map(|v| v.to_string()),
+                        None => None,
+                    };
+                    s.push_str(&format!("|{}", v.unwrap_or_else(|| "-".into())));
+                }
+                s
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Stored events read back as ingest batches (segments and tail) are
+    /// the events that were applied.
+    #[test]
+    fn stored_events_read_back_as_the_batches_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let body = (0..500)
+            .map(|i| match i % 3 {
+                0 => format!(
+                    "{{\"ts\":{},\"a\":\"x{}\",\"v\":{}}}\n",
+                    i as i64 * 7_000_000,
+                    i % 11,
+                    i
+                ),
+                1 => format!("{{\"ts\":{},\"v\":{}.5}}\n", i as i64 * 7_000_000, i),
+                _ => format!("{{\"ts\":{},\"a\":\"é{}\"}}\n", i as i64 * 7_000_000, i),
+            })
+            .collect::<String>();
+        let b = parse(body.as_bytes(), Format::Ndjson, 0, &|_| None).unwrap();
+        store.schemas().reserve("s", &b).unwrap();
+        store.apply(1, "s", &b);
+        store.flush().unwrap();
+        let tail = parse(b"{\"ts\":5,\"a\":\"late\"}\n", Format::Ndjson, 0, &|_| None).unwrap();
+        store.apply(2, "s", &tail);
+        let snap = store.snapshot("s", None, None).unwrap().unwrap();
+        let mut back = Vec::new();
+        for s in &snap.segments {
+            for rb in read_segment(&s.path).unwrap() {
+                back.extend(rows(&batch_from_arrow(&rb).unwrap(), &["a", "v"]));
+            }
+        }
+        for rb in &snap.memory {
+            back.extend(rows(&batch_from_arrow(rb).unwrap(), &["a", "v"]));
+        }
+        back.sort();
+        let mut want = rows(&b, &["a", "v"]);
+        want.extend(rows(&tail, &["a", "v"]));
+        want.sort();
+        assert_eq!(back, want);
+    }
+}
