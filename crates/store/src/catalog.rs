@@ -38,6 +38,12 @@ pub struct Catalog {
     pub next_segment_id: u64,
     pub streams: BTreeMap<String, StreamSchema>,
     pub segments: Vec<SegmentMeta>,
+    /// Segments retention removed while an archive holds them, until the
+    /// archive has recorded that they are no longer local: with this list a
+    /// segment that left the data directory is never mistaken for one that
+    /// compaction replaced (see `tally-archive`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<SegmentMeta>,
 }
 
 impl Default for Catalog {
@@ -48,6 +54,7 @@ impl Default for Catalog {
             next_segment_id: 1,
             streams: BTreeMap::new(),
             segments: Vec::new(),
+            retired: Vec::new(),
         }
     }
 }

@@ -84,6 +84,20 @@ pub(crate) static SCHEMA_APPLY_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|
     )
     .unwrap()
 });
+pub(crate) static RETENTION_SEGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_store_retention_segments_total",
+        "Segments removed from the data directory by retention"
+    )
+    .unwrap()
+});
+pub(crate) static RETENTION_ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_store_retention_rows_total",
+        "Events removed from the data directory by retention (kept in the archive when one is configured)"
+    )
+    .unwrap()
+});
 
 /// Registers every metric of this stage so it is exported from the start.
 pub fn init() {
@@ -99,4 +113,6 @@ pub fn init() {
     LazyLock::force(&COMPACTED_SEGMENTS);
     LazyLock::force(&COMPACTION_SECONDS);
     LazyLock::force(&SCHEMA_APPLY_CONFLICTS);
+    LazyLock::force(&RETENTION_SEGMENTS);
+    LazyLock::force(&RETENTION_ROWS);
 }

@@ -75,10 +75,11 @@ pub struct Store {
     files: Mutex<HashMap<u64, Arc<SegmentFile>>>,
     active: RwLock<MemTable>,
     frozen: RwLock<Option<Arc<MemTable>>>,
-    /// Per stream, per partition: the LSN of the last record that changed
-    /// it. A cached answer is valid while the partitions it read keep their
+    /// Per stream, per partition: a version that grows whenever the
+    /// partition changes (a record applied, segments dropped by retention).
+    /// A cached answer is valid while the partitions it read keep their
     /// versions.
-    versions: Mutex<HashMap<String, BTreeMap<i64, u64>>>,
+    versions: Mutex<Versions>,
     /// One flush or compaction step at a time.
     maintenance: Mutex<()>,
 }
@@ -112,6 +113,10 @@ impl Drop for SegmentFile {
 pub struct Snapshot {
     pub schema: StreamSchema,
     pub segments: Vec<Arc<SegmentFile>>,
+    /// Segments of the stream retention removed from the data directory
+    /// that an archive holds but has not yet recorded as gone: a reader of
+    /// the archive reads them there.
+    pub retired: Vec<u64>,
     /// In-memory rows as record batches, each with `ts` and a subset of the
     /// schema's columns (the ones that existed when it was built).
     pub memory: Vec<arrow::record_batch::RecordBatch>,
@@ -149,7 +154,7 @@ impl Store {
             files: Mutex::new(files),
             active: RwLock::new(MemTable::new()),
             frozen: RwLock::new(None),
-            versions: Mutex::new(HashMap::new()),
+            versions: Mutex::new(Versions::default()),
             maintenance: Mutex::new(()),
         };
         store.update_segment_gauges();
@@ -182,14 +187,7 @@ impl Store {
         let (rows, bytes) = (active.rows, active.bytes);
         drop(active);
         if !touched.is_empty() {
-            let mut versions = self.versions.lock();
-            let v = match versions.get_mut(stream) {
-                Some(v) => v,
-                None => versions.entry(stream.to_string()).or_default(),
-            };
-            for p in touched {
-                v.insert(p, lsn);
-            }
+            self.versions.lock().bump(stream, &touched, lsn);
         }
         let (frows, fbytes) = self
             .frozen
@@ -213,12 +211,13 @@ impl Store {
     }
 
     /// The data version of `stream` between `lo` and `hi` (µs, inclusive):
-    /// the LSN of the last record that changed a partition in that range, or
-    /// 0. It only grows, so an answer computed at version v is still the
-    /// answer while the version is v.
+    /// the version of the last change to a partition in that range (at
+    /// least the LSN of the last record applied there), or 0. It only grows,
+    /// so an answer computed at version v is still the answer while the
+    /// version is v.
     pub fn data_version(&self, stream: &str, lo: Option<i64>, hi: Option<i64>) -> u64 {
         let versions = self.versions.lock();
-        let Some(v) = versions.get(stream) else {
+        let Some(v) = versions.per_stream.get(stream) else {
             return 0;
         };
         let first = lo.map_or(i64::MIN, crate::partition_of);
@@ -255,6 +254,12 @@ impl Store {
             .filter_map(|m| files.get(&m.id).cloned())
             .collect();
         drop(files);
+        let retired = catalog
+            .retired
+            .iter()
+            .filter(|m| m.stream == stream)
+            .map(|m| m.id)
+            .collect();
         let mut memory = Vec::new();
         for table in frozen.iter().map(|f| f.as_ref()).chain([&*active]) {
             for ((s, _), part) in &table.partitions {
@@ -267,6 +272,7 @@ impl Store {
         Ok(Some(Snapshot {
             schema,
             segments,
+            retired,
             memory,
         }))
     }
@@ -498,6 +504,72 @@ impl Store {
         Ok(())
     }
 
+    /// Every segment, with a handle that keeps its file until dropped, and
+    /// the segments retired but not yet acknowledged (see
+    /// [`Store::drop_segments`]), in one consistent view.
+    pub fn segment_files(&self) -> (Vec<Arc<SegmentFile>>, Vec<SegmentMeta>) {
+        let catalog = self.catalog.read();
+        let files = self.files.lock();
+        let segments = catalog
+            .segments
+            .iter()
+            .filter_map(|m| files.get(&m.id).cloned())
+            .collect();
+        (segments, catalog.retired.clone())
+    }
+
+    /// Removes segments from the data directory (retention). With
+    /// `archived`, an archive holds them: they are listed as retired in the
+    /// same catalog commit, until [`Store::acknowledge_retired`]. Files go
+    /// once no reader holds them. Returns the rows removed.
+    pub fn drop_segments(&self, ids: &[u64], archived: bool) -> Result<u64> {
+        let _m = self.maintenance.lock();
+        let ids: HashSet<u64> = ids.iter().copied().collect();
+        let mut cat = self.catalog.read().clone();
+        let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) = cat
+            .segments
+            .drain(..)
+            .partition(|s| ids.contains(&s.id));
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        cat.segments = kept;
+        if archived {
+            cat.retired.extend(gone.iter().cloned());
+        }
+        cat.save(&self.opts.dir)?;
+        let replaced: Vec<u64> = gone.iter().map(|s| s.id).collect();
+        let mut catalog = self.catalog.write();
+        self.sync_files(&cat, &replaced);
+        *catalog = cat;
+        drop(catalog);
+        // Cached answers over these partitions are no longer answers.
+        let mut versions = self.versions.lock();
+        for s in &gone {
+            versions.bump(&s.stream, &[s.partition], 0);
+        }
+        drop(versions);
+        let rows = gone.iter().map(|s| s.rows).sum();
+        RETENTION_SEGMENTS.inc_by(gone.len() as u64);
+        RETENTION_ROWS.inc_by(rows);
+        self.update_segment_gauges();
+        Ok(rows)
+    }
+
+    /// Forgets retired segments the archive has recorded as gone.
+    pub fn acknowledge_retired(&self, ids: &[u64]) -> Result<()> {
+        let _m = self.maintenance.lock();
+        let mut cat = self.catalog.read().clone();
+        let before = cat.retired.len();
+        cat.retired.retain(|s| !ids.contains(&s.id));
+        if cat.retired.len() == before {
+            return Ok(());
+        }
+        cat.save(&self.opts.dir)?;
+        *self.catalog.write() = cat;
+        Ok(())
+    }
+
     /// The in-memory rows of `stream` (all its partitions) as one Arrow batch;
     /// for benchmarks and tests of the flush steps.
     #[doc(hidden)]
@@ -586,6 +658,28 @@ impl SegmentFile {
             path: dir.join(&meta.path),
             obsolete: AtomicBool::new(false),
         })
+    }
+}
+
+/// Partition versions (see `Store::versions`).
+#[derive(Debug, Default)]
+struct Versions {
+    /// The last version handed out.
+    clock: u64,
+    per_stream: HashMap<String, BTreeMap<i64, u64>>,
+}
+
+impl Versions {
+    /// Gives the partitions a new version, at least `lsn`.
+    fn bump(&mut self, stream: &str, partitions: &[i64], lsn: u64) {
+        self.clock = (self.clock + 1).max(lsn);
+        let v = match self.per_stream.get_mut(stream) {
+            Some(v) => v,
+            None => self.per_stream.entry(stream.to_string()).or_default(),
+        };
+        for p in partitions {
+            v.insert(*p, self.clock);
+        }
     }
 }
 

@@ -1,0 +1,596 @@
+//! The raw archive: every event, as Parquet in object storage.
+//!
+//! Sealed segments (their hour ended more than `settle` ago) are copied, as
+//! the very files the store wrote, to an object store: a local directory by
+//! default, any S3-compatible store by configuration. `manifest.json` at the
+//! archive's root names every archived segment; an object it does not name
+//! is not part of the archive (an upload cut short, a file about to be
+//! deleted). The layout is the data directory's:
+//!
+//! ```text
+//! manifest.json
+//! segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet
+//! ```
+//!
+//! so DuckDB reads a stream's history directly with
+//! `read_parquet('…/segments/<stream>/**/*.parquet', union_by_name = true)`.
+//!
+//! The archive mirrors the store's catalog: when compaction merges
+//! segments, the merged segment is uploaded and the inputs leave the
+//! manifest and then the object store, so each event is archived exactly
+//! once. Segments that retention removes from the data directory stay in
+//! the archive, marked `local: false`; they are what queries and rollup
+//! rebuilds read there. The store lists such segments as *retired* in the
+//! same catalog commit that removes them, until the archive has recorded
+//! them, so a crash between the two steps never turns "removed by
+//! retention" into "replaced by compaction".
+//!
+//! One process writes one archive (one data directory per archive prefix).
+
+mod metrics;
+
+pub use metrics::init as init_metrics;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::StreamExt;
+use metrics::*;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parking_lot::{Mutex, RwLock};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_store::{SegmentMeta, Store, HOUR_US};
+
+pub const MANIFEST: &str = "manifest.json";
+const FORMAT: u32 = 1;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("archive {url}: {reason}")]
+    Config { url: String, reason: String },
+
+    #[error("archive {url}: {op} {key}: {source}")]
+    Store {
+        url: String,
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+
+    #[error("archive {url}: manifest: {reason}")]
+    Manifest { url: String, reason: String },
+
+    #[error("archive {url}: segment {key}: {reason}")]
+    Segment {
+        url: String,
+        key: String,
+        reason: String,
+    },
+
+    #[error(transparent)]
+    Local(#[from] tally_store::Error),
+
+    #[error("archive: cannot start its I/O runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Where the archive lives and how it is reached.
+#[derive(Clone)]
+pub struct ArchiveOptions {
+    /// `s3://bucket[/prefix]`, `file:///dir` or a plain directory path.
+    pub url: String,
+    /// S3 endpoint (an S3-compatible server); AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints (a store on this machine or network).
+    pub allow_http: bool,
+    /// A partition is archived once its hour ended this long ago, so most
+    /// of its late events and compaction are behind it.
+    pub settle: Duration,
+    /// Time between archive passes.
+    pub interval: Duration,
+}
+
+impl ArchiveOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        ArchiveOptions {
+            url: url.into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            settle: Duration::from_secs(600),
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for ArchiveOptions {
+    // Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveOptions")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("settle", &self.settle)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// One archived segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// As in the catalog; `path` is also the object's key in the archive.
+    #[serde(flatten)]
+    pub meta: SegmentMeta,
+    /// Whether the data directory still holds it (false once retention
+    /// removed it there: the archive is then its only copy).
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub segments: Vec<Entry>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            format: FORMAT,
+            segments: Vec::new(),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    /// Segments recorded as no longer local (retention).
+    pub retired: usize,
+    /// Segments dropped because compaction merged them into an uploaded one.
+    pub replaced: usize,
+    /// Local segments not archived yet (their partition has not settled).
+    pub pending: usize,
+}
+
+/// The archive's state, for status pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub url: String,
+    pub segments: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Segments only the archive holds.
+    pub archive_only_segments: usize,
+    pub archive_only_rows: u64,
+    pub pending_segments: usize,
+    pub last_pass_unix_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+pub struct Archive {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    /// For an archive in a local directory: its path, to fsync what is put
+    /// (the file system store does not).
+    local_root: Option<PathBuf>,
+    settle: Duration,
+    interval: Duration,
+    manifest: RwLock<Arc<Manifest>>,
+    /// One pass at a time.
+    pass: Mutex<()>,
+    last: Mutex<(Option<i64>, Option<String>, usize)>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Archive({})", self.url)
+    }
+}
+
+impl Archive {
+    /// Connects to the archive, loads its manifest (an empty one if there
+    /// is none yet) and deletes objects the manifest does not name.
+    pub fn open(opts: &ArchiveOptions) -> Result<Archive> {
+        let (store, local_root) = build_store(opts)?;
+        // I/O runs on this runtime's worker, which is always driven, so
+        // pooled connections stay usable from any thread or runtime.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tally-archive-io")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let archive = Archive {
+            url: opts.url.clone(),
+            store,
+            local_root,
+            settle: opts.settle,
+            interval: opts.interval,
+            manifest: RwLock::new(Arc::new(Manifest::default())),
+            pass: Mutex::new(()),
+            last: Mutex::new((None, None, 0)),
+            rt,
+        };
+        let manifest = archive.rt.block_on(archive.load_manifest())?;
+        *archive.manifest.write() = Arc::new(manifest);
+        let removed = archive.rt.block_on(archive.remove_unnamed())?;
+        if removed > 0 {
+            tracing::info!(url = %archive.url, objects = removed, "removed archive objects the manifest does not name");
+        }
+        archive.export_gauges();
+        Ok(archive)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object store, keys relative to the archive's root (for query
+    /// engines that read the archived Parquet directly).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.manifest.read().clone()
+    }
+
+    /// Whether the segment is archived.
+    pub fn holds(&self, id: u64) -> bool {
+        self.manifest.read().segments.iter().any(|e| e.meta.id == id)
+    }
+
+    /// The archived segments a reader of `stream` between `lo` and `hi`
+    /// (µs, inclusive) reads here rather than locally: those retention
+    /// removed from the data directory (`retired` are removed but not yet
+    /// recorded as such), except any the reader's `local` view still has.
+    pub fn segments_for(
+        &self,
+        stream: &str,
+        lo: Option<i64>,
+        hi: Option<i64>,
+        local: &HashSet<u64>,
+        retired: &[u64],
+    ) -> Vec<SegmentMeta> {
+        let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
+        self.manifest
+            .read()
+            .segments
+            .iter()
+            .filter(|e| e.meta.stream == stream && e.meta.max_ts >= lo && e.meta.min_ts <= hi)
+            .filter(|e| !e.local || retired.contains(&e.meta.id))
+            .filter(|e| !local.contains(&e.meta.id))
+            .map(|e| e.meta.clone())
+            .collect()
+    }
+
+    /// Reads one archived segment. Blocking: not for async contexts.
+    pub fn read(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
+        let key = ObjectPath::from(meta.path.as_str());
+        let bytes = self.rt.block_on(async {
+            let got = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| self.err("get", &key, e))?;
+            got.bytes().await.map_err(|e| self.err("get", &key, e))
+        })?;
+        let bad = |reason: String| Error::Segment {
+            url: self.url.clone(),
+            key: meta.path.clone(),
+            reason,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// One pass: uploads the local segments of settled partitions the
+    /// archive lacks, records segments retention removed, and drops the
+    /// ones compaction replaced. Nothing changes in the manifest unless
+    /// every upload of the pass succeeded.
+    pub fn sync(&self, local: &Store, now_us: i64) -> Result<SyncReport> {
+        let _pass = self.pass.lock();
+        let t = Instant::now();
+        let result = self.sync_inner(local, now_us);
+        let mut last = self.last.lock();
+        last.0 = Some(now_us / 1000);
+        match &result {
+            Ok(r) => {
+                last.1 = None;
+                last.2 = r.pending;
+                PASSES.with_label_values(&["ok"]).inc();
+            }
+            Err(e) => {
+                last.1 = Some(e.to_string());
+                PASSES.with_label_values(&["failed"]).inc();
+            }
+        }
+        drop(last);
+        PASS_SECONDS.observe(t.elapsed().as_secs_f64());
+        self.export_gauges();
+        result
+    }
+
+    fn sync_inner(&self, local: &Store, now_us: i64) -> Result<SyncReport> {
+        let (files, retired) = local.segment_files();
+        let current = self.manifest();
+        let mut report = SyncReport::default();
+        let archived: HashMap<u64, &Entry> =
+            current.segments.iter().map(|e| (e.meta.id, e)).collect();
+        let settle = self.settle.as_micros() as i64;
+        let mut added = Vec::new();
+        for f in &files {
+            if archived.contains_key(&f.meta.id) {
+                continue;
+            }
+            if f.meta.partition + HOUR_US + settle > now_us {
+                report.pending += 1;
+                continue;
+            }
+            // `f` keeps the file while it is read, even if compaction
+            // replaces the segment meanwhile.
+            let bytes = std::fs::read(&f.path)
+                .map_err(|e| tally_store::Error::io(&f.path, e))
+                .map_err(Error::Local)?;
+            let key = ObjectPath::from(f.meta.path.as_str());
+            let size = bytes.len() as u64;
+            self.put(&key, PutPayload::from(Bytes::from(bytes)))?;
+            UPLOADED_SEGMENTS.inc();
+            UPLOADED_BYTES.inc_by(size);
+            report.uploaded += 1;
+            report.uploaded_bytes += size;
+            added.push(Entry {
+                meta: f.meta.clone(),
+                local: true,
+            });
+        }
+        let in_store: HashSet<u64> = files.iter().map(|f| f.meta.id).collect();
+        let retired_ids: HashSet<u64> = retired.iter().map(|m| m.id).collect();
+        let mut next = Manifest::default();
+        let mut doomed = Vec::new();
+        for e in &current.segments {
+            let id = e.meta.id;
+            if e.local && retired_ids.contains(&id) {
+                next.segments.push(Entry {
+                    meta: e.meta.clone(),
+                    local: false,
+                });
+                report.retired += 1;
+            } else if e.local && !in_store.contains(&id) {
+                // Compaction merged it; the merged segment is in `added`
+                // (same partition, so settled too) or already archived.
+                doomed.push(ObjectPath::from(e.meta.path.as_str()));
+                report.replaced += 1;
+            } else {
+                next.segments.push(e.clone());
+            }
+        }
+        for m in &retired {
+            if !archived.contains_key(&m.id) {
+                // Retention only removes archived segments; this one was
+                // lost with an archive that was replaced or emptied.
+                tracing::error!(url = %self.url, segment = %m.path, rows = m.rows, "a segment retention removed is not in the archive");
+            }
+        }
+        next.segments.extend(added);
+        if report.uploaded + report.retired + report.replaced > 0 {
+            next.segments.sort_by_key(|e| e.meta.id);
+            self.save_manifest(&next)?;
+            *self.manifest.write() = Arc::new(next);
+        }
+        if !retired.is_empty() {
+            let ids: Vec<u64> = retired.iter().map(|m| m.id).collect();
+            local.acknowledge_retired(&ids)?;
+        }
+        for key in doomed {
+            match self.rt.block_on(self.store.delete(&key)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                // Unnamed now; removed at the next open.
+                Err(e) => {
+                    tracing::warn!(url = %self.url, key = %key, error = %e, "cannot delete a replaced archive object")
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.manifest();
+        let last = self.last.lock().clone();
+        let only = m.segments.iter().filter(|e| !e.local);
+        Status {
+            url: self.url.clone(),
+            segments: m.segments.len(),
+            rows: m.segments.iter().map(|e| e.meta.rows).sum(),
+            bytes: m.segments.iter().map(|e| e.meta.bytes).sum(),
+            archive_only_segments: only.clone().count(),
+            archive_only_rows: only.map(|e| e.meta.rows).sum(),
+            pending_segments: last.2,
+            last_pass_unix_ms: last.0,
+            last_error: last.1,
+        }
+    }
+
+    fn export_gauges(&self) {
+        let m = self.manifest();
+        SEGMENTS.set(m.segments.len() as i64);
+        BYTES.set(m.segments.iter().map(|e| e.meta.bytes as i64).sum());
+        ONLY_SEGMENTS.set(m.segments.iter().filter(|e| !e.local).count() as i64);
+        PENDING.set(self.last.lock().2 as i64);
+    }
+
+    async fn load_manifest(&self) -> Result<Manifest> {
+        let key = ObjectPath::from(MANIFEST);
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Manifest::default()),
+            Err(e) => return Err(self.err("get", &key, e)),
+        };
+        let bytes = got.bytes().await.map_err(|e| self.err("get", &key, e))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Manifest {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        if m.format != FORMAT {
+            return Err(Error::Manifest {
+                url: self.url.clone(),
+                reason: format!("unknown manifest format {}", m.format),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Replaces the manifest: one `put`, which object stores make atomic.
+    fn save_manifest(&self, m: &Manifest) -> Result<()> {
+        let key = ObjectPath::from(MANIFEST);
+        let text = serde_json::to_vec_pretty(m).map_err(|e| Error::Manifest {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        self.put(&key, PutPayload::from(text))
+    }
+
+    /// Puts an object; in a local directory, also makes it durable.
+    fn put(&self, key: &ObjectPath, payload: PutPayload) -> Result<()> {
+        self.rt
+            .block_on(self.store.put(key, payload))
+            .map_err(|e| self.err("put", key, e))?;
+        if let Some(root) = &self.local_root {
+            let path = root.join(key.as_ref());
+            let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&path)
+                .and_then(|()| sync(path.parent().unwrap_or(root)))
+                .map_err(|e| Error::Local(tally_store::Error::io(&path, e)))?;
+        }
+        Ok(())
+    }
+
+    async fn remove_unnamed(&self) -> Result<usize> {
+        let named: HashSet<String> = self
+            .manifest()
+            .segments
+            .iter()
+            .map(|e| e.meta.path.clone())
+            .collect();
+        let prefix = ObjectPath::from("segments");
+        let mut listing = self.store.list(Some(&prefix));
+        let mut unnamed = Vec::new();
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(|e| self.err("list", &prefix, e))?;
+            if !named.contains(meta.location.as_ref()) {
+                unnamed.push(meta.location);
+            }
+        }
+        for key in &unnamed {
+            match self.store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete", key, e)),
+            }
+        }
+        Ok(unnamed.len())
+    }
+
+    fn err(&self, op: &'static str, key: &ObjectPath, source: object_store::Error) -> Error {
+        ERRORS.with_label_values(&[op]).inc();
+        Error::Store {
+            url: self.url.clone(),
+            op,
+            key: key.to_string(),
+            source,
+        }
+    }
+}
+
+fn build_store(opts: &ArchiveOptions) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>)> {
+    let bad = |reason: String| Error::Config {
+        url: opts.url.clone(),
+        reason,
+    };
+    if let Some(rest) = opts.url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket: write s3://BUCKET[/PREFIX]".into()));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(v) = &opts.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &opts.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = &opts.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &opts.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if opts.allow_http {
+            b = b.with_allow_http(true);
+        }
+        let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        return Ok((store, None));
+    }
+    let dir: PathBuf = match opts.url.strip_prefix("file://") {
+        Some(p) => PathBuf::from(p),
+        None if opts.url.contains("://") => {
+            return Err(bad(
+                "unsupported scheme: use s3://, file:// or a directory".into(),
+            ))
+        }
+        None => PathBuf::from(&opts.url),
+    };
+    if !dir.is_absolute() {
+        return Err(bad("a local archive needs an absolute directory".into()));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+    let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+    Ok((Arc::new(fs), Some(dir)))
+}
+
+/// The default archive of a data directory.
+pub fn default_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("archive")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! Tests of the archive against a real store and a local-directory archive:
+//! mirroring through flushes and compaction, retention, crash windows.
+
+use super::*;
+use std::collections::BTreeMap;
+use tally_ingest::{parse, Format};
+use tally_store::{batch_from_arrow, StoreOptions};
+
+const NOW: i64 = 1_800_000_000_000_000;
+
+fn batch(body: &str) -> tally_ingest::Batch {
+    parse(body.as_bytes(), Format::Ndjson, 0, &|_| None).unwrap()
+}
+
+/// Events per (hour, `n`) written in `flushes` flushes.
+fn fill(store: &Store, hours: i64, per_flush: usize, flushes: usize, lsn: &mut u64) {
+    for f in 0..flushes {
+        for h in 0..hours {
+            let body: String = (0..per_flush)
+                .map(|i| {
+                    let ts = (h * 3600 + (f * per_flush + i) as i64 % 3600) * 1000;
+                    format!("{{\"ts\":{ts},\"h\":\"h{h}\",\"n\":{}}}\n", f * per_flush + i)
+                })
+                .collect();
+            let b = batch(&body);
+            store.schemas().reserve("s", &b).unwrap();
+            *lsn += 1;
+            store.apply(*lsn, "s", &b);
+        }
+        store.flush().unwrap();
+    }
+}
+
+/// Events per hour, read back from the archive's own copies of the segments
+/// the manifest names.
+fn archived_counts(archive: &Archive) -> BTreeMap<i64, u64> {
+    let mut out = BTreeMap::new();
+    for e in &archive.manifest().segments {
+        for rb in archive.read(&e.meta).unwrap() {
+            let b = batch_from_arrow(&rb).unwrap();
+            *out.entry(e.meta.partition).or_default() += b.len() as u64;
+        }
+    }
+    out
+}
+
+fn local_counts(store: &Store) -> BTreeMap<i64, u64> {
+    let mut out = BTreeMap::new();
+    for s in store.segments() {
+        *out.entry(s.partition).or_default() += s.rows;
+    }
+    out
+}
+
+fn objects(dir: &Path) -> usize {
+    fn walk(p: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), n);
+            } else if e.path().extension().is_some_and(|x| x == "parquet") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&dir.join("segments"), &mut n);
+    n
+}
+
+fn setup() -> (tempfile::TempDir, Store, ArchiveOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sopts = StoreOptions::new(dir.path().join("data"));
+    sopts.compaction_fanout = 3;
+    let store = Store::open(sopts).unwrap();
+    let mut aopts = ArchiveOptions::new(dir.path().join("archive").to_string_lossy());
+    aopts.settle = Duration::ZERO;
+    (dir, store, aopts)
+}
+
+#[test]
+fn mirrors_flushes_and_compaction_each_event_once() {
+    let (dir, store, aopts) = setup();
+    let archive = Archive::open(&aopts).unwrap();
+    let mut lsn = 0;
+    fill(&store, 3, 50, 2, &mut lsn);
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!(r.uploaded, 6);
+    assert_eq!(archived_counts(&archive), local_counts(&store));
+    // A third flush makes compaction merge each hour's three segments.
+    fill(&store, 3, 50, 1, &mut lsn);
+    assert_eq!(store.compact().unwrap(), 3);
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!((r.uploaded, r.replaced), (3, 6));
+    assert_eq!(archive.manifest().segments.len(), 3);
+    assert_eq!(objects(&dir.path().join("archive")), 3);
+    let counts = archived_counts(&archive);
+    assert_eq!(counts, local_counts(&store));
+    assert_eq!(counts.values().sum::<u64>(), 3 * 150);
+    // Nothing new: nothing changes.
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!(r, SyncReport::default());
+}
+
+#[test]
+fn unsettled_partitions_wait() {
+    let (_dir, store, mut aopts) = setup();
+    aopts.settle = Duration::from_secs(600);
+    let archive = Archive::open(&aopts).unwrap();
+    let mut lsn = 0;
+    fill(&store, 2, 10, 1, &mut lsn);
+    // Hour 1 ends at 7200 s; settled at 7800 s.
+    let r = archive.sync(&store, 7_799_000_000).unwrap();
+    assert_eq!((r.uploaded, r.pending), (1, 1));
+    let r = archive.sync(&store, 7_800_000_000).unwrap();
+    assert_eq!((r.uploaded, r.pending), (1, 0));
+}
+
+#[test]
+fn retention_leaves_segments_readable_from_the_archive_only() {
+    let (_dir, store, aopts) = setup();
+    let archive = Archive::open(&aopts).unwrap();
+    let mut lsn = 0;
+    fill(&store, 3, 40, 1, &mut lsn);
+    archive.sync(&store, NOW).unwrap();
+    let before = local_counts(&store);
+    let hour0: Vec<u64> = store
+        .segments()
+        .iter()
+        .filter(|s| s.partition == 0)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(store.drop_segments(&hour0, true).unwrap(), 40);
+    // Between the drop and the next pass the store lists them as retired:
+    // a reader finds them in the archive already.
+    let snap = store.snapshot("s", None, None).unwrap().unwrap();
+    assert_eq!(snap.retired, hour0);
+    let local: HashSet<u64> = snap.segments.iter().map(|f| f.meta.id).collect();
+    let there = archive.segments_for("s", None, None, &local, &snap.retired);
+    assert_eq!(there.iter().map(|m| m.id).collect::<Vec<_>>(), hour0);
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!(r.retired, 1);
+    assert!(store.segment_files().1.is_empty(), "acknowledged");
+    let snap = store.snapshot("s", None, None).unwrap().unwrap();
+    let local: HashSet<u64> = snap.segments.iter().map(|f| f.meta.id).collect();
+    let there = archive.segments_for("s", None, None, &local, &snap.retired);
+    assert_eq!(there.iter().map(|m| m.id).collect::<Vec<_>>(), hour0);
+    // Only in the archive now, and nothing lost.
+    assert!(!local_counts(&store).contains_key(&0));
+    assert_eq!(archived_counts(&archive), before);
+    // A late event for the dropped hour is a new segment, archived too.
+    fill(&store, 1, 5, 1, &mut lsn);
+    archive.sync(&store, NOW).unwrap();
+    assert_eq!(archived_counts(&archive)[&0], 45);
+    // Reopening reads the same manifest.
+    let again = Archive::open(&aopts).unwrap();
+    assert_eq!(again.manifest().segments, archive.manifest().segments);
+}
+
+#[test]
+fn a_crash_between_drop_and_record_keeps_retired_segments() {
+    let (dir, store, aopts) = setup();
+    let archive = Archive::open(&aopts).unwrap();
+    let mut lsn = 0;
+    fill(&store, 2, 30, 1, &mut lsn);
+    archive.sync(&store, NOW).unwrap();
+    let ids: Vec<u64> = store.segments().iter().map(|s| s.id).collect();
+    store.drop_segments(&ids[..1], true).unwrap();
+    drop(store);
+    drop(archive);
+    // Restart: the catalog still lists the retired segment; the archive
+    // records it as archive-only rather than as replaced.
+    let store = Store::open(StoreOptions::new(dir.path().join("data"))).unwrap();
+    assert_eq!(store.segment_files().1.len(), 1);
+    let archive = Archive::open(&aopts).unwrap();
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!((r.retired, r.replaced), (1, 0));
+    assert_eq!(archived_counts(&archive).values().sum::<u64>(), 60);
+}
+
+#[test]
+fn open_removes_objects_the_manifest_does_not_name() {
+    let (dir, store, aopts) = setup();
+    let archive = Archive::open(&aopts).unwrap();
+    let mut lsn = 0;
+    fill(&store, 1, 10, 1, &mut lsn);
+    archive.sync(&store, NOW).unwrap();
+    // An upload whose pass never committed its manifest.
+    let stray = dir.path().join("archive/segments/s/1970-01-01/05/000000000999.parquet");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"partial").unwrap();
+    drop(archive);
+    let archive = Archive::open(&aopts).unwrap();
+    assert!(!stray.exists());
+    assert_eq!(archive.manifest().segments.len(), 1);
+}
+
+#[test]
+fn bad_urls_are_refused_with_the_reason() {
+    let e = Archive::open(&ArchiveOptions::new("gs://bucket")).unwrap_err();
+    assert!(e.to_string().contains("unsupported scheme"), "{e}");
+    let e = Archive::open(&ArchiveOptions::new("relative/dir")).unwrap_err();
+    assert!(e.to_string().contains("absolute"), "{e}");
+    let e = Archive::open(&ArchiveOptions::new("s3://")).unwrap_err();
+    assert!(e.to_string().contains("no bucket"), "{e}");
+    let mut o = ArchiveOptions::new("s3://b");
+    o.secret_access_key = Some("hunter2".into());
+    assert!(!format!("{o:?}").contains("hunter2"));
+}
