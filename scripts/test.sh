@@ -2,7 +2,8 @@
 # Runs the whole test suite, installing what it needs first:
 #   - promtool (Debian's prometheus package) to validate /metrics,
 #   - DuckDB (PyPI) to read tally's Parquet segments and answer the same
-#     queries independently, and pyarrow (PyPI) to read Arrow IPC answers.
+#     queries independently, and pyarrow (PyPI) to read Arrow IPC answers,
+#   - s3s-fs (crates.io), an S3-compatible server the archive is tested on.
 # Usage: scripts/test.sh [extra cargo test/nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,13 @@ for module in duckdb pyarrow; do
     python3 -m pip install --quiet --disable-pip-version-check "$module"
   fi
 done
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "installing: s3s-fs (crates.io; about a minute)"
+  # Newer releases need a newer compiler than this project's minimum.
+  cargo install --quiet --locked s3s-fs@0.14.1 --features binary
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"

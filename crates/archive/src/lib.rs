@@ -266,7 +266,11 @@ impl Archive {
 
     /// Whether the segment is archived.
     pub fn holds(&self, id: u64) -> bool {
-        self.manifest.read().segments.iter().any(|e| e.meta.id == id)
+        self.manifest
+            .read()
+            .segments
+            .iter()
+            .any(|e| e.meta.id == id)
     }
 
     /// The archived segments a reader of `stream` between `lo` and `hi`
@@ -574,7 +578,7 @@ fn build_store(opts: &ArchiveOptions) -> Result<(Arc<dyn ObjectStore>, Option<Pa
         Some(p) => PathBuf::from(p),
         None if opts.url.contains("://") => {
             return Err(bad(
-                "unsupported scheme: use s3://, file:// or a directory".into(),
+                "unsupported scheme: use s3://, file:// or a directory".into()
             ))
         }
         None => PathBuf::from(&opts.url),

@@ -19,7 +19,10 @@ fn fill(store: &Store, hours: i64, per_flush: usize, flushes: usize, lsn: &mut u
             let body: String = (0..per_flush)
                 .map(|i| {
                     let ts = (h * 3600 + (f * per_flush + i) as i64 % 3600) * 1000;
-                    format!("{{\"ts\":{ts},\"h\":\"h{h}\",\"n\":{}}}\n", f * per_flush + i)
+                    format!(
+                        "{{\"ts\":{ts},\"h\":\"h{h}\",\"n\":{}}}\n",
+                        f * per_flush + i
+                    )
                 })
                 .collect();
             let b = batch(&body);
@@ -185,7 +188,9 @@ fn open_removes_objects_the_manifest_does_not_name() {
     fill(&store, 1, 10, 1, &mut lsn);
     archive.sync(&store, NOW).unwrap();
     // An upload whose pass never committed its manifest.
-    let stray = dir.path().join("archive/segments/s/1970-01-01/05/000000000999.parquet");
+    let stray = dir
+        .path()
+        .join("archive/segments/s/1970-01-01/05/000000000999.parquet");
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, b"partial").unwrap();
     drop(archive);

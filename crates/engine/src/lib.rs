@@ -11,6 +11,11 @@
 //! checkpoint, so a restart (even after `kill -9`) loses nothing that was
 //! acknowledged and applies nothing twice.
 //!
+//! A maintenance thread copies sealed segments to the archive (when one is
+//! configured) and enforces each stream's raw retention: segments whose
+//! hour is older than the retention leave the data directory, once the
+//! archive holds them. Queries and rollup rebuilds then read them there.
+//!
 //! Apps and the HTTP layer use only this crate's public interface.
 
 mod metrics;
@@ -22,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+pub use tally_archive::{Archive, ArchiveOptions, SyncReport};
 use tally_ingest::{codec, Batch, ColumnType};
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
@@ -34,6 +40,7 @@ pub fn init_metrics() {
     metrics::init();
     tally_log::init_metrics();
     tally_store::init_metrics();
+    tally_archive::init_metrics();
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +67,9 @@ pub enum Error {
 
     #[error(transparent)]
     Rollup(#[from] tally_rollup::Error),
+
+    #[error(transparent)]
+    Archive(#[from] tally_archive::Error),
 
     #[error("the engine is shutting down")]
     Closed,
@@ -106,6 +116,12 @@ pub struct EngineOptions {
     /// Rollups from the config file (they replace rollups of the same name
     /// defined through the API).
     pub rollups: Vec<RollupDef>,
+    /// Where raw segments are archived; `None` keeps no archive.
+    pub archive: Option<ArchiveOptions>,
+    /// How long each stream's raw events stay in the data directory (by
+    /// event time, whole hours); `"*"` applies to streams not named.
+    /// Unlimited when absent.
+    pub retention: std::collections::BTreeMap<String, Duration>,
 }
 
 impl EngineOptions {
@@ -121,6 +137,8 @@ impl EngineOptions {
             max_record_bytes: 64 << 20,
             compaction_fanout: 4,
             rollups: Vec::new(),
+            archive: None,
+            retention: Default::default(),
         }
     }
 }
@@ -155,6 +173,8 @@ pub struct Engine {
     opts: EngineOptions,
     recovery: Recovery,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    archive: Option<Arc<Archive>>,
+    maintainer: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
     closed: AtomicBool,
 }
@@ -170,6 +190,10 @@ impl Engine {
         sopts.compaction_fanout = opts.compaction_fanout;
         let store = Arc::new(Store::open(sopts)?);
         let checkpoint = store.checkpoint_lsn();
+        let archive = match &opts.archive {
+            Some(a) => Some(Arc::new(Archive::open(a)?)),
+            None => None,
+        };
         let (rollups, loaded) = RollupSet::open(&opts.data_dir.join("rollups"), &opts.rollups)?;
         let rollups = Arc::new(rollups);
         // Rollups may cover less than the store: replay from the lowest
@@ -242,10 +266,13 @@ impl Engine {
             opts,
             recovery,
             flusher: Mutex::new(None),
+            archive,
+            maintainer: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
         };
         engine.start_flusher();
+        engine.start_maintainer();
         for (name, why) in rebuild {
             tracing::info!(rollup = %name, reason = %why, "building rollup from stored events");
             engine.rebuild_rollup(&name, None)?;
@@ -330,21 +357,37 @@ impl Engine {
                 Some((lo, hi)) => (Some(lo), Some(hi - 1)),
                 None => (None, None),
             };
-            (id, self.store.snapshot(&stream, lo, hi)?)
+            let snapshot = self.store.snapshot(&stream, lo, hi)?;
+            // Events retention removed from the data directory are read
+            // from the archive.
+            let archived = match (&snapshot, &self.archive) {
+                (Some(s), Some(a)) => {
+                    let local = s.segments.iter().map(|f| f.meta.id).collect();
+                    a.segments_for(&stream, lo, hi, &local, &s.retired)
+                }
+                _ => Vec::new(),
+            };
+            (id, snapshot.map(|s| (s, archived)))
         };
-        if let Some(s) = &snapshot {
+        if let Some((s, archived)) = &snapshot {
             let rows = s.segments.iter().map(|f| f.meta.rows).sum::<u64>()
+                + archived.iter().map(|m| m.rows).sum::<u64>()
                 + s.memory.iter().map(|m| m.num_rows() as u64).sum::<u64>();
             self.rollups.set_total(name, id, rows);
         }
         let rollups = self.rollups.clone();
+        let archive = self.archive.clone();
         let stopping = self.stopping.clone();
         let name = name.to_string();
         let h = std::thread::Builder::new()
             .name("tally-rollup-build".into())
             .spawn(move || {
                 let t = Instant::now();
-                let outcome = match feed_history(&rollups, &name, id, snapshot, &stopping) {
+                let history = History {
+                    snapshot,
+                    archive: archive.as_deref(),
+                };
+                let outcome = match feed_history(&rollups, &name, id, history, &stopping) {
                     Ok(Some(rows)) => match rollups.finish(&name, id) {
                         Ok(true) => {
                             tracing::info!(rollup = %name, rows, took_ms = t.elapsed().as_millis() as u64, "rollup built");
@@ -383,6 +426,19 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The archive, when one is configured.
+    pub fn archive(&self) -> Option<&Arc<Archive>> {
+        self.archive.as_ref()
+    }
+
+    /// One maintenance pass now: archives settled segments, then removes
+    /// from the data directory what each stream's retention no longer
+    /// keeps (only segments the archive holds, when there is an archive).
+    /// The maintenance thread runs this every archive interval (or minute).
+    pub fn maintain(&self) -> Result<Maintenance> {
+        maintain(&self.store, self.archive.as_deref(), &self.opts.retention)
     }
 
     /// The type `field` already has in `stream` (for typing CSV cells).
@@ -450,9 +506,11 @@ impl Engine {
         }
         self.log.close();
         self.stopping.store(true, Ordering::Release);
-        if let Some(h) = self.flusher.lock().take() {
-            h.thread().unpark();
-            let _ = h.join();
+        for slot in [&self.flusher, &self.maintainer] {
+            if let Some(h) = slot.lock().take() {
+                h.thread().unpark();
+                let _ = h.join();
+            }
         }
         // Builds stop between batches; an unfinished one is started again
         // at the next open.
@@ -499,6 +557,96 @@ impl Engine {
             .ok();
         *self.flusher.lock() = h;
     }
+
+    fn start_maintainer(&self) {
+        if self.archive.is_none() && self.opts.retention.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let archive = self.archive.clone();
+        let retention = self.opts.retention.clone();
+        let stopping = self.stopping.clone();
+        let every = archive
+            .as_ref()
+            .map_or(Duration::from_secs(60), |a| a.interval());
+        let h = std::thread::Builder::new()
+            .name("tally-maintainer".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                while !stopping.load(Ordering::Acquire) {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::park_timeout(wait.min(Duration::from_millis(200)));
+                        continue;
+                    }
+                    if let Err(e) = maintain(&store, archive.as_deref(), &retention) {
+                        tracing::warn!(error = %e, "archive/retention pass failed; will retry");
+                    }
+                    next = Instant::now() + every;
+                }
+            })
+            .ok();
+        *self.maintainer.lock() = h;
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default)]
+pub struct Maintenance {
+    pub archive: Option<SyncReport>,
+    /// Segments and events retention removed from the data directory.
+    pub dropped_segments: usize,
+    pub dropped_rows: u64,
+}
+
+fn maintain(
+    store: &Store,
+    archive: Option<&Archive>,
+    retention: &std::collections::BTreeMap<String, Duration>,
+) -> Result<Maintenance> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let mut out = Maintenance {
+        archive: archive.map(|a| a.sync(store, now)).transpose()?,
+        ..Default::default()
+    };
+    if retention.is_empty() {
+        return Ok(out);
+    }
+    let (files, _) = store.segment_files();
+    let expired: Vec<u64> = files
+        .iter()
+        .filter(|f| {
+            let keep = retention.get(&f.meta.stream).or_else(|| retention.get("*"));
+            keep.is_some_and(|k| {
+                f.meta.partition + tally_store::HOUR_US <= now - k.as_micros() as i64
+            })
+        })
+        // With an archive, a segment leaves only once it is archived.
+        .filter(|f| archive.is_none_or(|a| a.holds(f.meta.id)))
+        .map(|f| f.meta.id)
+        .collect();
+    drop(files);
+    if expired.is_empty() {
+        return Ok(out);
+    }
+    out.dropped_segments = expired.len();
+    out.dropped_rows = store.drop_segments(&expired, archive.is_some())?;
+    tracing::info!(
+        segments = out.dropped_segments,
+        rows = out.dropped_rows,
+        archived = archive.is_some(),
+        "retention removed raw segments from the data directory"
+    );
+    if let Some(a) = archive {
+        // Record them as archive-only now rather than at the next pass.
+        let r = a.sync(store, now)?;
+        if let Some(first) = &mut out.archive {
+            first.retired += r.retired;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -624,16 +772,23 @@ impl Sinks {
     }
 }
 
-/// Feeds a build every stored event of its snapshot. `None` when the build
+/// The stored events a build reads: a store snapshot and the archived
+/// segments retention removed from it.
+struct History<'a> {
+    snapshot: Option<(tally_store::Snapshot, Vec<tally_store::SegmentMeta>)>,
+    archive: Option<&'a Archive>,
+}
+
+/// Feeds a build every stored event of its history. `None` when the build
 /// was replaced or the engine is stopping; otherwise the rows fed.
 fn feed_history(
     rollups: &RollupSet,
     name: &str,
     id: u64,
-    snapshot: Option<tally_store::Snapshot>,
+    history: History,
     stopping: &AtomicBool,
 ) -> Result<Option<u64>> {
-    let Some(snapshot) = snapshot else {
+    let Some((snapshot, archived)) = history.snapshot else {
         return Ok(Some(0));
     };
     let mut rows = 0u64;
@@ -645,6 +800,15 @@ fn feed_history(
         rows += batch.len() as u64;
         Ok(rollups.feed(name, id, &batch))
     };
+    if let Some(archive) = history.archive {
+        for meta in &archived {
+            for rb in archive.read(meta)? {
+                if !feed(&rb)? {
+                    return Ok(None);
+                }
+            }
+        }
+    }
     for seg in &snapshot.segments {
         for rb in tally_store::read_segment(&seg.path)? {
             if !feed(&rb)? {

@@ -350,6 +350,11 @@ fn base_state(
         )
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    if let Some(archive) = engine.archive() {
+        let url = url::Url::parse(provider::ARCHIVE_URL)
+            .map_err(|e| QueryError::Internal(format!("archive URL: {e}")))?;
+        ctx.register_object_store(&url, archive.object_store());
+    }
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;

@@ -39,6 +39,9 @@ use std::sync::Arc;
 use tally_engine::Engine;
 use tally_store::{arrow_schema, SegmentFile};
 
+/// Where the archive's object store is registered in query sessions.
+pub(crate) const ARCHIVE_URL: &str = "tally-archive://archive";
+
 /// Segment handles a running query holds (a session config extension).
 #[derive(Debug, Default)]
 pub(crate) struct Pins(pub Mutex<Vec<Arc<SegmentFile>>>);
@@ -118,6 +121,57 @@ impl std::fmt::Debug for StreamTable {
     }
 }
 
+impl StreamTable {
+    /// A Parquet scan of `files` (path or key, size) in the object store at
+    /// `url`, spread over the session's partitions by size; `None` when
+    /// there are no files.
+    async fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        url: ObjectStoreUrl,
+        mut files: Vec<(String, u64)>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let partitions = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+        let mut sizes = vec![0u64; partitions];
+        files.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        for (path, bytes) in files {
+            // Largest first into the lightest group: balanced work.
+            let (i, _) = sizes
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| **b)
+                .unwrap_or((0, &0));
+            sizes[i] += bytes;
+            groups[i].push(PartitionedFile::new(path, bytes));
+        }
+        let mut source = ParquetSource::new(self.schema.clone());
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let conf = FileScanConfigBuilder::new(url, Arc::new(source))
+            .with_file_groups(
+                groups
+                    .into_iter()
+                    .filter(|g| !g.is_empty())
+                    .map(FileGroup::new)
+                    .collect(),
+            )
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        Ok(Some(format.create_physical_plan(state, conf).await?))
+    }
+}
+
 #[async_trait]
 impl TableProvider for StreamTable {
     fn schema(&self) -> SchemaRef {
@@ -159,46 +213,42 @@ impl TableProvider for StreamTable {
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        if !snapshot.segments.is_empty() {
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
-            let mut sizes = vec![0u64; partitions];
-            let mut segments = snapshot.segments.clone();
-            segments.sort_by_key(|s| std::cmp::Reverse(s.meta.bytes));
-            for s in &segments {
-                // Largest first into the lightest group: balanced work.
-                let (i, _) = sizes
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, b)| **b)
-                    .unwrap_or((0, &0));
-                sizes[i] += s.meta.bytes;
-                groups[i].push(PartitionedFile::new(
-                    s.path.to_string_lossy().to_string(),
-                    s.meta.bytes,
-                ));
-            }
-            let mut source = ParquetSource::new(self.schema.clone());
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-            let conf =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(
-                        groups
-                            .into_iter()
-                            .filter(|g| !g.is_empty())
-                            .map(FileGroup::new)
-                            .collect(),
-                    )
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
-            let format =
-                ParquetFormat::default().with_options(state.table_options().parquet.clone());
-            inputs.push(format.create_physical_plan(state, conf).await?);
+        let local: Vec<(String, u64)> = snapshot
+            .segments
+            .iter()
+            .map(|s| (s.path.to_string_lossy().to_string(), s.meta.bytes))
+            .collect();
+        if let Some(plan) = self
+            .parquet_scan(
+                state,
+                ObjectStoreUrl::local_filesystem(),
+                local,
+                projection,
+                filters,
+                limit,
+            )
+            .await?
+        {
+            inputs.push(plan);
             if let Some(pins) = state.config().get_extension::<Pins>() {
                 pins.0.lock().extend(snapshot.segments.iter().cloned());
+            }
+        }
+        // Events retention removed from the data directory: read from the
+        // archive (an archived object is never deleted while archive-only).
+        if let Some(archive) = self.engine.archive() {
+            let ids = snapshot.segments.iter().map(|s| s.meta.id).collect();
+            let archived: Vec<(String, u64)> = archive
+                .segments_for(&self.stream, lo, hi, &ids, &snapshot.retired)
+                .into_iter()
+                .map(|m| (m.path, m.bytes))
+                .collect();
+            let url = ObjectStoreUrl::parse(ARCHIVE_URL)?;
+            if let Some(plan) = self
+                .parquet_scan(state, url, archived, projection, filters, limit)
+                .await?
+            {
+                inputs.push(plan);
             }
         }
 

@@ -10,7 +10,7 @@ mod set;
 pub mod snapshot;
 mod state;
 
-pub use def::{Aggregate, Condition, Grain, Op, RollupDef};
+pub use def::{parse_period, Aggregate, Condition, Grain, Op, RollupDef};
 pub use set::{Building, Entry, Loaded, RollupSet};
 pub use state::{Acc, Buckets, Cell, GroupKey, Rollup, State, HLL_LG_K, TDIGEST_K};
 

@@ -216,6 +216,11 @@ impl From<tally_engine::Error> for ApiError {
                 message,
                 stream: None,
             },
+            // The object store is unreachable or failing: try again later.
+            E::Archive(e @ tally_archive::Error::Store { .. }) => ApiError::Overloaded {
+                reason: e.to_string(),
+                retry_after: Duration::from_secs(10),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

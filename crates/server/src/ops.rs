@@ -112,6 +112,56 @@ pub(crate) async fn flush(
     })))
 }
 
+/// Runs an archive and retention pass now (the maintenance thread runs
+/// one every archive interval).
+pub(crate) async fn maintain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let engine = state.engine()?.clone();
+    let r = tokio::task::spawn_blocking(move || engine.maintain())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "archive": r.archive.map(|a| json!({
+            "uploaded_segments": a.uploaded,
+            "uploaded_bytes": a.uploaded_bytes,
+            "retired_segments": a.retired,
+            "replaced_segments": a.replaced,
+            "pending_segments": a.pending,
+        })),
+        "retention": {
+            "dropped_segments": r.dropped_segments,
+            "dropped_rows": r.dropped_rows,
+        },
+    })))
+}
+
+/// The archive's state: where it is, what it holds, the last pass.
+pub(crate) async fn archive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    let engine = state.engine()?;
+    let Some(a) = engine.archive() else {
+        return Err(ApiError::NotFound {
+            what: "archive (none is configured)".into(),
+        });
+    };
+    let retention: serde_json::Map<String, Value> = engine
+        .options()
+        .retention
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v.as_secs() / 3600)))
+        .collect();
+    let mut body =
+        serde_json::to_value(a.status()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["retention_hours"] = Value::Object(retention);
+    Ok(Json(body))
+}
+
 /// The OpenAPI document of this API (docs/openapi.json, compiled in).
 pub(crate) async fn openapi() -> impl IntoResponse {
     (

@@ -526,10 +526,8 @@ impl Store {
         let _m = self.maintenance.lock();
         let ids: HashSet<u64> = ids.iter().copied().collect();
         let mut cat = self.catalog.read().clone();
-        let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) = cat
-            .segments
-            .drain(..)
-            .partition(|s| ids.contains(&s.id));
+        let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+            cat.segments.drain(..).partition(|s| ids.contains(&s.id));
         if gone.is_empty() {
             return Ok(0);
         }

@@ -108,6 +108,12 @@ pub struct ServeArgs {
     /// [default: 67108864]
     #[arg(long, env = "TALLY_QUERY_CACHE_BYTES")]
     pub query_cache_bytes: Option<usize>,
+
+    /// Where raw segments are archived: a directory, file:///DIR or
+    /// s3://BUCKET[/PREFIX] (settings in the file's [archive] table);
+    /// "none" keeps no archive. Default: DATA_DIR/archive.
+    #[arg(long, env = "TALLY_ARCHIVE")]
+    pub archive: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -136,6 +142,27 @@ struct FileConfig {
     /// `[[rollup]]` tables: continuous rollups (docs/rollups.md).
     #[serde(default, rename = "rollup")]
     rollups: Vec<tally_rollup::RollupDef>,
+    /// `[archive]`: where raw segments are archived (docs/archive.md).
+    archive: Option<ArchiveConfig>,
+    /// `[retention]`: stream name (or "*") = how long raw events stay in
+    /// the data directory ("36h", "30d", "2w").
+    #[serde(default)]
+    retention: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ArchiveConfig {
+    /// A directory, file:///DIR, s3://BUCKET[/PREFIX] or "none".
+    url: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    /// Also read from AWS_SECRET_ACCESS_KEY; never logged.
+    secret_access_key: Option<String>,
+    allow_http: Option<bool>,
+    settle_secs: Option<u64>,
+    interval_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -193,6 +220,42 @@ impl ServeArgs {
                 .with_context(|| format!("[[rollup]] {:?}", r.name))?;
         }
         engine.rollups = file.rollups;
+        let archive = file.archive.unwrap_or_default();
+        let url = self.archive.or(archive.url).unwrap_or_else(|| {
+            let dir = tally_archive::default_dir(&engine.data_dir);
+            std::path::absolute(&dir)
+                .unwrap_or(dir)
+                .to_string_lossy()
+                .into_owned()
+        });
+        if url != "none" {
+            let mut a = tally_engine::ArchiveOptions::new(url);
+            a.endpoint = archive.endpoint;
+            a.region = archive.region;
+            a.access_key_id = archive.access_key_id;
+            a.secret_access_key = archive.secret_access_key;
+            a.allow_http = archive.allow_http.unwrap_or(false);
+            if let Some(v) = archive.settle_secs {
+                a.settle = Duration::from_secs(v);
+            }
+            if let Some(v) = archive.interval_secs {
+                a.interval = Duration::from_secs(v.max(1));
+            }
+            if !a.url.starts_with("s3://") && !a.url.starts_with("file://") {
+                let dir = std::path::absolute(&a.url)
+                    .with_context(|| format!("archive directory {:?}", a.url))?;
+                a.url = dir.to_string_lossy().into_owned();
+            }
+            engine.archive = Some(a);
+        }
+        for (stream, period) in file.retention {
+            let us = tally_rollup::parse_period(&period).with_context(|| {
+                format!("[retention] {stream} = {period:?}: write a whole number of hours, days or weeks, as \"36h\", \"30d\" or \"2w\"")
+            })?;
+            engine
+                .retention
+                .insert(stream, Duration::from_micros(us as u64));
+        }
         let mut config = ServerConfig::new(listen, engine);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;

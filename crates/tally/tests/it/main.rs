@@ -2,6 +2,7 @@
 //! data directories, real HTTP, and independent tools (DuckDB, promtool) to
 //! check what tally wrote.
 
+mod archive;
 mod auth;
 mod crash;
 mod duckdb;
