@@ -203,7 +203,17 @@ pub struct Archive {
     /// One pass at a time.
     pass: Mutex<()>,
     last: Mutex<(Option<i64>, Option<String>, usize)>,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken then, to be shut down without
+    /// blocking: the archive may be dropped inside an async context).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Archive {
@@ -234,16 +244,24 @@ impl Archive {
             manifest: RwLock::new(Arc::new(Manifest::default())),
             pass: Mutex::new(()),
             last: Mutex::new((None, None, 0)),
-            rt,
+            rt: Some(rt),
         };
-        let manifest = archive.rt.block_on(archive.load_manifest())?;
+        let manifest = archive.block_on(archive.load_manifest())?;
         *archive.manifest.write() = Arc::new(manifest);
-        let removed = archive.rt.block_on(archive.remove_unnamed())?;
+        let removed = archive.block_on(archive.remove_unnamed())?;
         if removed > 0 {
             tracing::info!(url = %archive.url, objects = removed, "removed archive objects the manifest does not name");
         }
         archive.export_gauges();
         Ok(archive)
+    }
+
+    /// Runs archive I/O to completion on the archive's runtime.
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.rt {
+            Some(rt) => rt.block_on(f),
+            None => unreachable!("the runtime is only taken on drop"),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -300,7 +318,7 @@ impl Archive {
     /// Reads one archived segment. Blocking: not for async contexts.
     pub fn read(&self, meta: &SegmentMeta) -> Result<Vec<RecordBatch>> {
         let key = ObjectPath::from(meta.path.as_str());
-        let bytes = self.rt.block_on(async {
+        let bytes = self.block_on(async {
             let got = self
                 .store
                 .get(&key)
@@ -421,7 +439,7 @@ impl Archive {
             local.acknowledge_retired(&ids)?;
         }
         for key in doomed {
-            match self.rt.block_on(self.store.delete(&key)) {
+            match self.block_on(self.store.delete(&key)) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 // Unnamed now; removed at the next open.
                 Err(e) => {
@@ -490,8 +508,7 @@ impl Archive {
 
     /// Puts an object; in a local directory, also makes it durable.
     fn put(&self, key: &ObjectPath, payload: PutPayload) -> Result<()> {
-        self.rt
-            .block_on(self.store.put(key, payload))
+        self.block_on(self.store.put(key, payload))
             .map_err(|e| self.err("put", key, e))?;
         if let Some(root) = &self.local_root {
             let path = root.join(key.as_ref());
