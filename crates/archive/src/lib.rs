@@ -64,7 +64,7 @@ pub enum Error {
         url: String,
         op: &'static str,
         key: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     #[error("archive {url}: manifest: {reason}")]
@@ -551,7 +551,7 @@ impl Archive {
             url: self.url.clone(),
             op,
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -20,6 +20,7 @@ mod error;
 mod functions;
 mod metrics;
 mod provider;
+mod rollup_tables;
 pub mod tables;
 pub mod timeseries;
 
@@ -181,7 +182,7 @@ impl QueryEngine {
                 key.push('\u{1}');
                 key.push_str(&r.to_string());
                 key.push('=');
-                key.push_str(&inner.version_of(r.schema(), r.table()).to_string());
+                key.push_str(&inner.version_of(r.schema(), r.table()));
             }
             Some(key)
         };
@@ -295,7 +296,10 @@ impl Inner {
 
     /// The data version of a table a query names (0 for unknown names; the
     /// query then fails and nothing is cached).
-    fn version_of(&self, schema: Option<&str>, table: &str) -> u64 {
+    fn version_of(&self, schema: Option<&str>, table: &str) -> String {
+        if schema == Some("rollups") {
+            return rollup_tables::version(&self.engine, table).unwrap_or_default();
+        }
         let dim = || self.tables.get(table).map(|t| t.version);
         let stream = || {
             self.engine
@@ -309,7 +313,7 @@ impl Inner {
             Some("streams") => stream(),
             _ => dim().or_else(stream),
         };
-        v.unwrap_or(0)
+        v.unwrap_or(0).to_string()
     }
 }
 
@@ -370,6 +374,12 @@ fn base_state(
         });
         catalog.register_schema(name, schema)?;
     }
+    catalog.register_schema(
+        "rollups",
+        Arc::new(rollup_tables::RollupSchema {
+            engine: engine.clone(),
+        }),
+    )?;
     ctx.register_udtf(
         "tree_descendants",
         Arc::new(tables::TreeDescendants {

@@ -56,13 +56,31 @@ fn stream_json(state: &AppState, name: &str, stats: &StreamStats) -> Result<Valu
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.ty.as_str() }))
         .collect();
+    // Hours retention moved out of the data directory, kept in the archive.
+    let archived = match engine.archive() {
+        Some(a) => {
+            let retired: Vec<u64> = engine
+                .store()
+                .segment_files()
+                .1
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            a.segments_for(name, None, None, &Default::default(), &retired)
+        }
+        None => Vec::new(),
+    };
+    let archived_rows: u64 = archived.iter().map(|m| m.rows).sum();
+    let min_ts = archived.iter().map(|m| m.min_ts).chain(stats.min_ts).min();
     Ok(json!({
         "name": name,
-        "rows": stats.rows,
+        "rows": stats.rows + archived_rows,
         "memory_rows": stats.memory_rows,
         "segments": stats.segments,
         "segment_bytes": stats.segment_bytes,
-        "min_ts": ts_json(stats.min_ts),
+        "archive_only_rows": archived_rows,
+        "archive_only_segments": archived.len(),
+        "min_ts": ts_json(min_ts),
         "max_ts": ts_json(stats.max_ts),
         "columns": columns,
     }))

@@ -234,6 +234,9 @@ ev = "72h"
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["archive_only_rows"].as_u64(), Some(dropped), "{a}");
     assert_eq!(a["rows"].as_u64(), Some(60_000), "{a}");
+    let (_, st) = get_json(&s.url("/v1/streams/ev")).await;
+    assert_eq!(st["rows"].as_u64(), Some(60_000), "{st}");
+    assert_eq!(st["archive_only_rows"].as_u64(), Some(dropped), "{st}");
 
     // DuckDB reads the archive's Parquet as the S3 server stored it, both
     // by the manifest and by a glob.

@@ -438,3 +438,106 @@ async fn rollups_survive_kill9_and_reprocess_while_writers_run() {
     .await;
     assert_eq!(st, 400, "{v}");
 }
+
+/// Rows of a SQL answer keyed by their first `key` columns.
+fn keyed(v: &Value, key: usize) -> std::collections::BTreeMap<String, Vec<Value>> {
+    v["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|r| {
+            let cols: Vec<Value> = r.as_object().unwrap().values().cloned().collect();
+            let k = cols[..key]
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join("|");
+            (k, cols[key..].to_vec())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rollup_is_a_sql_table_that_agrees_with_raw_sql() {
+    use crate::query::sql;
+    let s = TestServer::start().await;
+    let mut rng = StdRng::seed_from_u64(31);
+    let lines: Vec<String> = (0..30_000).map(|_| event(&mut rng)).collect();
+    post_lines(&s, "web", &lines).await;
+    define(
+        &s,
+        &json!({"name": "by_country", "stream": "web", "intervals": ["hour", "day"],
+        "group_by": ["country"],
+        "aggregates": ["count", "count(dur)", "sum(dur)", "min(dur)", "max(dur)", "avg(dur)",
+                       "uniq(user)", "quantiles(dur)"]}),
+    )
+    .await;
+    wait_ready(&s).await;
+    // Columns aliased c00, c01, …: JSON rows are objects, read in key order.
+    let from_rollup =
+        "SELECT bucket AS c00, country AS c01, \"count\" AS c02, \"count(dur)\" AS c03, \
+        \"sum(dur)\" AS c04, \"min(dur)\" AS c05, \"max(dur)\" AS c06, \"avg(dur)\" AS c07, \
+        \"uniq(user)\" AS c08, \"p50(dur)\" AS c09, \"p99(dur)\" AS c10 \
+        FROM rollups.by_country WHERE grain = 'hour' ORDER BY 1, 2";
+    let from_raw = "SELECT date_trunc('hour', ts) AS c00, country AS c01, count(*) AS c02, \
+        count(dur) AS c03, sum(dur) AS c04, min(dur) AS c05, max(dur) AS c06, avg(dur) AS c07, \
+        count(DISTINCT \"user\") AS c08, approx_percentile_cont(dur, 0.5) AS c09, \
+        approx_percentile_cont(dur, 0.99) AS c10 FROM web GROUP BY 1, 2 ORDER BY 1, 2";
+    let check = |got: &Value, want: &Value| {
+        let (got, want) = (keyed(got, 2), keyed(want, 2));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        for (k, g) in &got {
+            let w = &want[k];
+            // count, count(dur), min, max: exact.
+            for i in [0, 1, 3, 4] {
+                assert_eq!(g[i].as_f64(), w[i].as_f64(), "{k} column {i}");
+            }
+            // sum and avg: the same numbers added in another order.
+            for i in [2, 5] {
+                let (a, b) = (g[i].as_f64(), w[i].as_f64());
+                match (a, b) {
+                    (Some(a), Some(b)) => {
+                        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{k} {a} {b}")
+                    }
+                    _ => assert_eq!(a, b, "{k} column {i}"),
+                }
+            }
+            // uniq: HyperLogLog with 2^12 registers, well within 5 %.
+            let (u, d) = (g[6].as_f64().unwrap(), w[6].as_f64().unwrap());
+            assert!((u - d).abs() <= 0.05 * d + 1.0, "{k} uniq {u} vs {d}");
+            // Quantiles: t-digest within the value range of the cell.
+            if let (Some(p), Some(lo), Some(hi)) = (g[7].as_f64(), w[3].as_f64(), w[4].as_f64()) {
+                assert!(p >= lo && p <= hi, "{k} p50 {p} outside [{lo}, {hi}]");
+            }
+        }
+    };
+    let (st, got) = sql(&s, from_rollup).await;
+    assert_eq!(st, 200, "{got}");
+    let (st, want) = sql(&s, from_raw).await;
+    assert_eq!(st, 200, "{want}");
+    check(&got, &want);
+    // Counts add up across rows; the daily rows hold every event once.
+    let (_, v) = sql(
+        &s,
+        "SELECT sum(\"count\") AS n FROM rollups.by_country WHERE grain = 'day'",
+    )
+    .await;
+    assert_eq!(v["rows"][0]["n"].as_u64(), Some(30_000), "{v}");
+    // New events: the table (and the cached answer) follows at once.
+    let more: Vec<String> = (0..5_000).map(|_| event(&mut rng)).collect();
+    post_lines(&s, "web", &more).await;
+    let (_, got) = sql(&s, from_rollup).await;
+    let (_, want) = sql(&s, from_raw).await;
+    check(&got, &want);
+    let (_, v) = sql(
+        &s,
+        "SELECT sum(\"count\") AS n FROM rollups.by_country WHERE grain = 'day'",
+    )
+    .await;
+    assert_eq!(v["rows"][0]["n"].as_u64(), Some(35_000), "{v}");
+    let (st, v) = sql(&s, "SELECT * FROM rollups.nope").await;
+    assert_eq!(st, 400, "{v}");
+}
