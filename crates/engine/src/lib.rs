@@ -116,7 +116,8 @@ pub struct EngineOptions {
     /// Rollups from the config file (they replace rollups of the same name
     /// defined through the API).
     pub rollups: Vec<RollupDef>,
-    /// Where raw segments are archived; `None` keeps no archive.
+    /// Where raw segments are archived (`DATA_DIR/archive` by default);
+    /// `None` keeps no archive.
     pub archive: Option<ArchiveOptions>,
     /// How long each stream's raw events stay in the data directory (by
     /// event time, whole hours); `"*"` applies to streams not named.
@@ -125,9 +126,14 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
+    /// Defaults, with the archive in `DATA_DIR/archive`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let archive_dir = tally_archive::default_dir(&data_dir);
+        let archive_dir = std::path::absolute(&archive_dir).unwrap_or(archive_dir);
         EngineOptions {
-            data_dir: data_dir.into(),
+            archive: Some(ArchiveOptions::new(archive_dir.to_string_lossy())),
+            data_dir,
             sync: SyncMode::Always,
             flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(60),
@@ -137,7 +143,6 @@ impl EngineOptions {
             max_record_bytes: 64 << 20,
             compaction_fanout: 4,
             rollups: Vec::new(),
-            archive: None,
             retention: Default::default(),
         }
     }

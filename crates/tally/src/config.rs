@@ -220,16 +220,14 @@ impl ServeArgs {
                 .with_context(|| format!("[[rollup]] {:?}", r.name))?;
         }
         engine.rollups = file.rollups;
+        // EngineOptions::new archives to DATA_DIR/archive.
         let archive = file.archive.unwrap_or_default();
-        let url = self.archive.or(archive.url).unwrap_or_else(|| {
-            let dir = tally_archive::default_dir(&engine.data_dir);
-            std::path::absolute(&dir)
-                .unwrap_or(dir)
-                .to_string_lossy()
-                .into_owned()
-        });
-        if url != "none" {
-            let mut a = tally_engine::ArchiveOptions::new(url);
+        match self.archive.or(archive.url) {
+            Some(url) if url == "none" => engine.archive = None,
+            Some(url) => engine.archive = Some(tally_engine::ArchiveOptions::new(url)),
+            None => {}
+        }
+        if let Some(a) = &mut engine.archive {
             a.endpoint = archive.endpoint;
             a.region = archive.region;
             a.access_key_id = archive.access_key_id;
@@ -246,7 +244,6 @@ impl ServeArgs {
                     .with_context(|| format!("archive directory {:?}", a.url))?;
                 a.url = dir.to_string_lossy().into_owned();
             }
-            engine.archive = Some(a);
         }
         for (stream, period) in file.retention {
             let us = tally_rollup::parse_period(&period).with_context(|| {

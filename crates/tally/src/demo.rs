@@ -93,6 +93,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  Parquet segments (DuckDB):  {}/segments/  (written by the background flush)",
         data_dir.display()
     );
+    println!(
+        "  raw archive (DuckDB):       {}/archive/  (hours archived 10 minutes after they end)",
+        data_dir.display()
+    );
     println!();
     println!("Press Ctrl-C to stop.");
     server.await??;
