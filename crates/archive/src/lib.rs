@@ -613,5 +613,14 @@ pub fn default_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("archive")
 }
 
+impl ArchiveOptions {
+    /// The default archive: the directory `DATA_DIR/archive`.
+    pub fn in_data_dir(data_dir: &Path) -> ArchiveOptions {
+        let dir = default_dir(data_dir);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        ArchiveOptions::new(dir.to_string_lossy())
+    }
+}
+
 #[cfg(test)]
 mod tests;

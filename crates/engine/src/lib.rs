@@ -116,8 +116,9 @@ pub struct EngineOptions {
     /// Rollups from the config file (they replace rollups of the same name
     /// defined through the API).
     pub rollups: Vec<RollupDef>,
-    /// Where raw segments are archived (`DATA_DIR/archive` by default);
-    /// `None` keeps no archive.
+    /// Where raw segments are archived; `None` keeps no archive. Opening
+    /// an archive blocks: open the engine outside async contexts (as
+    /// `spawn_blocking` does).
     pub archive: Option<ArchiveOptions>,
     /// How long each stream's raw events stay in the data directory (by
     /// event time, whole hours); `"*"` applies to streams not named.
@@ -126,14 +127,12 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// Defaults, with the archive in `DATA_DIR/archive`.
+    /// Defaults, with no archive (`tally serve` and the demo add the
+    /// default one, [`ArchiveOptions::in_data_dir`]).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        let data_dir = data_dir.into();
-        let archive_dir = tally_archive::default_dir(&data_dir);
-        let archive_dir = std::path::absolute(&archive_dir).unwrap_or(archive_dir);
         EngineOptions {
-            archive: Some(ArchiveOptions::new(archive_dir.to_string_lossy())),
-            data_dir,
+            archive: None,
+            data_dir: data_dir.into(),
             sync: SyncMode::Always,
             flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(60),

@@ -220,13 +220,12 @@ impl ServeArgs {
                 .with_context(|| format!("[[rollup]] {:?}", r.name))?;
         }
         engine.rollups = file.rollups;
-        // EngineOptions::new archives to DATA_DIR/archive.
         let archive = file.archive.unwrap_or_default();
-        match self.archive.or(archive.url) {
-            Some(url) if url == "none" => engine.archive = None,
-            Some(url) => engine.archive = Some(tally_engine::ArchiveOptions::new(url)),
-            None => {}
-        }
+        engine.archive = match self.archive.or(archive.url) {
+            Some(url) if url == "none" => None,
+            Some(url) => Some(tally_engine::ArchiveOptions::new(url)),
+            None => Some(tally_engine::ArchiveOptions::in_data_dir(&engine.data_dir)),
+        };
         if let Some(a) = &mut engine.archive {
             a.endpoint = archive.endpoint;
             a.region = archive.region;

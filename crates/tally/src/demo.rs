@@ -32,7 +32,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             tmp.clone()
         }
     };
-    let config = ServerConfig::new(args.listen, EngineOptions::new(&data_dir));
+    let mut engine = EngineOptions::new(&data_dir);
+    engine.archive = Some(tally_engine::ArchiveOptions::in_data_dir(&data_dir));
+    let config = ServerConfig::new(args.listen, engine);
     let server = tokio::spawn(tally_server::run(config, tally_server::shutdown_signal()));
     let base = format!("http://{}", args.listen);
     let client = reqwest::Client::new();
