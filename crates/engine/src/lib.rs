@@ -18,6 +18,8 @@
 //!
 //! Apps and the HTTP layer use only this crate's public interface.
 
+mod maintain;
+pub use maintain::Maintenance;
 mod metrics;
 
 use metrics::*;
@@ -442,7 +444,7 @@ impl Engine {
     /// keeps (only segments the archive holds, when there is an archive).
     /// The maintenance thread runs this every archive interval (or minute).
     pub fn maintain(&self) -> Result<Maintenance> {
-        maintain(&self.store, self.archive.as_deref(), &self.opts.retention)
+        maintain::maintain(&self.store, self.archive.as_deref(), &self.opts.retention)
     }
 
     /// The type `field` already has in `stream` (for typing CSV cells).
@@ -561,96 +563,6 @@ impl Engine {
             .ok();
         *self.flusher.lock() = h;
     }
-
-    fn start_maintainer(&self) {
-        if self.archive.is_none() && self.opts.retention.is_empty() {
-            return;
-        }
-        let store = self.store.clone();
-        let archive = self.archive.clone();
-        let retention = self.opts.retention.clone();
-        let stopping = self.stopping.clone();
-        let every = archive
-            .as_ref()
-            .map_or(Duration::from_secs(60), |a| a.interval());
-        let h = std::thread::Builder::new()
-            .name("tally-maintainer".into())
-            .spawn(move || {
-                let mut next = Instant::now();
-                while !stopping.load(Ordering::Acquire) {
-                    let wait = next.saturating_duration_since(Instant::now());
-                    if !wait.is_zero() {
-                        std::thread::park_timeout(wait.min(Duration::from_millis(200)));
-                        continue;
-                    }
-                    if let Err(e) = maintain(&store, archive.as_deref(), &retention) {
-                        tracing::warn!(error = %e, "archive/retention pass failed; will retry");
-                    }
-                    next = Instant::now() + every;
-                }
-            })
-            .ok();
-        *self.maintainer.lock() = h;
-    }
-}
-
-/// What one maintenance pass did.
-#[derive(Debug, Clone, Default)]
-pub struct Maintenance {
-    pub archive: Option<SyncReport>,
-    /// Segments and events retention removed from the data directory.
-    pub dropped_segments: usize,
-    pub dropped_rows: u64,
-}
-
-fn maintain(
-    store: &Store,
-    archive: Option<&Archive>,
-    retention: &std::collections::BTreeMap<String, Duration>,
-) -> Result<Maintenance> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let mut out = Maintenance {
-        archive: archive.map(|a| a.sync(store, now)).transpose()?,
-        ..Default::default()
-    };
-    if retention.is_empty() {
-        return Ok(out);
-    }
-    let (files, _) = store.segment_files();
-    let expired: Vec<u64> = files
-        .iter()
-        .filter(|f| {
-            let keep = retention.get(&f.meta.stream).or_else(|| retention.get("*"));
-            keep.is_some_and(|k| {
-                f.meta.partition + tally_store::HOUR_US <= now - k.as_micros() as i64
-            })
-        })
-        // With an archive, a segment leaves only once it is archived.
-        .filter(|f| archive.is_none_or(|a| a.holds(f.meta.id)))
-        .map(|f| f.meta.id)
-        .collect();
-    drop(files);
-    if expired.is_empty() {
-        return Ok(out);
-    }
-    out.dropped_segments = expired.len();
-    out.dropped_rows = store.drop_segments(&expired, archive.is_some())?;
-    tracing::info!(
-        segments = out.dropped_segments,
-        rows = out.dropped_rows,
-        archived = archive.is_some(),
-        "retention removed raw segments from the data directory"
-    );
-    if let Some(a) = archive {
-        // Record them as archive-only now rather than at the next pass.
-        let r = a.sync(store, now)?;
-        if let Some(first) = &mut out.archive {
-            first.retired += r.retired;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
