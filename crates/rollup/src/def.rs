@@ -46,7 +46,7 @@ impl Grain {
 
 /// One aggregate, written as in the time-series API: `count`, `count(f)`,
 /// `sum(f)`, `min(f)`, `max(f)`, `avg(f)`, `uniq(f)`, `quantiles(f)` (one
-/// t-digest answers every `pXX(f)`).
+/// DDSketch answers every `pXX(f)`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Aggregate {
     Count,

@@ -1,18 +1,19 @@
 //! Continuous rollups: declared aggregates of a stream (count, sum, min,
-//! max, avg, distinct counts as HyperLogLog, quantiles as t-digests) kept
+//! max, avg, distinct counts as HyperLogLog, quantiles as DDSketches) kept
 //! per minute, hour or day bucket and per group, updated as events are
 //! applied. Every state is mergeable, so a coarser bucket, a longer range
 //! or a rebuilt rollup is a merge of finer states.
 
 mod def;
 mod filter;
+mod groups;
 mod set;
 pub mod snapshot;
 mod state;
 
 pub use def::{parse_period, Aggregate, Condition, Grain, Op, RollupDef};
 pub use set::{Building, Entry, Loaded, RollupSet};
-pub use state::{Acc, Buckets, Cell, GroupKey, Rollup, State, HLL_LG_K, TDIGEST_K};
+pub use state::{Acc, Cell, GroupKey, Rollup, State, HLL_LG_K, QUANTILE_ALPHA};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -5,16 +5,16 @@
 //! counted exactly once; a damaged snapshot is refused, never half-read.
 
 use crate::def::{Grain, RollupDef};
-use crate::state::{Buckets, Cell, GroupKey, Rollup, State};
+use crate::state::{new_quantiles, Buckets, Cell, GroupKey, Rollup, State};
 use crate::{Error, Result};
 use datasketches::hll::HllSketch;
-use datasketches::tdigest::TDigestMut;
+use sketches_ddsketch::DDSketch;
 use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"TLRU";
 /// 2: each interval carries the first bucket retention kept.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Encodes `rollup` as of log position `lsn`.
 pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
@@ -37,7 +37,10 @@ pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
             put_u64(&mut w, *start as u64);
             put_u32(&mut w, groups.len() as u32);
             // Sorted, so one state always encodes to the same bytes.
-            let mut groups: Vec<_> = groups.iter().collect();
+            let mut groups: Vec<_> = groups
+                .iter()
+                .map(|(g, cell)| (rollup.group_key(*g), cell))
+                .collect();
             groups.sort_by(|a, b| a.0.cmp(b.0));
             for (key, cell) in groups {
                 put_u32(&mut w, key.len() as u32);
@@ -95,10 +98,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
             t => return Err(corrupt(&format!("interval tag {t}"))),
         };
         let kept_from = r.u64()? as i64;
-        let mut buckets = Buckets::new();
         for _ in 0..r.u32()? {
             let start = r.u64()? as i64;
-            let groups = buckets.entry(start).or_default();
             for _ in 0..r.u32()? {
                 let mut key: GroupKey = Vec::new();
                 for _ in 0..r.u32()? {
@@ -119,12 +120,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
                         }
                     })
                     .collect::<Result<Vec<_>>>()?;
-                groups.insert(key, Cell { states });
+                if !rollup.put_cell(grain, start, &key, Cell { states }) {
+                    return Err(corrupt("an interval the definition lacks"));
+                }
             }
-        }
-        match rollup.grains_mut().iter_mut().find(|(g, _)| *g == grain) {
-            Some((_, b)) => *b = buckets,
-            None => return Err(corrupt("an interval the definition lacks")),
         }
         rollup.set_kept_from(grain, kept_from);
     }
@@ -222,9 +221,9 @@ fn put_state(w: &mut Vec<u8>, s: &State) {
             w.push(4);
             put_bytes(w, &h.serialize());
         }
-        State::Quantiles(t) => {
+        State::Quantiles(d) => {
             w.push(5);
-            put_bytes(w, &t.clone().serialize());
+            put_bytes(w, &d.to_java_bytes());
         }
     }
 }
@@ -287,7 +286,18 @@ impl<'a> Reader<'a> {
             2 => State::Min(self.opt()?),
             3 => State::Max(self.opt()?),
             4 => State::Uniq(HllSketch::deserialize(self.bytes()?).map_err(sketch)?),
-            5 => State::Quantiles(TDigestMut::deserialize(self.bytes()?).map_err(sketch)?),
+            5 => {
+                let d = DDSketch::from_java_bytes(self.bytes()?).map_err(|e| Error::Corrupt {
+                    message: format!("quantile sketch: {e}"),
+                })?;
+                // Decoded with the configuration this build merges with.
+                if new_quantiles().merge(&d).is_err() {
+                    return Err(Error::Corrupt {
+                        message: "quantile sketch of another configuration".into(),
+                    });
+                }
+                State::Quantiles(d)
+            }
             t => {
                 return Err(Error::Corrupt {
                     message: format!("state tag {t}"),

@@ -6,22 +6,20 @@
 use crate::def::{Aggregate, Grain, RollupDef};
 use crate::filter::Compiled;
 use crate::{Error, Result};
-use datasketches::hll::{HllSketch, HllType, HllUnion};
-use datasketches::tdigest::TDigestMut;
+use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
+use sketches_ddsketch::{Config, DDSketch};
 use std::collections::BTreeMap;
 
-/// Hash maps keyed by group text: a fast hasher (keys are not chosen by
-/// an attacker in a way that matters: a rollup's groups are bounded by
-/// its data, and ingest is authenticated).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::groups::{Groups, HashMap};
 use tally_ingest::{Batch, Column, ColumnData};
 
 /// HyperLogLog registers: 2^12 = 4096, standard error 1.6 %; small sets
 /// are kept as exact lists by the sketch until they grow.
 pub const HLL_LG_K: u8 = 12;
-/// t-digest compression: 100 centroids (rank error about 1 % at the tails,
-/// less in the middle).
-pub const TDIGEST_K: u16 = 100;
+/// DDSketch relative accuracy: a quantile is within 1 % of the exact value
+/// at its rank (2,048 logarithmic bins per sign, values of magnitude below
+/// 1e-9 counted as 0: the crate's default configuration).
+pub const QUANTILE_ALPHA: f64 = 0.01;
 
 /// A group: the group-by dimensions' values (`None` where an event has no
 /// such field).
@@ -40,7 +38,7 @@ pub enum State {
     Min(Option<f64>),
     Max(Option<f64>),
     Uniq(HllSketch),
-    Quantiles(TDigestMut),
+    Quantiles(DDSketch),
 }
 
 impl State {
@@ -51,7 +49,7 @@ impl State {
             Aggregate::Min(_) => State::Min(None),
             Aggregate::Max(_) => State::Max(None),
             Aggregate::Uniq(_) => State::Uniq(new_hll()),
-            Aggregate::Quantiles(_) => State::Quantiles(new_tdigest()),
+            Aggregate::Quantiles(_) => State::Quantiles(new_quantiles()),
         }
     }
 
@@ -70,7 +68,7 @@ impl State {
             (State::Sum { sum, .. }, _) => Some(*sum),
             (State::Min(v) | State::Max(v), _) => *v,
             (State::Uniq(h), _) => Some(h.estimate().round()),
-            (State::Quantiles(t), _) => t.clone().quantile(q).ok().flatten(),
+            (State::Quantiles(d), _) => quantile(d, q),
         }
     }
 
@@ -90,7 +88,7 @@ impl State {
                 u.update(b);
                 *a = u.to_sketch(HllType::Hll8);
             }
-            (State::Quantiles(a), State::Quantiles(b)) => a.merge(b),
+            (State::Quantiles(a), State::Quantiles(b)) => merge_quantiles(a, b),
             // States of one aggregate are always of one kind.
             _ => {}
         }
@@ -105,7 +103,7 @@ impl std::fmt::Debug for State {
             State::Min(v) => write!(f, "Min({v:?})"),
             State::Max(v) => write!(f, "Max({v:?})"),
             State::Uniq(h) => write!(f, "Uniq(~{})", h.estimate()),
-            State::Quantiles(t) => write!(f, "Quantiles({} values)", t.total_weight()),
+            State::Quantiles(d) => write!(f, "Quantiles({} values)", d.count()),
         }
     }
 }
@@ -119,7 +117,7 @@ pub enum Acc {
     Min(Option<f64>),
     Max(Option<f64>),
     Uniq(Box<HllUnion>),
-    Quantiles(TDigestMut),
+    Quantiles(DDSketch),
 }
 
 impl Acc {
@@ -130,7 +128,7 @@ impl Acc {
             State::Min(_) => Acc::Min(None),
             State::Max(_) => Acc::Max(None),
             State::Uniq(_) => Acc::Uniq(Box::new(HllUnion::new(HLL_LG_K).expect("valid lg_k"))),
-            State::Quantiles(_) => Acc::Quantiles(new_tdigest()),
+            State::Quantiles(_) => Acc::Quantiles(new_quantiles()),
         }
     }
 
@@ -144,7 +142,7 @@ impl Acc {
             (Acc::Min(a), State::Min(b)) => *a = min_opt(*a, *b),
             (Acc::Max(a), State::Max(b)) => *a = max_opt(*a, *b),
             (Acc::Uniq(u), State::Uniq(h)) => u.update(h),
-            (Acc::Quantiles(a), State::Quantiles(b)) => a.merge(b),
+            (Acc::Quantiles(a), State::Quantiles(b)) => merge_quantiles(a, b),
             _ => {}
         }
     }
@@ -160,7 +158,7 @@ impl Acc {
             (Acc::Min(a), Acc::Min(b)) => *a = min_opt(*a, *b),
             (Acc::Max(a), Acc::Max(b)) => *a = max_opt(*a, *b),
             (Acc::Uniq(a), Acc::Uniq(b)) => a.update(&b.to_sketch(HllType::Hll8)),
-            (Acc::Quantiles(a), Acc::Quantiles(b)) => a.merge(b),
+            (Acc::Quantiles(a), Acc::Quantiles(b)) => merge_quantiles(a, b),
             _ => {}
         }
     }
@@ -174,7 +172,7 @@ impl Acc {
             (Acc::Sum { sum, .. }, _) => Some(*sum),
             (Acc::Min(v) | Acc::Max(v), _) => *v,
             (Acc::Uniq(u), _) => Some(u.estimate().round()),
-            (Acc::Quantiles(t), _) => t.clone().quantile(q).ok().flatten(),
+            (Acc::Quantiles(d), _) => quantile(d, q),
         }
     }
 }
@@ -183,8 +181,23 @@ fn new_hll() -> HllSketch {
     HllSketch::new(HLL_LG_K, HllType::Hll8).expect("valid lg_k")
 }
 
-fn new_tdigest() -> TDigestMut {
-    TDigestMut::new(TDIGEST_K).expect("valid k")
+pub(crate) fn new_quantiles() -> DDSketch {
+    DDSketch::new(Config::new(QUANTILE_ALPHA, 2048, 1e-9))
+}
+
+/// Folds `b` into `a`: both of [`new_quantiles`]'s configuration (snapshot
+/// decoding checks that), so the merge cannot fail.
+fn merge_quantiles(a: &mut DDSketch, b: &DDSketch) {
+    if let Err(e) = a.merge(b) {
+        debug_assert!(false, "quantile sketches of two configurations: {e}");
+    }
+}
+
+/// The value at rank `q`, kept within the exact minimum and maximum (a
+/// bin's representative value can lie just outside them).
+fn quantile(d: &DDSketch, q: f64) -> Option<f64> {
+    let v = d.quantile(q.clamp(0.0, 1.0)).ok().flatten()?;
+    Some(v.clamp(d.min()?, d.max()?))
 }
 
 fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -223,14 +236,16 @@ impl Cell {
     }
 }
 
-/// Buckets of one interval: bucket start (µs) -> group -> cell.
-pub type Buckets = BTreeMap<i64, HashMap<GroupKey, Cell>>;
+/// Buckets of one interval: bucket start (µs) -> group number -> cell.
+pub(crate) type Buckets = BTreeMap<i64, HashMap<u32, Cell>>;
 
 /// A rollup's definition and state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rollup {
     def: RollupDef,
     filter: Vec<Compiled>,
+    /// The groups its cells are of.
+    groups: Groups,
     /// One per interval of the definition, finest first.
     grains: Vec<(Grain, Buckets)>,
     /// Events counted (after the filter).
@@ -238,6 +253,16 @@ pub struct Rollup {
     /// Per interval (as `grains`), the first bucket still kept: older
     /// buckets were dropped by retention and are not recreated.
     kept_from: Vec<i64>,
+}
+
+impl std::fmt::Debug for Rollup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollup")
+            .field("def", &self.def)
+            .field("groups", &self.groups.len())
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Rollup {
@@ -259,6 +284,7 @@ impl Rollup {
             .collect();
         let kept_from = vec![i64::MIN; grains.len()];
         Ok(Rollup {
+            groups: Groups::new(def.group_by.len()),
             def,
             filter,
             grains,
@@ -275,16 +301,43 @@ impl Rollup {
         self.events
     }
 
-    /// The buckets of `grain`, if the rollup keeps it.
-    pub fn buckets(&self, grain: Grain) -> Option<&Buckets> {
+    /// The number of buckets of `grain` kept (0 if the rollup lacks it).
+    pub fn bucket_count(&self, grain: Grain) -> usize {
+        self.buckets(grain).map_or(0, |b| b.len())
+    }
+
+    /// The number of distinct groups the rollup has numbered.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub(crate) fn buckets(&self, grain: Grain) -> Option<&Buckets> {
         self.grains
             .iter()
             .find(|(g, _)| *g == grain)
             .map(|(_, b)| b)
     }
 
-    pub(crate) fn grains_mut(&mut self) -> &mut Vec<(Grain, Buckets)> {
-        &mut self.grains
+    /// The key of group number `group`.
+    pub(crate) fn group_key(&self, group: u32) -> &GroupKey {
+        self.groups.key(group)
+    }
+
+    /// Sets the cell of (`grain`, bucket `start`, `key`); `false` if the
+    /// rollup lacks the interval.
+    pub(crate) fn put_cell(
+        &mut self,
+        grain: Grain,
+        start: i64,
+        key: &GroupKey,
+        cell: Cell,
+    ) -> bool {
+        let Some((_, buckets)) = self.grains.iter_mut().find(|(g, _)| *g == grain) else {
+            return false;
+        };
+        let g = self.groups.of_key(key);
+        buckets.entry(start).or_default().insert(g, cell);
+        true
     }
 
     pub(crate) fn set_events(&mut self, n: u64) {
@@ -292,8 +345,8 @@ impl Rollup {
     }
 
     /// Counts the events of `batch` (which must be of the rollup's stream).
-    /// Rows are first sorted by (bucket, group) of the finest interval, so
-    /// each stored cell is looked up once per batch, not once per row.
+    /// Rows are first put in order of their cell of the finest interval,
+    /// so each stored cell is looked up once per batch, not once per row.
     pub fn apply(&mut self, batch: &Batch) {
         self.apply_in(batch, None);
     }
@@ -304,7 +357,7 @@ impl Rollup {
         let Some(&(finest, _)) = self.grains.first() else {
             return;
         };
-        let groups: Vec<Option<&Column>> =
+        let cols: Vec<Option<&Column>> =
             self.def.group_by.iter().map(|g| batch.column(g)).collect();
         let fields: Vec<Option<&Column>> = self
             .def
@@ -312,9 +365,6 @@ impl Rollup {
             .iter()
             .map(|a| a.field().and_then(|f| batch.column(f)))
             .collect();
-        // The rows that count, their finest buckets, and per group-by
-        // dimension the number of their value in this batch (text is
-        // interned once per distinct value, not copied per row).
         let rows: Vec<u32> = (0..batch.len())
             .filter(|&r| !range.is_some_and(|(lo, hi)| batch.ts[r] < lo || batch.ts[r] >= hi))
             .filter(|&r| self.filter.iter().all(|c| c.test(batch, r)))
@@ -324,77 +374,73 @@ impl Rollup {
             return;
         }
         self.events += rows.len() as u64;
-        let nd = groups.len();
-        let mut ids: Vec<u32> = vec![0; rows.len() * nd];
-        let mut values: Vec<Vec<Option<String>>> = Vec::with_capacity(nd);
-        for (d, col) in groups.iter().enumerate() {
-            let mut seen: HashMap<Option<&[u8]>, u32> = HashMap::default();
-            let mut vals: Vec<Option<String>> = Vec::new();
-            let mut bits: HashMap<Option<u64>, u32> = HashMap::default();
-            for (i, &r) in rows.iter().enumerate() {
-                let r = r as usize;
-                let id = match col.map(|c| &c.data) {
-                    None => *seen.entry(None).or_insert_with(|| {
-                        vals.push(None);
-                        vals.len() as u32 - 1
-                    }),
-                    Some(ColumnData::Dim(s)) => {
-                        let v = s.valid[r]
-                            .then(|| &s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize]);
-                        *seen.entry(v).or_insert_with(|| {
-                            vals.push(v.map(|b| String::from_utf8_lossy(b).into_owned()));
-                            vals.len() as u32 - 1
-                        })
-                    }
-                    Some(ColumnData::Value(n)) => {
-                        let v = n.get(r);
-                        *bits.entry(v.map(f64::to_bits)).or_insert_with(|| {
-                            vals.push(v.map(|x| x.to_string()));
-                            vals.len() as u32 - 1
-                        })
-                    }
-                };
-                ids[i * nd + d] = id;
-            }
-            values.push(vals);
+        let groups = self.groups.of_rows(&cols, &rows);
+        // Distinct counts hash each value once, for every interval.
+        let coupons: Vec<Vec<Option<Coupon>>> = self
+            .def
+            .aggregates
+            .iter()
+            .zip(&fields)
+            .map(|(agg, col)| match (agg, col) {
+                (Aggregate::Uniq(_), Some(col)) => coupons_of(col, &rows, batch.len()),
+                _ => Vec::new(),
+            })
+            .collect();
+        // A slot per distinct (finest bucket, group), in order of first
+        // appearance; then the rows ordered by slot (a counting sort).
+        let mut slot_of: HashMap<(i64, u32), u32> =
+            HashMap::with_capacity_and_hasher(rows.len().min(4096), Default::default());
+        let mut slots: Vec<(i64, u32)> = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        let row_slots: Vec<u32> = rows
+            .iter()
+            .zip(&groups)
+            .map(|(&r, &g)| {
+                let key = (finest.start(batch.ts[r as usize]), g);
+                let s = *slot_of.entry(key).or_insert_with(|| {
+                    slots.push(key);
+                    counts.push(0);
+                    slots.len() as u32 - 1
+                });
+                counts[s as usize] += 1;
+                s
+            })
+            .collect();
+        let mut ends: Vec<usize> = counts
+            .iter()
+            .scan(0usize, |at, &n| {
+                *at += n as usize;
+                Some(*at)
+            })
+            .collect();
+        let mut ordered = vec![0u32; rows.len()];
+        for (&r, &s) in rows.iter().zip(&row_slots).rev() {
+            ends[s as usize] -= 1;
+            ordered[ends[s as usize]] = r;
         }
-        // Rows by (finest bucket, group).
-        let mut local: HashMap<(i64, &[u32]), Vec<u32>> = HashMap::default();
-        for (i, &r) in rows.iter().enumerate() {
-            let key = (
-                finest.start(batch.ts[r as usize]),
-                &ids[i * nd..(i + 1) * nd],
-            );
-            local.entry(key).or_default().push(r);
-        }
-        // Each stored cell is found once per batch and updated with its
-        // rows directly (merging sketches per batch would cost far more
-        // than updating them).
-        for ((bucket, gids), rows) in local {
-            let key: GroupKey = gids
-                .iter()
-                .enumerate()
-                .map(|(d, id)| values[d][*id as usize].clone())
-                .collect();
+        // `ends` now holds each slot's first position.
+        for (s, &(bucket, group)) in slots.iter().enumerate() {
+            let from = ends[s];
+            let rows = &ordered[from..from + counts[s] as usize];
             for ((grain, buckets), kept) in self.grains.iter_mut().zip(&self.kept_from) {
-                if grain.start(bucket) < *kept {
+                let start = grain.start(bucket);
+                if start < *kept {
                     // A late event for a bucket retention dropped.
                     continue;
                 }
-                let groups = buckets.entry(grain.start(bucket)).or_default();
-                let cell = match groups.get_mut(&key) {
-                    Some(c) => c,
-                    None => groups
-                        .entry(key.clone())
-                        .or_insert_with(|| Cell::new(&self.def)),
-                };
-                for ((state, agg), col) in cell
+                let cell = buckets
+                    .entry(start)
+                    .or_default()
+                    .entry(group)
+                    .or_insert_with(|| Cell::new(&self.def));
+                for (((state, agg), col), coupons) in cell
                     .states
                     .iter_mut()
                     .zip(&self.def.aggregates)
                     .zip(&fields)
+                    .zip(&coupons)
                 {
-                    update_rows(state, agg, *col, &rows);
+                    update_rows(state, agg, *col, rows, coupons);
                 }
             }
         }
@@ -410,7 +456,11 @@ impl Rollup {
         self.buckets(grain)
             .into_iter()
             .flat_map(move |b| b.range(from..to.max(from)))
-            .flat_map(|(start, groups)| groups.iter().map(move |(k, c)| (*start, k, c)))
+            .flat_map(move |(start, groups)| {
+                groups
+                    .iter()
+                    .map(move |(g, c)| (*start, self.groups.key(*g), c))
+            })
     }
 
     /// Replaces this rollup's buckets starting in `[lo, hi)` by `other`'s
@@ -418,12 +468,22 @@ impl Rollup {
     /// aligned to the coarsest interval, or its edge buckets mix old and
     /// new events.
     pub fn replace_range(&mut self, other: Rollup, lo: i64, hi: i64) {
+        let mut renumber: HashMap<u32, u32> = HashMap::default();
         for ((_, mine), (_, theirs)) in self.grains.iter_mut().zip(other.grains) {
             let inside: Vec<i64> = mine.range(lo..hi).map(|(b, _)| *b).collect();
             for b in inside {
                 mine.remove(&b);
             }
             for (b, groups) in theirs.into_iter().filter(|(b, _)| (lo..hi).contains(b)) {
+                let groups = groups
+                    .into_iter()
+                    .map(|(g, cell)| {
+                        let mine = *renumber
+                            .entry(g)
+                            .or_insert_with(|| self.groups.of_key(other.groups.key(g)));
+                        (mine, cell)
+                    })
+                    .collect();
                 mine.insert(b, groups);
             }
         }
@@ -463,6 +523,32 @@ impl Rollup {
         dropped
     }
 
+    /// Renumbers the groups when most have no cell left (retention
+    /// dropped their buckets), so the numbering does not grow forever.
+    fn forget_unused_groups(&mut self) {
+        let mut used = vec![false; self.groups.len()];
+        for (_, buckets) in &self.grains {
+            for g in buckets.values().flat_map(|groups| groups.keys()) {
+                used[*g as usize] = true;
+            }
+        }
+        let live: Vec<u32> = (0..used.len() as u32)
+            .filter(|g| used[*g as usize])
+            .collect();
+        if live.len() * 2 > used.len() || used.len() < 1024 {
+            return;
+        }
+        let renumber = self.groups.keep(&live);
+        for (_, buckets) in &mut self.grains {
+            for groups in buckets.values_mut() {
+                *groups = std::mem::take(groups)
+                    .into_iter()
+                    .map(|(g, cell)| (renumber[g as usize], cell))
+                    .collect();
+            }
+        }
+    }
+
     /// The first bucket start of `grain` still kept (`i64::MIN`: all).
     pub fn kept_from(&self, grain: Grain) -> i64 {
         self.grains
@@ -489,12 +575,41 @@ impl Rollup {
         let keep = buckets.split_off(&cutoff);
         let dropped = buckets.len();
         *buckets = keep;
+        if dropped > 0 {
+            self.forget_unused_groups();
+        }
         dropped
     }
 }
 
-/// Adds rows `rows` of a batch to one state.
-fn update_rows(state: &mut State, agg: &Aggregate, col: Option<&Column>, rows: &[u32]) {
+/// The HyperLogLog coupons (hashes) of `rows`' values in `col`, by row
+/// number (`None`: no value). Text by its bytes; numbers by value, -0.0
+/// and 0.0 being one value.
+fn coupons_of(col: &Column, rows: &[u32], len: usize) -> Vec<Option<Coupon>> {
+    let mut out = vec![None; len];
+    for &r in rows {
+        let r = r as usize;
+        out[r] = match &col.data {
+            ColumnData::Dim(s) => s.valid[r].then(|| {
+                Coupon::from_value(&s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize])
+            }),
+            ColumnData::Value(n) => {
+                n.valid[r].then(|| Coupon::from_value((n.values[r] + 0.0).to_bits()))
+            }
+        };
+    }
+    out
+}
+
+/// Adds rows `rows` of a batch to one state (`coupons`: for a distinct
+/// count, its values' coupons by row number).
+fn update_rows(
+    state: &mut State,
+    agg: &Aggregate,
+    col: Option<&Column>,
+    rows: &[u32],
+    coupons: &[Option<Coupon>],
+) {
     if let (Aggregate::Count, State::Count(n)) = (agg, &mut *state) {
         *n += rows.len() as u64;
         return;
@@ -506,16 +621,9 @@ fn update_rows(state: &mut State, agg: &Aggregate, col: Option<&Column>, rows: &
             let valid = data.valid();
             *n += each.filter(|r| valid[*r]).count() as u64;
         }
-        (State::Uniq(h), ColumnData::Dim(s)) => {
-            for r in each.filter(|r| s.valid[*r]) {
-                // The value's bytes (valid UTF-8 already).
-                h.update(&s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize]);
-            }
-        }
-        (State::Uniq(h), ColumnData::Value(n)) => {
-            for r in each.filter(|r| n.valid[*r]) {
-                // Numbers by value; -0.0 and 0.0 are one value.
-                h.update((n.values[r] + 0.0).to_bits());
+        (State::Uniq(h), _) => {
+            for c in rows.iter().filter_map(|r| coupons[*r as usize]) {
+                h.update_with_coupon(c);
             }
         }
         (State::Sum { sum, n }, ColumnData::Value(c)) => {
@@ -534,9 +642,9 @@ fn update_rows(state: &mut State, agg: &Aggregate, col: Option<&Column>, rows: &
                 *m = max_opt(*m, Some(c.values[r]));
             }
         }
-        (State::Quantiles(t), ColumnData::Value(c)) => {
-            for r in each.filter(|r| c.valid[*r]) {
-                t.update(c.values[r]);
+        (State::Quantiles(d), ColumnData::Value(c)) => {
+            for r in each.filter(|r| c.valid[*r] && c.values[*r].is_finite()) {
+                d.add(c.values[r]);
             }
         }
         // A numeric aggregate over a text field: nothing to add.

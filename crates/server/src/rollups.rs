@@ -27,7 +27,7 @@ fn rollup_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
         .grains()
         .into_iter()
         .map(|g: Grain| {
-            let n = e.rollup.buckets(g).map_or(0, |b| b.len());
+            let n = e.rollup.bucket_count(g);
             (g.as_str().to_string(), json!(n))
         })
         .collect();
