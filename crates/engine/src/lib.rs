@@ -216,9 +216,11 @@ impl Engine {
             rollups: rollups.clone(),
             applied: applied.clone(),
             store_after: checkpoint,
+            beside: None,
         };
         let live = Sinks {
             store_after: 0,
+            beside: Some(RollupWorker::spawn(rollups.clone())?),
             ..sinks.clone()
         };
         let (log, report) = LocalLog::open(
@@ -501,7 +503,7 @@ impl Engine {
     /// Flushes the tail to segments, lets the log drop what they hold, and
     /// compacts.
     pub fn flush(&self) -> Result<FlushReport> {
-        flush_and_compact(&self.store, &self.rollups, self.log.as_ref())
+        flush_and_compact(&self.store, &self.rollups, &self.applied, self.log.as_ref())
     }
 
     /// Stops the engine: the log writes and applies what is queued, the tail
@@ -543,6 +545,7 @@ impl Engine {
     fn start_flusher(&self) {
         let store = self.store.clone();
         let rollups = self.rollups.clone();
+        let applied = self.applied.clone();
         let log = self.log.clone();
         let stopping = self.stopping.clone();
         let opts = self.opts.clone();
@@ -553,7 +556,8 @@ impl Engine {
                     std::thread::park_timeout(Duration::from_millis(100));
                     let (rows, bytes, age) = store.active_size();
                     if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
-                        if let Err(e) = flush_and_compact(&store, &rollups, log.as_ref()) {
+                        if let Err(e) = flush_and_compact(&store, &rollups, &applied, log.as_ref())
+                        {
                             tracing::error!(error = %e, "background flush failed; will retry");
                             std::thread::sleep(Duration::from_secs(1));
                         }
@@ -631,8 +635,16 @@ impl DirLock {
 /// only then lets the log drop
 /// what the flush covered: rollups are never behind what the log still
 /// holds. A failed snapshot keeps the log (retried at the next flush).
-fn flush_and_compact(store: &Store, rollups: &RollupSet, log: &dyn Log) -> Result<FlushReport> {
+fn flush_and_compact(
+    store: &Store,
+    rollups: &RollupSet,
+    applied: &Mutex<Lsn>,
+    log: &dyn Log,
+) -> Result<FlushReport> {
     let report = store.flush()?;
+    // A record's rollups may still be counting it beside the store: wait
+    // for the record in progress, so the snapshots cover the flush.
+    drop(applied.lock());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
@@ -651,22 +663,22 @@ struct Sinks {
     applied: Arc<Mutex<Lsn>>,
     /// The store already holds records at or below this (replay only).
     store_after: Lsn,
+    /// Counts large records' rollups on another core while the store
+    /// takes them (live records only).
+    beside: Option<Arc<RollupWorker>>,
 }
+
+/// Records of at least this many events have their rollups counted beside
+/// the store; smaller ones are not worth the thread hand-off.
+const BESIDE_MIN_EVENTS: usize = 256;
 
 impl Sinks {
     fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
         // A live append carries its batch along; only replay needs to decode.
-        let decoded;
-        let (stream, batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
-            Some(Ok(b)) => {
-                decoded = *b;
-                (&decoded.0, &decoded.1)
-            }
+        let record: (String, Batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
+            Some(Ok(b)) => *b,
             _ => match codec::decode(payload) {
-                Ok(b) => {
-                    decoded = b;
-                    (&decoded.0, &decoded.1)
-                }
+                Ok(b) => b,
                 Err(e) => {
                     // The CRC matched, so this is a bug or a newer format, not disk damage.
                     tracing::error!(lsn, error = %e, "skipping undecodable log record");
@@ -675,16 +687,75 @@ impl Sinks {
                 }
             },
         };
+        // Held until the record is in the store and in every rollup: a
+        // flush waits for it (see `flush_and_compact`).
         let mut applied = self.applied.lock();
-        // Rollups first: a flush that sees the record in the store then
-        // finds it counted in the rollups too.
-        let t = Instant::now();
-        self.rollups.apply(lsn, stream, batch);
-        ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
-        if lsn > self.store_after {
-            self.store.apply(lsn, stream, batch);
+        match &self.beside {
+            Some(worker) if record.1.len() >= BESIDE_MIN_EVENTS => {
+                let record = Arc::new(record);
+                worker.send(lsn, record.clone());
+                if lsn > self.store_after {
+                    self.store.apply(lsn, &record.0, &record.1);
+                }
+                worker.wait();
+            }
+            _ => {
+                apply_rollups(&self.rollups, lsn, &record.0, &record.1);
+                if lsn > self.store_after {
+                    self.store.apply(lsn, &record.0, &record.1);
+                }
+            }
         }
         *applied = (*applied).max(lsn);
+    }
+}
+
+fn apply_rollups(rollups: &RollupSet, lsn: Lsn, stream: &str, batch: &Batch) {
+    let t = Instant::now();
+    rollups.apply(lsn, stream, batch);
+    ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
+}
+
+/// A thread that counts one record at a time into the rollups, for the
+/// apply thread, which waits for it before the record is acknowledged.
+struct RollupWorker {
+    jobs: std::sync::mpsc::SyncSender<(Lsn, Arc<(String, Batch)>)>,
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl RollupWorker {
+    fn spawn(rollups: Arc<RollupSet>) -> Result<Arc<RollupWorker>> {
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<(String, Batch)>)>(1);
+        let (finished, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("tally-rollup-apply".into())
+            .spawn(move || {
+                // Ends when the apply hook (and with it the sender) is dropped.
+                for (lsn, record) in inbox {
+                    apply_rollups(&rollups, lsn, &record.0, &record.1);
+                    if finished.send(()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Rollup(tally_rollup::Error::Io(e)))?;
+        Ok(Arc::new(RollupWorker {
+            jobs,
+            done: Mutex::new(done),
+        }))
+    }
+
+    fn send(&self, lsn: Lsn, record: Arc<(String, Batch)>) {
+        self.jobs
+            .send((lsn, record))
+            .expect("the rollup thread runs while the log does");
+    }
+
+    fn wait(&self) {
+        self.done
+            .lock()
+            .recv()
+            .expect("the rollup thread runs while the log does");
     }
 }
 

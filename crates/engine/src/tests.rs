@@ -83,9 +83,19 @@ mod rollups {
 
     /// Events per group: the body of batch `i` (5 events over two groups,
     /// spread over hours; `v` = i).
+    /// Copies of the five events in batch `i`: every fourth batch is
+    /// large enough for its rollups to be counted beside the store.
+    fn copies(i: u64) -> u64 {
+        match i % 4 {
+            0 => 60,
+            _ => 1,
+        }
+    }
+
     fn body(i: u64) -> String {
-        (0..5)
+        (0..5 * copies(i))
             .map(|k| {
+                let k = k % 5;
                 let a = if k < 2 { "x" } else { "y" };
                 // Some events land in past hours (late data).
                 // Epoch milliseconds, 12 minutes apart.
@@ -99,12 +109,13 @@ mod rollups {
     fn expected(range: std::ops::Range<u64>, min_v: u64) -> BTreeMap<String, (u64, f64)> {
         let mut m: BTreeMap<String, (u64, f64)> = BTreeMap::new();
         for i in range.filter(|i| *i >= min_v) {
+            let n = copies(i);
             let e = m.entry("x".into()).or_default();
-            e.0 += 2;
-            e.1 += 2.0 * i as f64;
+            e.0 += 2 * n;
+            e.1 += (2 * n) as f64 * i as f64;
             let e = m.entry("y".into()).or_default();
-            e.0 += 3;
-            e.1 += 3.0 * i as f64;
+            e.0 += 3 * n;
+            e.1 += (3 * n) as f64 * i as f64;
         }
         m
     }

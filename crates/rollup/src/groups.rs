@@ -35,9 +35,30 @@ fn pack(b: &[u8]) -> Option<u128> {
     })
 }
 
+/// [`pack`] for `buf[from..to]`, reading 16 bytes at once where `buf`
+/// has them (no copy of a variable length).
+fn pack_in(buf: &[u8], from: usize, to: usize) -> Option<u128> {
+    let len = to - from;
+    if len >= 16 {
+        return None;
+    }
+    match buf.get(from..from + 16) {
+        Some(w) => {
+            let w = u128::from_le_bytes(w.try_into().expect("16 bytes"));
+            let mask = (1u128 << (8 * len)) - 1;
+            Some((w & mask) | ((len as u128) << 120))
+        }
+        None => pack(&buf[from..to]),
+    }
+}
+
 impl Dim {
     fn of_text(&mut self, b: &[u8]) -> u32 {
-        let packed = pack(b);
+        self.of_packed(b, pack(b))
+    }
+
+    /// The number of text `b`, [`pack`]ed as `packed`.
+    fn of_packed(&mut self, b: &[u8], packed: Option<u128>) -> u32 {
         let found = match packed {
             Some(p) => self.short.get(&p),
             None => self.text.get(b),
@@ -76,7 +97,12 @@ impl Dim {
     fn of_row(&mut self, col: Option<&Column>, r: usize) -> u32 {
         match col.map(|c| &c.data) {
             Some(ColumnData::Dim(s)) if s.valid[r] => {
-                self.of_text(&s.bytes[s.offsets[r] as usize..s.offsets[r + 1] as usize])
+                let (from, to) = (s.offsets[r] as usize, s.offsets[r + 1] as usize);
+                let packed = pack_in(&s.bytes, from, to);
+                if let Some(&id) = packed.and_then(|p| self.short.get(&p)) {
+                    return id;
+                }
+                self.of_packed(&s.bytes[from..to], packed)
             }
             Some(ColumnData::Value(n)) if n.valid[r] => self.of_number(n.values[r]),
             _ => self.of_none(),
@@ -91,11 +117,18 @@ impl Dim {
     }
 }
 
+fn pair(a: u32, b: u32) -> u64 {
+    (u64::from(a) << 32) | u64::from(b)
+}
+
 /// The groups of one rollup: group number <-> key.
 #[derive(Clone)]
 pub(crate) struct Groups {
     dims: Vec<Dim>,
-    /// Value numbers (one per dimension) -> group number.
+    /// With two dimensions: both value numbers as one integer -> group
+    /// number.
+    pairs: HashMap<u64, u32>,
+    /// With more: value numbers (one per dimension) -> group number.
     ids: HashMap<Box<[u32]>, u32>,
     /// With one dimension: value number -> group number (`u32::MAX`: none
     /// yet), saving the lookup in `ids`.
@@ -107,6 +140,7 @@ impl Groups {
     pub(crate) fn new(dimensions: usize) -> Groups {
         Groups {
             dims: vec![Dim::default(); dimensions],
+            pairs: HashMap::default(),
             ids: HashMap::default(),
             single: Vec::new(),
             keys: Vec::new(),
@@ -146,11 +180,12 @@ impl Groups {
     }
 
     fn of_ids(&mut self, vids: &[u32]) -> u32 {
-        if let [v] = vids {
-            if let Some(&g) = self.single.get(*v as usize).filter(|g| **g != u32::MAX) {
-                return g;
-            }
-        } else if let Some(&g) = self.ids.get(vids) {
+        let found = match vids {
+            [v] => self.single.get(*v as usize).filter(|g| **g != u32::MAX),
+            [a, b] => self.pairs.get(&pair(*a, *b)),
+            _ => self.ids.get(vids),
+        };
+        if let Some(&g) = found {
             return g;
         }
         let g = self.keys.len() as u32;
@@ -167,6 +202,9 @@ impl Groups {
                     self.single.resize(v + 1, u32::MAX);
                 }
                 self.single[v] = g;
+            }
+            [a, b] => {
+                self.pairs.insert(pair(*a, *b), g);
             }
             _ => {
                 self.ids.insert(vids.into(), g);
@@ -185,5 +223,29 @@ impl Groups {
         }
         *self = kept;
         renumber
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_in_place_equals_packing_a_copy() {
+        let buf: Vec<u8> = (0..40u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        for from in 0..buf.len() {
+            for to in from..buf.len().min(from + 20) {
+                assert_eq!(
+                    pack_in(&buf, from, to),
+                    pack(&buf[from..to]),
+                    "{from}..{to}"
+                );
+            }
+        }
+        // Texts that differ only by trailing zero bytes or length differ.
+        assert_ne!(pack(b"a"), pack(b"a\0"));
+        assert_eq!(pack(&[7u8; 16]), None);
     }
 }

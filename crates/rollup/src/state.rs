@@ -236,6 +236,10 @@ impl Cell {
     }
 }
 
+/// A batch whose (finest bucket, group) pairs fit in this many places
+/// finds its cells by position rather than by hashing.
+const DENSE_SLOTS: usize = 1 << 16;
+
 /// Buckets of one interval: bucket start (µs) -> group number -> cell.
 pub(crate) type Buckets = BTreeMap<i64, HashMap<u32, Cell>>;
 
@@ -388,24 +392,53 @@ impl Rollup {
             .collect();
         // A slot per distinct (finest bucket, group), in order of first
         // appearance; then the rows ordered by slot (a counting sort).
-        let mut slot_of: HashMap<(i64, u32), u32> =
-            HashMap::with_capacity_and_hasher(rows.len().min(4096), Default::default());
         let mut slots: Vec<(i64, u32)> = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
-        let row_slots: Vec<u32> = rows
+        let mut new_slot = |key: (i64, u32)| {
+            slots.push(key);
+            counts.push(0);
+            slots.len() as u32 - 1
+        };
+        let starts: Vec<i64> = rows
             .iter()
-            .zip(&groups)
-            .map(|(&r, &g)| {
-                let key = (finest.start(batch.ts[r as usize]), g);
-                let s = *slot_of.entry(key).or_insert_with(|| {
-                    slots.push(key);
-                    counts.push(0);
-                    slots.len() as u32 - 1
-                });
-                counts[s as usize] += 1;
-                s
-            })
+            .map(|&r| finest.start(batch.ts[r as usize]))
             .collect();
+        let (first, last) = starts
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+        let width = finest.micros();
+        let n_buckets = ((last - first) / width) as usize + 1;
+        let n_groups = groups.iter().max().map_or(0, |g| *g as usize + 1);
+        let row_slots: Vec<u32> = if n_buckets.saturating_mul(n_groups) <= DENSE_SLOTS {
+            // Few buckets and groups (live traffic): slots by position.
+            let mut table = vec![u32::MAX; n_buckets * n_groups];
+            starts
+                .iter()
+                .zip(&groups)
+                .map(|(&start, &g)| {
+                    let at = ((start - first) / width) as usize * n_groups + g as usize;
+                    if table[at] == u32::MAX {
+                        table[at] = new_slot((start, g));
+                    }
+                    table[at]
+                })
+                .collect()
+        } else {
+            let mut slot_of: HashMap<(i64, u32), u32> =
+                HashMap::with_capacity_and_hasher(rows.len().min(4096), Default::default());
+            starts
+                .iter()
+                .zip(&groups)
+                .map(|(&start, &g)| {
+                    *slot_of
+                        .entry((start, g))
+                        .or_insert_with(|| new_slot((start, g)))
+                })
+                .collect()
+        };
+        for s in &row_slots {
+            counts[*s as usize] += 1;
+        }
         let mut ends: Vec<usize> = counts
             .iter()
             .scan(0usize, |at, &n| {
