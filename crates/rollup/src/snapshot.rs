@@ -5,10 +5,11 @@
 //! counted exactly once; a damaged snapshot is refused, never half-read.
 
 use crate::def::{Grain, RollupDef};
-use crate::state::{new_quantiles, Buckets, Cell, GroupKey, Rollup, State};
+use crate::state::{new_quantiles, Cell, GroupKey, Rollup, State};
 use crate::{Error, Result};
 use datasketches::hll::HllSketch;
 use sketches_ddsketch::DDSketch;
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
@@ -30,17 +31,19 @@ pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
     for g in grains {
         w.push(grain_tag(g));
         put_u64(&mut w, rollup.kept_from(g) as u64);
-        let empty = Buckets::new();
-        let buckets = rollup.buckets(g).unwrap_or(&empty);
+        // Cells merged from a finer interval and not yet stored included.
+        let mut buckets: Vec<(i64, BucketCells)> = Vec::new();
+        for (start, key, cell) in rollup.cells(g, i64::MIN, i64::MAX) {
+            match buckets.last_mut() {
+                Some((b, cells)) if *b == start => cells.push((key, cell)),
+                _ => buckets.push((start, vec![(key, cell)])),
+            }
+        }
         put_u32(&mut w, buckets.len() as u32);
-        for (start, groups) in buckets {
-            put_u64(&mut w, *start as u64);
+        for (start, mut groups) in buckets {
+            put_u64(&mut w, start as u64);
             put_u32(&mut w, groups.len() as u32);
             // Sorted, so one state always encodes to the same bytes.
-            let mut groups: Vec<_> = groups
-                .iter()
-                .map(|(g, cell)| (rollup.group_key(*g), cell))
-                .collect();
             groups.sort_by(|a, b| a.0.cmp(b.0));
             for (key, cell) in groups {
                 put_u32(&mut w, key.len() as u32);
@@ -63,6 +66,9 @@ pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
     put_u32(&mut w, crc);
     w
 }
+
+/// One bucket's cells, by group.
+type BucketCells<'a> = Vec<(&'a GroupKey, Cow<'a, Cell>)>;
 
 /// Decodes a snapshot: the rollup and the log position it covers.
 pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {

@@ -8,6 +8,7 @@ use crate::filter::Compiled;
 use crate::{Error, Result};
 use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
 use sketches_ddsketch::{Config, DDSketch};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::groups::{Groups, HashMap};
@@ -163,6 +164,18 @@ impl Acc {
         }
     }
 
+    /// The merged state.
+    pub fn into_state(self) -> State {
+        match self {
+            Acc::Count(n) => State::Count(n),
+            Acc::Sum { sum, n } => State::Sum { sum, n },
+            Acc::Min(v) => State::Min(v),
+            Acc::Max(v) => State::Max(v),
+            Acc::Uniq(u) => State::Uniq(u.to_sketch(HllType::Hll8)),
+            Acc::Quantiles(d) => State::Quantiles(d),
+        }
+    }
+
     /// The value, as [`State::value`].
     pub fn value(&self, agg: &Aggregate, q: f64) -> Option<f64> {
         match (self, agg) {
@@ -257,7 +270,14 @@ pub struct Rollup {
     /// Per interval (as `grains`), the first bucket still kept: older
     /// buckets were dropped by retention and are not recreated.
     kept_from: Vec<i64>,
+    /// Per interval (as `grains`; the finest's is always empty), the cells
+    /// whose finer cells changed since they were last derived from them:
+    /// a coarser interval is not counted per event but merged from the
+    /// next finer one when read (on the fly) or at rest ([`Self::settle`]).
+    pending: Vec<BTreeMap<i64, HashSet<u32>>>,
 }
+
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 impl std::fmt::Debug for Rollup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,7 +307,9 @@ impl Rollup {
             .map(|g| (g, Buckets::new()))
             .collect();
         let kept_from = vec![i64::MIN; grains.len()];
+        let pending = vec![BTreeMap::new(); grains.len()];
         Ok(Rollup {
+            pending,
             groups: Groups::new(def.group_by.len()),
             def,
             filter,
@@ -307,7 +329,15 @@ impl Rollup {
 
     /// The number of buckets of `grain` kept (0 if the rollup lacks it).
     pub fn bucket_count(&self, grain: Grain) -> usize {
-        self.buckets(grain).map_or(0, |b| b.len())
+        let Some(i) = self.grains.iter().position(|(g, _)| *g == grain) else {
+            return 0;
+        };
+        let stored = &self.grains[i].1;
+        stored.len()
+            + self.pending[i]
+                .keys()
+                .filter(|b| !stored.contains_key(b))
+                .count()
     }
 
     /// The number of distinct groups the rollup has numbered.
@@ -315,16 +345,13 @@ impl Rollup {
         self.groups.len()
     }
 
+    /// The stored buckets of `grain` (the finest interval's are all of them).
+    #[cfg(test)]
     pub(crate) fn buckets(&self, grain: Grain) -> Option<&Buckets> {
         self.grains
             .iter()
             .find(|(g, _)| *g == grain)
             .map(|(_, b)| b)
-    }
-
-    /// The key of group number `group`.
-    pub(crate) fn group_key(&self, group: u32) -> &GroupKey {
-        self.groups.key(group)
     }
 
     /// Sets the cell of (`grain`, bucket `start`, `key`); `false` if the
@@ -455,13 +482,20 @@ impl Rollup {
         for (s, &(bucket, group)) in slots.iter().enumerate() {
             let from = ends[s];
             let rows = &ordered[from..from + counts[s] as usize];
-            for ((grain, buckets), kept) in self.grains.iter_mut().zip(&self.kept_from) {
-                let start = grain.start(bucket);
-                if start < *kept {
+            for i in 0..self.grains.len() {
+                let start = self.grains[i].0.start(bucket);
+                if start < self.kept_from[i] {
                     // A late event for a bucket retention dropped.
                     continue;
                 }
-                let cell = buckets
+                if i > 0 && start >= self.kept_from[i - 1] {
+                    // The next finer interval holds all of this bucket:
+                    // merge from it when read.
+                    self.pending[i].entry(start).or_default().insert(group);
+                    continue;
+                }
+                let cell = self.grains[i]
+                    .1
                     .entry(start)
                     .or_default()
                     .entry(group)
@@ -485,22 +519,119 @@ impl Rollup {
         grain: Grain,
         from: i64,
         to: i64,
-    ) -> impl Iterator<Item = (i64, &GroupKey, &Cell)> + '_ {
-        self.buckets(grain)
+    ) -> impl Iterator<Item = (i64, &GroupKey, Cow<'_, Cell>)> + '_ {
+        let i = self.grains.iter().position(|(g, _)| *g == grain);
+        let starts: Vec<i64> = match i {
+            None => Vec::new(),
+            Some(i) => {
+                let range = from..to.max(from);
+                let mut starts: Vec<i64> = self.grains[i]
+                    .1
+                    .range(range.clone())
+                    .map(|(b, _)| *b)
+                    .chain(self.pending[i].range(range).map(|(b, _)| *b))
+                    .collect();
+                starts.sort_unstable();
+                starts.dedup();
+                starts
+            }
+        };
+        starts.into_iter().flat_map(move |b| {
+            self.bucket_cells(i.expect("starts only if kept"), b)
+                .into_iter()
+                .map(move |(g, c)| (b, self.groups.key(g), c))
+        })
+    }
+
+    /// The cells of bucket `b` of interval `i`: stored, or merged from the
+    /// finer interval where pending.
+    fn bucket_cells(&self, i: usize, b: i64) -> Vec<(u32, Cow<'_, Cell>)> {
+        let pending = self.pending[i].get(&b);
+        let mut out: Vec<(u32, Cow<'_, Cell>)> = self.grains[i]
+            .1
+            .get(&b)
             .into_iter()
-            .flat_map(move |b| b.range(from..to.max(from)))
-            .flat_map(move |(start, groups)| {
-                groups
-                    .iter()
-                    .map(move |(g, c)| (*start, self.groups.key(*g), c))
-            })
+            .flatten()
+            .filter(|(g, _)| !pending.is_some_and(|p| p.contains(*g)))
+            .map(|(g, c)| (*g, Cow::Borrowed(c)))
+            .collect();
+        for g in pending.into_iter().flatten() {
+            out.push((*g, Cow::Owned(self.derive(i, b, *g))));
+        }
+        out
+    }
+
+    /// The cell of group `g` in bucket `b` of interval `i > 0`, merged from
+    /// the next finer interval's cells of that bucket. (A pending bucket is
+    /// one the finer interval holds whole, so its stored cell, if any, is
+    /// an earlier merge of the same cells, replaced.)
+    fn derive(&self, i: usize, b: i64, g: u32) -> Cell {
+        let (finer, _) = self.grains[i - 1];
+        let end = b + self.grains[i].0.micros();
+        let mut accs: Vec<Acc> = self.def.aggregates.iter().map(Acc::new).collect();
+        let mut add = |cell: &Cell| {
+            for (a, s) in accs.iter_mut().zip(&cell.states) {
+                a.add(s);
+            }
+        };
+        let mut finer_starts: Vec<i64> = self.grains[i - 1]
+            .1
+            .range(b..end)
+            .filter(|(_, groups)| groups.contains_key(&g))
+            .map(|(s, _)| *s)
+            .chain(
+                self.pending[i - 1]
+                    .range(b..end)
+                    .filter(|(_, p)| p.contains(&g))
+                    .map(|(s, _)| *s),
+            )
+            .collect();
+        finer_starts.sort_unstable();
+        finer_starts.dedup();
+        debug_assert!(finer_starts.iter().all(|s| finer.start(*s) == *s));
+        for s in finer_starts {
+            let pending = self.pending[i - 1].get(&s).is_some_and(|p| p.contains(&g));
+            match pending {
+                true => add(&self.derive(i - 1, s, g)),
+                false => {
+                    if let Some(c) = self.grains[i - 1].1.get(&s).and_then(|c| c.get(&g)) {
+                        add(c)
+                    }
+                }
+            }
+        }
+        Cell {
+            states: accs.into_iter().map(Acc::into_state).collect(),
+        }
+    }
+
+    /// Stores every pending cell (merged from the finer interval), finest
+    /// first. Called before retention drops buckets and before a snapshot,
+    /// so neither loses what only the finer interval held.
+    pub fn settle(&mut self) {
+        for i in 1..self.grains.len() {
+            let pending = std::mem::take(&mut self.pending[i]);
+            // The finer interval is settled already: derive reads stored
+            // cells only.
+            let mut merged: Vec<(i64, u32, Cell)> = Vec::new();
+            for (b, groups) in &pending {
+                for g in groups {
+                    merged.push((*b, *g, self.derive(i, *b, *g)));
+                }
+            }
+            for (b, g, cell) in merged {
+                self.grains[i].1.entry(b).or_default().insert(g, cell);
+            }
+        }
     }
 
     /// Replaces this rollup's buckets starting in `[lo, hi)` by `other`'s
     /// (same definition), for every interval. `lo` and `hi` should be
     /// aligned to the coarsest interval, or its edge buckets mix old and
     /// new events.
-    pub fn replace_range(&mut self, other: Rollup, lo: i64, hi: i64) {
+    pub fn replace_range(&mut self, mut other: Rollup, lo: i64, hi: i64) {
+        self.settle();
+        other.settle();
         let mut renumber: HashMap<u32, u32> = HashMap::default();
         for ((_, mine), (_, theirs)) in self.grains.iter_mut().zip(other.grains) {
             let inside: Vec<i64> = mine.range(lo..hi).map(|(b, _)| *b).collect();
@@ -545,6 +676,8 @@ impl Rollup {
     /// that ended more than their interval's period ago. Returns the
     /// buckets dropped.
     pub fn retain(&mut self, now: i64) -> usize {
+        // Called at every flush: pending cells are stored here at the latest.
+        self.settle();
         let mut dropped = 0;
         for i in 0..self.grains.len() {
             let g = self.grains[i].0;
@@ -603,6 +736,8 @@ impl Rollup {
         let Some(i) = self.grains.iter().position(|(g, _)| *g == grain) else {
             return 0;
         };
+        // Coarser cells still merged from these buckets take them in first.
+        self.settle();
         self.kept_from[i] = self.kept_from[i].max(cutoff);
         let buckets = &mut self.grains[i].1;
         let keep = buckets.split_off(&cutoff);

@@ -169,7 +169,7 @@ fn check(rollup: &Rollup, evs: &[Ev]) {
     let def = rollup.def().clone();
     for grain in def.grains() {
         let want = direct(&def, grain, evs);
-        let got: BTreeMap<(i64, GroupKey), &Cell> = rollup
+        let got: BTreeMap<(i64, GroupKey), std::borrow::Cow<'_, Cell>> = rollup
             .cells(grain, i64::MIN, i64::MAX)
             .map(|(b, k, c)| ((b, k.clone()), c))
             .collect();
@@ -181,7 +181,7 @@ fn check(rollup: &Rollup, evs: &[Ev]) {
             grain
         );
         for (k, evs) in &want {
-            let cell = got[k];
+            let cell = &got[k];
             let ms: Vec<f64> = evs.iter().filter_map(|e| e.ms).collect();
             let v = |i: usize, q: f64| cell.states[i].value(&def.aggregates[i], q);
             assert_eq!(v(0, 0.0), Some(evs.len() as f64));
@@ -272,9 +272,9 @@ fn merged_halves_equal_the_whole() {
                 .chain(right.cells(grain, i64::MIN, i64::MAX))
         {
             match merged.get_mut(&(b, k.clone())) {
-                Some(m) => m.merge(c),
+                Some(m) => m.merge(&c),
                 None => {
-                    merged.insert((b, k.clone()), c.clone());
+                    merged.insert((b, k.clone()), c.into_owned());
                 }
             }
         }
@@ -441,7 +441,7 @@ fn retention_drops_old_buckets_only() {
     let mut r = Rollup::new(def).unwrap();
     r.apply(&batch(&evs));
     let cutoff = 1_700_000_000_000_000 + 24 * HOUR;
-    let before = r.buckets(Grain::Hour).unwrap().len();
+    let before = r.bucket_count(Grain::Hour);
     let dropped = r.drop_before(Grain::Hour, cutoff);
     let left = r.buckets(Grain::Hour).unwrap();
     assert_eq!(dropped + left.len(), before);
@@ -605,7 +605,7 @@ fn retention_drops_whole_buckets_persists_and_ignores_late_events_for_them() {
         "hours are kept for ever"
     );
     // Late events for dropped minutes do not recreate them; hours count them.
-    let hours_before = r.buckets(Grain::Hour).unwrap().len();
+    let hours_before = r.bucket_count(Grain::Hour);
     let late: Vec<Ev> = evs
         .iter()
         .filter(|e| e.ts < cutoff)
@@ -618,10 +618,37 @@ fn retention_drops_whole_buckets_persists_and_ignores_late_events_for_them() {
         .unwrap()
         .keys()
         .all(|b| *b >= cutoff));
-    assert_eq!(r.buckets(Grain::Hour).unwrap().len(), hours_before);
+    assert_eq!(r.bucket_count(Grain::Hour), hours_before);
+    // Hours count every event, late ones included: merged from minutes
+    // where minutes are kept, counted directly where they were dropped.
+    let more = events(&mut rng, 600);
+    r.apply(&batch(&more));
+    let all: Vec<Ev> = evs.iter().chain(&late).chain(&more).cloned().collect();
+    let kept: Vec<Ev> = all.iter().filter(|e| e.ts >= cutoff).cloned().collect();
+    let counts = |x: &Rollup, g: Grain| -> BTreeMap<(i64, GroupKey), f64> {
+        x.cells(g, i64::MIN, i64::MAX)
+            .map(|(b, k, c)| {
+                let n = c.states[0].value(&x.def().aggregates[0], 0.0).unwrap();
+                ((b, k.clone()), n)
+            })
+            .collect()
+    };
+    let want = |g: Grain, evs: &[Ev]| -> BTreeMap<(i64, GroupKey), f64> {
+        direct(&def, g, evs)
+            .into_iter()
+            .map(|(k, v)| (k, v.len() as f64))
+            .collect()
+    };
+    assert_eq!(counts(&r, Grain::Hour), want(Grain::Hour, &all));
+    assert_eq!(counts(&r, Grain::Minute), want(Grain::Minute, &kept));
+    // The same once the merged hours are stored, and from a snapshot.
+    let mut settled = r.clone();
+    settled.settle();
+    assert_eq!(counts(&settled, Grain::Hour), want(Grain::Hour, &all));
     // The kept range survives a snapshot.
     let (back, _) = snapshot::decode(&snapshot::encode(&r, 9)).unwrap();
     assert_eq!(back.kept_from(Grain::Minute), cutoff);
+    assert_eq!(counts(&back, Grain::Hour), want(Grain::Hour, &all));
     // Bad retention settings are refused.
     let mut bad = def.clone();
     bad.retention = [(Grain::Day, "90d".to_string())].into_iter().collect();

@@ -347,7 +347,7 @@ pub(super) async fn answer(
             *per_point.entry((rb, group.clone())).or_default() += 1;
         }
         let accs = totals.entry(group).or_insert_with(|| new_accs(&route));
-        add_cell(accs, &route, cell);
+        add_cell(accs, &route, &cell);
     }
 
     // Rank groups, keep the top, fold the rest into "other".
@@ -410,7 +410,7 @@ pub(super) async fn answer(
                 continue;
             }
             let accs = merged.entry((k, rb)).or_insert_with(|| new_accs(&route));
-            add_cell(accs, &route, cell);
+            add_cell(accs, &route, &cell);
         }
         for ((k, rb), accs) in merged {
             let vals = json_values(&route, |i, a, q| accs[i].value(a, q));
