@@ -8,7 +8,8 @@
 #  3. freshness: from sending an event to seeing it in a rollup answer.
 #
 #   bench/rollup.sh [EVENTS] [INGEST_EVENTS]     e.g. bench/rollup.sh 100000000 10000000
-#   (ROUNDS=N: ingest rounds, default 3; SKIP_INGEST=1 / SKIP_QUERY=1: one part only)
+#   (ROUNDS=N: ingest rounds, default 3; SPANS="1 168": event-time spans in
+#   hours; SKIP_INGEST=1 / SKIP_QUERY=1: one part only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-100000000}
@@ -64,7 +65,7 @@ if [ "${SKIP_INGEST:-}" = "" ]; then
 # and over a week (every batch touches ~170 hours' cells); each pair of
 # runs ROUNDS times (default 3), alternating, as the machine is shared,
 # and the median cost is the figure.
-for span in 1 168; do
+for span in ${SPANS:-1 168}; do
   echo "# 1. ingest: $INGEST_EVENTS events over the last $span h, without and with 3 rollups"
   costs=""
   for round in $(seq "${ROUNDS:-3}"); do
