@@ -417,71 +417,8 @@ impl Rollup {
                 _ => Vec::new(),
             })
             .collect();
-        // A slot per distinct (finest bucket, group), in order of first
-        // appearance; then the rows ordered by slot (a counting sort).
-        let mut slots: Vec<(i64, u32)> = Vec::new();
-        let mut counts: Vec<u32> = Vec::new();
-        let mut new_slot = |key: (i64, u32)| {
-            slots.push(key);
-            counts.push(0);
-            slots.len() as u32 - 1
-        };
-        let starts: Vec<i64> = rows
-            .iter()
-            .map(|&r| finest.start(batch.ts[r as usize]))
-            .collect();
-        let (first, last) = starts
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-        let width = finest.micros();
-        let n_buckets = ((last - first) / width) as usize + 1;
-        let n_groups = groups.iter().max().map_or(0, |g| *g as usize + 1);
-        let row_slots: Vec<u32> = if n_buckets.saturating_mul(n_groups) <= DENSE_SLOTS {
-            // Few buckets and groups (live traffic): slots by position.
-            let mut table = vec![u32::MAX; n_buckets * n_groups];
-            starts
-                .iter()
-                .zip(&groups)
-                .map(|(&start, &g)| {
-                    let at = ((start - first) / width) as usize * n_groups + g as usize;
-                    if table[at] == u32::MAX {
-                        table[at] = new_slot((start, g));
-                    }
-                    table[at]
-                })
-                .collect()
-        } else {
-            let mut slot_of: HashMap<(i64, u32), u32> =
-                HashMap::with_capacity_and_hasher(rows.len().min(4096), Default::default());
-            starts
-                .iter()
-                .zip(&groups)
-                .map(|(&start, &g)| {
-                    *slot_of
-                        .entry((start, g))
-                        .or_insert_with(|| new_slot((start, g)))
-                })
-                .collect()
-        };
-        for s in &row_slots {
-            counts[*s as usize] += 1;
-        }
-        let mut ends: Vec<usize> = counts
-            .iter()
-            .scan(0usize, |at, &n| {
-                *at += n as usize;
-                Some(*at)
-            })
-            .collect();
-        let mut ordered = vec![0u32; rows.len()];
-        for (&r, &s) in rows.iter().zip(&row_slots).rev() {
-            ends[s as usize] -= 1;
-            ordered[ends[s as usize]] = r;
-        }
-        // `ends` now holds each slot's first position.
-        for (s, &(bucket, group)) in slots.iter().enumerate() {
-            let from = ends[s];
-            let rows = &ordered[from..from + counts[s] as usize];
+        let cells = CellRows::of(finest, batch, &rows, &groups);
+        for (&(bucket, group), rows) in cells.slots.iter().zip(cells.rows()) {
             for i in 0..self.grains.len() {
                 let start = self.grains[i].0.start(bucket);
                 if start < self.kept_from[i] {
@@ -747,6 +684,86 @@ impl Rollup {
             self.forget_unused_groups();
         }
         dropped
+    }
+}
+
+/// A batch's rows by cell of the finest interval: a slot per distinct
+/// (bucket, group), in order of first appearance, and the rows ordered by
+/// slot (a counting sort).
+struct CellRows {
+    slots: Vec<(i64, u32)>,
+    /// Each slot's first position in `ordered`, and one past its last.
+    bounds: Vec<usize>,
+    ordered: Vec<u32>,
+}
+
+impl CellRows {
+    fn of(finest: Grain, batch: &Batch, rows: &[u32], groups: &[u32]) -> CellRows {
+        let mut slots: Vec<(i64, u32)> = Vec::new();
+        let mut new_slot = |key: (i64, u32)| {
+            slots.push(key);
+            slots.len() as u32 - 1
+        };
+        let starts: Vec<i64> = rows
+            .iter()
+            .map(|&r| finest.start(batch.ts[r as usize]))
+            .collect();
+        let (first, last) = starts
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+        let width = finest.micros() as u64;
+        let n_buckets = (last.abs_diff(first) / width) as usize + 1;
+        let n_groups = groups.iter().max().map_or(0, |g| *g as usize + 1);
+        let row_slots: Vec<u32> = if n_buckets.saturating_mul(n_groups) <= DENSE_SLOTS {
+            // Few buckets and groups (live traffic): slots by position.
+            let mut table = vec![u32::MAX; n_buckets * n_groups];
+            starts
+                .iter()
+                .zip(groups)
+                .map(|(&start, &g)| {
+                    let at = (start.abs_diff(first) / width) as usize * n_groups + g as usize;
+                    if table[at] == u32::MAX {
+                        table[at] = new_slot((start, g));
+                    }
+                    table[at]
+                })
+                .collect()
+        } else {
+            let mut slot_of: HashMap<(i64, u32), u32> =
+                HashMap::with_capacity_and_hasher(rows.len().min(4096), Default::default());
+            starts
+                .iter()
+                .zip(groups)
+                .map(|(&start, &g)| {
+                    *slot_of
+                        .entry((start, g))
+                        .or_insert_with(|| new_slot((start, g)))
+                })
+                .collect()
+        };
+        let mut bounds = vec![0usize; slots.len() + 1];
+        for s in &row_slots {
+            bounds[*s as usize + 1] += 1;
+        }
+        for s in 1..bounds.len() {
+            bounds[s] += bounds[s - 1];
+        }
+        let mut fill = bounds.clone();
+        let mut ordered = vec![0u32; rows.len()];
+        for (&r, &s) in rows.iter().zip(&row_slots) {
+            ordered[fill[s as usize]] = r;
+            fill[s as usize] += 1;
+        }
+        CellRows {
+            slots,
+            bounds,
+            ordered,
+        }
+    }
+
+    /// Each slot's rows, in slot order.
+    fn rows(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        self.bounds.windows(2).map(|w| &self.ordered[w[0]..w[1]])
     }
 }
 
