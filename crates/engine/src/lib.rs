@@ -18,6 +18,8 @@
 //!
 //! Apps and the HTTP layer use only this crate's public interface.
 
+mod apply;
+use apply::{RollupWorker, Sinks};
 mod maintain;
 pub use maintain::Maintenance;
 mod metrics;
@@ -653,110 +655,6 @@ fn flush_and_compact(
     log.truncate_through(report.checkpoint_lsn)?;
     store.compact()?;
     Ok(report)
-}
-
-/// Where applied records go.
-#[derive(Clone)]
-struct Sinks {
-    store: Arc<Store>,
-    rollups: Arc<RollupSet>,
-    applied: Arc<Mutex<Lsn>>,
-    /// The store already holds records at or below this (replay only).
-    store_after: Lsn,
-    /// Counts large records' rollups on another core while the store
-    /// takes them (live records only).
-    beside: Option<Arc<RollupWorker>>,
-}
-
-/// Records of at least this many events have their rollups counted beside
-/// the store; smaller ones are not worth the thread hand-off.
-const BESIDE_MIN_EVENTS: usize = 256;
-
-impl Sinks {
-    fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
-        // A live append carries its batch along; only replay needs to decode.
-        let record: (String, Batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
-            Some(Ok(b)) => *b,
-            _ => match codec::decode(payload) {
-                Ok(b) => b,
-                Err(e) => {
-                    // The CRC matched, so this is a bug or a newer format, not disk damage.
-                    tracing::error!(lsn, error = %e, "skipping undecodable log record");
-                    UNDECODABLE.inc();
-                    return;
-                }
-            },
-        };
-        // Held until the record is in the store and in every rollup: a
-        // flush waits for it (see `flush_and_compact`).
-        let mut applied = self.applied.lock();
-        match &self.beside {
-            Some(worker) if record.1.len() >= BESIDE_MIN_EVENTS => {
-                let record = Arc::new(record);
-                worker.send(lsn, record.clone());
-                if lsn > self.store_after {
-                    self.store.apply(lsn, &record.0, &record.1);
-                }
-                worker.wait();
-            }
-            _ => {
-                apply_rollups(&self.rollups, lsn, &record.0, &record.1);
-                if lsn > self.store_after {
-                    self.store.apply(lsn, &record.0, &record.1);
-                }
-            }
-        }
-        *applied = (*applied).max(lsn);
-    }
-}
-
-fn apply_rollups(rollups: &RollupSet, lsn: Lsn, stream: &str, batch: &Batch) {
-    let t = Instant::now();
-    rollups.apply(lsn, stream, batch);
-    ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
-}
-
-/// A thread that counts one record at a time into the rollups, for the
-/// apply thread, which waits for it before the record is acknowledged.
-struct RollupWorker {
-    jobs: std::sync::mpsc::SyncSender<(Lsn, Arc<(String, Batch)>)>,
-    done: Mutex<std::sync::mpsc::Receiver<()>>,
-}
-
-impl RollupWorker {
-    fn spawn(rollups: Arc<RollupSet>) -> Result<Arc<RollupWorker>> {
-        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<(String, Batch)>)>(1);
-        let (finished, done) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("tally-rollup-apply".into())
-            .spawn(move || {
-                // Ends when the apply hook (and with it the sender) is dropped.
-                for (lsn, record) in inbox {
-                    apply_rollups(&rollups, lsn, &record.0, &record.1);
-                    if finished.send(()).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::Rollup(tally_rollup::Error::Io(e)))?;
-        Ok(Arc::new(RollupWorker {
-            jobs,
-            done: Mutex::new(done),
-        }))
-    }
-
-    fn send(&self, lsn: Lsn, record: Arc<(String, Batch)>) {
-        self.jobs
-            .send((lsn, record))
-            .expect("the rollup thread runs while the log does");
-    }
-
-    fn wait(&self) {
-        self.done
-            .lock()
-            .recv()
-            .expect("the rollup thread runs while the log does");
-    }
 }
 
 /// The stored events a build reads: a store snapshot and the archived

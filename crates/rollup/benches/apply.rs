@@ -31,10 +31,19 @@ impl Rng {
     }
 }
 
-fn column(name: &str, data: ColumnData) -> Column {
-    Column {
-        name: name.into(),
-        data,
+/// A batch of text columns then number columns, by name.
+fn batch(ts: Vec<i64>, dims: Vec<(&str, StrColumn)>, values: Vec<(&str, NumColumn)>) -> Batch {
+    let dims = dims.into_iter().map(|(n, c)| (n, ColumnData::Dim(c)));
+    let values = values.into_iter().map(|(n, c)| (n, ColumnData::Value(c)));
+    Batch {
+        ts,
+        columns: dims
+            .chain(values)
+            .map(|(name, data)| Column {
+                name: name.into(),
+                data,
+            })
+            .collect(),
     }
 }
 
@@ -108,15 +117,11 @@ fn ordered_dashboard() {
                 // A week of events, roughly in time order.
                 ts.push(1_700_000_000_000_000 + ((b * per + i) as i64) * 600_000);
             }
-            Batch {
+            batch(
                 ts,
-                columns: vec![
-                    column("country", ColumnData::Dim(country)),
-                    column("path", ColumnData::Dim(path)),
-                    column("user", ColumnData::Dim(user)),
-                    column("ms", ColumnData::Value(ms)),
-                ],
-            }
+                vec![("country", country), ("path", path), ("user", user)],
+                vec![("ms", ms)],
+            )
         })
         .collect();
     let dashboard = def(
@@ -171,16 +176,11 @@ fn three_rollups(span_hours: u64, label: &str) {
                 duration.push((10 + rng.next() % 4990) as f64);
                 ts.push(1_700_000_000_000_000 + (rng.next() % span_us) as i64);
             }
-            Batch {
+            batch(
                 ts,
-                columns: vec![
-                    column("path", ColumnData::Dim(path)),
-                    column("country", ColumnData::Dim(country)),
-                    column("browser", ColumnData::Dim(browser)),
-                    column("duration_ms", ColumnData::Value(duration)),
-                    column("bytes", ColumnData::Value(bytes)),
-                ],
-            }
+                vec![("path", path), ("country", country), ("browser", browser)],
+                vec![("duration_ms", duration), ("bytes", bytes)],
+            )
         })
         .collect();
     let defs = vec![

@@ -2,7 +2,7 @@
 //! a batch hashes each row's dimension values once, into numbers, and only
 //! a group's first event copies its text.
 
-use crate::state::GroupKey;
+use crate::aggregate::GroupKey;
 use tally_ingest::{Column, ColumnData};
 
 /// Hash maps with a fast hasher (keys are the rollup's own data; ingest

@@ -4,6 +4,7 @@
 //! applied. Every state is mergeable, so a coarser bucket, a longer range
 //! or a rebuilt rollup is a merge of finer states.
 
+mod aggregate;
 mod def;
 mod filter;
 mod groups;
@@ -11,9 +12,10 @@ mod set;
 pub mod snapshot;
 mod state;
 
+pub use aggregate::{Acc, Cell, GroupKey, State, HLL_LG_K, QUANTILE_ALPHA};
 pub use def::{parse_period, Aggregate, Condition, Grain, Op, RollupDef};
 pub use set::{Building, Entry, Loaded, RollupSet};
-pub use state::{Acc, Cell, GroupKey, Rollup, State, HLL_LG_K, QUANTILE_ALPHA};
+pub use state::Rollup;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -4,8 +4,9 @@
 //! loaded and the log replayed past its position, so every event is
 //! counted exactly once; a damaged snapshot is refused, never half-read.
 
+use crate::aggregate::{new_quantiles, Cell, GroupKey, State};
 use crate::def::{Grain, RollupDef};
-use crate::state::{new_quantiles, Cell, GroupKey, Rollup, State};
+use crate::state::Rollup;
 use crate::{Error, Result};
 use datasketches::hll::HllSketch;
 use sketches_ddsketch::DDSketch;
