@@ -367,17 +367,7 @@ impl Engine {
                 Some((lo, hi)) => (Some(lo), Some(hi - 1)),
                 None => (None, None),
             };
-            let snapshot = self.store.snapshot(&stream, lo, hi)?;
-            // Events retention removed from the data directory are read
-            // from the archive.
-            let archived = match (&snapshot, &self.archive) {
-                (Some(s), Some(a)) => {
-                    let local = s.segments.iter().map(|f| f.meta.id).collect();
-                    a.segments_for(&stream, lo, hi, &local, &s.retired)
-                }
-                _ => Vec::new(),
-            };
-            (id, snapshot.map(|s| (s, archived)))
+            (id, self.stored(&stream, lo, hi)?)
         };
         if let Some((s, archived)) = &snapshot {
             let rows = s.segments.iter().map(|f| f.meta.rows).sum::<u64>()
@@ -423,6 +413,42 @@ impl Engine {
                 source: e,
             })?;
         self.builders.lock().push(h);
+        Ok(())
+    }
+
+    /// The stored events of `stream` between `lo` and `hi` (µs,
+    /// inclusive): a store snapshot, and the archived segments retention
+    /// removed from the data directory.
+    fn stored(
+        &self,
+        stream: &str,
+        lo: Option<i64>,
+        hi: Option<i64>,
+    ) -> Result<Option<(tally_store::Snapshot, Vec<tally_store::SegmentMeta>)>> {
+        let snapshot = self.store.snapshot(stream, lo, hi)?;
+        let archived = match (&snapshot, &self.archive) {
+            (Some(s), Some(a)) => {
+                let local = s.segments.iter().map(|f| f.meta.id).collect();
+                a.segments_for(stream, lo, hi, &local, &s.retired)
+            }
+            _ => Vec::new(),
+        };
+        Ok(snapshot.map(|s| (s, archived)))
+    }
+
+    /// Reads every stored event of `stream`, in batches: archived segments
+    /// first, then the data directory's segments, then the in-memory tail
+    /// (each batch in the order it was stored, batches by segment, not
+    /// by time). `f` returns false to stop early. Blocking; apps rebuild
+    /// their state from their streams this way. Records applied while the
+    /// scan runs may or may not be seen: a caller that must see everything
+    /// scans before it writes.
+    pub fn scan(&self, stream: &str, f: &mut dyn FnMut(&Batch) -> Result<bool>) -> Result<()> {
+        let history = History {
+            snapshot: self.stored(stream, None, None)?,
+            archive: self.archive.as_deref(),
+        };
+        history.read(&mut |rb| f(&tally_store::batch_from_arrow(rb)?))?;
         Ok(())
     }
 
@@ -664,6 +690,41 @@ struct History<'a> {
     archive: Option<&'a Archive>,
 }
 
+impl History<'_> {
+    /// Hands `f` every stored record batch; `Ok(false)` when `f` stopped
+    /// early.
+    fn read(
+        &self,
+        f: &mut dyn FnMut(&arrow::record_batch::RecordBatch) -> Result<bool>,
+    ) -> Result<bool> {
+        let Some((snapshot, archived)) = &self.snapshot else {
+            return Ok(true);
+        };
+        if let Some(archive) = self.archive {
+            for meta in archived {
+                for rb in archive.read(meta)? {
+                    if !f(&rb)? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        for seg in &snapshot.segments {
+            for rb in tally_store::read_segment(&seg.path)? {
+                if !f(&rb)? {
+                    return Ok(false);
+                }
+            }
+        }
+        for rb in &snapshot.memory {
+            if !f(rb)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Feeds a build every stored event of its history. `None` when the build
 /// was replaced or the engine is stopping; otherwise the rows fed.
 fn feed_history(
@@ -673,40 +734,16 @@ fn feed_history(
     history: History,
     stopping: &AtomicBool,
 ) -> Result<Option<u64>> {
-    let Some((snapshot, archived)) = history.snapshot else {
-        return Ok(Some(0));
-    };
     let mut rows = 0u64;
-    let mut feed = |rb: &arrow::record_batch::RecordBatch| -> Result<bool> {
+    let complete = history.read(&mut |rb| {
         if stopping.load(Ordering::Acquire) {
             return Ok(false);
         }
         let batch = tally_store::batch_from_arrow(rb)?;
         rows += batch.len() as u64;
         Ok(rollups.feed(name, id, &batch))
-    };
-    if let Some(archive) = history.archive {
-        for meta in &archived {
-            for rb in archive.read(meta)? {
-                if !feed(&rb)? {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    for seg in &snapshot.segments {
-        for rb in tally_store::read_segment(&seg.path)? {
-            if !feed(&rb)? {
-                return Ok(None);
-            }
-        }
-    }
-    for rb in &snapshot.memory {
-        if !feed(rb)? {
-            return Ok(None);
-        }
-    }
-    Ok(Some(rows))
+    })?;
+    Ok(complete.then_some(rows))
 }
 
 #[cfg(test)]

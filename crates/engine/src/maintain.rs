@@ -68,7 +68,12 @@ pub(crate) fn maintain(
     let expired: Vec<u64> = files
         .iter()
         .filter(|f| {
-            let keep = retention.get(&f.meta.stream).or_else(|| retention.get("*"));
+            // The apps' own streams (accounts, say) are kept unless named.
+            let keep = retention.get(&f.meta.stream).or_else(|| {
+                (!tally_ingest::is_internal_stream(&f.meta.stream))
+                    .then(|| retention.get("*"))
+                    .flatten()
+            });
             keep.is_some_and(|k| {
                 f.meta.partition + tally_store::HOUR_US <= now - k.as_micros() as i64
             })

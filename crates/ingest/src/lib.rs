@@ -20,7 +20,8 @@ mod names;
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use error::{Error, Location, Result};
 pub use names::{
-    validate_field_name, validate_stream_name, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
+    is_internal_stream, validate_field_name, validate_public_stream_name, validate_stream_name,
+    INTERNAL_STREAM_PREFIX, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
 };
 
 /// The body formats tally accepts on its ingest endpoints.

@@ -5,6 +5,30 @@
 pub const MAX_STREAM_NAME_LEN: usize = 64;
 pub const MAX_FIELD_NAME_LEN: usize = 128;
 
+/// Streams whose names start with this belong to tally's apps (the
+/// counter's accounts and increments, say). They are written only by the
+/// apps, through the engine; the public ingest, query, stream and rollup
+/// APIs neither accept nor show them, and the `"*"` retention default
+/// does not apply to them.
+pub const INTERNAL_STREAM_PREFIX: &str = "_tally_";
+
+/// Whether `name` is an app's internal stream.
+pub fn is_internal_stream(name: &str) -> bool {
+    name.starts_with(INTERNAL_STREAM_PREFIX)
+}
+
+/// A stream name a client may write or read: a valid name outside the
+/// apps' reserved prefix.
+pub fn validate_public_stream_name(name: &str) -> Result<(), String> {
+    validate_stream_name(name)?;
+    if is_internal_stream(name) {
+        return Err(format!(
+            "stream name {name:?} starts with {INTERNAL_STREAM_PREFIX:?}, which is reserved for tally's apps"
+        ));
+    }
+    Ok(())
+}
+
 /// A stream name: 1-64 characters of `[A-Za-z0-9_-]`, starting with a letter
 /// or underscore.
 pub fn validate_stream_name(name: &str) -> Result<(), String> {
@@ -58,6 +82,9 @@ mod tests {
         assert!(validate_stream_name("a/b").is_err());
         assert!(validate_stream_name("..").is_err());
         assert!(validate_stream_name(&"a".repeat(65)).is_err());
+        assert!(validate_stream_name("_tally_counter").is_ok());
+        assert!(validate_public_stream_name("_tally_counter").is_err());
+        assert!(validate_public_stream_name("_tallyx").is_ok());
     }
 
     #[test]

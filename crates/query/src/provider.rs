@@ -37,6 +37,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tally_engine::Engine;
+use tally_ingest::is_internal_stream;
 use tally_store::{arrow_schema, SegmentFile};
 
 /// Where the archive's object store is registered in query sessions.
@@ -67,7 +68,14 @@ impl SchemaProvider for TallySchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = Vec::new();
         if self.namespace != Namespace::Tables {
-            names.extend(self.engine.store().schemas().all().into_keys());
+            names.extend(
+                self.engine
+                    .store()
+                    .schemas()
+                    .all()
+                    .into_keys()
+                    .filter(|n| !is_internal_stream(n)),
+            );
         }
         if self.namespace != Namespace::Streams {
             names.extend(self.tables.names());
@@ -83,7 +91,7 @@ impl SchemaProvider for TallySchema {
                 return Ok(Some(t.provider()?));
             }
         }
-        if self.namespace != Namespace::Tables {
+        if self.namespace != Namespace::Tables && !is_internal_stream(name) {
             if let Some(schema) = self.engine.store().schemas().get(name) {
                 return Ok(Some(Arc::new(StreamTable {
                     engine: self.engine.clone(),
@@ -98,6 +106,7 @@ impl SchemaProvider for TallySchema {
     fn table_exist(&self, name: &str) -> bool {
         (self.namespace != Namespace::Streams && self.tables.get(name).is_some())
             || (self.namespace != Namespace::Tables
+                && !is_internal_stream(name)
                 && self.engine.store().schemas().get(name).is_some())
     }
 }

@@ -232,6 +232,12 @@ impl RollupDef {
         if self.stream.is_empty() {
             return invalid(format!("rollup {:?}: no stream", self.name));
         }
+        if tally_ingest::is_internal_stream(&self.stream) {
+            return invalid(format!(
+                "rollup {:?}: stream {:?} belongs to tally's apps",
+                self.name, self.stream
+            ));
+        }
         if self.intervals.is_empty() {
             return invalid(format!(
                 "rollup {:?}: no intervals (minute, hour, day)",

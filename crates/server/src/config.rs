@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub keys: Vec<ApiKey>,
     pub allow_unauthenticated: bool,
     pub query: QueryOptions,
+    /// The global counter app; `None` turns it off.
+    pub counter: Option<tally_apps::counter::CounterConfig>,
 }
 
 impl ServerConfig {
@@ -34,6 +36,7 @@ impl ServerConfig {
             keys: Vec::new(),
             allow_unauthenticated: false,
             query: QueryOptions::default(),
+            counter: Some(Default::default()),
         }
     }
 }

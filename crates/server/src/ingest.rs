@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tally_ingest::{validate_stream_name, Format};
+use tally_ingest::{validate_public_stream_name, Format};
 
 /// Parsed and encoded copies of a body are held at once: budget this many
 /// times the body size.
@@ -29,7 +29,7 @@ pub(crate) async fn post_events(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Ingest)?;
-    validate_stream_name(&stream).map_err(|message| ApiError::BadRequest {
+    validate_public_stream_name(&stream).map_err(|message| ApiError::BadRequest {
         message,
         stream: None,
     })?;

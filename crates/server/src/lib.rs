@@ -7,6 +7,7 @@
 
 mod auth;
 mod config;
+mod counters;
 mod error;
 mod ingest;
 mod metrics;
@@ -77,6 +78,11 @@ fn router(state: Arc<AppState>) -> Router {
                 .put(query::put_table)
                 .delete(query::delete_table),
         )
+        .route(
+            "/v1/counters",
+            get(counters::list_counters).post(counters::post_counter),
+        )
+        .merge(tally_apps::counter::routes(state.counter.clone()))
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -110,8 +116,19 @@ pub async fn run(
         let state = state.clone();
         let opts = config.engine.clone();
         let query_opts = config.query.clone();
+        let counter = config.counter.clone();
         tokio::task::spawn_blocking(move || {
             let engine = Arc::new(Engine::open(opts)?);
+            if let Some(c) = counter {
+                let app =
+                    tally_apps::counter::CounterApp::open(engine.clone(), c).map_err(|e| {
+                        tally_engine::Error::Io {
+                            dir: engine.options().data_dir.clone(),
+                            source: std::io::Error::other(format!("counter app: {e}")),
+                        }
+                    })?;
+                let _ = state.counter.set(Arc::new(app));
+            }
             let query = QueryEngine::new(engine.clone(), query_opts).map_err(|e| {
                 tally_engine::Error::Io {
                     dir: engine.options().data_dir.clone(),
@@ -131,6 +148,8 @@ pub async fn run(
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut engine_failed = None;
+    // Client addresses key the counter's login limits.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         tokio::select! {

@@ -94,6 +94,7 @@ pub(crate) async fn list_streams(
     let stats = state.engine()?.store().stream_stats();
     let streams = stats
         .iter()
+        .filter(|(n, _)| !tally_ingest::is_internal_stream(n))
         .map(|(n, s)| stream_json(&state, n, s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "streams": streams })))
@@ -106,9 +107,12 @@ pub(crate) async fn get_stream(
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
     let stats = state.engine()?.store().stream_stats();
-    let s = stats.get(&stream).ok_or_else(|| ApiError::NotFound {
-        what: format!("stream '{stream}'"),
-    })?;
+    let s = stats
+        .get(&stream)
+        .filter(|_| !tally_ingest::is_internal_stream(&stream))
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("stream '{stream}'"),
+        })?;
     Ok(Json(stream_json(&state, &stream, s)?))
 }
 

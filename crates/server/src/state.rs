@@ -19,6 +19,8 @@ pub(crate) struct AppState {
     pub ingest_budget: Arc<Semaphore>,
     pub ingest_budget_bytes: usize,
     pub body_read_timeout: std::time::Duration,
+    /// The counter app, set (before the engine) once rebuilt.
+    pub counter: tally_apps::counter::Slot,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
             ingest_budget: Arc::new(Semaphore::new(config.ingest_budget_bytes)),
             ingest_budget_bytes: config.ingest_budget_bytes,
             body_read_timeout: config.body_read_timeout,
+            counter: Default::default(),
         }
     }
 

@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// "none" keeps no archive. Default: DATA_DIR/archive.
     #[arg(long, env = "TALLY_ARCHIVE")]
     pub archive: Option<String>,
+
+    /// The counter app's window: how long after a user's accepted increment
+    /// their next one is refused ("24h", "90s"). [default: 24h]
+    #[arg(long, env = "TALLY_COUNTER_WINDOW")]
+    pub counter_window: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -148,6 +153,74 @@ struct FileConfig {
     /// the data directory ("36h", "30d", "2w").
     #[serde(default)]
     retention: std::collections::BTreeMap<String, String>,
+    counter: Option<CounterFileConfig>,
+}
+
+/// `[counter]`: the global counter app (docs/counter.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct CounterFileConfig {
+    enabled: Option<bool>,
+    counters: Option<Vec<String>>,
+    window: Option<String>,
+    session_ttl: Option<String>,
+    secure_cookies: Option<bool>,
+    login_failures_per_account: Option<u32>,
+    login_attempts_per_address: Option<u32>,
+    registrations_per_address: Option<u32>,
+    limit_period: Option<String>,
+    max_live_clients: Option<usize>,
+}
+
+impl CounterFileConfig {
+    /// The app's settings; `None` when it is turned off.
+    fn into_config(
+        self,
+        window_flag: Option<String>,
+    ) -> anyhow::Result<Option<tally_apps::counter::CounterConfig>> {
+        if self.enabled == Some(false) {
+            return Ok(None);
+        }
+        let mut c = tally_apps::counter::CounterConfig::default();
+        let duration = |key: &str, text: &str| {
+            humantime::parse_duration(text).with_context(|| {
+                format!("[counter] {key} = {text:?}: write a duration such as \"24h\" or \"90s\"")
+            })
+        };
+        if let Some(names) = self.counters {
+            if names.is_empty() {
+                bail!("[counter] counters: name at least one counter (the first is the default)");
+            }
+            for n in &names {
+                tally_apps::counter::validate_counter_name(n)
+                    .map_err(|e| anyhow::anyhow!("[counter] counters: {e}"))?;
+            }
+            c.counters = names;
+        }
+        if let Some(w) = window_flag.or(self.window) {
+            c.window = duration("window", &w)?;
+        }
+        if let Some(t) = self.session_ttl {
+            c.session_ttl = duration("session_ttl", &t)?;
+        }
+        if let Some(p) = self.limit_period {
+            c.limit_period = duration("limit_period", &p)?;
+        }
+        c.secure_cookies = self.secure_cookies.unwrap_or(false);
+        if let Some(v) = self.login_failures_per_account {
+            c.login_failures_per_account = v;
+        }
+        if let Some(v) = self.login_attempts_per_address {
+            c.login_attempts_per_address = v;
+        }
+        if let Some(v) = self.registrations_per_address {
+            c.registrations_per_address = v;
+        }
+        if let Some(v) = self.max_live_clients {
+            c.max_live_clients = v;
+        }
+        Ok(Some(c))
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -293,6 +366,10 @@ impl ServeArgs {
         if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
             q.cache_bytes = v;
         }
+        config.counter = file
+            .counter
+            .unwrap_or_default()
+            .into_config(self.counter_window)?;
         for k in file.keys {
             let hash = ApiKey::parse_hash(&k.hash)
                 .map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;

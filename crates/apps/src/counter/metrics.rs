@@ -1,0 +1,35 @@
+//! The counter's Prometheus metrics.
+
+use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use std::sync::LazyLock;
+
+pub(crate) static INCREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_counter_increments_total",
+        "Increment requests by outcome: accepted, refused (too soon), failed (not written)",
+        &["outcome"]
+    )
+    .unwrap()
+});
+pub(crate) static ACCOUNTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_counter_accounts_total",
+        "Account operations by outcome: registered, register_taken, login, login_failed, login_limited, logout",
+        &["outcome"]
+    )
+    .unwrap()
+});
+pub(crate) static LIVE_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_counter_live_clients",
+        "Open live-update streams (Server-Sent Events)"
+    )
+    .unwrap()
+});
+
+/// Registers the metrics so they are exported from the start.
+pub(crate) fn init() {
+    LazyLock::force(&INCREMENTS);
+    LazyLock::force(&ACCOUNTS);
+    LazyLock::force(&LIVE_CLIENTS);
+}

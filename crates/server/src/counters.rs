@@ -1,0 +1,74 @@
+//! Admin API of the counter app: list counters, make one.
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_apps::counter::{CounterApp, CounterError};
+
+fn app(state: &AppState) -> Result<&Arc<CounterApp>, ApiError> {
+    state.engine()?;
+    state.counter.get().ok_or_else(|| ApiError::NotFound {
+        what: "the counter app (it is turned off: [counter] enabled = false)".into(),
+    })
+}
+
+fn api_error(e: CounterError) -> ApiError {
+    match e {
+        CounterError::BadRequest { message, .. } => ApiError::BadRequest {
+            message,
+            stream: None,
+        },
+        CounterError::Engine(e) => e.into(),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+pub(crate) async fn list_counters(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authorize(&headers, Scope::Read)?;
+    let app = app(&state)?;
+    Ok(Json(json!({
+        "default": app.default_counter(),
+        "window_secs": app.config().window.as_secs_f64(),
+        "counters": app.values(),
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NewCounter {
+    name: String,
+}
+
+/// Makes a counter: 201 when new, 200 when it existed.
+pub(crate) async fn post_counter(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let body: NewCounter = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        message: format!("expected {{\"name\": \"...\"}}: {e}"),
+        stream: None,
+    })?;
+    let app = app(&state)?;
+    let created = app.create(&body.name).await.map_err(api_error)?;
+    let value = app.value(&body.name).map_err(api_error)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "created": created, "counter": value })),
+    ))
+}
