@@ -3,7 +3,9 @@
 #   - promtool (Debian's prometheus package) to validate /metrics,
 #   - DuckDB (PyPI) to read tally's Parquet segments and answer the same
 #     queries independently, and pyarrow (PyPI) to read Arrow IPC answers,
-#   - s3s-fs (crates.io), an S3-compatible server the archive is tested on.
+#   - s3s-fs (crates.io), an S3-compatible server the archive is tested on,
+#   - Chromium (Debian's package) and playwright-core (npm, pinned in
+#     crates/tally/tests/browser/package-lock.json) for the browser tests.
 # Usage: scripts/test.sh [extra cargo test/nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -23,6 +27,11 @@ for module in duckdb pyarrow; do
     python3 -m pip install --quiet --disable-pip-version-check "$module"
   fi
 done
+
+if [ ! -d crates/tally/tests/browser/node_modules/playwright-core ]; then
+  echo "installing: playwright-core (npm)"
+  npm ci --prefix crates/tally/tests/browser --silent --no-audit --no-fund
+fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v s3s-fs >/dev/null 2>&1; then

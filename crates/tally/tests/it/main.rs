@@ -4,6 +4,7 @@
 
 mod archive;
 mod auth;
+mod browser;
 mod counter;
 mod crash;
 mod duckdb;
