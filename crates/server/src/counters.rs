@@ -60,7 +60,12 @@ pub(crate) async fn post_counter(
         stream: None,
     })?;
     let app = app(&state)?;
-    let created = app.create(&body.name).await.map_err(api_error)?;
+    // On its own task: a client hanging up must not cut it short.
+    let (app2, name) = (app.clone(), body.name.clone());
+    let created = tokio::spawn(async move { app2.create(&name).await })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(api_error)?;
     let value = app.value(&body.name).map_err(api_error)?;
     let status = if created {
         StatusCode::CREATED

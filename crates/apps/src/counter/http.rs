@@ -59,6 +59,18 @@ fn app(slot: &Slot) -> Result<&Arc<CounterApp>, CounterError> {
     slot.get().ok_or(CounterError::Starting)
 }
 
+/// Runs a state change to its end on its own task. A client that hangs up
+/// drops its request's future; the change must still finish (its event may
+/// already be in the log), or memory would disagree with the log and a
+/// reservation would stay held.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, CounterError>> + Send + 'static,
+) -> Result<T, CounterError> {
+    tokio::spawn(change)
+        .await
+        .map_err(|e| CounterError::Internal(e.to_string()))?
+}
+
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -220,7 +232,8 @@ async fn increment(
     // Without a session there is nothing to forge: 401 first.
     let user = session_user(app, &headers).ok_or(CounterError::NotLoggedIn)?;
     check_csrf(&headers)?;
-    let accepted = app.increment(&name, &user).await?;
+    let app2 = app.clone();
+    let accepted = to_the_end(async move { app2.increment(&name, &user).await }).await?;
     Ok(Json(accepted).into_response())
 }
 
@@ -258,9 +271,9 @@ async fn register(
     let app = app(&slot)?;
     check_csrf(&headers)?;
     let c = credentials(&body)?;
-    let (user, token) = app
-        .register(&c.username, c.password, &address(info))
-        .await?;
+    let (app2, from) = (app.clone(), address(info));
+    let (user, token) =
+        to_the_end(async move { app2.register(&c.username, c.password, &from).await }).await?;
     Ok(logged_in(app, &headers, user, token))
 }
 
@@ -273,15 +286,18 @@ async fn login(
     let app = app(&slot)?;
     check_csrf(&headers)?;
     let c = credentials(&body)?;
-    let (user, token) = app.login(&c.username, c.password, &address(info)).await?;
+    let (app2, from) = (app.clone(), address(info));
+    let (user, token) =
+        to_the_end(async move { app2.login(&c.username, c.password, &from).await }).await?;
     Ok(logged_in(app, &headers, user, token))
 }
 
 async fn logout(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, CounterError> {
     let app = app(&slot)?;
     check_csrf(&headers)?;
-    if let Some(token) = cookie_value(&headers, SESSION_COOKIE) {
-        app.logout(token).await?;
+    if let Some(token) = cookie_value(&headers, SESSION_COOKIE).map(str::to_string) {
+        let app2 = app.clone();
+        to_the_end(async move { app2.logout(&token).await }).await?;
     }
     let clear = set_cookie(
         SESSION_COOKIE,

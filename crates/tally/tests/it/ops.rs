@@ -164,6 +164,16 @@ async fn openapi_document_covers_every_route() {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/counter/{name}",
+        "/counter/{name}/value",
+        "/counter/{name}/events",
+        "/counter/{name}/inc",
+        "/getvalue",
+        "/account",
+        "/account/register",
+        "/account/login",
+        "/account/logout",
+        "/v1/counters",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
