@@ -87,7 +87,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  loaded {sent} sample page views into stream 'pageview' and 25 hits into 'app'");
     println!();
-    println!("  the global counter (S2):    open {base}/counter/main   (value: curl {base}/getvalue)");
+    println!(
+        "  the global counter (S2):    open {base}/counter/main   (value: curl {base}/getvalue)"
+    );
     println!("  streams and their schemas:  curl {base}/v1/streams");
     println!("  record a timestamp (S0):    curl -X POST {base}/app");
     println!("  send events:                curl -X POST {base}/v1/events/pageview -d '{{\"path\":\"/\",\"country\":\"NO\"}}'");

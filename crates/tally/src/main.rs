@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run the server on a scratch data directory with sample events.
     Demo(demo::DemoArgs),
     /// Stream an NDJSON or CSV file into a running server.

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 pub(crate) static INCREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
-        "tally_counter_increments_total",
+        "tally_increments_total",
         "Increment requests by outcome: accepted, refused (too soon), failed (not written)",
         &["outcome"]
     )
@@ -13,7 +13,7 @@ pub(crate) static INCREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub(crate) static ACCOUNTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
-        "tally_counter_accounts_total",
+        "tally_account_operations_total",
         "Account operations by outcome: registered, register_taken, login, login_failed, login_limited, logout",
         &["outcome"]
     )
@@ -21,7 +21,7 @@ pub(crate) static ACCOUNTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub(crate) static LIVE_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
-        "tally_counter_live_clients",
+        "tally_live_viewers",
         "Open live-update streams (Server-Sent Events)"
     )
     .unwrap()

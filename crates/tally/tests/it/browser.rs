@@ -42,12 +42,20 @@ async fn counter_page_registers_clicks_refuses_and_updates_other_viewers() {
     // runs is fine.
     let (summary, shot) = run_script("counter.mjs", &server, "counter-page.png");
     let v: serde_json::Value = serde_json::from_str(&summary).expect("summary JSON");
-    assert_eq!(v["after"].as_u64(), v["before"].as_u64().map(|b| b + 1), "{v}");
+    assert_eq!(
+        v["after"].as_u64(),
+        v["before"].as_u64().map(|b| b + 1),
+        "{v}"
+    );
     assert!(v["live_ms"].as_u64().expect("live_ms") < 1000, "{v}");
     assert!(v["refusal"].as_str().unwrap().starts_with("Not yet"), "{v}");
     // The server agrees with what the page showed.
     let (_, value) = crate::server::get_json(&server.url("/getvalue")).await;
     assert_eq!(value["value"], v["after"]);
     let png = std::fs::read(&shot).expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "{}", shot.display());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 1000,
+        "{}",
+        shot.display()
+    );
 }

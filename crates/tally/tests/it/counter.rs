@@ -132,7 +132,10 @@ async fn value(server: &TestServer, counter: &str) -> u64 {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["name"], counter);
     let as_of = v["as_of"].as_str().expect("as_of");
-    assert!(chrono::DateTime::parse_from_rfc3339(as_of).is_ok(), "{as_of}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(as_of).is_ok(),
+        "{as_of}"
+    );
     v["value"].as_u64().expect("value")
 }
 
@@ -163,9 +166,15 @@ async fn accounts_csrf_and_the_window() {
 
     // Bad input names the field.
     let a = tab.register("a", "correct horse").await;
-    assert_eq!((a.status, a.body["field"].as_str()), (400, Some("username")));
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (400, Some("username"))
+    );
     let a = tab.register("ada", "short").await;
-    assert_eq!((a.status, a.body["field"].as_str()), (400, Some("password")));
+    assert_eq!(
+        (a.status, a.body["field"].as_str()),
+        (400, Some("password"))
+    );
 
     // Register: logged in at once, with an HttpOnly SameSite session cookie.
     let a = tab.register("Ada", "correct horse").await;
@@ -173,7 +182,10 @@ async fn accounts_csrf_and_the_window() {
     assert_eq!(a.body["user"], "ada");
     let set = a.headers["set-cookie"].to_str().unwrap();
     assert!(set.starts_with("tally_session="), "{set}");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
     assert!(!set.contains("Secure"), "plain HTTP: {set}");
     assert_eq!(tab.get("/account").await.body["user"], "ada");
 
@@ -202,7 +214,10 @@ async fn accounts_csrf_and_the_window() {
     assert_eq!(a.status, 429, "{}", a.body);
     let retry = a.body["retry_after"].as_u64().expect("retry_after");
     assert!((1..=2).contains(&retry), "{}", a.body);
-    assert_eq!(a.headers["retry-after"].to_str().unwrap(), retry.to_string());
+    assert_eq!(
+        a.headers["retry-after"].to_str().unwrap(),
+        retry.to_string()
+    );
     let next = chrono::DateTime::parse_from_rfc3339(a.body["next_allowed_at"].as_str().unwrap())
         .expect("next_allowed_at");
     assert_eq!(value(&server, "main").await, before + 1);
@@ -252,7 +267,12 @@ async fn app_streams_are_hidden_from_the_public_apis() {
     assert!(v["error"].as_str().unwrap().contains("reserved"), "{v}");
     let (_, v) = get_json(&server.url("/v1/streams")).await;
     assert_eq!(v["streams"], json!([]), "{v}");
-    assert_eq!(get_json(&server.url("/v1/streams/_tally_counter_accounts")).await.0, 404);
+    assert_eq!(
+        get_json(&server.url("/v1/streams/_tally_counter_accounts"))
+            .await
+            .0,
+        404
+    );
     for sql in [
         "SELECT * FROM _tally_counter_accounts",
         "SELECT * FROM streams._tally_counter",
@@ -290,8 +310,15 @@ async fn concurrent_clicks_by_one_user_count_once_and_by_n_users_n_times() {
         .into_iter()
         .map(|r| r.expect("task"))
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| matches!(s, 200 | 429)), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 429)),
+        "{statuses:?}"
+    );
     assert_eq!(value(&server, "main").await, 1);
 
     // N users, each clicking from two connections at once.
@@ -299,19 +326,54 @@ async fn concurrent_clicks_by_one_user_count_once_and_by_n_users_n_times() {
     let mut tabs = Vec::new();
     for i in 0..N {
         let mut t = Tab::open(&server).await;
-        assert_eq!(t.register(&format!("user{i}"), "correct horse").await.status, 200);
+        assert_eq!(
+            t.register(&format!("user{i}"), "correct horse")
+                .await
+                .status,
+            200
+        );
         tabs.push(t);
     }
-    let clicks = tabs.iter().flat_map(|t| [t.clone(), t.clone()]).map(|mut t| {
-        tokio::spawn(async move { t.inc("main").await.status })
-    });
+    let clicks = tabs
+        .iter()
+        .flat_map(|t| [t.clone(), t.clone()])
+        .map(|mut t| tokio::spawn(async move { t.inc("main").await.status }));
     let statuses: Vec<u16> = futures::future::join_all(clicks)
         .await
         .into_iter()
         .map(|r| r.expect("task"))
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), N, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        N,
+        "{statuses:?}"
+    );
     assert_eq!(value(&server, "main").await, 1 + N as u64);
+
+    // The metrics agree: 1 + N accepted, the other 31 + N refused.
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let metric = |line: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert_eq!(
+        metric(r#"tally_increments_total{outcome="accepted"}"#),
+        Some(1 + N as u64)
+    );
+    assert_eq!(
+        metric(r#"tally_increments_total{outcome="refused"}"#),
+        Some(31 + N as u64)
+    );
+    assert_eq!(
+        metric(r#"tally_account_operations_total{outcome="registered"}"#),
+        Some(1 + N as u64)
+    );
 }
 
 #[tokio::test]
@@ -381,7 +443,11 @@ async fn login_attempts_are_limited_per_account_and_per_address() {
     assert_eq!(tab.login("bob", "correct horse").await.status, 200);
     let a = tab.login("bob", "correct horse").await;
     assert_eq!(a.status, 429, "{}", a.body);
-    assert!(a.body["error"].as_str().unwrap().contains("address"), "{}", a.body);
+    assert!(
+        a.body["error"].as_str().unwrap().contains("address"),
+        "{}",
+        a.body
+    );
 }
 
 #[tokio::test]
