@@ -150,6 +150,7 @@ pub async fn run(
     let mut engine_failed = None;
     // Client addresses key the counter's login limits.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let counter = state.counter.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         tokio::select! {
@@ -157,6 +158,10 @@ pub async fn run(
             _ = rx.wait_for(|v| *v) => {}
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        // Live-update streams never finish by themselves.
+        if let Some(app) = counter.get() {
+            app.close_live();
+        }
     });
     let server = tokio::spawn(async move { server.await });
     match opener.await {

@@ -207,8 +207,15 @@ async fn live(
     let stream = futures::stream::unfold((rx, first, guard), move |(mut rx, first, guard)| {
         let name = name.clone();
         async move {
-            if !first && rx.changed().await.is_err() {
-                return None;
+            if !first {
+                let mut closing = guard.closing();
+                tokio::select! {
+                    changed = rx.changed() => changed.ok()?,
+                    // The server is stopping: end the stream, so the
+                    // graceful shutdown is not held by open pages (their
+                    // EventSource reconnects to the next process).
+                    _ = closing.wait_for(|c| *c) => return None,
+                }
             }
             let value = *rx.borrow_and_update();
             let data = json!({

@@ -160,6 +160,8 @@ pub struct CounterApp {
     logins_by_address: Limiter,
     registrations_by_address: Limiter,
     live_clients: AtomicU64,
+    /// True once the server stops: live streams end.
+    closing: watch::Sender<bool>,
     lookups: AtomicU64,
 }
 
@@ -247,6 +249,7 @@ impl CounterApp {
                 1 << 20,
             ),
             live_clients: AtomicU64::new(0),
+            closing: watch::channel(false).0,
             lookups: AtomicU64::new(0),
             config,
         })
@@ -518,6 +521,11 @@ impl CounterApp {
         Ok(())
     }
 
+    /// Ends every live-update stream (the server is shutting down).
+    pub fn close_live(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// Counts a live-update client in, unless there are too many.
     fn live_client(self: &Arc<Self>) -> Option<LiveClient> {
         let n = self.live_clients.fetch_add(1, Ordering::AcqRel);
@@ -532,6 +540,13 @@ impl CounterApp {
 
 /// A live-update client's place, given back when its stream ends.
 struct LiveClient(Arc<CounterApp>);
+
+impl LiveClient {
+    /// Tells when the server stops.
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.0.closing.subscribe()
+    }
+}
 
 impl Drop for LiveClient {
     fn drop(&mut self) {

@@ -452,7 +452,7 @@ async fn login_attempts_are_limited_per_account_and_per_address() {
 
 #[tokio::test]
 async fn viewers_see_new_values_live_and_admins_add_counters() {
-    let server = counter_server(r#"counters = ["main", "launch"]"#, None).await;
+    let mut server = counter_server(r#"counters = ["main", "launch"]"#, None).await;
     assert_eq!(value(&server, "launch").await, 0);
     let (status, v) = post(
         &server.url("/v1/counters"),
@@ -510,6 +510,13 @@ async fn viewers_see_new_values_live_and_admins_add_counters() {
         .expect("a new value within a second");
     assert_eq!(v, 1);
     assert!(t.elapsed() < Duration::from_secs(1));
+
+    // SIGTERM with the stream open: the stream ends and the server exits
+    // promptly (an open page must not hold the graceful shutdown).
+    let t = Instant::now();
+    assert!(server.terminate().success());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(events);
 
     // A counter made through the API survives a restart.
     let (dir, _tmp) = server.into_data_dir();
