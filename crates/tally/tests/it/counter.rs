@@ -523,3 +523,29 @@ async fn viewers_see_new_values_live_and_admins_add_counters() {
     let server = counter_server(r#"counters = ["main", "launch"]"#, Some(&dir)).await;
     assert_eq!(value(&server, "extra").await, 1);
 }
+
+#[tokio::test]
+async fn unknown_names_take_as_long_to_refuse_as_wrong_passwords() {
+    let server = counter_server("login_failures_per_account = 1000", None).await;
+    let mut tab = Tab::open(&server).await;
+    assert_eq!(tab.register("ada", "correct horse").await.status, 200);
+    // Medians of alternating attempts: both pay one argon2id verification.
+    // Without the dummy hash an unknown name would answer in microseconds,
+    // a wrong password in tens of milliseconds.
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        for (user, times) in [("ada", &mut known), ("nobody", &mut unknown)] {
+            let t = Instant::now();
+            let a = tab.login(user, &format!("wrong horse {i}")).await;
+            times.push(t.elapsed());
+            assert_eq!(a.status, 401, "{}", a.body);
+        }
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[4].as_secs_f64(), unknown[4].as_secs_f64());
+    assert!(
+        (0.5..2.0).contains(&(u / k)),
+        "median refusal: unknown name {u:.4} s, wrong password {k:.4} s"
+    );
+}
