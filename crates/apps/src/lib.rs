@@ -1,8 +1,11 @@
 //! Apps built on tally's engine, the way a user's own code would build on
-//! it: each app keeps its state as events in its own internal streams
-//! (`_tally_*`, hidden from the public APIs), rebuilds its memory from them
-//! at start, and serves its own routes.
+//! it: each app keeps its state as events (in its own internal streams,
+//! `_tally_*`, hidden from the public APIs, or in the user's streams and
+//! tables), rebuilds its memory from them at start or answers through the
+//! query engine, and serves its own routes.
 //!
 //! - [`counter`]: the global counter (S2).
+//! - [`rates`]: the rates service (S1), read side.
 
 pub mod counter;
+pub mod rates;

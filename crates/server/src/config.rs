@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub query: QueryOptions,
     /// The global counter app; `None` turns it off.
     pub counter: Option<tally_apps::counter::CounterConfig>,
+    /// The rates service (`GET /rates`).
+    pub rates: tally_apps::rates::RatesConfig,
 }
 
 impl ServerConfig {
@@ -37,6 +39,7 @@ impl ServerConfig {
             allow_unauthenticated: false,
             query: QueryOptions::default(),
             counter: Some(Default::default()),
+            rates: Default::default(),
         }
     }
 }

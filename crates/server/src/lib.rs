@@ -83,6 +83,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(counters::list_counters).post(counters::post_counter),
         )
         .merge(tally_apps::counter::routes(state.counter.clone()))
+        .merge(tally_apps::rates::routes(state.rates.clone()))
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -117,6 +118,7 @@ pub async fn run(
         let opts = config.engine.clone();
         let query_opts = config.query.clone();
         let counter = config.counter.clone();
+        let rates = config.rates.clone();
         tokio::task::spawn_blocking(move || {
             let engine = Arc::new(Engine::open(opts)?);
             if let Some(c) = counter {
@@ -136,7 +138,12 @@ pub async fn run(
                 }
             })?;
             // The query stage first: readiness is judged by the engine.
-            let _ = state.query.set(Arc::new(query));
+            let query = Arc::new(query);
+            let _ = state.rates.set(Arc::new(tally_apps::rates::RatesApp::new(
+                query.clone(),
+                rates,
+            )));
+            let _ = state.query.set(query);
             let _ = state.engine.set(engine);
             Ok::<_, tally_engine::Error>(())
         })

@@ -21,6 +21,8 @@ pub(crate) struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// The counter app, set (before the engine) once rebuilt.
     pub counter: tally_apps::counter::Slot,
+    /// The rates service, set with the query engine.
+    pub rates: tally_apps::rates::Slot,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
             ingest_budget_bytes: config.ingest_budget_bytes,
             body_read_timeout: config.body_read_timeout,
             counter: Default::default(),
+            rates: Default::default(),
         }
     }
 

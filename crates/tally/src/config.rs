@@ -154,6 +154,18 @@ struct FileConfig {
     #[serde(default)]
     retention: std::collections::BTreeMap<String, String>,
     counter: Option<CounterFileConfig>,
+    rates: Option<RatesFileConfig>,
+}
+
+/// `[rates]`: the rates service (docs/rates.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RatesFileConfig {
+    stream: Option<String>,
+    ports: Option<String>,
+    regions: Option<String>,
+    max_days: Option<u32>,
+    cache_entries: Option<usize>,
 }
 
 /// `[counter]`: the global counter app (docs/counter.md).
@@ -365,6 +377,17 @@ impl ServeArgs {
         }
         if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
             q.cache_bytes = v;
+        }
+        let rates = file.rates.unwrap_or_default();
+        let r = &mut config.rates;
+        r.stream = rates.stream.unwrap_or(r.stream.clone());
+        r.ports = rates.ports.unwrap_or(r.ports.clone());
+        r.regions = rates.regions.unwrap_or(r.regions.clone());
+        if let Some(v) = rates.max_days {
+            r.max_days = v.max(1);
+        }
+        if let Some(v) = rates.cache_entries {
+            r.cache_entries = v;
         }
         config.counter = file
             .counter

@@ -2,7 +2,7 @@
 //! once-per-window rule (with a short window), races, restarts and kill -9,
 //! live updates, and the admin API.
 
-use crate::server::{get_json, post, TestServer};
+use crate::server::{get_json, metric, metrics_text, post, TestServer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -351,17 +351,8 @@ async fn concurrent_clicks_by_one_user_count_once_and_by_n_users_n_times() {
     assert_eq!(value(&server, "main").await, 1 + N as u64);
 
     // The metrics agree: 1 + N accepted, the other 31 + N refused.
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let metric = |line: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(line))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let text = metrics_text(&server).await;
+    let metric = |series: &str| metric(&text, series);
     assert_eq!(
         metric(r#"tally_increments_total{outcome="accepted"}"#),
         Some(1 + N as u64)

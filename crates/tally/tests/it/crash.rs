@@ -172,12 +172,7 @@ async fn torn_log_tail_is_truncated_and_reported() {
 
     let mut s = TestServer::builder().data_dir(&dir).start().await;
     assert_eq!(rows(&s, "torn").await, 50);
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::server::metrics_text(&s).await;
     assert!(
         metrics.contains("tally_log_torn_tail_truncations_total 1"),
         "{metrics}"

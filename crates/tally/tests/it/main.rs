@@ -11,5 +11,6 @@ mod duckdb;
 mod ingest;
 mod ops;
 mod query;
+mod rates;
 mod rollups;
 mod server;

@@ -16,12 +16,7 @@ async fn metrics_pass_promtool() {
         post(&s.url("/v1/events/m"), None, r#"{"v":"x"}"#).await.0,
         400
     );
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::server::metrics_text(&s).await;
     for name in [
         "tally_ingest_events_accepted_total",
         "tally_ingest_events_rejected_total",
@@ -174,6 +169,7 @@ async fn openapi_document_covers_every_route() {
         "/account/login",
         "/account/logout",
         "/v1/counters",
+        "/rates",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

@@ -211,3 +211,20 @@ pub fn python(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The server's /metrics text.
+pub async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of one series (`name{labels}` as written) in a /metrics text.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}

@@ -1,0 +1,219 @@
+//! The rates service against DuckDB: the real data set (../shared/data/
+//! xeneta/rates.sql) loaded into tally by examples/rates/load.py and into
+//! DuckDB by an independent reader of the dump; 600 random questions
+//! (ports, regions, mixed, ranges inside, across and outside the data)
+//! answered by both must be identical. Then the errors and the cache.
+
+use crate::server::{get_json, metric, metrics_text, post, python, TestServer};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// The dump: $TALLY_RATES_DUMP, or ../shared/data/xeneta/rates.sql beside
+/// the repository.
+fn dump() -> PathBuf {
+    let path = std::env::var_os("TALLY_RATES_DUMP").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xeneta/rates.sql"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "the rates data set is not at {} (set TALLY_RATES_DUMP)",
+        path.display()
+    );
+    path
+}
+
+/// DuckDB's answers to `n` random questions, as
+/// `[{"q": {...}, "days": [{"day", "average_price"}]}]`.
+const REFERENCE: &str = r#"
+import duckdb, json, random, sys
+dump, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tables, cur = {}, None
+for line in open(dump, encoding="utf-8"):
+    line = line.rstrip("\n")
+    if cur is None:
+        if line.startswith("COPY "):
+            cur = line.split()[1]; tables[cur] = []
+    elif line == "\\.":
+        cur = None
+    else:
+        tables[cur].append([None if v == "\\N" else v for v in line.split("\t")])
+db = duckdb.connect()
+db.execute("CREATE TABLE ports (code TEXT, name TEXT, parent_slug TEXT)")
+db.execute("CREATE TABLE regions (slug TEXT, name TEXT, parent_slug TEXT)")
+db.execute("CREATE TABLE prices (orig_code TEXT, dest_code TEXT, day DATE, price INTEGER)")
+db.executemany("INSERT INTO ports VALUES (?, ?, ?)", tables["ports"])
+db.executemany("INSERT INTO regions VALUES (?, ?, ?)", tables["regions"])
+db.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", tables["prices"])
+lo, hi = db.execute("SELECT min(day), max(day) FROM prices").fetchone()
+ports = [r[0] for r in db.execute("SELECT code FROM ports ORDER BY 1").fetchall()]
+regions = [r[0] for r in db.execute("SELECT slug FROM regions ORDER BY 1").fetchall()]
+pairs = db.execute("SELECT DISTINCT orig_code, dest_code FROM prices ORDER BY 1, 2").fetchall()
+parent = dict(db.execute("SELECT code, parent_slug FROM ports").fetchall())
+rng = random.Random(seed)
+import datetime
+def places():
+    k = rng.random()
+    if k < 0.3:  # a pair with prices, as ports
+        return rng.choice(pairs)
+    if k < 0.5:  # a pair with prices, as the ports' regions
+        o, d = rng.choice(pairs)
+        return parent.get(o) or o, parent.get(d) or d
+    pick = lambda: rng.choice(regions) if rng.random() < 0.5 else rng.choice(ports)
+    return pick(), pick()
+SQL = """
+WITH RECURSIVE ro(slug) AS (SELECT slug FROM regions WHERE slug = $o
+                            UNION SELECT r.slug FROM regions r JOIN ro ON r.parent_slug = ro.slug),
+     rd(slug) AS (SELECT slug FROM regions WHERE slug = $d
+                  UNION SELECT r.slug FROM regions r JOIN rd ON r.parent_slug = rd.slug),
+     o AS (SELECT code FROM ports WHERE code = $o OR parent_slug IN (SELECT slug FROM ro)),
+     de AS (SELECT code FROM ports WHERE code = $d OR parent_slug IN (SELECT slug FROM rd)),
+     days AS (SELECT CAST(unnest(generate_series(CAST($f AS DATE), CAST($t AS DATE), INTERVAL 1 DAY)) AS DATE) AS day)
+SELECT strftime(days.day, '%Y-%m-%d'),
+       CASE WHEN count(p.price) >= 3 THEN CAST(round(avg(p.price)) AS BIGINT) END
+FROM days LEFT JOIN prices p ON p.day = days.day
+     AND p.orig_code IN (SELECT code FROM o) AND p.dest_code IN (SELECT code FROM de)
+GROUP BY days.day ORDER BY days.day
+"""
+out = []
+for i in range(n):
+    start = lo + datetime.timedelta(days=rng.randint(-10, (hi - lo).days + 5))
+    length = rng.choice([1, 1, 2, 7, 10, 31, rng.randint(1, 60)])
+    end = start + datetime.timedelta(days=length - 1)
+    o, d = places()
+    if i % 50 == 0:
+        d = o  # within one place
+    q = {"date_from": str(start), "date_to": str(end), "origin": o, "destination": d}
+    rows = db.execute(SQL, {"o": o, "d": d, "f": str(start), "t": str(end)}).fetchall()
+    out.append({"q": q, "days": [{"day": r[0], "average_price": r[1]} for r in rows]})
+print(json.dumps(out))
+"#;
+
+async fn rates(server: &TestServer, q: &Value) -> (u16, Value) {
+    let mut url = reqwest::Url::parse(&server.url("/rates")).expect("url");
+    for (k, v) in q.as_object().expect("question") {
+        url.query_pairs_mut()
+            .append_pair(k, v.as_str().expect("text"));
+    }
+    get_json(url.as_str()).await
+}
+
+fn load(server: &TestServer) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/rates/load.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&server.base)
+        .arg(dump())
+        .output()
+        .expect("run load.py");
+    assert!(
+        out.status.success(),
+        "load.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("load.py summary")
+}
+
+#[tokio::test]
+async fn rates_equal_duckdb_on_the_real_data_set() {
+    let server = TestServer::start().await;
+    let loaded = load(&server);
+    assert!(loaded["prices"].as_u64().unwrap() > 50_000, "{loaded}");
+    let reference: Vec<Value> =
+        serde_json::from_str(&python(REFERENCE, &[dump().to_str().unwrap(), "600", "7"]))
+            .expect("reference JSON");
+    assert_eq!(reference.len(), 600);
+    let (mut priced, mut empty) = (0, 0);
+    for case in &reference {
+        let (status, answer) = rates(&server, &case["q"]).await;
+        assert_eq!(status, 200, "{}: {answer}", case["q"]);
+        assert_eq!(answer, case["days"], "question {}", case["q"]);
+        let days = answer.as_array().unwrap();
+        priced += days
+            .iter()
+            .filter(|d| !d["average_price"].is_null())
+            .count();
+        empty += days.iter().filter(|d| d["average_price"].is_null()).count();
+    }
+    // The questions exercise both kinds of day.
+    assert!(
+        priced > 1_000 && empty > 1_000,
+        "priced {priced}, null {empty}"
+    );
+}
+
+#[tokio::test]
+async fn rates_errors_and_cache() {
+    let server = TestServer::start().await;
+    load(&server);
+    let ok = json!({"date_from": "2016-01-01", "date_to": "2016-01-10",
+                    "origin": "CNSGH", "destination": "north_europe_main"});
+    let with = |k: &str, v: &str| {
+        let mut q = ok.clone();
+        q[k] = json!(v);
+        q
+    };
+    for (q, parameter) in [
+        (with("date_from", "2016-1-01"), "date_from"),
+        (with("date_from", "2016-02-30"), "date_from"),
+        (with("date_to", "yesterday"), "date_to"),
+        (with("date_from", "2016-01-11"), "date_from"),
+        (with("date_to", "2018-01-10"), "date_to"),
+        (with("origin", "atlantis"), "origin"),
+        (with("destination", "XXXXX"), "destination"),
+    ] {
+        let (status, v) = rates(&server, &q).await;
+        assert_eq!(status, 400, "{q}: {v}");
+        assert_eq!(v["parameter"], parameter, "{q}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    let mut missing = ok.clone();
+    missing.as_object_mut().unwrap().remove("destination");
+    let (status, v) = rates(&server, &missing).await;
+    assert_eq!(
+        (status, v["parameter"].as_str()),
+        (400, Some("destination")),
+        "{v}"
+    );
+
+    // Cached: the second answer is a hit and the same.
+    let hits = || async {
+        metric(
+            &metrics_text(&server).await,
+            r#"tally_rates_cache_lookups_total{result="hit"}"#,
+        )
+        .unwrap_or(0)
+    };
+    let (_, first) = rates(&server, &ok).await;
+    let h = hits().await;
+    let (_, again) = rates(&server, &ok).await;
+    assert_eq!(first, again);
+    assert_eq!(hits().await, h + 1);
+    let day5 = first[4]["average_price"]
+        .as_i64()
+        .expect("2016-01-05 has prices");
+
+    // A batch on one of its days: the answer is recomputed and moves.
+    let (status, v) = post(
+        &server.url("/v1/events/prices"),
+        Some("text/csv"),
+        "orig_code,dest_code,ts,price\n\
+         CNSGH,NLRTM,2016-01-05T00:00:00Z,10000000\n\
+         CNSGH,NLRTM,2016-01-05T00:00:00Z,10000000\n\
+         CNSGH,NLRTM,2016-01-05T00:00:00Z,10000000\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let h = hits().await;
+    let (_, after) = rates(&server, &ok).await;
+    assert_eq!(
+        hits().await,
+        h,
+        "a batch on 2016-01-05 must invalidate the answer"
+    );
+    assert!(
+        after[4]["average_price"].as_i64().unwrap() > day5,
+        "{after}"
+    );
+    assert_eq!(after[3], first[3]);
+}
