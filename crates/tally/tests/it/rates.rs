@@ -1,5 +1,5 @@
 //! The rates service against DuckDB: the real data set (../shared/data/
-//! xeneta/rates.sql) loaded into tally by examples/rates/load.py and into
+//! xeneta/rates.sql, or its copy in tests/data) loaded into tally by examples/rates/load.py and into
 //! DuckDB by an independent reader of the dump; 600 random questions
 //! (ports, regions, mixed, ranges inside, across and outside the data)
 //! answered by both must be identical. Then the errors and the cache.
@@ -8,19 +8,32 @@ use crate::server::{get_json, metric, metrics_text, post, python, TestServer};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-/// The dump: $TALLY_RATES_DUMP, or ../shared/data/xeneta/rates.sql beside
-/// the repository.
+/// The dump: $TALLY_RATES_DUMP; else ../shared/data/xeneta/rates.sql beside
+/// the repository; else the copy kept with the tests (tests/data/
+/// rates.sql.gz, the same file compressed), so a checkout anywhere runs.
 fn dump() -> PathBuf {
-    let path = std::env::var_os("TALLY_RATES_DUMP").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xeneta/rates.sql"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "the rates data set is not at {} (set TALLY_RATES_DUMP)",
-        path.display()
-    );
-    path
+    if let Some(p) = std::env::var_os("TALLY_RATES_DUMP") {
+        return PathBuf::from(p);
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shared = manifest.join("../../../shared/data/xeneta/rates.sql");
+    if shared.is_file() {
+        return shared;
+    }
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rates.sql");
+    if !out.is_file() {
+        // Unpacked to a file of its own, then renamed: tests may race.
+        let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
+        python(
+            "import gzip, shutil, sys\nshutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))",
+            &[
+                manifest.join("tests/data/rates.sql.gz").to_str().unwrap(),
+                tmp.to_str().unwrap(),
+            ],
+        );
+        std::fs::rename(&tmp, &out).expect("rename unpacked dump");
+    }
+    out
 }
 
 /// DuckDB's answers to `n` random questions, as
