@@ -269,19 +269,20 @@ fn logged_in(app: &CounterApp, headers: &HeaderMap, user: String, token: String)
     ([cookie], Json(json!({ "user": user }))).into_response()
 }
 
+/// How a user gets a session.
+#[derive(Clone, Copy)]
+enum Entry {
+    Register,
+    Login,
+}
+
 async fn register(
     State(slot): State<Slot>,
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, CounterError> {
-    let app = app(&slot)?;
-    check_csrf(&headers)?;
-    let c = credentials(&body)?;
-    let (app2, from) = (app.clone(), address(info));
-    let (user, token) =
-        to_the_end(async move { app2.register(&c.username, c.password, &from).await }).await?;
-    Ok(logged_in(app, &headers, user, token))
+    enter(Entry::Register, &slot, info, &headers, &body).await
 }
 
 async fn login(
@@ -290,13 +291,29 @@ async fn login(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, CounterError> {
-    let app = app(&slot)?;
-    check_csrf(&headers)?;
-    let c = credentials(&body)?;
+    enter(Entry::Login, &slot, info, &headers, &body).await
+}
+
+/// Registers or logs in, and answers the new session.
+async fn enter(
+    entry: Entry,
+    slot: &Slot,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, CounterError> {
+    let app = app(slot)?;
+    check_csrf(headers)?;
+    let c = credentials(body)?;
     let (app2, from) = (app.clone(), address(info));
-    let (user, token) =
-        to_the_end(async move { app2.login(&c.username, c.password, &from).await }).await?;
-    Ok(logged_in(app, &headers, user, token))
+    let (user, token) = to_the_end(async move {
+        match entry {
+            Entry::Register => app2.register(&c.username, c.password, &from).await,
+            Entry::Login => app2.login(&c.username, c.password, &from).await,
+        }
+    })
+    .await?;
+    Ok(logged_in(app, headers, user, token))
 }
 
 async fn logout(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, CounterError> {

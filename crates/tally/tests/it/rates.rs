@@ -39,25 +39,11 @@ fn dump() -> PathBuf {
 /// DuckDB's answers to `n` random questions, as
 /// `[{"q": {...}, "days": [{"day", "average_price"}]}]`.
 const REFERENCE: &str = r#"
-import duckdb, json, random, sys
+import json, random, sys
+sys.path.insert(0, sys.argv[4])
+import rates_reference
 dump, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-tables, cur = {}, None
-for line in open(dump, encoding="utf-8"):
-    line = line.rstrip("\n")
-    if cur is None:
-        if line.startswith("COPY "):
-            cur = line.split()[1]; tables[cur] = []
-    elif line == "\\.":
-        cur = None
-    else:
-        tables[cur].append([None if v == "\\N" else v for v in line.split("\t")])
-db = duckdb.connect()
-db.execute("CREATE TABLE ports (code TEXT, name TEXT, parent_slug TEXT)")
-db.execute("CREATE TABLE regions (slug TEXT, name TEXT, parent_slug TEXT)")
-db.execute("CREATE TABLE prices (orig_code TEXT, dest_code TEXT, day DATE, price INTEGER)")
-db.executemany("INSERT INTO ports VALUES (?, ?, ?)", tables["ports"])
-db.executemany("INSERT INTO regions VALUES (?, ?, ?)", tables["regions"])
-db.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", tables["prices"])
+db = rates_reference.load(dump)
 lo, hi = db.execute("SELECT min(day), max(day) FROM prices").fetchone()
 ports = [r[0] for r in db.execute("SELECT code FROM ports ORDER BY 1").fetchall()]
 regions = [r[0] for r in db.execute("SELECT slug FROM regions ORDER BY 1").fetchall()]
@@ -74,20 +60,6 @@ def places():
         return parent.get(o) or o, parent.get(d) or d
     pick = lambda: rng.choice(regions) if rng.random() < 0.5 else rng.choice(ports)
     return pick(), pick()
-SQL = """
-WITH RECURSIVE ro(slug) AS (SELECT slug FROM regions WHERE slug = $o
-                            UNION SELECT r.slug FROM regions r JOIN ro ON r.parent_slug = ro.slug),
-     rd(slug) AS (SELECT slug FROM regions WHERE slug = $d
-                  UNION SELECT r.slug FROM regions r JOIN rd ON r.parent_slug = rd.slug),
-     o AS (SELECT code FROM ports WHERE code = $o OR parent_slug IN (SELECT slug FROM ro)),
-     de AS (SELECT code FROM ports WHERE code = $d OR parent_slug IN (SELECT slug FROM rd)),
-     days AS (SELECT CAST(unnest(generate_series(CAST($f AS DATE), CAST($t AS DATE), INTERVAL 1 DAY)) AS DATE) AS day)
-SELECT strftime(days.day, '%Y-%m-%d'),
-       CASE WHEN count(p.price) >= 3 THEN CAST(round(avg(p.price)) AS BIGINT) END
-FROM days LEFT JOIN prices p ON p.day = days.day
-     AND p.orig_code IN (SELECT code FROM o) AND p.dest_code IN (SELECT code FROM de)
-GROUP BY days.day ORDER BY days.day
-"""
 out = []
 for i in range(n):
     start = lo + datetime.timedelta(days=rng.randint(-10, (hi - lo).days + 5))
@@ -97,7 +69,7 @@ for i in range(n):
     if i % 50 == 0:
         d = o  # within one place
     q = {"date_from": str(start), "date_to": str(end), "origin": o, "destination": d}
-    rows = db.execute(SQL, {"o": o, "d": d, "f": str(start), "t": str(end)}).fetchall()
+    rows = rates_reference.answer(db, q)
     out.append({"q": q, "days": [{"day": r[0], "average_price": r[1]} for r in rows]})
 print(json.dumps(out))
 "#;
@@ -132,9 +104,12 @@ async fn rates_equal_duckdb_on_the_real_data_set() {
     let server = TestServer::start().await;
     let loaded = load(&server);
     assert!(loaded["prices"].as_u64().unwrap() > 50_000, "{loaded}");
-    let reference: Vec<Value> =
-        serde_json::from_str(&python(REFERENCE, &[dump().to_str().unwrap(), "600", "7"]))
-            .expect("reference JSON");
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it");
+    let reference: Vec<Value> = serde_json::from_str(&python(
+        REFERENCE,
+        &[dump().to_str().unwrap(), "600", "7", here],
+    ))
+    .expect("reference JSON");
     assert_eq!(reference.len(), 600);
     let (mut priced, mut empty) = (0, 0);
     for case in &reference {
