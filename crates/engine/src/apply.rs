@@ -1,6 +1,7 @@
 //! Applying a log record: to the rollups and the store, a large record's
 //! rollups on their own thread beside the store.
 
+use crate::import::ImportAttachment;
 use crate::metrics::{ROLLUP_APPLY_SECONDS, UNDECODABLE};
 use crate::{Error, Result};
 use parking_lot::Mutex;
@@ -30,6 +31,9 @@ const BESIDE_MIN_EVENTS: usize = 256;
 
 impl Sinks {
     pub(crate) fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+        if payload.first() == Some(&crate::import::IMPORT_RECORD) {
+            return self.apply_commit_record(lsn, payload, attachment);
+        }
         // A live append carries its batch along; only replay needs to decode.
         let record: (String, Batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
             Some(Ok(b)) => *b,
@@ -63,6 +67,21 @@ impl Sinks {
             }
         }
         *applied = (*applied).max(lsn);
+    }
+}
+
+impl Sinks {
+    fn apply_commit_record(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+        match attachment.map(|a| a.downcast::<ImportAttachment>()) {
+            Some(Ok(a)) => self.apply_import(lsn, &a.staged, Some(&a.outcome)),
+            _ => match crate::import::decode(payload) {
+                Ok(staged) => self.apply_import(lsn, &staged, None),
+                Err(e) => {
+                    tracing::error!(lsn, error = %e, "skipping undecodable import commit record");
+                    UNDECODABLE.inc();
+                }
+            },
+        }
     }
 }
 

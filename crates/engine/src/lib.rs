@@ -19,6 +19,8 @@
 //! Apps and the HTTP layer use only this crate's public interface.
 
 mod apply;
+mod import;
+pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
 use apply::{RollupWorker, Sinks};
 mod maintain;
 pub use maintain::Maintenance;
@@ -78,6 +80,22 @@ pub enum Error {
     #[error("the engine is shutting down")]
     Closed,
 
+    #[error("batch {batch_id} was already imported into '{stream}' ({rows} rows); it is not imported twice")]
+    AlreadyImported {
+        batch_id: String,
+        stream: String,
+        rows: u64,
+    },
+
+    #[error("batch {batch_id} is being imported by another request")]
+    ImportInProgress { batch_id: String },
+
+    #[error("invalid batch id {batch_id:?}: {reason}")]
+    BadBatchId { batch_id: String, reason: String },
+
+    #[error("batch {batch_id} was committed but could not be applied ({reason}); it is not visible, and a retry with the same batch id imports it")]
+    ImportNotApplied { batch_id: String, reason: String },
+
     #[error("data directory {dir} is in use by another tally process")]
     Locked { dir: PathBuf },
 
@@ -128,6 +146,9 @@ pub struct EngineOptions {
     /// event time, whole hours); `"*"` applies to streams not named.
     /// Unlimited when absent.
     pub retention: std::collections::BTreeMap<String, Duration>,
+    /// A batch import buffers about this many bytes of rows before it
+    /// writes them to its staged files: its memory, whatever the file size.
+    pub import_spill_bytes: usize,
 }
 
 impl EngineOptions {
@@ -147,6 +168,7 @@ impl EngineOptions {
             compaction_fanout: 4,
             rollups: Vec::new(),
             retention: Default::default(),
+            import_spill_bytes: 64 << 20,
         }
     }
 }
@@ -185,6 +207,8 @@ pub struct Engine {
     maintainer: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
     closed: AtomicBool,
+    /// Batch ids being imported right now.
+    imports_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Engine {
@@ -231,6 +255,11 @@ impl Engine {
             &mut |lsn, payload| sinks.apply(lsn, payload, None),
             Box::new(move |lsn, payload, attachment| live.apply(lsn, payload, attachment)),
         )?;
+        // Imports whose commit record the log does not hold were rolled back.
+        let dropped = store.remove_unadopted_imports()?;
+        if dropped > 0 {
+            tracing::info!(imports = dropped, "removed staged imports that were never committed");
+        }
         // Everything in the log is applied: rollups of quiet streams move up.
         rollups.advance(report.last_lsn);
         *applied.lock() = report.last_lsn;
@@ -280,6 +309,7 @@ impl Engine {
             maintainer: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
+            imports_in_flight: Default::default(),
         };
         engine.start_flusher();
         engine.start_maintainer();

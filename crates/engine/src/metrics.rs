@@ -94,6 +94,15 @@ pub(crate) static ROLLUP_BUILDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static IMPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_imports_total",
+        "Batch imports ended, by outcome (committed, rolled_back)",
+        &["outcome"]
+    )
+    .unwrap()
+});
+
 /// Registers every metric of this stage so it is exported from the start.
 pub fn init() {
     LazyLock::force(&ACCEPTED);
@@ -107,4 +116,5 @@ pub fn init() {
     LazyLock::force(&ROLLUP_EVENTS);
     LazyLock::force(&ROLLUP_BUILD_ROWS);
     LazyLock::force(&ROLLUP_BUILDS);
+    LazyLock::force(&IMPORTS);
 }

@@ -16,116 +16,161 @@ pub(crate) fn parse_csv(
     now_us: i64,
     hint: &dyn Fn(&str) -> Option<ColumnType>,
 ) -> Result<Batch> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(body);
-    let headers = rdr.byte_headers().map_err(|e| csv_error(&e, 1))?.clone();
-    let mut names = Vec::with_capacity(headers.len());
-    let mut ts_col = None;
-    for (i, h) in headers.iter().enumerate() {
-        let name = std::str::from_utf8(h)
-            .map_err(|_| Error::Syntax {
-                at: Location::Line(1),
-                format: "CSV",
-                message: format!("header {} is not UTF-8", i + 1),
-            })?
-            .trim()
-            .to_string();
-        if name == "ts" {
-            ts_col = Some(i);
-        } else {
-            validate_field_name(&name).map_err(|message| Error::BadField {
-                at: Location::Line(1),
-                field: name.clone(),
-                message: format!("header column {}: {message}", i + 1),
-            })?;
+    let mut rdr = CsvRows::new(body, b',')?;
+    Ok(rdr.read(usize::MAX, now_us, hint)?.map_or_else(Batch::default, |(b, _)| b))
+}
+
+/// A CSV (or TSV) source read a number of rows at a time, after its header.
+pub(crate) struct CsvRows<R: std::io::Read> {
+    rdr: csv::Reader<R>,
+    names: Vec<String>,
+    ts_col: Option<usize>,
+    format: &'static str,
+}
+
+impl<R: std::io::Read> CsvRows<R> {
+    /// Reads the header. `delimiter` `\t` reads TSV: tab-separated, no
+    /// quoting (IANA `text/tab-separated-values`).
+    pub(crate) fn new(source: R, delimiter: u8) -> Result<Self> {
+        let tsv = delimiter == b'\t';
+        let format = if tsv { "TSV" } else { "CSV" };
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .delimiter(delimiter)
+            .quoting(!tsv)
+            .from_reader(source);
+        let headers = rdr
+            .byte_headers()
+            .map_err(|e| csv_error(&e, 1, format))?
+            .clone();
+        let mut names = Vec::with_capacity(headers.len());
+        let mut ts_col = None;
+        for (i, h) in headers.iter().enumerate() {
+            let name = std::str::from_utf8(h)
+                .map_err(|_| Error::Syntax {
+                    at: Location::Line(1),
+                    format,
+                    message: format!("header {} is not UTF-8", i + 1),
+                })?
+                .trim()
+                .to_string();
+            if name == "ts" {
+                ts_col = Some(i);
+            } else {
+                validate_field_name(&name).map_err(|message| Error::BadField {
+                    at: Location::Line(1),
+                    field: name.clone(),
+                    message: format!("header column {}: {message}", i + 1),
+                })?;
+            }
+            if names.contains(&name) {
+                return Err(Error::BadField {
+                    at: Location::Line(1),
+                    field: name,
+                    message: "column appears twice in the header".into(),
+                });
+            }
+            names.push(name);
         }
-        if names.contains(&name) {
-            return Err(Error::BadField {
-                at: Location::Line(1),
-                field: name,
-                message: "column appears twice in the header".into(),
+        Ok(CsvRows {
+            rdr,
+            names,
+            ts_col,
+            format,
+        })
+    }
+
+    /// Up to `max_rows` rows as a batch, with the line each row starts on;
+    /// `None` at the end of the source.
+    pub(crate) fn read(
+        &mut self,
+        max_rows: usize,
+        now_us: i64,
+        hint: &dyn Fn(&str) -> Option<ColumnType>,
+    ) -> Result<Option<(Batch, Vec<usize>)>> {
+        let (names, ts_col) = (&self.names, self.ts_col);
+        let mut cols: Vec<StrColumn> = (0..names.len()).map(|_| StrColumn::new()).collect();
+        let mut lines: Vec<usize> = Vec::new();
+        let mut ts = Vec::new();
+        let mut rec = csv::ByteRecord::new();
+        while lines.len() < max_rows {
+            let line_hint = self.rdr.position().line() as usize;
+            match self.rdr.read_byte_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Err(csv_error(&e, line_hint, self.format)),
+            }
+            let line = rec.position().map_or(line_hint, |p| p.line() as usize);
+            for (i, cell) in rec.iter().enumerate() {
+                let cell = std::str::from_utf8(cell).map_err(|_| Error::BadField {
+                    at: Location::Line(line),
+                    field: names[i].clone(),
+                    message: "cell is not UTF-8".into(),
+                })?;
+                if Some(i) == ts_col {
+                    let t = if cell.trim().is_empty() {
+                        now_us
+                    } else {
+                        parse_ts_str(cell).ok_or_else(|| Error::BadTimestamp {
+                            at: Location::Line(line),
+                            value: cell.into(),
+                        })?
+                    };
+                    ts.push(t);
+                } else if cell.is_empty() {
+                    cols[i].push_null();
+                } else {
+                    cols[i].push(cell);
+                }
+            }
+            if ts_col.is_none() {
+                ts.push(now_us);
+            }
+            lines.push(line);
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(names.len());
+        for (i, (name, col)) in names.iter().zip(cols).enumerate() {
+            if Some(i) == ts_col || col.valid.iter().all(|v| !v) {
+                continue;
+            }
+            let ty = hint(name).unwrap_or_else(|| infer(&col));
+            let data = match ty {
+                ColumnType::Dim => ColumnData::Dim(col),
+                ColumnType::Value => {
+                    let mut num = NumColumn {
+                        values: Vec::with_capacity(col.len()),
+                        valid: Vec::with_capacity(col.len()),
+                    };
+                    for (r, &line) in lines.iter().enumerate().take(col.len()) {
+                        match col.get(r) {
+                            None => num.push_null(),
+                            Some(s) => match parse_number(s) {
+                                Some(v) => num.push(v),
+                                None => {
+                                    return Err(Error::TypeConflict {
+                                        at: Location::Line(line),
+                                        field: name.clone(),
+                                        existing: ColumnType::Value,
+                                        found: format!("string {s:?}"),
+                                    })
+                                }
+                            },
+                        }
+                    }
+                    ColumnData::Value(num)
+                }
+            };
+            columns.push(Column {
+                name: name.clone(),
+                data,
             });
         }
-        names.push(name);
+        Ok(Some((Batch { ts, columns }, lines)))
     }
-
-    let mut cols: Vec<StrColumn> = (0..names.len()).map(|_| StrColumn::new()).collect();
-    let mut lines: Vec<u32> = Vec::new();
-    let mut ts = Vec::new();
-    let mut rec = csv::ByteRecord::new();
-    loop {
-        let line_hint = rdr.position().line() as usize;
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(csv_error(&e, line_hint)),
-        }
-        let line = rec.position().map_or(line_hint, |p| p.line() as usize);
-        for (i, cell) in rec.iter().enumerate() {
-            let cell = std::str::from_utf8(cell).map_err(|_| Error::BadField {
-                at: Location::Line(line),
-                field: names[i].clone(),
-                message: "cell is not UTF-8".into(),
-            })?;
-            if Some(i) == ts_col {
-                let t = if cell.trim().is_empty() {
-                    now_us
-                } else {
-                    parse_ts_str(cell).ok_or_else(|| Error::BadTimestamp {
-                        at: Location::Line(line),
-                        value: cell.into(),
-                    })?
-                };
-                ts.push(t);
-            } else if cell.is_empty() {
-                cols[i].push_null();
-            } else {
-                cols[i].push(cell);
-            }
-        }
-        if ts_col.is_none() {
-            ts.push(now_us);
-        }
-        lines.push(line as u32);
-    }
-
-    let mut columns = Vec::with_capacity(names.len());
-    for (i, (name, col)) in names.into_iter().zip(cols).enumerate() {
-        if Some(i) == ts_col || col.valid.iter().all(|v| !v) {
-            continue;
-        }
-        let ty = hint(&name).unwrap_or_else(|| infer(&col));
-        let data = match ty {
-            ColumnType::Dim => ColumnData::Dim(col),
-            ColumnType::Value => {
-                let mut num = NumColumn {
-                    values: Vec::with_capacity(col.len()),
-                    valid: Vec::with_capacity(col.len()),
-                };
-                for (r, &line) in lines.iter().enumerate().take(col.len()) {
-                    match col.get(r) {
-                        None => num.push_null(),
-                        Some(s) => match parse_number(s) {
-                            Some(v) => num.push(v),
-                            None => {
-                                return Err(Error::TypeConflict {
-                                    at: Location::Line(line as usize),
-                                    field: name,
-                                    existing: ColumnType::Value,
-                                    found: format!("string {s:?}"),
-                                })
-                            }
-                        },
-                    }
-                }
-                ColumnData::Value(num)
-            }
-        };
-        columns.push(Column { name, data });
-    }
-    Ok(Batch { ts, columns })
 }
 
 fn parse_number(s: &str) -> Option<f64> {
@@ -141,7 +186,7 @@ fn infer(col: &StrColumn) -> ColumnType {
     }
 }
 
-fn csv_error(e: &csv::Error, fallback_line: usize) -> Error {
+fn csv_error(e: &csv::Error, fallback_line: usize, format: &'static str) -> Error {
     let line = e
         .position()
         .map_or(fallback_line, |p| p.line() as usize)
@@ -156,7 +201,7 @@ fn csv_error(e: &csv::Error, fallback_line: usize) -> Error {
     };
     Error::Syntax {
         at: Location::Line(line),
-        format: "CSV",
+        format,
         message,
     }
 }

@@ -88,6 +88,12 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
 
 /// Parses NDJSON: one object per line, blank lines skipped.
 pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
+    parse_ndjson_from(body, now_us, 1)
+}
+
+/// NDJSON whose first line is line `first_line` of a larger file (the
+/// import reads files a chunk of lines at a time).
+pub(crate) fn parse_ndjson_from(body: &[u8], now_us: i64, first_line: usize) -> Result<Batch> {
     let mut b = BatchBuilder::new();
     // One state for the whole body, so its path buffer is allocated once.
     let mut st = State {
@@ -97,7 +103,7 @@ pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
         error: None,
     };
     let mut start = 0;
-    let mut lineno = 0;
+    let mut lineno = first_line.saturating_sub(1);
     // memchr finds line ends with SIMD.
     while start < body.len() {
         let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);

@@ -11,6 +11,7 @@
 //! replayed record and a live request take the same path into the store.
 
 mod batch;
+mod chunks;
 pub mod codec;
 mod csv;
 mod error;
@@ -18,6 +19,7 @@ mod json;
 mod names;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
+pub use chunks::{Chunk, ChunkReader, FileFormat, MAX_LINE_BYTES};
 pub use error::{Error, Location, Result};
 pub use names::{
     is_internal_stream, validate_field_name, validate_public_stream_name, validate_stream_name,

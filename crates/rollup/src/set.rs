@@ -220,6 +220,48 @@ impl RollupSet {
         }
     }
 
+    /// Applies one log record that arrives as several batches (a batch
+    /// import's commit record): `source` hands each batch to the callback
+    /// it is given, and is called only if some rollup of `stream` has not
+    /// yet counted `lsn`. Returns whether it was called.
+    pub fn apply_each(
+        &self,
+        lsn: u64,
+        stream: &str,
+        source: &mut dyn FnMut(&mut dyn FnMut(&Batch)),
+    ) -> bool {
+        let entries = self.entries.read();
+        let mut need = Vec::new();
+        for e in entries.values() {
+            let mut g = e.write();
+            if g.rollup.def().stream != stream {
+                g.lsn = g.lsn.max(lsn);
+            } else if lsn > g.lsn {
+                need.push(e.clone());
+            }
+        }
+        if need.is_empty() {
+            return false;
+        }
+        source(&mut |batch| {
+            for e in &need {
+                let mut g = e.write();
+                if g.complete {
+                    g.rollup.apply(batch);
+                }
+                if let Some(b) = &mut g.building {
+                    if lsn > b.from_lsn {
+                        b.rollup.apply_in(batch, b.range);
+                    }
+                }
+            }
+        });
+        for e in &need {
+            e.write().lsn = lsn;
+        }
+        true
+    }
+
     /// Moves every rollup's position to at least `lsn` (records at or
     /// below it are already counted, or belong to no rollup).
     pub fn advance(&self, lsn: u64) {

@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub counter: Option<tally_apps::counter::CounterConfig>,
     /// The rates service (`GET /rates`).
     pub rates: tally_apps::rates::RatesConfig,
+    /// Largest file a batch import accepts (`POST /v1/import`, 413 past it).
+    pub max_import_bytes: u64,
+    /// Batch imports that may run at once (429 past it).
+    pub import_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -40,6 +44,8 @@ impl ServerConfig {
             query: QueryOptions::default(),
             counter: Some(Default::default()),
             rates: Default::default(),
+            max_import_bytes: 64 << 30,
+            import_concurrency: 2,
         }
     }
 }

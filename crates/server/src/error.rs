@@ -221,6 +221,13 @@ impl From<tally_engine::Error> for ApiError {
                 reason: e.to_string(),
                 retry_after: Duration::from_secs(10),
             },
+            E::AlreadyImported { .. } | E::ImportInProgress { .. } => ApiError::Conflict {
+                message: e.to_string(),
+            },
+            E::BadBatchId { .. } => ApiError::BadRequest {
+                message: e.to_string(),
+                stream: None,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -228,6 +235,13 @@ impl From<tally_engine::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.into_response_with(Map::new())
+    }
+}
+
+impl ApiError {
+    /// The response, with `extra` fields added to its JSON body.
+    pub fn into_response_with(self, extra: Map<String, Value>) -> Response {
         let status = self.status();
         if status.is_server_error()
             && !matches!(self, ApiError::Overloaded { .. } | ApiError::NotReady)
@@ -235,6 +249,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let mut body = self.context();
+        body.extend(extra);
         body.insert("error".into(), json!(self.to_string()));
         let mut resp = (status, axum::Json(Value::Object(body))).into_response();
         if let Some(after) = self.retry_after() {

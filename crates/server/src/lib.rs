@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod counters;
 mod error;
+mod import;
 mod ingest;
 mod metrics;
 mod ops;
@@ -55,6 +56,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/events/{stream}", post(ingest::post_events))
+        .route("/v1/import/{stream}", post(import::post_import))
         .route("/v1/streams", get(ops::list_streams))
         .route("/v1/streams/{stream}", get(ops::get_stream))
         .route("/v1/admin/flush", post(ops::flush))
@@ -158,6 +160,7 @@ pub async fn run(
     // Client addresses key the counter's login limits.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let counter = state.counter.clone();
+    let stopping = state.stopping.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         tokio::select! {
@@ -165,6 +168,8 @@ pub async fn run(
             _ = rx.wait_for(|v| *v) => {}
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        // Imports still uploading roll back; committing ones finish.
+        stopping.send_replace(true);
         // Live-update streams never finish by themselves.
         if let Some(app) = counter.get() {
             app.close_live();

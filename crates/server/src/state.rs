@@ -23,6 +23,13 @@ pub(crate) struct AppState {
     pub counter: tally_apps::counter::Slot,
     /// The rates service, set with the query engine.
     pub rates: tally_apps::rates::Slot,
+    /// Largest file `POST /v1/import` accepts.
+    pub max_import_bytes: u64,
+    /// One permit per import that may run at once.
+    pub import_slots: Arc<Semaphore>,
+    /// Turns true when the server starts shutting down (imports still
+    /// uploading roll back and say so).
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -37,6 +44,9 @@ impl AppState {
             body_read_timeout: config.body_read_timeout,
             counter: Default::default(),
             rates: Default::default(),
+            max_import_bytes: config.max_import_bytes,
+            import_slots: Arc::new(Semaphore::new(config.import_concurrency.max(1))),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 

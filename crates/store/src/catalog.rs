@@ -44,6 +44,21 @@ pub struct Catalog {
     /// compaction replaced (see `tally-archive`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<SegmentMeta>,
+    /// Batch imports adopted, by client batch id: a retried batch is
+    /// recognised and not imported twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub imports: BTreeMap<String, ImportEntry>,
+}
+
+/// What the catalog keeps of an adopted batch import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportEntry {
+    pub stream: String,
+    pub rows: u64,
+    /// The log position of its commit record.
+    pub lsn: u64,
+    /// When it was adopted (µs since the epoch).
+    pub at_us: i64,
 }
 
 impl Default for Catalog {
@@ -55,6 +70,7 @@ impl Default for Catalog {
             streams: BTreeMap::new(),
             segments: Vec::new(),
             retired: Vec::new(),
+            imports: BTreeMap::new(),
         }
     }
 }

@@ -14,13 +14,15 @@
 
 mod catalog;
 mod error;
+mod import;
 mod memtable;
 mod metrics;
 mod schema;
 mod segment;
 mod store;
 
-pub use catalog::{Catalog, SegmentMeta};
+pub use catalog::{Catalog, ImportEntry, SegmentMeta};
+pub use import::{discard_stage, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR};
 pub use error::{Error, Result};
 pub use memtable::{MemTable, PartitionBuffer};
 /// Registers the store's metrics.

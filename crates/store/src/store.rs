@@ -637,6 +637,30 @@ impl Store {
         }
     }
 
+    pub(crate) fn catalog_read(&self) -> parking_lot::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read()
+    }
+
+    pub(crate) fn maintenance_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.maintenance.lock()
+    }
+
+    /// Swaps in a catalog that adds segments of `stream` (already saved),
+    /// as record `lsn`: readers see the new files at once, cached answers
+    /// over `partitions` are invalidated, and the checkpoint may pass `lsn`
+    /// (nothing of it waits in memory).
+    pub(crate) fn install_catalog(&self, cat: Catalog, lsn: u64, stream: &str, partitions: &[i64]) {
+        {
+            let mut catalog = self.catalog.write();
+            self.sync_files(&cat, &[]);
+            *catalog = cat;
+            let mut active = self.active.write();
+            active.last_lsn = active.last_lsn.max(lsn);
+        }
+        self.versions.lock().bump(stream, partitions, lsn);
+        self.update_segment_gauges();
+    }
+
     fn update_segment_gauges(&self) {
         let cat = self.catalog.read();
         SEGMENTS.set(cat.segments.len() as i64);

@@ -55,6 +55,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_BODY_READ_TIMEOUT_SECS")]
     pub body_read_timeout_secs: Option<u64>,
 
+    /// Largest file a batch import (`POST /v1/import`) accepts; bigger ones
+    /// get 413. [default: 68719476736]
+    #[arg(long, env = "TALLY_MAX_IMPORT_BYTES")]
+    pub max_import_bytes: Option<u64>,
+
+    /// Batch imports that may run at once; more get 429. [default: 2]
+    #[arg(long, env = "TALLY_IMPORT_CONCURRENCY")]
+    pub import_concurrency: Option<usize>,
+
+    /// Bytes of rows a batch import buffers before writing them to its
+    /// staged files: its memory, whatever the file's size. [default: 67108864]
+    #[arg(long, env = "TALLY_IMPORT_SPILL_BYTES")]
+    pub import_spill_bytes: Option<usize>,
+
     /// Flush the in-memory tail to Parquet once it holds this many bytes.
     /// Larger means fewer, bigger segments and a longer log replay after a
     /// crash. [default: 50331648]
@@ -131,6 +145,9 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     ingest_budget_bytes: Option<usize>,
     body_read_timeout_secs: Option<u64>,
+    max_import_bytes: Option<u64>,
+    import_concurrency: Option<usize>,
+    import_spill_bytes: Option<usize>,
     flush_bytes: Option<usize>,
     flush_interval_secs: Option<u64>,
     memory_limit_bytes: Option<usize>,
@@ -297,6 +314,9 @@ impl ServeArgs {
         if let Some(v) = self.memory_limit_bytes.or(file.memory_limit_bytes) {
             engine.memory_limit_bytes = v;
         }
+        if let Some(v) = self.import_spill_bytes.or(file.import_spill_bytes) {
+            engine.import_spill_bytes = v;
+        }
         if let Some(v) = self.log_queue.or(file.log_queue) {
             engine.log_queue = v.max(1);
         }
@@ -350,6 +370,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.body_read_timeout_secs.or(file.body_read_timeout_secs) {
             config.body_read_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.max_import_bytes.or(file.max_import_bytes) {
+            config.max_import_bytes = v;
+        }
+        if let Some(v) = self.import_concurrency.or(file.import_concurrency) {
+            config.import_concurrency = v.max(1);
         }
         config.allow_unauthenticated =
             self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);

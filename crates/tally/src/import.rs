@@ -1,23 +1,25 @@
-//! `tally import FILE --stream S`: streams a local NDJSON or CSV file into a
-//! running server through the same HTTP ingest path clients use.
+//! `tally import FILE --stream S`: sends a CSV, TSV or NDJSON file of any
+//! size to a running server as one atomic batch (`POST /v1/import/{stream}`).
 //!
-//! The file is read in constant memory and sent in chunks of `--batch-rows`;
-//! each chunk is one atomic batch. A rejected chunk stops the import, and the
-//! server's line number is translated back to the file's line. Overload
-//! answers (429/503) are retried after their Retry-After.
+//! The file is streamed (read in 1 MiB blocks, never held whole) while a
+//! progress bar follows the bytes sent; the server parses it as it arrives
+//! and commits it only once the last row is in. Either every row is
+//! imported or none is: a bad row names its line and column and leaves
+//! nothing behind. The batch id (by default derived from the file's path,
+//! size and modification time) makes a rerun safe: a batch already imported
+//! is not imported twice.
 
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The file to import (NDJSON or CSV with a header row).
+    /// The file to import: CSV or TSV with a header row, or NDJSON.
     pub file: PathBuf,
     /// The stream to import into.
     #[arg(long)]
@@ -28,293 +30,177 @@ pub struct ImportArgs {
     /// API key with the ingest scope.
     #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// `ndjson` or `csv`; by default taken from the file's extension.
+    /// `csv`, `tsv` or `ndjson`; by default taken from the file's extension.
     #[arg(long)]
     pub format: Option<String>,
-    /// Events per request. Larger batches are faster; each is atomic.
-    #[arg(long, default_value_t = 5000)]
-    pub batch_rows: usize,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 3)]
-    pub concurrency: usize,
-}
-
-/// One request's worth of the file, and the file line of each of its lines.
-struct Chunk {
-    body: Vec<u8>,
-    /// `lines[i]` is the file line of the body's line `i + 1`.
-    lines: Vec<u64>,
-    rows: u64,
+    /// The batch's id: a second import with the same id is not imported
+    /// again. By default derived from the file's path, size and
+    /// modification time, so rerunning the same command is safe.
+    #[arg(long)]
+    pub batch_id: Option<String>,
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let format = match args.format.as_deref() {
-        Some(f) => f.to_string(),
+        Some(f) => f.to_ascii_lowercase(),
         None => match args.file.extension().and_then(|e| e.to_str()) {
             Some("csv") => "csv".into(),
+            Some("tsv" | "tab") => "tsv".into(),
             Some("ndjson" | "jsonl" | "json") => "ndjson".into(),
             _ => bail!(
-                "cannot tell the format of {}; pass --format ndjson or --format csv",
+                "cannot tell the format of {}; pass --format csv, tsv or ndjson",
                 args.file.display()
             ),
         },
     };
     let content_type = match format.as_str() {
-        "ndjson" => "application/x-ndjson",
         "csv" => "text/csv",
-        other => bail!("--format must be ndjson or csv, not {other:?}"),
+        "tsv" => "text/tab-separated-values",
+        "ndjson" => "application/x-ndjson",
+        other => bail!("--format must be csv, tsv or ndjson, not {other:?}"),
     };
-    let file = std::fs::File::open(&args.file)
-        .with_context(|| format!("opening {}", args.file.display()))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {msg} [{elapsed_precise}, eta {eta}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let counter = CountingReader {
-        inner: file,
-        bar: bar.clone(),
+    let batch_id = match &args.batch_id {
+        Some(id) => id.clone(),
+        None => default_batch_id(&args.file)?,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(args.concurrency.max(1));
-    let batch_rows = args.batch_rows.max(1);
-    let is_csv = format == "csv";
-    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        if is_csv {
-            read_csv(counter, batch_rows, &tx)
-        } else {
-            read_ndjson(counter, batch_rows, &tx)
-        }
-    });
-
-    let client = reqwest::Client::new();
     let url = format!(
-        "{}/v1/events/{}",
+        "{}/v1/import/{}",
         args.url.trim_end_matches('/'),
         args.stream
     );
-    let key = args.api_key.map(Arc::new);
-    let started = Instant::now();
-    let mut rows_done = 0u64;
-    let mut inflight: JoinSet<anyhow::Result<u64>> = JoinSet::new();
-    let mut failed = None;
-    while let Some(chunk) = rx.recv().await {
-        while inflight.len() >= args.concurrency.max(1) {
-            match inflight.join_next().await {
-                Some(r) => match r? {
-                    Ok(n) => rows_done += n,
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
-                None => break,
-            }
-        }
-        if failed.is_some() {
-            break;
-        }
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
-        inflight.spawn(async move {
-            send(
-                &client,
-                &url,
-                key.as_deref().map(String::as_str),
-                content_type,
-                chunk,
-            )
-            .await
-        });
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        bar.set_message(format!(
-            "{rows_done} rows, {:.0} rows/s",
-            rows_done as f64 / secs
-        ));
-    }
-    drop(rx);
-    while let Some(r) = inflight.join_next().await {
-        match r? {
-            Ok(n) => rows_done += n,
-            Err(e) => failed = failed.or(Some(e)),
-        }
-    }
-    if let Some(e) = failed {
-        bar.abandon();
-        return Err(e);
-    }
-    reader.await??;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "imported {rows_done} rows into '{}' in {secs:.2} s ({:.0} rows/s)",
-        args.stream,
-        rows_done as f64 / secs.max(1e-9)
+    eprintln!(
+        "importing {} into '{}' as batch {batch_id}",
+        args.file.display(),
+        args.stream
     );
-    Ok(())
-}
-
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&str>,
-    ct: &str,
-    chunk: Chunk,
-) -> anyhow::Result<u64> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let (body, bar) = file_body(&args.file)?;
         let mut req = client
-            .post(url)
-            .header("content-type", ct)
-            .body(chunk.body.clone());
-        if let Some(k) = key {
+            .post(&url)
+            .query(&[("batch_id", batch_id.as_str())])
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(k) = &args.api_key {
             req = req.bearer_auth(k);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("sending to {url}"))?;
+        let resp = req.send().await;
+        bar.finish_and_clear();
+        let resp = resp.with_context(|| format!("sending to {url}"))?;
         let status = resp.status();
-        if status.is_success() {
-            return Ok(chunk.rows);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let text = resp.text().await.unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let outcome = answer["outcome"].as_str().unwrap_or_default();
+        let rows = answer["rows"].as_u64().unwrap_or(0);
+        if status.is_success() && outcome == "already_imported" {
+            println!(
+                "batch {batch_id} was already imported ({rows} rows into '{}'); nothing was imported again",
+                answer["imported_into"].as_str().unwrap_or(&args.stream)
+            );
+            return Ok(());
         }
-        if (status.as_u16() == 429 || status.as_u16() == 503) && attempt < 30 {
-            let wait = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1);
+        if status.is_success() {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "imported {rows} rows into '{}' in {secs:.2} s ({:.0} rows/s), batch {batch_id}",
+                args.stream,
+                rows as f64 / secs.max(1e-9)
+            );
+            return Ok(());
+        }
+        // Busy, or shutting down before the file was in: nothing was
+        // imported, so sending it again is safe.
+        if matches!(status.as_u16(), 429 | 503) && attempt < 20 {
+            let wait = retry_after.unwrap_or(2).clamp(1, 60);
+            eprintln!(
+                "server busy ({}); retrying in {wait} s",
+                answer["error"].as_str().unwrap_or(status.as_str())
+            );
             tokio::time::sleep(Duration::from_secs(wait)).await;
             continue;
         }
-        let text = resp.text().await.unwrap_or_default();
-        let mut msg = text.clone();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            let error = v.get("error").and_then(|e| e.as_str()).unwrap_or(&text);
-            let line = v.get("line").and_then(|l| l.as_u64());
-            let file_line = line
-                .and_then(|l| chunk.lines.get(l.saturating_sub(1) as usize))
-                .copied();
-            let field = v.get("field").and_then(|f| f.as_str());
-            msg = match (file_line, field) {
-                (Some(fl), Some(f)) => format!("file line {fl}, field '{f}': {error}"),
-                (Some(fl), None) => format!("file line {fl}: {error}"),
-                _ => error.to_string(),
+        let error = answer["error"].as_str().unwrap_or(&text);
+        let fate = match outcome {
+            "rolled_back" | "not_started" => "; nothing of the file was imported",
+            _ => "",
+        };
+        bail!("the server refused the import ({status}): {error}{fate}");
+    }
+}
+
+/// `<file stem>-<hash of path, size and modification time>`.
+fn default_batch_id(file: &Path) -> anyhow::Result<String> {
+    let path = std::fs::canonicalize(file).with_context(|| format!("opening {}", file.display()))?;
+    let meta = std::fs::metadata(&path)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(path.to_string_lossy().as_bytes());
+    h.update(meta.len().to_le_bytes());
+    h.update(mtime.to_le_bytes());
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    Ok(format!("{stem}-{}", &hex::encode(h.finalize())[..16]))
+}
+
+/// The file as a streamed request body, read on its own thread, and a
+/// progress bar that follows the bytes read.
+fn file_body(file: &Path) -> anyhow::Result<(reqwest::Body, ProgressBar)> {
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}, eta {eta}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let progress = bar.clone();
+    std::thread::Builder::new()
+        .name("tally-import-read".into())
+        .spawn(move || loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let item = match f.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    progress.inc(n as u64);
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
             };
-        }
-        bail!("server refused a batch ({status}): {msg}");
-    }
-}
-
-fn read_ndjson(
-    r: impl Read,
-    batch_rows: usize,
-    tx: &tokio::sync::mpsc::Sender<Chunk>,
-) -> anyhow::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 20, r);
-    let mut chunk = Chunk {
-        body: Vec::new(),
-        lines: Vec::new(),
-        rows: 0,
-    };
-    let mut lineno = 0u64;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        lineno += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        chunk.body.extend_from_slice(&line);
-        if !line.ends_with(b"\n") {
-            chunk.body.push(b'\n');
-        }
-        chunk.lines.push(lineno);
-        chunk.rows += 1;
-        if chunk.rows as usize >= batch_rows {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk {
-                    body: Vec::new(),
-                    lines: Vec::new(),
-                    rows: 0,
-                },
-            );
-            if tx.blocking_send(full).is_err() {
-                return Ok(());
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
             }
-        }
-    }
-    if chunk.rows > 0 {
-        let _ = tx.blocking_send(chunk);
-    }
-    Ok(())
-}
-
-fn read_csv(
-    r: impl Read,
-    batch_rows: usize,
-    tx: &tokio::sync::mpsc::Sender<Chunk>,
-) -> anyhow::Result<()> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(BufReader::with_capacity(1 << 20, r));
-    let header = rdr.byte_headers()?.clone();
-    let new_chunk = || -> anyhow::Result<(csv::Writer<Vec<u8>>, Chunk)> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_byte_record(&header)?;
-        Ok((
-            w,
-            Chunk {
-                body: Vec::new(),
-                lines: vec![1],
-                rows: 0,
-            },
-        ))
-    };
-    let (mut w, mut chunk) = new_chunk()?;
-    let mut rec = csv::ByteRecord::new();
-    while rdr
-        .read_byte_record(&mut rec)
-        .with_context(|| "reading CSV")?
-    {
-        w.write_byte_record(&rec)?;
-        chunk.lines.push(rec.position().map_or(0, |p| p.line()));
-        chunk.rows += 1;
-        if chunk.rows as usize >= batch_rows {
-            let (nw, nc) = new_chunk()?;
-            let mut full = std::mem::replace(&mut chunk, nc);
-            full.body = std::mem::replace(&mut w, nw)
-                .into_inner()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if tx.blocking_send(full).is_err() {
-                return Ok(());
-            }
-        }
-    }
-    if chunk.rows > 0 {
-        chunk.body = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = tx.blocking_send(chunk);
-    }
-    Ok(())
-}
-
-struct CountingReader<R> {
-    inner: R,
-    bar: ProgressBar,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
+        })?;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((reqwest::Body::wrap_stream(stream), bar))
 }

@@ -8,6 +8,7 @@ mod browser;
 mod counter;
 mod crash;
 mod duckdb;
+mod import;
 mod ingest;
 mod ops;
 mod query;

@@ -1,5 +1,5 @@
-//! Operations: metrics checked by promtool, graceful shutdown, the import
-//! command.
+//! Operations: metrics checked by promtool, graceful shutdown, the OpenAPI
+//! document.
 
 use crate::server::{get_json, post, rows, TestServer};
 use std::io::Write;
@@ -82,69 +82,6 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
 }
 
 #[tokio::test]
-async fn import_streams_files_and_names_the_bad_line() {
-    let s = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let nd = dir.path().join("events.ndjson");
-    let mut f = std::fs::File::create(&nd).unwrap();
-    for i in 0..12_345 {
-        writeln!(f, "{{\"i\":{i},\"k\":\"k{}\"}}", i % 7).unwrap();
-    }
-    drop(f);
-    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "import",
-            nd.to_str().unwrap(),
-            "--stream",
-            "imp",
-            "--url",
-            &s.base,
-            "--batch-rows",
-            "1000",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 12345 rows"));
-    assert_eq!(rows(&s, "imp").await, 12_345);
-
-    // A CSV whose line 2,502 has a word in a number column.
-    let csv = dir.path().join("bad.csv");
-    let mut f = std::fs::File::create(&csv).unwrap();
-    writeln!(f, "port,price").unwrap();
-    for i in 0..3000 {
-        if i == 2500 {
-            writeln!(f, "NOOSL,cheap").unwrap();
-        } else {
-            writeln!(f, "NOOSL,{i}").unwrap();
-        }
-    }
-    drop(f);
-    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "import",
-            csv.to_str().unwrap(),
-            "--stream",
-            "csvimp",
-            "--url",
-            &s.base,
-            "--batch-rows",
-            "1000",
-            "--concurrency",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("file line 2502, field 'price'"), "{err}");
-}
-
-#[tokio::test]
 async fn openapi_document_covers_every_route() {
     let s = TestServer::start().await;
     let (st, doc) = get_json(&s.url("/v1/openapi.json")).await;
@@ -152,6 +89,7 @@ async fn openapi_document_covers_every_route() {
     assert_eq!(doc["openapi"], "3.0.3");
     for path in [
         "/v1/events/{stream}",
+        "/v1/import/{stream}",
         "/{stream}",
         "/v1/streams",
         "/v1/streams/{stream}",
