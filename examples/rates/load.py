@@ -6,7 +6,7 @@ regions and prices) into a running tally:
   regions -> dimension table `regions` (a tree: key=slug, parent=parent_slug)
   prices  -> stream `prices`: one event per price, the day as event time
              (midnight UTC), orig_code and dest_code as dimensions, price as
-             a value; sent as CSV in batches.
+             a value; imported as one atomic batch (POST /v1/import).
 
   python3 examples/rates/load.py [URL] [DUMP]
   (defaults: http://127.0.0.1:8080 and ../shared/data/xeneta/rates.sql;
@@ -14,6 +14,7 @@ regions and prices) into a running tally:
 """
 import csv
 import io
+import hashlib
 import json
 import os
 import sys
@@ -70,12 +71,12 @@ def main():
     request(f"{url}/v1/tables/regions?key=slug&parent=parent_slug&text=true", "PUT", to_csv(cols, rows), "text/csv")
     cols, rows = blocks["prices"]
     assert cols == ["orig_code", "dest_code", "day", "price"], cols
-    sent = 0
-    for i in range(0, len(rows), 20000):
-        chunk = [[o, d, f"{day}T00:00:00Z", p] for o, d, day, p in rows[i : i + 20000]]
-        r = request(f"{url}/v1/events/prices", "POST", to_csv(["orig_code", "dest_code", "ts", "price"], chunk), "text/csv")
-        sent += r["accepted"]
-    print(json.dumps({"ports": len(blocks["ports"][1]), "regions": len(blocks["regions"][1]), "prices": sent}))
+    # One atomic batch, once: the batch id names the dump's content, so
+    # loading the same dump again imports nothing twice.
+    body = to_csv(["orig_code", "dest_code", "ts", "price"], [[o, d, f"{day}T00:00:00Z", p] for o, d, day, p in rows])
+    batch = "rates-dump-" + hashlib.sha256(body).hexdigest()[:16]
+    r = request(f"{url}/v1/import/prices?batch_id={batch}", "POST", body, "text/csv")
+    print(json.dumps({"ports": len(blocks["ports"][1]), "regions": len(blocks["regions"][1]), "prices": r["rows"], "outcome": r["outcome"]}))
 
 
 if __name__ == "__main__":

@@ -213,6 +213,16 @@ pub(crate) struct ImportAttachment {
     pub(crate) outcome: Arc<OnceLock<std::result::Result<bool, String>>>,
 }
 
+/// `TALLY_FAILPOINT=import_before_adopt`: the process aborts between a
+/// commit record being durable and the catalog adopting its files, the
+/// narrowest window of a crash during an import (used by the crash tests).
+fn failpoint_before_adopt() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == "import_before_adopt")
+    })
+}
+
 pub(crate) fn encode(staged: &StagedImport) -> Vec<u8> {
     let mut out = vec![IMPORT_RECORD];
     // Serializing plain structs of strings and numbers cannot fail.
@@ -353,6 +363,11 @@ impl crate::apply::Sinks {
             if adopted {
                 Ok(false)
             } else {
+                if outcome.is_some() && failpoint_before_adopt() {
+                    // A crash test's crash: the commit record is durable,
+                    // the catalog has not adopted the files.
+                    std::process::abort();
+                }
                 self.store.adopt(lsn, staged).map_err(|e| {
                     tracing::error!(batch_id = %staged.batch_id, lsn, error = %e, "cannot adopt a committed import; it is not visible, and a retry with the same batch id imports it");
                     e.to_string()

@@ -259,10 +259,12 @@ async fn import_is_all_or_nothing_and_retries_are_not_imported_twice() {
     assert_eq!(st, 200, "{v}");
 }
 
-/// kill -9 at random points of large imports (while uploading, while
-/// staging, right as the last byte is sent, i.e. while committing): after
-/// each restart every batch is there whole or not at all, no staged file is
-/// left, and retrying the batch ids ends with each imported exactly once.
+/// kill -9 during large imports: while uploading and staging (at points
+/// spread over an import), just after one was acknowledged, and (through a
+/// fail point) between its commit record becoming durable and the catalog
+/// adopting its files. After each restart every batch is there whole or
+/// not at all, acknowledged ones are there, no staged file is left, and
+/// retrying the batch ids ends with each imported exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_during_imports_leaves_each_batch_whole_or_absent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -271,65 +273,67 @@ async fn kill9_during_imports_leaves_each_batch_whole_or_absent() {
     let n: u64 = 600_000;
     price_file(&file, n as usize, 3, false, None);
     let body = std::fs::read(&file).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-    let mut expected = 0u64;
-    let mut seen_both = (false, false);
-    for cycle in 0..6 {
-        let mut server = TestServer::builder()
+    // How long one import takes here, so the kills below land inside one.
+    let took = {
+        let server = TestServer::builder().data_dir(&data).start().await;
+        let t = std::time::Instant::now();
+        let (st, v) = post(
+            &server.url("/v1/import/prices?batch_id=first"),
+            Some("text/csv"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        t.elapsed()
+    };
+    let mut expected = n;
+    for (cycle, kill) in ["0.2", "0.5", "0.8", "acknowledged", "before_adopt"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut builder = TestServer::builder()
             .data_dir(&data)
-            .args(["--import-spill-bytes", "4194304"])
-            .start()
-            .await;
+            .args(["--import-spill-bytes", "4194304"]);
+        if kill == "before_adopt" {
+            builder = builder.env("TALLY_FAILPOINT", "import_before_adopt");
+        }
+        let mut server = builder.start().await;
         let before = rows(&server, "prices").await;
         assert_eq!(before, expected, "cycle {cycle}");
-        assert!(staged_dirs(&data).is_empty(), "cycle {cycle}");
         let url = server.url(&format!("/v1/import/prices?batch_id=big-{cycle}"));
-        // Sent in 256 KiB pieces; `sent` flips when the last one is out.
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
             body.chunks(256 << 10).map(|c| Ok(c.to_vec())).collect();
-        let flag = sent.clone();
-        let count = pieces.len();
-        let stream = futures::stream::iter(pieces.into_iter().enumerate().map(move |(i, p)| {
-            if i + 1 == count {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            p
-        }));
         let request = tokio::spawn(async move {
             reqwest::Client::new()
                 .post(url)
                 .header("content-type", "text/csv")
-                .body(reqwest::Body::wrap_stream(stream))
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
         });
-        if cycle % 2 == 0 {
-            // Right as the last byte goes out: parsing the tail, staging,
-            // or committing.
-            while !sent.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        let status = match kill.parse::<f64>() {
+            Ok(at) => {
+                tokio::time::sleep(took.mul_f64(at)).await;
+                server.kill9();
+                request.await.unwrap()
             }
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(20..1500))).await;
-        }
-        server.kill9();
-        let status = request.await.unwrap();
+            Err(_) => {
+                // Answered, or (at the fail point) the process aborted.
+                let status = request.await.unwrap();
+                server.kill9();
+                status
+            }
+        };
         let server = TestServer::builder().data_dir(&data).start().await;
         let after = rows(&server, "prices").await;
+        eprintln!("cycle {cycle}: killed at {kill}, answer {status:?}, present: {}", after > before);
         assert!(
             after == before || after == before + n,
-            "cycle {cycle}: {before} rows before, {after} after (status {status:?})"
+            "cycle {cycle}: {before} rows before, {after} after (answer {status:?})"
         );
-        if matches!(status, Ok(200)) {
-            assert_eq!(after, before + n, "cycle {cycle}: acknowledged but absent");
-        }
-        if after == before {
-            seen_both.0 = true;
-        } else {
-            seen_both.1 = true;
+        if matches!(status, Ok(200)) || kill == "before_adopt" {
+            assert_eq!(after, before + n, "cycle {cycle}: committed but absent");
         }
         assert!(staged_dirs(&data).is_empty(), "cycle {cycle}");
         // The retry imports it exactly once.
@@ -344,9 +348,7 @@ async fn kill9_during_imports_leaves_each_batch_whole_or_absent() {
         assert_eq!(v["outcome"], outcome, "cycle {cycle}: {v}");
         expected += n;
         assert_eq!(rows(&server, "prices").await, expected);
-        drop(server);
     }
-    eprintln!("kill -9 outcomes (absent, present): {seen_both:?}");
 }
 
 /// SIGTERM while a file is still arriving: the import is rolled back, the

@@ -16,11 +16,16 @@ pub struct TestServer {
 pub struct Builder {
     args: Vec<String>,
     data_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
         self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
     pub fn data_dir(mut self, d: &Path) -> Self {
@@ -43,6 +48,7 @@ impl Builder {
         }
         cmd.args(&self.args);
         cmd.env("TALLY_LOG", "warn");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,6 +93,7 @@ impl TestServer {
         Builder {
             args: Vec::new(),
             data_dir: None,
+            env: Vec::new(),
         }
     }
 
