@@ -143,11 +143,12 @@ impl ImportTxn {
             let found = c.data.column_type();
             match self.column_type(&c.name) {
                 Some(existing) if existing != found => {
+                    // 1-based row of the chunk, to the file's line.
                     let row = batch.first_row_with_value(c);
                     return Err(SchemaConflict::Type {
                         stream: self.stream.clone(),
                         field: c.name.clone(),
-                        line: chunk.lines.get(row).copied().unwrap_or(row + 1),
+                        line: chunk.lines.get(row - 1).copied().unwrap_or(row),
                         existing,
                         found,
                     }
@@ -218,9 +219,7 @@ pub(crate) struct ImportAttachment {
 /// narrowest window of a crash during an import (used by the crash tests).
 fn failpoint_before_adopt() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == "import_before_adopt")
-    })
+    *ON.get_or_init(|| std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == "import_before_adopt"))
 }
 
 pub(crate) fn encode(staged: &StagedImport) -> Vec<u8> {

@@ -20,8 +20,8 @@
 
 mod apply;
 mod import;
-pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
 use apply::{RollupWorker, Sinks};
+pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
 mod maintain;
 pub use maintain::Maintenance;
 mod metrics;
@@ -258,7 +258,10 @@ impl Engine {
         // Imports whose commit record the log does not hold were rolled back.
         let dropped = store.remove_unadopted_imports()?;
         if dropped > 0 {
-            tracing::info!(imports = dropped, "removed staged imports that were never committed");
+            tracing::info!(
+                imports = dropped,
+                "removed staged imports that were never committed"
+            );
         }
         // Everything in the log is applied: rollups of quiet streams move up.
         rollups.advance(report.last_lsn);

@@ -255,3 +255,70 @@ mod rollups {
         assert!(e.rollups().get("b").is_none());
     }
 }
+
+fn chunk(body: &str, first_line: usize) -> tally_ingest::Chunk {
+    let b = batch(body);
+    let lines = (first_line..first_line + b.len()).collect();
+    tally_ingest::Chunk { batch: b, lines }
+}
+
+#[tokio::test]
+async fn imports_commit_whole_roll_back_whole_and_are_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = EngineOptions::new(dir.path());
+    opts.import_spill_bytes = 1;
+    {
+        let e = Engine::open(opts.clone()).unwrap();
+        e.ingest("s", batch("{\"v\":1}")).await.unwrap();
+        // Rolled back: a chunk whose `v` is text after numbers.
+        let mut t = e.begin_import("s", "b1").unwrap();
+        t.add(&chunk("{\"v\":2}\n{\"v\":3}", 1)).unwrap();
+        let err = t.add(&chunk("{\"w\":4}\n{\"v\":\"x\"}", 3)).unwrap_err();
+        match &err {
+            Error::Schema(SchemaConflict::Type { line, field, .. }) => {
+                assert_eq!((*line, field.as_str()), (4, "v"))
+            }
+            other => panic!("{other}"),
+        }
+        drop(t);
+        assert!(!dir.path().join("imports/b1").exists());
+        assert_eq!(e.store().stream_stats()["s"].rows, 1);
+        // The refused id is not used up; one in flight cannot start twice.
+        let mut t = e.begin_import("s", "b1").unwrap();
+        assert!(matches!(
+            e.begin_import("s", "b1"),
+            Err(Error::ImportInProgress { .. })
+        ));
+        t.add(&chunk("{\"v\":2,\"ts\":1}\n{\"v\":3,\"ts\":7200000}", 1))
+            .unwrap();
+        t.add(&chunk("{\"v\":4,\"k\":\"a\"}", 3)).unwrap();
+        let finished = t.finish().unwrap();
+        assert_eq!(finished.rows(), 3);
+        // Staged, not visible.
+        assert_eq!(e.store().stream_stats()["s"].rows, 1);
+        let r = e.commit_import(finished).await.unwrap();
+        // One file per hour partition (the budget's floor is 1 MiB, so
+        // these rows were written once, at the end).
+        assert_eq!((r.rows, r.files), (3, 2));
+        assert_eq!(e.store().stream_stats()["s"].rows, 4);
+        assert!(matches!(
+            e.begin_import("s", "b1"),
+            Err(Error::AlreadyImported { rows: 3, .. })
+        ));
+        // A staged import the process dies with.
+        let mut t = e.begin_import("s", "b2").unwrap();
+        t.add(&chunk("{\"v\":9}", 1)).unwrap();
+        std::mem::forget(t.finish().unwrap());
+        assert!(e.begin_import("s", "../b").is_err());
+        e.abandon();
+    }
+    let e = Engine::open(opts).unwrap();
+    assert_eq!(e.store().stream_stats()["s"].rows, 4);
+    assert!(!dir.path().join("imports/b2").exists());
+    assert!(dir.path().join("imports/b1").exists());
+    assert!(matches!(
+        e.begin_import("s", "b1"),
+        Err(Error::AlreadyImported { .. })
+    ));
+    assert_eq!(e.column_type("s", "k"), Some(tally_ingest::ColumnType::Dim));
+}

@@ -17,7 +17,9 @@ pub(crate) fn parse_csv(
     hint: &dyn Fn(&str) -> Option<ColumnType>,
 ) -> Result<Batch> {
     let mut rdr = CsvRows::new(body, b',')?;
-    Ok(rdr.read(usize::MAX, now_us, hint)?.map_or_else(Batch::default, |(b, _)| b))
+    Ok(rdr
+        .read(usize::MAX, now_us, hint)?
+        .map_or_else(Batch::default, |(b, _)| b))
 }
 
 /// A CSV (or TSV) source read a number of rows at a time, after its header.

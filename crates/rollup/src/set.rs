@@ -27,6 +27,9 @@ use tally_ingest::Batch;
 
 const MANIFEST: &str = "rollups.json";
 
+/// Hands each batch of a record to the callback it is given.
+pub type BatchSource<'a> = dyn FnMut(&mut dyn FnMut(&Batch)) + 'a;
+
 /// A rollup's live state and the log position it covers.
 #[derive(Debug)]
 pub struct Entry {
@@ -224,12 +227,7 @@ impl RollupSet {
     /// import's commit record): `source` hands each batch to the callback
     /// it is given, and is called only if some rollup of `stream` has not
     /// yet counted `lsn`. Returns whether it was called.
-    pub fn apply_each(
-        &self,
-        lsn: u64,
-        stream: &str,
-        source: &mut dyn FnMut(&mut dyn FnMut(&Batch)),
-    ) -> bool {
+    pub fn apply_each(&self, lsn: u64, stream: &str, source: &mut BatchSource<'_>) -> bool {
         let entries = self.entries.read();
         let mut need = Vec::new();
         for e in entries.values() {

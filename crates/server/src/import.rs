@@ -85,7 +85,10 @@ async fn import(
     mut body: tokio::sync::mpsc::Receiver<Frame>,
 ) -> Result<Map<String, Value>, Failure> {
     let refused = |e: ApiError| (e, "not_started");
-    state.keys.authorize(headers, Scope::Ingest).map_err(refused)?;
+    state
+        .keys
+        .authorize(headers, Scope::Ingest)
+        .map_err(refused)?;
     validate_public_stream_name(stream)
         .map_err(|message| ApiError::BadRequest {
             message,
@@ -185,9 +188,7 @@ async fn import(
                 break Ok(());
             }
             Some(Frame::Failed(e)) => break Err(e),
-            None => {
-                break Err(ApiError::Internal("the request body reader stopped".into()))
-            }
+            None => break Err(ApiError::Internal("the request body reader stopped".into())),
         }
     };
     drop(tx);

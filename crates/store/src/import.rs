@@ -244,9 +244,7 @@ impl Store {
         if self.catalog_read().imports.contains_key(&staged.batch_id) {
             return Ok(false);
         }
-        let conflicts = self
-            .schemas()
-            .widen(&staged.stream, &staged.column_batch());
+        let conflicts = self.schemas().widen(&staged.stream, &staged.column_batch());
         if !conflicts.is_empty() {
             // Checked before the commit record was written; a conflict
             // here is a bug, and adopting would make the files unreadable.

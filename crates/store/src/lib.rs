@@ -22,8 +22,8 @@ mod segment;
 mod store;
 
 pub use catalog::{Catalog, ImportEntry, SegmentMeta};
-pub use import::{discard_stage, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR};
 pub use error::{Error, Result};
+pub use import::{discard_stage, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR};
 pub use memtable::{MemTable, PartitionBuffer};
 /// Registers the store's metrics.
 pub use metrics::init as init_metrics;

@@ -138,7 +138,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// `<file stem>-<hash of path, size and modification time>`.
 fn default_batch_id(file: &Path) -> anyhow::Result<String> {
-    let path = std::fs::canonicalize(file).with_context(|| format!("opening {}", file.display()))?;
+    let path =
+        std::fs::canonicalize(file).with_context(|| format!("opening {}", file.display()))?;
     let meta = std::fs::metadata(&path)?;
     let mtime = meta
         .modified()
@@ -169,8 +170,7 @@ fn default_batch_id(file: &Path) -> anyhow::Result<String> {
 /// The file as a streamed request body, read on its own thread, and a
 /// progress bar that follows the bytes read.
 fn file_body(file: &Path) -> anyhow::Result<(reqwest::Body, ProgressBar)> {
-    let mut f =
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let total = f.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = ProgressBar::new(total);
     bar.set_style(

@@ -181,7 +181,8 @@ async fn import_is_all_or_nothing_and_retries_are_not_imported_twice() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("line 150001, field 'price'") && err.contains("nothing of the file was imported"),
+        err.contains("line 150001, field 'price'")
+            && err.contains("nothing of the file was imported"),
         "{err}"
     );
 
@@ -194,21 +195,33 @@ async fn import_is_all_or_nothing_and_retries_are_not_imported_twice() {
     assert_eq!(v["rows"], 150_000, "{v}");
     assert!(v["files"].as_u64().unwrap() > 150, "{v}");
 
-    // NDJSON whose field changes type in a later chunk (past 64 k rows):
-    // refused at that line, nothing imported.
-    let nd = dir.path().join("mixed.ndjson");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&nd).unwrap());
-    for i in 0..100_000 {
-        if i == 90_000 {
-            writeln!(f, "{{\"ts\":\"2016-02-01T00:00:00Z\",\"price\":\"n/a\"}}").unwrap();
-        } else {
-            writeln!(f, "{{\"ts\":\"2016-02-01T00:00:00Z\",\"price\":{i}}}").unwrap();
+    // NDJSON whose field changes type inside a chunk (line 90,002), and
+    // from one chunk to the next (every row of the second 64 k-row chunk,
+    // from line 65,538; there is a blank line at line 11): refused at that
+    // line, nothing imported.
+    for (name, first_text) in [("mixed", 90_000), ("later", 65_536)] {
+        let nd = dir.path().join(format!("{name}.ndjson"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&nd).unwrap());
+        for i in 0..100_000 {
+            if i == 10 {
+                writeln!(f).unwrap();
+            }
+            if i >= first_text {
+                writeln!(f, "{{\"ts\":\"2016-02-01T00:00:00Z\",\"price\":\"n/a\"}}").unwrap();
+            } else {
+                writeln!(f, "{{\"ts\":\"2016-02-01T00:00:00Z\",\"price\":{i}}}").unwrap();
+            }
         }
+        drop(f);
+        let (st, v) = import_http(&server, "prices", name, &nd).await;
+        assert_eq!(st, 400, "{v}");
+        let line = first_text as u64 + 2;
+        assert_eq!(
+            (v["line"].as_u64(), v["field"].as_str()),
+            (Some(line), Some("price")),
+            "{v}"
+        );
     }
-    drop(f);
-    let (st, v) = import_http(&server, "prices", "mixed", &nd).await;
-    assert_eq!(st, 400, "{v}");
-    assert_eq!((v["line"].as_u64(), v["field"].as_str()), (Some(90_001), Some("price")), "{v}");
     assert_eq!(rows(&server, "prices").await, 350_000);
     // A type that conflicts with the stream: refused before anything is staged.
     let (st, v) = post(
@@ -243,8 +256,11 @@ async fn import_is_all_or_nothing_and_retries_are_not_imported_twice() {
     assert_eq!(v["rows"][0]["s"].as_f64().unwrap(), total);
     assert_eq!(daily_from_rollup(&server).await, want);
     let m = metrics_text(&server).await;
-    assert_eq!(metric(&m, "tally_imports_total{outcome=\"committed\"}"), Some(2));
-    assert!(metric(&m, "tally_imports_total{outcome=\"rolled_back\"}").unwrap() >= 3);
+    assert_eq!(
+        metric(&m, "tally_imports_total{outcome=\"committed\"}"),
+        Some(2)
+    );
+    assert!(metric(&m, "tally_imports_total{outcome=\"rolled_back\"}").unwrap() >= 4);
 
     // After a restart (segments flushed or not): the same rows, the same
     // rollup, and the batch ids still remembered.
@@ -253,7 +269,11 @@ async fn import_is_all_or_nothing_and_retries_are_not_imported_twice() {
     assert_eq!(rows(&server, "prices").await, 350_000);
     assert_eq!(daily_from_rollup(&server).await, want);
     let (st, v) = import_http(&server, "prices", "good-1", &good).await;
-    assert_eq!((st, v["outcome"].as_str()), (200, Some("already_imported")), "{v}");
+    assert_eq!(
+        (st, v["outcome"].as_str()),
+        (200, Some("already_imported")),
+        "{v}"
+    );
     assert_eq!(rows(&server, "prices").await, 350_000);
     let (st, v) = get_json(&server.url("/v1/streams/prices")).await;
     assert_eq!(st, 200, "{v}");
@@ -327,7 +347,10 @@ async fn kill9_during_imports_leaves_each_batch_whole_or_absent() {
         };
         let server = TestServer::builder().data_dir(&data).start().await;
         let after = rows(&server, "prices").await;
-        eprintln!("cycle {cycle}: killed at {kill}, answer {status:?}, present: {}", after > before);
+        eprintln!(
+            "cycle {cycle}: killed at {kill}, answer {status:?}, present: {}",
+            after > before
+        );
         assert!(
             after == before || after == before + n,
             "cycle {cycle}: {before} rows before, {after} after (answer {status:?})"
@@ -344,7 +367,11 @@ async fn kill9_during_imports_leaves_each_batch_whole_or_absent() {
         )
         .await;
         assert_eq!(st, 200, "{v}");
-        let outcome = if after == before { "committed" } else { "already_imported" };
+        let outcome = if after == before {
+            "committed"
+        } else {
+            "already_imported"
+        };
         assert_eq!(v["outcome"], outcome, "cycle {cycle}: {v}");
         expected += n;
         assert_eq!(rows(&server, "prices").await, expected);
@@ -359,7 +386,8 @@ async fn shutdown_during_an_upload_rolls_back_and_says_so() {
     let mut server = TestServer::start().await;
     let url = server.url("/v1/import/prices?batch_id=slow");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let request = tokio::spawn(async move {
         let r = reqwest::Client::new()
             .post(url)
