@@ -204,4 +204,35 @@ async fn rates_errors_and_cache() {
         "{after}"
     );
     assert_eq!(after[3], first[3]);
+
+    // A batch import on another of its days: the same.
+    let (_, cached) = rates(&server, &ok).await;
+    assert_eq!(cached, after);
+    let (status, v) = post(
+        &server.url("/v1/import/prices?batch_id=day4"),
+        Some("text/csv"),
+        "orig_code,dest_code,ts,price\n\
+         CNSGH,NLRTM,2016-01-04T00:00:00Z,10000000\n\
+         CNSGH,NLRTM,2016-01-04T00:00:00Z,10000000\n\
+         CNSGH,NLRTM,2016-01-04T00:00:00Z,10000000\n",
+    )
+    .await;
+    assert_eq!(
+        (status, v["outcome"].as_str()),
+        (200, Some("committed")),
+        "{v}"
+    );
+    let h = hits().await;
+    let (_, imported) = rates(&server, &ok).await;
+    assert_eq!(
+        hits().await,
+        h,
+        "an import on 2016-01-04 must invalidate the answer"
+    );
+    assert!(
+        imported[3]["average_price"].as_i64().unwrap()
+            > after[3]["average_price"].as_i64().unwrap_or(0),
+        "{imported}"
+    );
+    assert_eq!(imported[4], after[4]);
 }
