@@ -5,7 +5,9 @@
 //! query engine, and serves its own routes.
 //!
 //! - [`counter`]: the global counter (S2).
-//! - [`rates`]: the rates service (S1), read side.
+//! - [`rates`]: the rates service (S1).
+//! - [`web`]: web analytics (S4): Plausible-compatible tracking.
 
 pub mod counter;
 pub mod rates;
+pub mod web;

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub max_import_bytes: u64,
     /// Batch imports that may run at once (429 past it).
     pub import_concurrency: usize,
+    /// Web analytics; `None` turns it off.
+    pub web: Option<tally_apps::web::WebConfig>,
 }
 
 impl ServerConfig {
@@ -46,6 +48,7 @@ impl ServerConfig {
             rates: Default::default(),
             max_import_bytes: 64 << 30,
             import_concurrency: 2,
+            web: Some(Default::default()),
         }
     }
 }

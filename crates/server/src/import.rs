@@ -95,6 +95,7 @@ async fn import(
             stream: None,
         })
         .map_err(refused)?;
+    state.check_writable(stream).map_err(refused)?;
     let format = file_format(params, headers).map_err(refused)?;
     if let Some(enc) = headers
         .get(header::CONTENT_ENCODING)

@@ -33,6 +33,7 @@ pub(crate) async fn post_events(
         message,
         stream: None,
     })?;
+    state.check_writable(&stream)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

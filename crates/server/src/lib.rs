@@ -15,6 +15,7 @@ mod metrics;
 mod ops;
 mod query;
 mod rollups;
+mod sites;
 mod state;
 
 pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
@@ -86,6 +87,12 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .merge(tally_apps::counter::routes(state.counter.clone()))
         .merge(tally_apps::rates::routes(state.rates.clone()))
+        .merge(tally_apps::web::routes(state.web.clone()))
+        .route("/v1/sites", get(sites::list_sites).post(sites::post_site))
+        .route(
+            "/v1/sites/{domain}",
+            axum::routing::delete(sites::delete_site),
+        )
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -121,6 +128,7 @@ pub async fn run(
         let query_opts = config.query.clone();
         let counter = config.counter.clone();
         let rates = config.rates.clone();
+        let web = config.web.clone();
         tokio::task::spawn_blocking(move || {
             let engine = Arc::new(Engine::open(opts)?);
             if let Some(c) = counter {
@@ -132,6 +140,15 @@ pub async fn run(
                         }
                     })?;
                 let _ = state.counter.set(Arc::new(app));
+            }
+            if let Some(w) = web {
+                let app = tally_apps::web::WebApp::open(engine.clone(), w).map_err(|e| {
+                    tally_engine::Error::Io {
+                        dir: engine.options().data_dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?;
+                let _ = state.web.set(Arc::new(app));
             }
             let query = QueryEngine::new(engine.clone(), query_opts).map_err(|e| {
                 tally_engine::Error::Io {

@@ -30,9 +30,26 @@ pub(crate) struct AppState {
     /// Turns true when the server starts shutting down (imports still
     /// uploading roll back and say so).
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Web analytics, set once opened.
+    pub web: tally_apps::web::Slot,
+    /// The stream web analytics writes (public ingest into it is refused).
+    pub web_stream: Option<String>,
 }
 
 impl AppState {
+    /// Refuses public writes into a stream an app owns.
+    pub fn check_writable(&self, stream: &str) -> Result<(), crate::ApiError> {
+        if self.web_stream.as_deref() == Some(stream) {
+            return Err(crate::ApiError::BadRequest {
+                message: format!(
+                    "stream '{stream}' is written by web analytics only (trackers send POST /api/event)"
+                ),
+                stream: Some(stream.to_string()),
+            });
+        }
+        Ok(())
+    }
+
     pub fn new(config: &ServerConfig) -> Self {
         AppState {
             engine: OnceLock::new(),
@@ -47,6 +64,8 @@ impl AppState {
             max_import_bytes: config.max_import_bytes,
             import_slots: Arc::new(Semaphore::new(config.import_concurrency.max(1))),
             stopping: tokio::sync::watch::Sender::new(false),
+            web: Default::default(),
+            web_stream: config.web.as_ref().map(|w| w.stream.clone()),
         }
     }
 

@@ -133,6 +133,19 @@ pub struct ServeArgs {
     /// their next one is refused ("24h", "90s"). [default: 24h]
     #[arg(long, env = "TALLY_COUNTER_WINDOW")]
     pub counter_window: Option<String>,
+
+    /// A site web analytics accepts tracker events for (repeatable; more
+    /// through `POST /v1/sites`).
+    #[arg(long = "web-site", env = "TALLY_WEB_SITES", value_delimiter = ',')]
+    pub web_sites: Vec<String>,
+
+    /// A MaxMind-format database for visitors' countries.
+    #[arg(long, env = "TALLY_WEB_GEOIP")]
+    pub web_geoip: Option<PathBuf>,
+
+    /// Seconds added to web analytics' clock (to try day changes).
+    #[arg(long, hide = true, env = "TALLY_WEB_CLOCK_OFFSET_SECS")]
+    pub web_clock_offset_secs: Option<i64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -172,6 +185,17 @@ struct FileConfig {
     retention: std::collections::BTreeMap<String, String>,
     counter: Option<CounterFileConfig>,
     rates: Option<RatesFileConfig>,
+    web: Option<WebFileConfig>,
+}
+
+/// `[web]`: web analytics (docs/web.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct WebFileConfig {
+    enabled: Option<bool>,
+    sites: Option<Vec<String>>,
+    stream: Option<String>,
+    geoip: Option<PathBuf>,
 }
 
 /// `[rates]`: the rates service (docs/rates.md).
@@ -419,6 +443,26 @@ impl ServeArgs {
             .counter
             .unwrap_or_default()
             .into_config(self.counter_window)?;
+        let web = file.web.unwrap_or_default();
+        config.web = if web.enabled == Some(false) {
+            None
+        } else {
+            let mut w = tally_apps::web::WebConfig {
+                sites: web.sites.unwrap_or_default(),
+                ..Default::default()
+            };
+            w.sites.extend(self.web_sites);
+            for site in &w.sites {
+                tally_apps::web::sites::normalize_domain(site)
+                    .map_err(|e| anyhow::anyhow!("[web] sites: {e}"))?;
+            }
+            if let Some(s) = web.stream {
+                w.stream = s;
+            }
+            w.geoip = self.web_geoip.or(web.geoip);
+            w.clock_offset_secs = self.web_clock_offset_secs.unwrap_or(0);
+            Some(w)
+        };
         for k in file.keys {
             let hash = ApiKey::parse_hash(&k.hash)
                 .map_err(|e| anyhow::anyhow!("key {:?}: {e}", k.name))?;

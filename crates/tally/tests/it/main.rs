@@ -15,3 +15,4 @@ mod query;
 mod rates;
 mod rollups;
 mod server;
+mod web;

@@ -1,0 +1,138 @@
+//! The tracker's routes: `POST /api/event` (Plausible's Events API) and
+//! `GET /js/script.js`. Both answer any origin (the tracker runs on the
+//! customers' sites); neither needs a key.
+
+use super::{Tracked, WebApp, WebError};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+/// Where the server puts the app once it has opened.
+pub type Slot = Arc<OnceLock<Arc<WebApp>>>;
+
+const SCRIPT: &str = include_str!("script.js");
+
+/// Largest tracker body accepted (Plausible's URLs and props fit well).
+const MAX_BODY: usize = 64 << 10;
+
+pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot) -> Router<S> {
+    Router::new()
+        .route("/api/event", post(event).options(preflight))
+        .route("/js/script.js", get(script))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(slot)
+}
+
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    r
+}
+
+async fn preflight() -> Response {
+    cors(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn script() -> Response {
+    let mut r = SCRIPT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    cors(r)
+}
+
+/// The client's address: the first valid address of `X-Forwarded-For`
+/// (trackers' events pass through the site's proxies; server-side senders
+/// set it to the visitor's address, as Plausible's API asks), else the
+/// connection's.
+fn client_ip(headers: &HeaderMap, info: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').find_map(|s| s.trim().parse::<IpAddr>().ok()))
+        .or(info.map(|Extension(ConnectInfo(a))| a.ip()))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+async fn event(
+    State(slot): State<Slot>,
+    headers: HeaderMap,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Bytes,
+) -> Response {
+    let Some(app) = slot.get().cloned() else {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "web analytics is starting"})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return cors(r);
+    };
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let ip = client_ip(&headers, info);
+    // The append must finish even if the tracker hangs up.
+    let result = tokio::spawn(async move { app.track(&body, &ua, ip).await }).await;
+    let r = match result {
+        Ok(Ok(Tracked::Stored(_) | Tracked::Bot | Tracked::UnknownSite)) => {
+            (StatusCode::ACCEPTED, "ok").into_response()
+        }
+        Ok(Err(WebError::Payload(message))) => {
+            let (field, msg) = message.split_once(": ").unwrap_or(("request", &message));
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"errors": {field: [msg]}})),
+            )
+                .into_response()
+        }
+        Ok(Err(WebError::Engine(tally_engine::Error::Overloaded { retry_after, .. }))) => {
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "overloaded"})),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "tracker event not stored");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    cors(r)
+}

@@ -1,0 +1,27 @@
+//! Metrics of the web analytics app.
+
+use prometheus::{register_int_counter, register_int_counter_vec, IntCounter, IntCounterVec};
+use std::sync::LazyLock;
+
+pub(crate) static STORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_web_events_stored_total",
+        "Tracker events stored (one per site of a request)"
+    )
+    .unwrap()
+});
+pub(crate) static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_web_events_dropped_total",
+        "Tracker events dropped, by reason (bot, unknown_site, invalid)",
+        &["reason"]
+    )
+    .unwrap()
+});
+
+pub(crate) fn init() {
+    LazyLock::force(&STORED);
+    for r in ["bot", "unknown_site", "invalid"] {
+        DROPPED.with_label_values(&[r]);
+    }
+}

@@ -1,0 +1,382 @@
+//! Web analytics ingest (`POST /api/event`): every payload variant of
+//! Plausible's Events API, enrichment (browser, OS, device, source, UTM,
+//! country from a MaxMind database written here), bots and unknown sites
+//! dropped and counted, visitor ids (stable within a day and site, new after
+//! midnight), the sites admin API, and no raw address or user agent on disk.
+
+use crate::server::{get_json, metric, metrics_text, post, TestServer};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// A MaxMind-format country database: 203.0.113.0/24 in Norway,
+/// 198.51.100.0/24 in Germany.
+fn geoip_db(path: &Path) {
+    use maxminddb_writer::paths::IpAddrWithMask;
+    let mut db = maxminddb_writer::Database::default();
+    db.metadata.binary_format_major_version = 2;
+    db.metadata.database_type = "GeoLite2-Country".into();
+    db.metadata.languages = vec!["en".into()];
+    for (net, iso) in [("203.0.113.0/24", "NO"), ("198.51.100.0/24", "DE")] {
+        let data = db
+            .insert_value(json!({"country": {"iso_code": iso}}))
+            .unwrap();
+        db.insert_node(net.parse::<IpAddrWithMask>().unwrap(), data);
+    }
+    db.write_to(std::fs::File::create(path).unwrap()).unwrap();
+}
+
+async fn track(server: &TestServer, ua: &str, ip: &str, body: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/event"))
+        .header("user-agent", ua)
+        .header("x-forwarded-for", ip)
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+async fn sql(server: &TestServer, q: &str) -> Vec<Value> {
+    let (st, v) = post(
+        &server.url("/v1/sql"),
+        Some("application/json"),
+        json!({ "sql": q }).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{q}: {v}");
+    v["rows"].as_array().unwrap().clone()
+}
+
+fn dropped(m: &str, reason: &str) -> u64 {
+    metric(
+        m,
+        &format!("tally_web_events_dropped_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracker_events_are_enriched_checked_and_anonymous() {
+    let tmp = tempfile::tempdir().unwrap();
+    let geo = tmp.path().join("country.mmdb");
+    geoip_db(&geo);
+    let server = TestServer::builder()
+        .args(["--web-site", "example.com", "--web-site", "other.org"])
+        .args(["--web-geoip", geo.to_str().unwrap()])
+        .start()
+        .await;
+
+    // Long field names, props as an object, a search engine referrer.
+    let (st, body) = track(&server, CHROME, "203.0.113.7", r#"{"name":"pageview","url":"https://example.com/pricing?utm_medium=email&utm_campaign=spring","domain":"example.com","referrer":"https://www.google.com/search?q=tally","props":{"plan":"pro","seats":3}}"#).await;
+    assert_eq!((st, body.as_str()), (202, "ok"));
+    // Short names, two sites, props as a JSON string, screen width, hash mode.
+    let (st, _) = track(&server, IPHONE, "198.51.100.9, 10.0.0.1", r##"{"n":"Signup","u":"https://example.com/app#/welcome?x=1","d":"example.com,other.org","r":"https://news.ycombinator.com/item?id=1","p":"{\"plan\":\"free\"}","w":390,"h":1}"##).await;
+    assert_eq!(st, 202);
+    // utm_source wins over the referrer; a self-referral is direct.
+    let (st, _) = track(&server, CHROME, "203.0.113.7", r#"{"n":"pageview","u":"https://example.com/blog?utm_source=newsletter","d":"example.com","r":"https://t.co/abc"}"#).await;
+    assert_eq!(st, 202);
+    let (st, _) = track(&server, CHROME, "203.0.113.7", r#"{"n":"pageview","u":"https://example.com/docs","d":"example.com","r":"https://example.com/pricing"}"#).await;
+    assert_eq!(st, 202);
+
+    let m0 = metrics_text(&server).await;
+    // A bot, an unknown site: accepted (trackers ignore answers) but dropped.
+    let (st, _) = track(
+        &server,
+        GOOGLEBOT,
+        "203.0.113.7",
+        r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    let (st, _) = track(
+        &server,
+        CHROME,
+        "203.0.113.7",
+        r#"{"n":"pageview","u":"https://unknown.net/","d":"unknown.net"}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    // Bad payloads: 400 in Plausible's error shape.
+    for (body, field) in [
+        (r#"{"n":"pageview","d":"example.com"}"#, "url"),
+        (r#"{"u":"https://example.com/","d":"example.com"}"#, "name"),
+        (
+            r#"{"n":"pageview","u":"not a url","d":"example.com"}"#,
+            "url",
+        ),
+        (
+            r#"{"n":"x","u":"https://example.com/","d":"example.com","p":[1]}"#,
+            "props",
+        ),
+        ("not json", "request"),
+    ] {
+        let (st, text) = track(&server, CHROME, "203.0.113.7", body).await;
+        assert_eq!(st, 400, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(v["errors"][field].is_array(), "{body}: {v}");
+    }
+    let m1 = metrics_text(&server).await;
+    assert_eq!(dropped(&m1, "bot"), dropped(&m0, "bot") + 1);
+    assert_eq!(
+        dropped(&m1, "unknown_site"),
+        dropped(&m0, "unknown_site") + 1
+    );
+    assert_eq!(dropped(&m1, "invalid"), dropped(&m0, "invalid") + 5);
+
+    let rows = sql(&server, r#"SELECT site, name, pathname, visitor, source, referrer, utm_source, utm_medium, utm_campaign, browser, browser_version, os, device, country, "prop.plan" AS plan, "prop.seats" AS seats FROM web ORDER BY ts, site"#).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r["site"].as_str(),
+            r["name"].as_str(),
+            r["pathname"].as_str()
+        ),
+        (Some("example.com"), Some("pageview"), Some("/pricing"))
+    );
+    assert_eq!(
+        (r["source"].as_str(), r["referrer"].as_str()),
+        (Some("Google"), Some("google.com/search"))
+    );
+    assert_eq!(
+        (r["utm_medium"].as_str(), r["utm_campaign"].as_str()),
+        (Some("email"), Some("spring"))
+    );
+    assert_eq!(
+        (
+            r["browser"].as_str(),
+            r["browser_version"].as_str(),
+            r["os"].as_str()
+        ),
+        (Some("Chrome"), Some("120.0"), Some("Windows"))
+    );
+    assert_eq!(
+        (r["device"].as_str(), r["country"].as_str()),
+        (Some("Desktop"), Some("NO"))
+    );
+    assert_eq!(
+        (r["plan"].as_str(), r["seats"].as_str()),
+        (Some("pro"), Some("3"))
+    );
+    // The fanned-out event: one row per site, the first valid forwarded
+    // address (Germany), the screen width's device, the hash route.
+    for r in &rows[1..3] {
+        assert_eq!(r["name"], "Signup");
+        assert_eq!(r["pathname"], "/app#/welcome?x=1");
+        assert_eq!(
+            (r["device"].as_str(), r["os"].as_str()),
+            (Some("Mobile"), Some("iOS"))
+        );
+        assert_eq!(
+            (r["country"].as_str(), r["plan"].as_str()),
+            (Some("DE"), Some("free"))
+        );
+        assert_eq!(r["source"], "Hacker News");
+    }
+    assert_eq!(
+        (rows[1]["site"].as_str(), rows[2]["site"].as_str()),
+        (Some("example.com"), Some("other.org"))
+    );
+    assert_eq!(
+        (rows[3]["source"].as_str(), rows[3]["utm_source"].as_str()),
+        (Some("newsletter"), Some("newsletter"))
+    );
+    assert!(rows[4]["source"].is_null(), "{}", rows[4]);
+    // Visitor ids: one per (day, agent, address, site).
+    assert_eq!(rows[0]["visitor"], rows[3]["visitor"]);
+    assert_eq!(rows[0]["visitor"], rows[4]["visitor"]);
+    assert_ne!(rows[0]["visitor"], rows[1]["visitor"]);
+    assert_ne!(rows[1]["visitor"], rows[2]["visitor"]);
+    assert_eq!(rows[0]["visitor"].as_str().unwrap().len(), 16);
+
+    // The stream is the app's: public writes are refused.
+    let (st, v) = post(&server.url("/v1/events/web"), None, r#"{"name":"x"}"#).await;
+    assert_eq!(st, 400, "{v}");
+    // The tracker script, for any origin.
+    let resp = reqwest::get(server.url("/js/script.js")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/javascript"));
+    assert!(resp.text().await.unwrap().contains("/api/event"));
+
+    // Sites through the admin API survive a restart; config sites stay.
+    let (st, v) = post(
+        &server.url("/v1/sites"),
+        Some("application/json"),
+        r#"{"domain":"New.dev"}"#,
+    )
+    .await;
+    assert_eq!((st, v["domain"].as_str()), (201, Some("new.dev")), "{v}");
+    let (st, _) = track(
+        &server,
+        CHROME,
+        "203.0.113.7",
+        r#"{"n":"pageview","u":"https://new.dev/","d":"new.dev"}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    let (st, v) = post(
+        &server.url("/v1/sites"),
+        Some("application/json"),
+        r#"{"domain":"bad domain"}"#,
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+
+    // Nothing on disk holds an address or a user agent: the log, the
+    // segments, the catalog, the salts.
+    let (st, _) = post(&server.url("/v1/admin/flush"), None, "").await;
+    assert_eq!(st, 200);
+    let (data, _keep) = server.into_data_dir();
+    let mut files = 0;
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap();
+        files += 1;
+        for needle in [
+            "203.0.113.7",
+            "198.51.100.9",
+            "Chrome/120.0.6099.109",
+            "iPhone OS 17_1",
+            "Googlebot",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} found in {}",
+                entry.display()
+            );
+        }
+    }
+    assert!(files > 3);
+
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(["--web-site", "example.com", "--web-site", "other.org"])
+        .start()
+        .await;
+    let (st, v) = get_json(&server.url("/v1/sites")).await;
+    assert_eq!(st, 200);
+    let sites: Vec<(String, String)> = v["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["domain"].as_str().unwrap().into(),
+                s["from"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sites,
+        vec![
+            ("example.com".into(), "config".into()),
+            ("new.dev".into(), "api".into()),
+            ("other.org".into(), "config".into())
+        ]
+    );
+    let del = |d: &str| {
+        let url = server.url(&format!("/v1/sites/{d}"));
+        async move {
+            reqwest::Client::new()
+                .delete(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(del("example.com").await, 409);
+    assert_eq!(del("new.dev").await, 200);
+    assert_eq!(del("new.dev").await, 404);
+    let m0 = metrics_text(&server).await;
+    let (st, _) = track(
+        &server,
+        CHROME,
+        "203.0.113.7",
+        r#"{"n":"pageview","u":"https://new.dev/","d":"new.dev"}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    let m1 = metrics_text(&server).await;
+    assert_eq!(
+        dropped(&m1, "unknown_site"),
+        dropped(&m0, "unknown_site") + 1
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The visitor id of one agent and address changes at UTC midnight (a new
+/// daily salt) and only then; the day's salt survives a restart and the
+/// file keeps only today's and yesterday's salts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salts_rotate_at_midnight() {
+    // The app's clock reaches UTC midnight 6 s after this line.
+    let t0 = std::time::Instant::now();
+    let now = chrono::Utc::now();
+    let midnight = (now + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let offset = (midnight - now).num_seconds() - 6;
+    let offset_arg = offset.to_string();
+    let server = TestServer::builder()
+        .args(["--web-site", "example.com"])
+        .args(["--web-clock-offset-secs", offset_arg.as_str()])
+        .start()
+        .await;
+    let event = r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#;
+    assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
+    assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the server took too long to start for this test"
+    );
+    // Past midnight on the app's clock.
+    tokio::time::sleep(Duration::from_millis(7500).saturating_sub(t0.elapsed())).await;
+    assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
+    let rows = sql(&server, "SELECT visitor, ts FROM web ORDER BY ts").await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["visitor"], rows[1]["visitor"]);
+    assert_ne!(rows[1]["visitor"], rows[2]["visitor"]);
+    let salts: Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir.join("web/salts.json")).unwrap())
+            .unwrap();
+    assert_eq!(salts["salts"].as_object().unwrap().len(), 2, "{salts}");
+    // After a restart, the same day keeps its ids.
+    let (data, _keep) = server.into_data_dir();
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(["--web-site", "example.com"])
+        .args(["--web-clock-offset-secs", offset_arg.as_str()])
+        .start()
+        .await;
+    assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
+    let rows = sql(&server, "SELECT visitor FROM web ORDER BY ts").await;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[2]["visitor"], rows[3]["visitor"]);
+}
