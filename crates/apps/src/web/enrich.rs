@@ -33,6 +33,11 @@ pub struct Payload {
     pub width: Option<u32>,
     /// Hash-based routing (`h`): the fragment is part of the page.
     pub hash_mode: bool,
+    /// Of an `engagement` event (Plausible's tracker sends one when a page
+    /// is left): the scroll depth in percent (`sd`) and the time engaged
+    /// in ms (`e`).
+    pub scroll_depth: Option<f64>,
+    pub engagement_ms: Option<f64>,
 }
 
 /// A payload field that is missing or wrong, in Plausible's error shape.
@@ -122,6 +127,11 @@ pub fn parse_payload(body: &[u8]) -> Result<Payload, PayloadError> {
         .and_then(|w| u32::try_from(w).ok());
     let hash_mode = matches!(field(obj, &["h", "hashMode"]), Some(Value::Bool(true)))
         || field(obj, &["h", "hashMode"]).and_then(Value::as_u64) == Some(1);
+    let number = |names: &[&str]| {
+        field(obj, names)
+            .and_then(Value::as_f64)
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
     Ok(Payload {
         name,
         url,
@@ -130,6 +140,8 @@ pub fn parse_payload(body: &[u8]) -> Result<Payload, PayloadError> {
         props,
         width,
         hash_mode,
+        scroll_depth: number(&["sd"]),
+        engagement_ms: number(&["e"]),
     })
 }
 

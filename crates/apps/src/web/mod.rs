@@ -244,4 +244,12 @@ fn row(
     for (k, v) in &p.props {
         put(&format!("prop.{k}"), v);
     }
+    for (name, value) in [
+        ("scroll_depth", p.scroll_depth),
+        ("engagement_ms", p.engagement_ms),
+    ] {
+        if let Some(v) = value {
+            let _ = b.push_num(name, v);
+        }
+    }
 }

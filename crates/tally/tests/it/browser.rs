@@ -59,3 +59,70 @@ async fn counter_page_registers_clicks_refuses_and_updates_other_viewers() {
         shot.display()
     );
 }
+
+/// Plausible's npm tracker and tally's script, in Chromium, send page views
+/// (on load and on history navigation) and custom events with properties
+/// that tally stores, enriched, for the registered site.
+#[tokio::test]
+async fn real_trackers_send_page_views_and_custom_events() {
+    let server = TestServer::builder()
+        .args(["--web-site", "example.com"])
+        .start()
+        .await;
+    let (summary, shot) = run_script("trackers.mjs", &server, "trackers-page.png");
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("summary JSON");
+    let sent = v["sent"].as_array().expect("sent");
+    assert!(sent.len() >= 6, "{v}");
+    assert!(sent.iter().all(|s| s["status"] == 202), "{v}");
+    let (st, rows) = crate::server::post(
+        &server.url("/v1/sql"),
+        Some("application/json"),
+        serde_json::json!({"sql": "SELECT name, pathname, browser, device, \"prop.plan\" AS plan, \"prop.file\" AS file FROM web WHERE site = 'example.com' AND name <> 'engagement' ORDER BY ts"}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{rows}");
+    let got: Vec<(String, String)> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let detail = r["plan"].as_str().or(r["file"].as_str()).unwrap_or("");
+            (
+                format!(
+                    "{} {}",
+                    r["name"].as_str().unwrap(),
+                    r["pathname"].as_str().unwrap()
+                ),
+                detail.to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("pageview /__test/npm/", ""),
+        ("Signup /__test/npm/", "pro"),
+        ("pageview /__test/npm/second/", ""),
+        ("pageview /__test/script/", ""),
+        ("Download /__test/script/", "report.pdf"),
+        ("pageview /__test/script/second/", ""),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "{rows}");
+    // Plausible's package sends no screen width: the device comes from the
+    // user agent; tally's script sends it (1280 px: a laptop).
+    for r in rows["rows"].as_array().unwrap() {
+        let device = if r["pathname"].as_str().unwrap().starts_with("/__test/npm/") {
+            "Desktop"
+        } else {
+            "Laptop"
+        };
+        assert_eq!(
+            (r["browser"].as_str(), r["device"].as_str()),
+            (Some("Chrome"), Some(device)),
+            "{r}"
+        );
+    }
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
+}
