@@ -5,7 +5,7 @@
 //! against the registered [`sites`], enriched ([`enrich`]: browser, OS and
 //! device from the user agent, bots dropped, the source from the referrer
 //! or `utm_source`, UTM parameters, the country from a MaxMind database when
-//! one is configured) and stored as an event of the web stream (`web` by
+//! one is configured) and stored as an event of the web stream (`web_events` by
 //! default) with a visitor id: a keyed hash of the day's salt ([`salts`]),
 //! the user agent, the address and the site. The address and user agent
 //! themselves are never stored.
@@ -49,7 +49,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             sites: Vec::new(),
-            stream: "web".into(),
+            stream: "web_events".into(),
             geoip: None,
             clock_offset_secs: 0,
         }

@@ -77,7 +77,7 @@ async fn real_trackers_send_page_views_and_custom_events() {
     let (st, rows) = crate::server::post(
         &server.url("/v1/sql"),
         Some("application/json"),
-        serde_json::json!({"sql": "SELECT name, pathname, browser, device, \"prop.plan\" AS plan, \"prop.file\" AS file FROM web WHERE site = 'example.com' AND name <> 'engagement' ORDER BY ts"}).to_string(),
+        serde_json::json!({"sql": "SELECT name, pathname, browser, device, \"prop.plan\" AS plan, \"prop.file\" AS file FROM web_events WHERE site = 'example.com' AND name <> 'engagement' ORDER BY ts"}).to_string(),
     )
     .await;
     assert_eq!(st, 200, "{rows}");

@@ -131,7 +131,7 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     );
     assert_eq!(dropped(&m1, "invalid"), dropped(&m0, "invalid") + 5);
 
-    let rows = sql(&server, r#"SELECT site, name, pathname, visitor, source, referrer, utm_source, utm_medium, utm_campaign, browser, browser_version, os, device, country, "prop.plan" AS plan, "prop.seats" AS seats FROM web ORDER BY ts, site"#).await;
+    let rows = sql(&server, r#"SELECT site, name, pathname, visitor, source, referrer, utm_source, utm_medium, utm_campaign, browser, browser_version, os, device, country, "prop.plan" AS plan, "prop.seats" AS seats FROM web_events ORDER BY ts, site"#).await;
     assert_eq!(rows.len(), 5, "{rows:?}");
     let r = &rows[0];
     assert_eq!(
@@ -198,7 +198,12 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     assert_eq!(rows[0]["visitor"].as_str().unwrap().len(), 16);
 
     // The stream is the app's: public writes are refused.
-    let (st, v) = post(&server.url("/v1/events/web"), None, r#"{"name":"x"}"#).await;
+    let (st, v) = post(
+        &server.url("/v1/events/web_events"),
+        None,
+        r#"{"name":"x"}"#,
+    )
+    .await;
     assert_eq!(st, 400, "{v}");
     // The tracker script, for any origin.
     let resp = reqwest::get(server.url("/js/script.js")).await.unwrap();
@@ -359,7 +364,7 @@ async fn salts_rotate_at_midnight() {
     // Past midnight on the app's clock.
     tokio::time::sleep(Duration::from_millis(7500).saturating_sub(t0.elapsed())).await;
     assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
-    let rows = sql(&server, "SELECT visitor, ts FROM web ORDER BY ts").await;
+    let rows = sql(&server, "SELECT visitor, ts FROM web_events ORDER BY ts").await;
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["visitor"], rows[1]["visitor"]);
     assert_ne!(rows[1]["visitor"], rows[2]["visitor"]);
@@ -376,7 +381,7 @@ async fn salts_rotate_at_midnight() {
         .start()
         .await;
     assert_eq!(track(&server, CHROME, "203.0.113.7", event).await.0, 202);
-    let rows = sql(&server, "SELECT visitor FROM web ORDER BY ts").await;
+    let rows = sql(&server, "SELECT visitor FROM web_events ORDER BY ts").await;
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[2]["visitor"], rows[3]["visitor"]);
 }
