@@ -35,13 +35,7 @@ impl FileFormat {
 
     /// From a `Content-Type` header; `None` when it names no import format.
     pub fn from_content_type(content_type: &str) -> Option<FileFormat> {
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match mime.as_str() {
+        match crate::mime(content_type).as_str() {
             "text/csv" | "application/csv" => Some(FileFormat::Csv),
             "text/tab-separated-values" | "text/tsv" => Some(FileFormat::Tsv),
             "application/x-ndjson"

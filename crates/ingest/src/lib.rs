@@ -45,13 +45,7 @@ impl Format {
         let Some(ct) = content_type else {
             return Some(Format::Json);
         };
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match mime.as_str() {
+        match mime(ct).as_str() {
             "" | "application/json" | "text/json" | "application/x-www-form-urlencoded" => {
                 Some(Format::Json)
             }
@@ -65,6 +59,17 @@ impl Format {
             _ => None,
         }
     }
+}
+
+/// The media type of a `Content-Type` header, lower case, without
+/// parameters.
+pub(crate) fn mime(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Parses a request body into one batch.

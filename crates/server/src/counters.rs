@@ -1,7 +1,7 @@
 //! Admin API of the counter app: list counters, make one.
 
 use crate::auth::Scope;
-use crate::error::ApiError;
+use crate::error::{created_status, json_body, ApiError};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -55,10 +55,7 @@ pub(crate) async fn post_counter(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
-    let body: NewCounter = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-        message: format!("expected {{\"name\": \"...\"}}: {e}"),
-        stream: None,
-    })?;
+    let body: NewCounter = json_body(&body, r#"{"name": "..."}"#)?;
     let app = app(&state)?;
     // On its own task: a client hanging up must not cut it short.
     let (app2, name) = (app.clone(), body.name.clone());
@@ -67,13 +64,8 @@ pub(crate) async fn post_counter(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(api_error)?;
     let value = app.value(&body.name).map_err(api_error)?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     Ok((
-        status,
+        created_status(created),
         Json(json!({ "created": created, "counter": value })),
     ))
 }

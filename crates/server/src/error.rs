@@ -195,6 +195,27 @@ impl ApiError {
     }
 }
 
+/// A small JSON request body of an admin endpoint; 400 naming the shape
+/// expected (`{"name": "..."}`) when it does not parse.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+        message: format!("expected {shape}: {e}"),
+        stream: None,
+    })
+}
+
+/// 201 for something made, 200 for something that was already there.
+pub(crate) fn created_status(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
+}
+
 impl From<tally_engine::Error> for ApiError {
     fn from(e: tally_engine::Error) -> Self {
         use tally_engine::Error as E;

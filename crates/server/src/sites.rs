@@ -1,7 +1,7 @@
 //! Admin API of web analytics: the sites tracker events are accepted for.
 
 use crate::auth::Scope;
-use crate::error::ApiError;
+use crate::error::{created_status, json_body, ApiError};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -48,10 +48,7 @@ pub(crate) async fn post_site(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
-    let body: NewSite = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-        message: format!("expected {{\"domain\": \"...\"}}: {e}"),
-        stream: None,
-    })?;
+    let body: NewSite = json_body(&body, r#"{"domain": "..."}"#)?;
     let domain = normalize_domain(&body.domain).map_err(|message| ApiError::BadRequest {
         message: format!("domain: {message}"),
         stream: None,
@@ -62,13 +59,8 @@ pub(crate) async fn post_site(
     let created = tokio::spawn(async move { app.sites().add(&d).await })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     Ok((
-        status,
+        created_status(created),
         Json(json!({ "domain": domain, "created": created })),
     ))
 }
