@@ -97,27 +97,8 @@ async fn import(
         .map_err(refused)?;
     state.check_writable(stream).map_err(refused)?;
     let format = file_format(params, headers).map_err(refused)?;
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .filter(|e| !e.eq_ignore_ascii_case("identity"))
-    {
-        return Err(refused(ApiError::UnsupportedMediaType {
-            what: "content encoding",
-            value: enc.to_string(),
-            expected: "send the file uncompressed",
-        }));
-    }
     let limit = state.max_import_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(refused(ApiError::PayloadTooLarge {
-            limit: limit as usize,
-        }));
-    }
+    crate::ingest::check_body_headers(headers, limit).map_err(refused)?;
     let engine = state.engine().map_err(refused)?.clone();
     let Ok(_slot) = state.import_slots.clone().try_acquire_owned() else {
         return Err(refused(ApiError::Overloaded {

@@ -43,26 +43,8 @@ pub(crate) async fn post_events(
             value: content_type.unwrap_or_default().to_string(),
             expected: "send application/json, application/x-ndjson or text/csv",
         })?;
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    {
-        if !enc.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::UnsupportedMediaType {
-                what: "content encoding",
-                value: enc.to_string(),
-                expected: "send the body uncompressed",
-            });
-        }
-    }
     let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
+    let declared = check_body_headers(&headers, limit as u64)?.map(|n| n as usize);
     let engine = state.engine()?.clone();
 
     // Reserve memory for this request before reading its body.
@@ -116,6 +98,33 @@ pub(crate) async fn post_events(
     drop(permit);
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
     Ok(Json(json!({ "accepted": receipt.accepted })))
+}
+
+/// Checks what a request says of its body before it is read: uncompressed
+/// (415 otherwise), and a declared length within `limit` (413 otherwise).
+/// Returns the declared length.
+pub(crate) fn check_body_headers(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, ApiError> {
+    if let Some(enc) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::UnsupportedMediaType {
+            what: "content encoding",
+            value: enc.to_string(),
+            expected: "send the body uncompressed",
+        });
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: limit.min(usize::MAX as u64) as usize,
+        });
+    }
+    Ok(declared)
 }
 
 async fn drain(body: Body, limit: usize) {

@@ -44,6 +44,12 @@ async fn track(server: &TestServer, ua: &str, ip: &str, body: &str) -> (u16, Str
     (status, resp.text().await.unwrap_or_default())
 }
 
+/// Sends a tracker event and checks it was accepted (202).
+async fn accepted(server: &TestServer, ua: &str, body: &str) {
+    let (st, text) = track(server, ua, "203.0.113.7", body).await;
+    assert_eq!(st, 202, "{body}: {text}");
+}
+
 async fn sql(server: &TestServer, q: &str) -> Vec<Value> {
     let (st, v) = post(
         &server.url("/v1/sql"),
@@ -81,29 +87,23 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     let (st, _) = track(&server, IPHONE, "198.51.100.9, 10.0.0.1", r##"{"n":"Signup","u":"https://example.com/app#/welcome?x=1","d":"example.com,other.org","r":"https://news.ycombinator.com/item?id=1","p":"{\"plan\":\"free\"}","w":390,"h":1}"##).await;
     assert_eq!(st, 202);
     // utm_source wins over the referrer; a self-referral is direct.
-    let (st, _) = track(&server, CHROME, "203.0.113.7", r#"{"n":"pageview","u":"https://example.com/blog?utm_source=newsletter","d":"example.com","r":"https://t.co/abc"}"#).await;
-    assert_eq!(st, 202);
-    let (st, _) = track(&server, CHROME, "203.0.113.7", r#"{"n":"pageview","u":"https://example.com/docs","d":"example.com","r":"https://example.com/pricing"}"#).await;
-    assert_eq!(st, 202);
+    accepted(&server, CHROME, r#"{"n":"pageview","u":"https://example.com/blog?utm_source=newsletter","d":"example.com","r":"https://t.co/abc"}"#).await;
+    accepted(&server, CHROME, r#"{"n":"pageview","u":"https://example.com/docs","d":"example.com","r":"https://example.com/pricing"}"#).await;
 
     let m0 = metrics_text(&server).await;
     // A bot, an unknown site: accepted (trackers ignore answers) but dropped.
-    let (st, _) = track(
+    accepted(
         &server,
         GOOGLEBOT,
-        "203.0.113.7",
         r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#,
     )
     .await;
-    assert_eq!(st, 202);
-    let (st, _) = track(
+    accepted(
         &server,
         CHROME,
-        "203.0.113.7",
         r#"{"n":"pageview","u":"https://unknown.net/","d":"unknown.net"}"#,
     )
     .await;
-    assert_eq!(st, 202);
     // Bad payloads: 400 in Plausible's error shape.
     for (body, field) in [
         (r#"{"n":"pageview","d":"example.com"}"#, "url"),
@@ -223,14 +223,12 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     )
     .await;
     assert_eq!((st, v["domain"].as_str()), (201, Some("new.dev")), "{v}");
-    let (st, _) = track(
+    accepted(
         &server,
         CHROME,
-        "203.0.113.7",
         r#"{"n":"pageview","u":"https://new.dev/","d":"new.dev"}"#,
     )
     .await;
-    assert_eq!(st, 202);
     let (st, v) = post(
         &server.url("/v1/sites"),
         Some("application/json"),
@@ -306,14 +304,12 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     assert_eq!(del("new.dev").await, 200);
     assert_eq!(del("new.dev").await, 404);
     let m0 = metrics_text(&server).await;
-    let (st, _) = track(
+    accepted(
         &server,
         CHROME,
-        "203.0.113.7",
         r#"{"n":"pageview","u":"https://new.dev/","d":"new.dev"}"#,
     )
     .await;
-    assert_eq!(st, 202);
     let m1 = metrics_text(&server).await;
     assert_eq!(
         dropped(&m1, "unknown_site"),
