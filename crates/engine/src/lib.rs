@@ -477,8 +477,21 @@ impl Engine {
     /// scan runs may or may not be seen: a caller that must see everything
     /// scans before it writes.
     pub fn scan(&self, stream: &str, f: &mut dyn FnMut(&Batch) -> Result<bool>) -> Result<()> {
+        self.scan_range(stream, None, None, f)
+    }
+
+    /// As [`Self::scan`], reading only segments and partitions that may
+    /// hold events with `lo <= ts < hi` (µs); batches may still hold events
+    /// outside the range, which the caller skips.
+    pub fn scan_range(
+        &self,
+        stream: &str,
+        lo: Option<i64>,
+        hi: Option<i64>,
+        f: &mut dyn FnMut(&Batch) -> Result<bool>,
+    ) -> Result<()> {
         let history = History {
-            snapshot: self.stored(stream, None, None)?,
+            snapshot: self.stored(stream, lo, hi)?,
             archive: self.archive.as_deref(),
         };
         history.read(&mut |rb| f(&tally_store::batch_from_arrow(rb)?))?;

@@ -17,6 +17,7 @@ mod query;
 mod rollups;
 mod sites;
 mod state;
+mod web_stats;
 
 pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
 pub use config::ServerConfig;
@@ -93,6 +94,19 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/sites/{domain}",
             axum::routing::delete(sites::delete_site),
         )
+        .route(
+            "/v1/web/backfill",
+            post(web_stats::backfill).layer(axum::extract::DefaultBodyLimit::max(
+                web_stats::MAX_BACKFILL_BYTES,
+            )),
+        )
+        .route(
+            "/api/v1/stats/realtime/visitors",
+            get(web_stats::realtime_visitors),
+        )
+        .route("/api/v1/stats/aggregate", get(web_stats::aggregate))
+        .route("/api/v1/stats/timeseries", get(web_stats::timeseries))
+        .route("/api/v1/stats/breakdown", get(web_stats::breakdown))
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn(metrics::track))

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tally_apps::web::{sites::normalize_domain, WebApp};
 
-fn app(state: &AppState) -> Result<&Arc<WebApp>, ApiError> {
+pub(crate) fn app(state: &AppState) -> Result<&Arc<WebApp>, ApiError> {
     state.engine()?;
     state.web.get().ok_or_else(|| ApiError::NotFound {
         what: "web analytics (it is turned off: [web] enabled = false)".into(),

@@ -32,14 +32,15 @@ pub(crate) struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Web analytics, set once opened.
     pub web: tally_apps::web::Slot,
-    /// The stream web analytics writes (public ingest into it is refused).
-    pub web_stream: Option<String>,
+    /// The streams web analytics writes (public ingest into them is
+    /// refused).
+    pub web_streams: Vec<String>,
 }
 
 impl AppState {
     /// Refuses public writes into a stream an app owns.
     pub fn check_writable(&self, stream: &str) -> Result<(), crate::ApiError> {
-        if self.web_stream.as_deref() == Some(stream) {
+        if self.web_streams.iter().any(|s| s == stream) {
             return Err(crate::ApiError::BadRequest {
                 message: format!(
                     "stream '{stream}' is written by web analytics only (trackers send POST /api/event)"
@@ -65,7 +66,11 @@ impl AppState {
             import_slots: Arc::new(Semaphore::new(config.import_concurrency.max(1))),
             stopping: tokio::sync::watch::Sender::new(false),
             web: Default::default(),
-            web_stream: config.web.as_ref().map(|w| w.stream.clone()),
+            web_streams: config
+                .web
+                .iter()
+                .flat_map(|w| [w.stream.clone(), w.visits_stream.clone()])
+                .collect(),
         }
     }
 

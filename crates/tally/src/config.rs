@@ -195,6 +195,7 @@ struct WebFileConfig {
     enabled: Option<bool>,
     sites: Option<Vec<String>>,
     stream: Option<String>,
+    visits_stream: Option<String>,
     geoip: Option<PathBuf>,
 }
 
@@ -458,6 +459,9 @@ impl ServeArgs {
             }
             if let Some(s) = web.stream {
                 w.stream = s;
+            }
+            if let Some(s) = web.visits_stream {
+                w.visits_stream = s;
             }
             w.geoip = self.web_geoip.or(web.geoip);
             w.clock_offset_secs = self.web_clock_offset_secs.unwrap_or(0);

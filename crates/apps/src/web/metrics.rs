@@ -1,6 +1,9 @@
 //! Metrics of the web analytics app.
 
-use prometheus::{register_int_counter, register_int_counter_vec, IntCounter, IntCounterVec};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 use std::sync::LazyLock;
 
 pub(crate) static STORED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -19,8 +22,17 @@ pub(crate) static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static LIVE_VISITS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_web_visits_live",
+        "Visits kept in memory (an event within the last 30 minutes)"
+    )
+    .unwrap()
+});
+
 pub(crate) fn init() {
     LazyLock::force(&STORED);
+    LazyLock::force(&LIVE_VISITS);
     for r in ["bot", "unknown_site", "invalid"] {
         DROPPED.with_label_values(&[r]);
     }

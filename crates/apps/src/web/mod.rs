@@ -19,17 +19,23 @@ mod http;
 mod metrics;
 pub mod salts;
 pub mod sites;
+pub mod stats;
+pub mod visits;
+mod writer;
 
 pub use http::{routes, Slot};
+pub use writer::Streams;
 
-use enrich::{AgentParser, Payload, PayloadError};
+use enrich::{Agent, AgentParser, Payload, PayloadError};
 use salts::Salts;
 use sites::Sites;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tally_engine::Engine;
-use tally_ingest::{Batch, BatchBuilder};
+use visits::{Hit, Visits, ATTRS};
+use writer::Writer;
 
 /// The web analytics app's settings (`[web]` in the config file).
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct WebConfig {
     pub sites: Vec<String>,
     /// The stream events are stored in.
     pub stream: String,
+    /// The stream visits are stored in.
+    pub visits_stream: String,
     /// A MaxMind-format database (GeoLite2-Country, GeoIP2-City...) for
     /// countries; none stores no country.
     pub geoip: Option<PathBuf>,
@@ -50,6 +58,7 @@ impl Default for WebConfig {
         WebConfig {
             sites: Vec::new(),
             stream: "web_events".into(),
+            visits_stream: "web_visits".into(),
             geoip: None,
             clock_offset_secs: 0,
         }
@@ -77,20 +86,49 @@ pub enum Tracked {
     UnknownSite,
 }
 
+/// What a backfill stored and dropped.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Backfilled {
+    /// Events stored (one per site of a line).
+    pub stored: usize,
+    /// Visits they make.
+    pub visits: usize,
+    pub bots: usize,
+    pub unknown_site: usize,
+}
+
+/// Most lines of one backfill request.
+pub const MAX_BACKFILL_LINES: usize = 1_000_000;
+
 pub struct WebApp {
     engine: Arc<Engine>,
     config: WebConfig,
+    streams: Streams,
     sites: Sites,
     salts: Salts,
     agents: Arc<AgentParser>,
     geo: Option<maxminddb::Reader<Vec<u8>>>,
+    writer: Writer,
 }
 
 impl WebApp {
-    /// Opens the app: its sites, salts and GeoIP database. Blocking.
+    /// Opens the app: its sites, salts, GeoIP database, rollups and live
+    /// visits (read back from the visits stream), and starts the visit
+    /// writers. Blocking; needs a Tokio runtime.
     pub fn open(engine: Arc<Engine>, config: WebConfig) -> Result<WebApp, WebError> {
-        tally_ingest::validate_public_stream_name(&config.stream)
-            .map_err(|e| WebError::Setup(format!("stream {:?}: {e}", config.stream)))?;
+        for s in [&config.stream, &config.visits_stream] {
+            tally_ingest::validate_public_stream_name(s)
+                .map_err(|e| WebError::Setup(format!("stream {s:?}: {e}")))?;
+        }
+        if config.stream == config.visits_stream {
+            return Err(WebError::Setup(
+                "the events and the visits streams must differ".into(),
+            ));
+        }
+        let streams = Streams {
+            events: config.stream.clone(),
+            visits: config.visits_stream.clone(),
+        };
         let sites = Sites::open(engine.clone(), &config.sites).map_err(WebError::Setup)?;
         let salts = Salts::open(&engine.options().data_dir.join("web"))
             .map_err(|e| WebError::Setup(format!("salts: {e}")))?;
@@ -108,18 +146,36 @@ impl WebApp {
             .spawn(move || warm.warm())
             .map_err(|e| WebError::Setup(e.to_string()))?;
         metrics::init();
+        for def in stats::rollups(&streams) {
+            let current = engine.rollups().get(&def.name);
+            let same = current.is_some_and(|e| e.read().rollup.def() == &def);
+            if !same {
+                engine.define_rollup(def)?;
+            }
+        }
+        let offset = config.clock_offset_secs;
+        let clock = move || chrono::Utc::now().timestamp_micros() + offset * 1_000_000;
+        let live = visits::rebuild(&engine, &streams.visits, clock())?;
+        tracing::info!(visits = live.len(), "web analytics: live visits read back");
+        let writer = Writer::start(engine.clone(), streams.clone(), live, Arc::new(clock))?;
         Ok(WebApp {
             engine,
             config,
+            streams,
             sites,
             salts,
             agents,
             geo,
+            writer,
         })
     }
 
     pub fn config(&self) -> &WebConfig {
         &self.config
+    }
+
+    pub fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     pub fn sites(&self) -> &Sites {
@@ -131,22 +187,25 @@ impl WebApp {
         chrono::Utc::now().timestamp_micros() + self.config.clock_offset_secs * 1_000_000
     }
 
-    /// Checks, enriches and stores one tracker request. Blocking work (the
-    /// user-agent rules, a salt write) is short; the append is awaited.
-    pub async fn track(
-        &self,
-        body: &[u8],
-        user_agent: &str,
-        ip: IpAddr,
-    ) -> Result<Tracked, WebError> {
-        let payload = enrich::parse_payload(body).map_err(|PayloadError { field, message }| {
-            metrics::DROPPED.with_label_values(&["invalid"]).inc();
-            WebError::Payload(format!("{field}: {message}"))
-        })?;
-        let agent = self.agents.parse(user_agent);
+    /// The stats API over `query` (see [`stats`]).
+    pub fn stats<'a>(&'a self, query: &'a tally_query::QueryEngine) -> stats::Stats<'a> {
+        let now_us = self.now_us();
+        stats::Stats {
+            query,
+            streams: &self.streams,
+            today: chrono::DateTime::from_timestamp_micros(now_us)
+                .map(|t| t.date_naive())
+                .unwrap_or_default(),
+            now_us,
+        }
+    }
+
+    /// Checks a payload's agent and sites: the sites to store it for, or
+    /// why it is dropped (counted).
+    fn admit<'p>(&self, payload: &'p Payload, agent: &Agent) -> Result<Vec<&'p String>, Tracked> {
         if agent.bot {
             metrics::DROPPED.with_label_values(&["bot"]).inc();
-            return Ok(Tracked::Bot);
+            return Err(Tracked::Bot);
         }
         let sites: Vec<&String> = payload
             .domains
@@ -160,35 +219,191 @@ impl WebApp {
                 .inc_by(unknown as u64);
         }
         if sites.is_empty() {
-            return Ok(Tracked::UnknownSite);
+            return Err(Tracked::UnknownSite);
         }
+        Ok(sites)
+    }
+
+    fn parse(body: &[u8]) -> Result<Payload, WebError> {
+        enrich::parse_payload(body).map_err(|PayloadError { field, message }| {
+            metrics::DROPPED.with_label_values(&["invalid"]).inc();
+            WebError::Payload(format!("{field}: {message}"))
+        })
+    }
+
+    /// Checks, enriches and stores one tracker request; returns once it
+    /// is durable.
+    pub async fn track(
+        &self,
+        body: &[u8],
+        user_agent: &str,
+        ip: IpAddr,
+    ) -> Result<Tracked, WebError> {
+        let payload = Self::parse(body)?;
+        let agent = self.agents.parse(user_agent);
+        let sites = match self.admit(&payload, &agent) {
+            Ok(s) => s,
+            Err(dropped) => return Ok(dropped),
+        };
         let now = self.now_us();
         let day = chrono::DateTime::from_timestamp_micros(now)
             .map(|t| t.date_naive())
             .unwrap_or_default();
         let salt = tokio::task::block_in_place(|| self.salts.for_day(day))
             .map_err(|e| WebError::Setup(format!("salts: {e}")))?;
+        let hits = self.hits(&payload, &agent, &sites, &salt, user_agent, ip, now);
+        let n = self.writer.write(hits).await?;
+        Ok(Tracked::Stored(n))
+    }
+
+    /// The stored events of one payload, one per site.
+    #[allow(clippy::too_many_arguments)]
+    fn hits(
+        &self,
+        p: &Payload,
+        agent: &Agent,
+        sites: &[&String],
+        salt: &[u8; 16],
+        user_agent: &str,
+        ip: IpAddr,
+        ts: i64,
+    ) -> Vec<Hit> {
         let country = self.country(ip);
         let ip_text = ip.to_string();
-        let mut b = BatchBuilder::new();
-        for (i, site) in sites.iter().enumerate() {
-            let visitor = enrich::visitor_id(&salt, user_agent, &ip_text, site);
-            row(
-                &mut b,
-                i + 1,
-                site,
-                &payload,
-                &agent,
-                &visitor,
-                country.as_deref(),
-            );
-            b.finish_row(now);
+        let pathname = enrich::pathname(&p.url, p.hash_mode);
+        let hostname = p.url.host_str().unwrap_or_default().to_string();
+        let utm = enrich::utm(&p.url);
+        let device = p
+            .width
+            .map(enrich::device_of_width)
+            .or(agent.device)
+            .unwrap_or_default();
+        sites
+            .iter()
+            .map(|site| {
+                let source = enrich::source(&p.url, p.referrer.as_deref(), site);
+                let referrer = match &source {
+                    Some(_) => p.referrer.as_deref().and_then(enrich::referrer_page),
+                    None => None,
+                };
+                let mut attrs: [String; ATTRS.len()] = Default::default();
+                for (slot, name) in attrs.iter_mut().zip(ATTRS) {
+                    *slot = match name {
+                        "source" => source.clone().unwrap_or_default(),
+                        "referrer" => referrer.clone().unwrap_or_default(),
+                        "device" => device.to_string(),
+                        "browser" => agent.browser.clone(),
+                        "browser_version" => agent.browser_version.clone(),
+                        "os" => agent.os.clone(),
+                        "os_version" => agent.os_version.clone(),
+                        "country" => country.clone().unwrap_or_default(),
+                        utm_field => utm
+                            .iter()
+                            .find(|(f, _)| *f == utm_field)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default(),
+                    };
+                }
+                Hit {
+                    ts,
+                    site: site.to_string(),
+                    visitor: enrich::visitor_id(salt, user_agent, &ip_text, site),
+                    name: p.name.clone(),
+                    pathname: pathname.clone(),
+                    hostname: hostname.clone(),
+                    props: p.props.clone(),
+                    scroll_depth: p.scroll_depth,
+                    engagement_ms: p.engagement_ms,
+                    attrs,
+                }
+            })
+            .collect()
+    }
+
+    /// Stores past events (a migration from another tool's raw logs, or a
+    /// replay): NDJSON, one tracker payload per line with its
+    /// `timestamp` (RFC 3339, or seconds since the epoch), `user_agent` and
+    /// `ip`. Every line is checked before anything is stored; a bad one is
+    /// named (`line N: field: ...`) and nothing is written. Events are put
+    /// in time order and split into visits on their own (visitor ids use
+    /// a salt made for this request, per day, so they match no live
+    /// visitor's), then written as one record of visits and one of events.
+    pub async fn backfill(&self, body: &[u8]) -> Result<Backfilled, WebError> {
+        let now = self.now_us();
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut report = Backfilled::default();
+        let mut salts: HashMap<chrono::NaiveDate, [u8; 16]> = HashMap::new();
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            let n = i + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if n > MAX_BACKFILL_LINES {
+                return Err(WebError::Payload(format!(
+                    "line {n}: request: at most {MAX_BACKFILL_LINES} lines per request"
+                )));
+            }
+            let at = |field: &str, message: String| {
+                WebError::Payload(format!("line {n}: {field}: {message}"))
+            };
+            let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
+                .map_err(|e| at("request", format!("not a JSON object: {e}")))?;
+            let payload = enrich::parse_payload(line)
+                .map_err(|PayloadError { field, message }| at(field, message))?;
+            let ts = match obj.get("timestamp") {
+                Some(serde_json::Value::Number(x)) => x
+                    .as_f64()
+                    .map(|s| (s * 1e6).round() as i64)
+                    .ok_or_else(|| at("timestamp", "not a number of seconds".into()))?,
+                Some(serde_json::Value::String(t)) => chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| at("timestamp", format!("not RFC 3339: {e}")))?
+                    .timestamp_micros(),
+                _ => return Err(at("timestamp", "required (RFC 3339 or seconds)".into())),
+            };
+            if ts > now + 60_000_000 || ts < 0 {
+                return Err(at("timestamp", "in the future or before 1970".into()));
+            }
+            let text = |k: &str| obj.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            let user_agent = text("user_agent");
+            let ip: IpAddr = text("ip")
+                .parse()
+                .map_err(|_| at("ip", format!("{:?} is not an IP address", text("ip"))))?;
+            let agent = self.agents.parse(user_agent);
+            let sites = match self.admit(&payload, &agent) {
+                Ok(s) => s,
+                Err(Tracked::Bot) => {
+                    report.bots += 1;
+                    continue;
+                }
+                Err(_) => {
+                    report.unknown_site += 1;
+                    continue;
+                }
+            };
+            let day = chrono::DateTime::from_timestamp_micros(ts)
+                .map(|t| t.date_naive())
+                .unwrap_or_default();
+            let salt = *salts.entry(day).or_insert_with(rand::random);
+            hits.extend(self.hits(&payload, &agent, &sites, &salt, user_agent, ip, ts));
         }
-        let batch: Batch = b.finish();
-        let n = batch.len();
-        self.engine.ingest(&self.config.stream, batch).await?;
-        metrics::STORED.inc_by(n as u64);
-        Ok(Tracked::Stored(n))
+        hits.sort_by_key(|h| h.ts);
+        let mut live = Visits::default();
+        let mut events = tally_ingest::BatchBuilder::new();
+        let mut sessions = tally_ingest::BatchBuilder::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, hit) in hits.iter().enumerate() {
+            let r = live.record(hit);
+            if let Some(v) = &r.new {
+                seen.insert(v.id);
+            }
+            visits::write_recorded(&mut events, &mut sessions, i + 1, hit, &r);
+        }
+        writer::append(&self.engine, &self.streams, events, sessions)
+            .await
+            .map_err(|e| e.to_web_error())?;
+        report.stored = hits.len();
+        report.visits = seen.len();
+        Ok(report)
     }
 
     fn country(&self, ip: IpAddr) -> Option<String> {
@@ -196,60 +411,5 @@ impl WebApp {
         let found = geo.lookup(ip).ok()?;
         let c: maxminddb::geoip2::Country = found.decode().ok()??;
         c.country.iso_code.map(str::to_string)
-    }
-}
-
-/// One stored event's fields.
-fn row(
-    b: &mut BatchBuilder,
-    line: usize,
-    site: &str,
-    p: &Payload,
-    agent: &enrich::Agent,
-    visitor: &str,
-    country: Option<&str>,
-) {
-    let _ = b.start_row(line);
-    let mut put = |name: &str, value: &str| {
-        if !value.is_empty() {
-            // Names are constants or checked prop names; values are text.
-            let _ = b.push_str(name, value);
-        }
-    };
-    put("site", site);
-    put("name", &p.name);
-    put("pathname", &enrich::pathname(&p.url, p.hash_mode));
-    put("hostname", p.url.host_str().unwrap_or_default());
-    put("visitor", visitor);
-    let source = enrich::source(&p.url, p.referrer.as_deref(), site);
-    put("source", source.as_deref().unwrap_or_default());
-    if source.is_some() {
-        let referrer = p.referrer.as_deref().and_then(enrich::referrer_page);
-        put("referrer", referrer.as_deref().unwrap_or_default());
-    }
-    for (field, value) in enrich::utm(&p.url) {
-        put(field, &value);
-    }
-    put("browser", &agent.browser);
-    put("browser_version", &agent.browser_version);
-    put("os", &agent.os);
-    put("os_version", &agent.os_version);
-    let device = p
-        .width
-        .map(enrich::device_of_width)
-        .or(agent.device)
-        .unwrap_or_default();
-    put("device", device);
-    put("country", country.unwrap_or_default());
-    for (k, v) in &p.props {
-        put(&format!("prop.{k}"), v);
-    }
-    for (name, value) in [
-        ("scroll_depth", p.scroll_depth),
-        ("engagement_ms", p.engagement_ms),
-    ] {
-        if let Some(v) = value {
-            let _ = b.push_num(name, v);
-        }
     }
 }

@@ -109,20 +109,55 @@ async fn real_trackers_send_page_views_and_custom_events() {
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(got, want, "{rows}");
-    // Plausible's package sends no screen width: the device comes from the
-    // user agent; tally's script sends it (1280 px: a laptop).
+    // Events carry their visit's attributes (its first event's): the visit
+    // began with Plausible's package, which sends no screen width, so the
+    // device is the user agent's for every event.
     for r in rows["rows"].as_array().unwrap() {
-        let device = if r["pathname"].as_str().unwrap().starts_with("/__test/npm/") {
-            "Desktop"
-        } else {
-            "Laptop"
-        };
         assert_eq!(
             (r["browser"].as_str(), r["device"].as_str()),
-            (Some("Chrome"), Some(device)),
+            (Some("Chrome"), Some("Desktop")),
             "{r}"
         );
     }
+    // The same events through Plausible's Stats API: one visitor, one
+    // visit of four page views and six events (engagement events are not
+    // events), the custom events by name (ranked by the first metric,
+    // ties by name).
+    let stats = |path: &str| server.url(&format!("/api/v1/stats/{path}"));
+    let agg = stats_ok(&stats(
+        "aggregate?site_id=example.com&period=day&metrics=visitors,visits,pageviews,events,bounce_rate,views_per_visit",
+    ))
+    .await;
+    assert_eq!(
+        agg["results"],
+        serde_json::json!({
+            "visitors": {"value": 1}, "visits": {"value": 1}, "pageviews": {"value": 4},
+            "events": {"value": 6}, "bounce_rate": {"value": 0}, "views_per_visit": {"value": 4.0}
+        }),
+        "{agg}"
+    );
+    let names = stats_ok(&stats(
+        "breakdown?site_id=example.com&period=day&property=event:name&metrics=events,visitors",
+    ))
+    .await;
+    assert_eq!(
+        names["results"],
+        serde_json::json!([
+            {"name": "pageview", "visitors": 1, "events": 4},
+            {"name": "Download", "visitors": 1, "events": 1},
+            {"name": "Signup", "visitors": 1, "events": 1}
+        ]),
+        "{names}"
+    );
+    let realtime = stats_ok(&stats("realtime/visitors?site_id=example.com")).await;
+    assert_eq!(realtime, serde_json::json!(1));
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
+}
+
+/// A Stats API answer, checked to be a 200.
+async fn stats_ok(url: &str) -> serde_json::Value {
+    let (st, v) = crate::server::get_json(url).await;
+    assert_eq!(st, 200, "{url}: {v}");
+    v
 }

@@ -86,9 +86,16 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     // Short names, two sites, props as a JSON string, screen width, hash mode.
     let (st, _) = track(&server, IPHONE, "198.51.100.9, 10.0.0.1", r##"{"n":"Signup","u":"https://example.com/app#/welcome?x=1","d":"example.com,other.org","r":"https://news.ycombinator.com/item?id=1","p":"{\"plan\":\"free\"}","w":390,"h":1}"##).await;
     assert_eq!(st, 202);
-    // utm_source wins over the referrer; a self-referral is direct.
-    accepted(&server, CHROME, r#"{"n":"pageview","u":"https://example.com/blog?utm_source=newsletter","d":"example.com","r":"https://t.co/abc"}"#).await;
-    accepted(&server, CHROME, r#"{"n":"pageview","u":"https://example.com/docs","d":"example.com","r":"https://example.com/pricing"}"#).await;
+    // New visitors (other addresses): utm_source wins over the referrer;
+    // a self-referral is direct.
+    let (st, _) = track(&server, CHROME, "203.0.113.8", r#"{"n":"pageview","u":"https://example.com/blog?utm_source=newsletter","d":"example.com","r":"https://t.co/abc"}"#).await;
+    assert_eq!(st, 202);
+    let (st, _) = track(&server, CHROME, "203.0.113.9", r#"{"n":"pageview","u":"https://example.com/docs","d":"example.com","r":"https://example.com/pricing"}"#).await;
+    assert_eq!(st, 202);
+    // The first visitor again, from another referrer: the same visit, so
+    // the event carries the visit's source, UTM and device (its first
+    // event's).
+    accepted(&server, CHROME, r#"{"n":"pageview","u":"https://example.com/features","d":"example.com","r":"https://www.bing.com/","w":390}"#).await;
 
     let m0 = metrics_text(&server).await;
     // A bot, an unknown site: accepted (trackers ignore answers) but dropped.
@@ -132,7 +139,7 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
     assert_eq!(dropped(&m1, "invalid"), dropped(&m0, "invalid") + 5);
 
     let rows = sql(&server, r#"SELECT site, name, pathname, visitor, source, referrer, utm_source, utm_medium, utm_campaign, browser, browser_version, os, device, country, "prop.plan" AS plan, "prop.seats" AS seats FROM web_events ORDER BY ts, site"#).await;
-    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows.len(), 6, "{rows:?}");
     let r = &rows[0];
     assert_eq!(
         (
@@ -190,9 +197,14 @@ async fn tracker_events_are_enriched_checked_and_anonymous() {
         (Some("newsletter"), Some("newsletter"))
     );
     assert!(rows[4]["source"].is_null(), "{}", rows[4]);
+    assert_eq!(rows[5]["pathname"], "/features");
+    for f in ["source", "referrer", "utm_medium", "device", "country"] {
+        assert_eq!(rows[5][f], rows[0][f], "{f}: {}", rows[5]);
+    }
     // Visitor ids: one per (day, agent, address, site).
-    assert_eq!(rows[0]["visitor"], rows[3]["visitor"]);
-    assert_eq!(rows[0]["visitor"], rows[4]["visitor"]);
+    assert_eq!(rows[0]["visitor"], rows[5]["visitor"]);
+    assert_ne!(rows[0]["visitor"], rows[3]["visitor"]);
+    assert_ne!(rows[3]["visitor"], rows[4]["visitor"]);
     assert_ne!(rows[0]["visitor"], rows[1]["visitor"]);
     assert_ne!(rows[1]["visitor"], rows[2]["visitor"]);
     assert_eq!(rows[0]["visitor"].as_str().unwrap().len(), 16);
