@@ -30,7 +30,19 @@ pub(crate) static LIVE_VISITS: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static STATS_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_web_stats_reads_total",
+        "Time-series reads of the Stats API, by what answered: a rollup (rollup) or the raw events (raw)",
+        &["source"]
+    )
+    .unwrap()
+});
+
 pub(crate) fn init() {
+    for s in ["rollup", "raw"] {
+        STATS_READS.with_label_values(&[s]);
+    }
     LazyLock::force(&STORED);
     LazyLock::force(&LIVE_VISITS);
     for r in ["bot", "unknown_site", "invalid"] {

@@ -461,7 +461,15 @@ impl Ask<'_> {
             fill: Some("zero".into()),
             ..Request::default()
         };
-        Ok(self.query.timeseries(req).await?.value.clone())
+        let answer = self.query.timeseries(req).await?;
+        let source = match answer.value["source"].as_str() {
+            Some(s) if s.starts_with("rollup") => "rollup",
+            _ => "raw",
+        };
+        super::metrics::STATS_READS
+            .with_label_values(&[source])
+            .inc();
+        Ok(answer.value.clone())
     }
 }
 

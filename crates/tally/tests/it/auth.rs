@@ -73,6 +73,16 @@ async fn scopes_are_enforced() {
     assert_eq!(status("POST", &flush, Some(&read)).await, 403);
     assert_eq!(status("POST", &flush, Some(&admin)).await, 200);
 
+    // Plausible's Stats API takes a read key as its Bearer token; the
+    // backfill of past tracker events needs an admin key.
+    let stats = s.url("/api/v1/stats/aggregate?site_id=example.com&period=day");
+    assert_eq!(status("GET", &stats, None).await, 401);
+    assert_eq!(status("GET", &stats, Some(&ingest)).await, 403);
+    assert_eq!(status("GET", &stats, Some(&read)).await, 200);
+    let backfill = s.url("/v1/web/backfill");
+    assert_eq!(status("POST", &backfill, None).await, 401);
+    assert_eq!(status("POST", &backfill, Some(&read)).await, 403);
+
     // Health and metrics stay open for probes and scrapers.
     assert_eq!(status("GET", &s.url("/healthz"), None).await, 200);
     assert_eq!(status("GET", &s.url("/readyz"), None).await, 200);

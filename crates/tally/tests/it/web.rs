@@ -393,3 +393,300 @@ async fn salts_rotate_at_midnight() {
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[2]["visitor"], rows[3]["visitor"]);
 }
+
+/// Whether tally's `got` for `metric` agrees with the reference's
+/// unrounded `want`: counts exactly, unique visitors within the sketches'
+/// error (HyperLogLog: 5 %, +1), rates and durations rounded to the
+/// nearest integer, views per visit to two decimals.
+fn agrees(metric: &str, got: &Value, want: &Value) -> bool {
+    let (Some(g), Some(w)) = (got.as_f64(), want.as_f64()) else {
+        return got == want;
+    };
+    match metric {
+        "visitors" => (g - w).abs() <= (w * 0.05).max(1.0),
+        "bounce_rate" | "visit_duration" => g.fract() == 0.0 && (g - w).abs() <= 0.5 + 1e-9,
+        "views_per_visit" => {
+            (g * 100.0 - (g * 100.0).round()).abs() < 1e-6 && (g - w).abs() <= 0.005 + 1e-9
+        }
+        _ => g == w,
+    }
+}
+
+/// Compares one Stats API answer with the reference's, naming what differs.
+fn compare(check: &Value, got: &Value) -> Result<(), String> {
+    let want = &check["expected"];
+    let endpoint = check["endpoint"].as_str().unwrap();
+    // Visits broken down by an event property are distinct visits (a
+    // sketch), like visitors.
+    let by_event = check["params"]["property"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("event:"));
+    let same_row = |g: &Value, w: &Value| -> Result<(), String> {
+        for (m, wv) in w.as_object().unwrap() {
+            let gv = &g[m];
+            let ok = match m.as_str() {
+                "date" | "page" | "name" | "plan" | "source" | "entry_page" | "exit_page"
+                | "device" | "browser" | "utm_campaign" => gv == wv,
+                "visits" if by_event => agrees("visitors", gv, wv),
+                _ => agrees(m, gv, wv),
+            };
+            if !ok {
+                return Err(format!("{m}: tally {gv}, DuckDB {wv}"));
+            }
+        }
+        Ok(())
+    };
+    match endpoint {
+        "aggregate" => {
+            for (m, wv) in want.as_object().unwrap() {
+                let gv = &got["results"][m]["value"];
+                if !agrees(m, gv, wv) {
+                    return Err(format!("{m}: tally {gv}, DuckDB {wv}"));
+                }
+            }
+            Ok(())
+        }
+        "timeseries" => {
+            let g = got["results"].as_array().unwrap();
+            let w = want.as_array().unwrap();
+            if g.len() != w.len() {
+                return Err(format!("{} buckets, DuckDB {}", g.len(), w.len()));
+            }
+            for (gr, wr) in g.iter().zip(w) {
+                same_row(gr, wr).map_err(|e| format!("{}: {e}", wr["date"]))?;
+            }
+            Ok(())
+        }
+        _ => {
+            let key = check["params"]["property"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap();
+            let g = got["results"].as_array().unwrap();
+            let w = want.as_array().unwrap();
+            if g.len() != w.len() {
+                return Err(format!("{} rows, DuckDB {}", g.len(), w.len()));
+            }
+            for wr in w {
+                let gr = g
+                    .iter()
+                    .find(|r| r[key] == wr[key])
+                    .ok_or_else(|| format!("no row for {}", wr[key]))?;
+                same_row(gr, wr).map_err(|e| format!("{}: {e}", wr[key]))?;
+            }
+            // Ranked by the first metric, highest first.
+            let first = check["params"]["metrics"]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            let ranks: Vec<f64> = g.iter().map(|r| r[first].as_f64().unwrap()).collect();
+            if ranks.windows(2).any(|p| p[0] < p[1]) {
+                return Err(format!("not ranked by {first}: {ranks:?}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn stats_get(server: &TestServer, endpoint: &str, params: &Value) -> (u16, Value) {
+    let mut url = reqwest::Url::parse(&server.url(&format!("/api/v1/stats/{endpoint}"))).unwrap();
+    for (k, v) in params.as_object().unwrap() {
+        url.query_pairs_mut().append_pair(k, v.as_str().unwrap());
+    }
+    get_json(url.as_str()).await
+}
+
+/// The Stats API on a generated traffic set (1 500 visitors over 9 days,
+/// visits split by idle time and midnight, bounces, custom events with
+/// properties, other sites, bots and unknown sites as noise), sent as a
+/// backfill, against DuckDB computing every metric from the same events:
+/// aggregates over every period, time series by day and hour, breakdowns
+/// by page, event, property and every visit attribute, filters; then the
+/// same after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_api_equals_duckdb_on_generated_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = manifest.join("tests/it/web_reference.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["7", &now.to_string(), tmp.path().to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        TestServer::builder()
+            .data_dir(dir.path())
+            .args(["--web-site", "shop.test", "--web-site", "other.test"])
+            .start()
+    };
+    let server = start().await;
+
+    // A bad line refuses the whole request, naming it.
+    let body = std::fs::read_to_string(tmp.path().join("traffic.ndjson")).unwrap();
+    let mut bad = body.clone();
+    bad.push_str("{\"n\":\"pageview\",\"u\":\"https://shop.test/\",\"d\":\"shop.test\",\"ip\":\"10.0.0.1\"}\n");
+    let lines = reference["lines"].as_u64().unwrap();
+    let backfill = server.url("/v1/web/backfill");
+    let (st, v) = post(&backfill, Some("application/x-ndjson"), bad).await;
+    assert_eq!(st, 400, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("line {}: timestamp", lines + 1)),
+        "{msg}"
+    );
+    assert_eq!(crate::server::rows(&server, "web_events").await, 0);
+
+    let (st, v) = post(&backfill, Some("application/x-ndjson"), body).await;
+    assert_eq!(st, 200, "{v}");
+    let (bots, unknown) = (
+        reference["bots"].as_u64().unwrap(),
+        reference["unknown_site"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (
+            v["stored"].as_u64(),
+            v["bots"].as_u64(),
+            v["unknown_site"].as_u64()
+        ),
+        (Some(lines - bots - unknown), Some(bots), Some(unknown)),
+        "{v}"
+    );
+
+    let checks = reference["checks"].as_array().unwrap();
+    let run_all = |server: &TestServer| {
+        let server_url = server.url("");
+        async move {
+            let mut failures = Vec::new();
+            for c in checks {
+                let endpoint = c["endpoint"].as_str().unwrap();
+                let mut url =
+                    reqwest::Url::parse(&format!("{server_url}/api/v1/stats/{endpoint}")).unwrap();
+                for (k, v) in c["params"].as_object().unwrap() {
+                    url.query_pairs_mut().append_pair(k, v.as_str().unwrap());
+                }
+                let (st, got) = get_json(url.as_str()).await;
+                if st != 200 {
+                    failures.push(format!("{url}: {st} {got}"));
+                } else if let Err(e) = compare(c, &got) {
+                    failures.push(format!("{endpoint} {}: {e}", c["params"]));
+                }
+            }
+            failures
+        }
+    };
+    let reads = |m: &str, source: &str| {
+        metric(
+            m,
+            &format!("tally_web_stats_reads_total{{source=\"{source}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    let m0 = metrics_text(&server).await;
+    let failures = run_all(&server).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        checks.len(),
+        failures.join("\n")
+    );
+    // Rollups answer what they cover (all but the filtered breakdown's
+    // and the property's reads, which are answered from the raw events).
+    let m1 = metrics_text(&server).await;
+    let (rollup, raw) = (
+        reads(&m1, "rollup") - reads(&m0, "rollup"),
+        reads(&m1, "raw") - reads(&m0, "raw"),
+    );
+    assert!(
+        rollup > 3 * raw && rollup > 20,
+        "rollup {rollup}, raw {raw}"
+    );
+
+    // A live visit (on the other site): its first page view now, the next
+    // after the restart.
+    let live = r#"{"n":"pageview","u":"https://other.test/live-entry","d":"other.test"}"#;
+    accepted(&server, CHROME, live).await;
+
+    // Paging walks the ranked list.
+    let all = json!({"site_id": "shop.test", "period": "30d", "property": "visit:entry_page", "metrics": "visits,visitors"});
+    let (_, full) = stats_get(&server, "breakdown", &all).await;
+    let mut paged = all.clone();
+    paged["limit"] = json!("2");
+    paged["page"] = json!("2");
+    let (st, page2) = stats_get(&server, "breakdown", &paged).await;
+    assert_eq!(st, 200, "{page2}");
+    assert_eq!(
+        page2["results"].as_array().unwrap()[..],
+        full["results"].as_array().unwrap()[2..4]
+    );
+
+    // Wrong requests are named.
+    for (params, needle) in [
+        (json!({"period": "30d"}), "site_id"),
+        (json!({"site_id": "shop.test", "period": "5y"}), "period"),
+        (
+            json!({"site_id": "shop.test", "metrics": "sessions"}),
+            "sessions",
+        ),
+        (
+            json!({"site_id": "shop.test", "metrics": "bounce_rate", "filters": "event:page==/docs"}),
+            "page",
+        ),
+        (
+            json!({"site_id": "shop.test", "filters": "visit:city==Oslo"}),
+            "visit:city",
+        ),
+        (
+            json!({"site_id": "shop.test", "period": "custom", "date": "2024-02-01"}),
+            "date",
+        ),
+    ] {
+        let (st, v) = stats_get(&server, "aggregate", &params).await;
+        assert_eq!(st, 400, "{params}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "{params}: {v}"
+        );
+    }
+    let (st, v) = stats_get(
+        &server,
+        "breakdown",
+        &json!({"site_id": "shop.test", "property": "event:page", "metrics": "visit_duration"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+
+    // After a restart (rollups and visits read back) the answers are the
+    // same, and the live visit goes on.
+    drop(server);
+    let server = start().await;
+    accepted(&server, CHROME, &live.replace("live-entry", "live-next")).await;
+    let entry = json!({"site_id": "other.test", "period": "day", "property": "visit:entry_page",
+        "metrics": "visits,pageviews,bounce_rate", "filters": "visit:entry_page==/live-entry"});
+    let (st, v) = stats_get(&server, "breakdown", &entry).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["results"],
+        json!([{"entry_page": "/live-entry", "visits": 1, "pageviews": 2, "bounce_rate": 0}])
+    );
+    let failures = run_all(&server).await;
+    assert!(
+        failures.is_empty(),
+        "after restart, {} of {} differ:\n{}",
+        failures.len(),
+        checks.len(),
+        failures.join("\n")
+    );
+}
