@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod counters;
+mod dashboard;
 mod error;
 mod import;
 mod ingest;
@@ -89,6 +90,7 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(tally_apps::counter::routes(state.counter.clone()))
         .merge(tally_apps::rates::routes(state.rates.clone()))
         .merge(tally_apps::web::routes(state.web.clone()))
+        .merge(dashboard::routes())
         .route("/v1/sites", get(sites::list_sites).post(sites::post_site))
         .route(
             "/v1/sites/{domain}",

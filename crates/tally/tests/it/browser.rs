@@ -161,3 +161,119 @@ async fn stats_ok(url: &str) -> serde_json::Value {
     assert_eq!(st, 200, "{url}: {v}");
     v
 }
+
+/// The dashboard in Chromium shows what the Stats API answers for a site
+/// with a week of traffic (cards, chart, tables, the period picker), the
+/// explorer charts and breaks down a stream as SQL counts it, a phone's
+/// screen needs no sideways scrolling, every request stays on tally's
+/// origin, and the console stays clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_sites_traffic_and_explores_streams() {
+    let server = TestServer::builder()
+        .args(["--web-site", "shop.test"])
+        .start()
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
+    let mut lines = String::new();
+    for i in 0..420i64 {
+        let page = ["/", "/", "/", "/pricing", "/pricing", "/blog/a"][(i % 6) as usize];
+        let query = if i % 3 == 0 { "?ref=newsletter" } else { "" };
+        let line = serde_json::json!({
+            "n": "pageview", "u": format!("https://shop.test{page}{query}"), "d": "shop.test",
+            "w": if i % 4 == 0 { 375 } else { 1280 },
+            "timestamp": now - 600 - i * 1400, "user_agent": chrome,
+            "ip": format!("10.1.{}.{}", i / 250, i % 250 + 1),
+        });
+        lines.push_str(&format!("{line}\n"));
+    }
+    let (st, v) = crate::server::post(
+        &server.url("/v1/web/backfill"),
+        Some("application/x-ndjson"),
+        lines,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    // A visitor now, for the realtime count.
+    let r = reqwest::Client::new()
+        .post(server.url("/api/event"))
+        .header("user-agent", chrome)
+        .header("x-forwarded-for", "10.9.0.1")
+        .body(r#"{"n":"pageview","u":"https://shop.test/","d":"shop.test"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let (summary, shot) = run_script("dashboard.mjs", &server, "dashboard.png");
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("summary JSON");
+    let api = |q: &str| {
+        let url = server.url(&format!("/api/v1/stats/{q}"));
+        async move { stats_ok(&url).await }
+    };
+    // Tables as the API ranks them, values as the page formats them.
+    let table = |answer: &serde_json::Value, key: &str, metric: &str| -> serde_json::Value {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r[key].as_str().unwrap(), r[metric].to_string()]))
+            .collect()
+    };
+    let week =
+        api("breakdown?site_id=shop.test&period=7d&property=event:page&metrics=pageviews&limit=10")
+            .await;
+    assert_eq!(v["pages7d"], table(&week, "page", "pageviews"), "{v}");
+    let today = api(
+        "breakdown?site_id=shop.test&period=day&property=event:page&metrics=pageviews&limit=10",
+    )
+    .await;
+    assert_eq!(v["pagesDay"], table(&today, "page", "pageviews"), "{v}");
+    let sources = api(
+        "breakdown?site_id=shop.test&period=7d&property=visit:source&metrics=visitors&limit=10",
+    )
+    .await;
+    assert_eq!(v["sources"], table(&sources, "source", "visitors"), "{v}");
+    let devices = api(
+        "breakdown?site_id=shop.test&period=7d&property=visit:device&metrics=visitors&limit=10",
+    )
+    .await;
+    assert_eq!(v["devices"], table(&devices, "device", "visitors"), "{v}");
+    let agg = api("aggregate?site_id=shop.test&period=7d&metrics=visitors,visits,pageviews").await;
+    let cards = v["cards"].as_array().unwrap();
+    assert_eq!(cards[0], "1", "realtime: {v}");
+    for (i, m) in ["visitors", "visits", "pageviews"].iter().enumerate() {
+        assert_eq!(
+            cards[i + 1].as_str().unwrap(),
+            agg["results"][m]["value"].to_string(),
+            "{m}: {v}"
+        );
+    }
+    // Seven days, two series.
+    assert_eq!(v["points"], 14, "{v}");
+    // The explorer's breakdown is SQL's count by page.
+    let (st, counts) = crate::server::post(
+        &server.url("/v1/sql"),
+        Some("application/json"),
+        serde_json::json!({"sql": "SELECT pathname, count(*) AS n FROM web_events GROUP BY pathname ORDER BY n DESC, pathname"}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{counts}");
+    let want: Vec<serde_json::Value> = counts["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!([r["pathname"], r["n"].to_string()]))
+        .collect();
+    assert_eq!(v["explore"].as_array().unwrap(), &want, "{v}");
+    assert!(v["caption"].as_str().unwrap().contains("web_events"), "{v}");
+    assert!(v["overflow"].as_i64().unwrap() <= 0, "{v}");
+    for path in [shot.clone(), shot.with_file_name("dashboard-phone.png")] {
+        let png = std::fs::read(&path).expect("screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{}",
+            path.display()
+        );
+    }
+}
