@@ -34,7 +34,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let mut engine = EngineOptions::new(&data_dir);
     engine.archive = Some(tally_engine::ArchiveOptions::in_data_dir(&data_dir));
-    let config = ServerConfig::new(args.listen, engine);
+    let mut config = ServerConfig::new(args.listen, engine);
+    if let Some(web) = config.web.as_mut() {
+        web.sites.push(DEMO_SITE.to_string());
+    }
     let server = tokio::spawn(tally_server::run(config, tally_server::shutdown_signal()));
     let base = format!("http://{}", args.listen);
     let client = reqwest::Client::new();
@@ -79,6 +82,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for _ in 0..25 {
         client.post(format!("{base}/app")).send().await?;
     }
+    let r = client
+        .post(format!("{base}/v1/web/backfill"))
+        .header("content-type", "application/x-ndjson")
+        .body(web_traffic(&mut rng, now_ms / 1000))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "loading sample web traffic failed: {}",
+        r.text().await?
+    );
+    let web: serde_json::Value = r.json().await?;
 
     println!();
     println!(
@@ -86,7 +101,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!("  loaded {sent} sample page views into stream 'pageview' and 25 hits into 'app'");
+    println!(
+        "  and a week of web traffic for the site {DEMO_SITE}: {} events, {} visits",
+        web["stored"], web["visits"]
+    );
     println!();
+    println!("  the dashboard:              open {base}/dashboard");
+    println!("  Plausible's Stats API:      curl '{base}/api/v1/stats/aggregate?site_id={DEMO_SITE}&period=7d&metrics=visitors,visits,bounce_rate'");
     println!(
         "  the global counter (S2):    open {base}/counter/main   (value: curl {base}/getvalue)"
     );
@@ -106,6 +127,60 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
     server.await??;
     Ok(())
+}
+
+/// The site the demo's web traffic is for.
+const DEMO_SITE: &str = "demo.tally";
+
+/// A week of tracker events for [`DEMO_SITE`], in the backfill's format:
+/// visitors arriving from a few sources, reading a few pages each.
+fn web_traffic(rng: &mut impl rand::Rng, now_s: i64) -> String {
+    const AGENTS: [&str; 3] = [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    ];
+    const PAGES: [&str; 6] = [
+        "/",
+        "/pricing",
+        "/docs",
+        "/blog/launch",
+        "/blog/rollups",
+        "/signup",
+    ];
+    const ARRIVALS: [(&str, &str); 5] = [
+        ("", "https://www.google.com/"),
+        ("?utm_source=newsletter&utm_campaign=november", ""),
+        ("", "https://news.ycombinator.com/item?id=1"),
+        ("", "https://github.com/"),
+        ("", ""),
+    ];
+    let mut out = String::new();
+    for v in 0..3000u32 {
+        let agent = AGENTS[rng.random_range(0..AGENTS.len())];
+        let ip = format!("10.{}.{}.{}", v >> 16, (v >> 8) & 255, v & 255);
+        let width = [390, 820, 1280, 1920][rng.random_range(0..4)];
+        let mut ts = now_s - rng.random_range(60..7 * 86_400);
+        let (query, referrer) = ARRIVALS[rng.random_range(0..ARRIVALS.len())];
+        for i in 0..rng.random_range(1..6) {
+            if ts >= now_s {
+                break;
+            }
+            let page = PAGES[rng.random_range(0..PAGES.len())];
+            let mut e = serde_json::json!({
+                "n": if page == "/signup" && i > 0 { "Signup" } else { "pageview" },
+                "u": format!("https://{DEMO_SITE}{page}{}", if i == 0 { query } else { "" }),
+                "d": DEMO_SITE, "w": width, "timestamp": ts, "user_agent": agent, "ip": ip,
+            });
+            if i == 0 && !referrer.is_empty() {
+                e["r"] = referrer.into();
+            }
+            out.push_str(&e.to_string());
+            out.push('\n');
+            ts += rng.random_range(10..400);
+        }
+    }
+    out
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -112,6 +112,12 @@ async fn openapi_document_covers_every_route() {
         "/js/script.js",
         "/v1/sites",
         "/v1/sites/{domain}",
+        "/v1/web/backfill",
+        "/api/v1/stats/realtime/visitors",
+        "/api/v1/stats/aggregate",
+        "/api/v1/stats/timeseries",
+        "/api/v1/stats/breakdown",
+        "/dashboard",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
