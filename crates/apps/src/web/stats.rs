@@ -14,7 +14,7 @@
 //! filter on a different dimension than its breakdown is answered from the
 //! raw events (same answer, more work).
 
-use super::visits::{ENGAGEMENT, PAGEVIEW};
+use super::visits::{ATTRS, ENGAGEMENT, PAGEVIEW};
 use super::writer::Streams;
 use chrono::{Datelike, Duration, NaiveDate};
 use serde_json::{json, Map, Value};
@@ -39,24 +39,11 @@ fn invalid<T>(message: impl Into<String>) -> Result<T> {
     Err(StatsError::Invalid(message.into()))
 }
 
-/// The visit attributes a breakdown or filter may name as `visit:<name>`.
-const VISIT_PROPS: [&str; 15] = [
-    "entry_page",
-    "exit_page",
-    "source",
-    "referrer",
-    "utm_medium",
-    "utm_source",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-    "device",
-    "browser",
-    "browser_version",
-    "os",
-    "os_version",
-    "country",
-];
+/// Whether `name` is a visit property (`visit:<name>`): the entry and exit
+/// pages and the attributes a visit takes from its first event.
+fn is_visit_prop(name: &str) -> bool {
+    name == "entry_page" || name == "exit_page" || ATTRS.contains(&name)
+}
 
 /// The rollups the stats are read from.
 pub fn rollups(streams: &Streams) -> Vec<RollupDef> {
@@ -202,11 +189,11 @@ fn prop(name: &str) -> Result<Prop> {
         "event:hostname" => p("hostname", "hostname", true, false),
         "visit:exit_page" => p("exit_page", "exit_page", false, true),
         other => match other.strip_prefix("visit:") {
-            Some(v) if VISIT_PROPS.contains(&v) => p(v, v, true, true),
+            Some(v) if is_visit_prop(v) => p(v, v, true, true),
             _ => {
                 return invalid(format!(
-                    "Invalid property '{other}'. Use event:page, event:name, event:goal, event:hostname, event:props:<name>, or visit: followed by one of {}",
-                    VISIT_PROPS.join(", ")
+                    "Invalid property '{other}'. Use event:page, event:name, event:goal, event:hostname, event:props:<name>, or visit: followed by entry_page, exit_page or one of {}",
+                    ATTRS.join(", ")
                 ))
             }
         },
@@ -439,6 +426,22 @@ fn ts_filters(conds: &[Cond], has: &dyn Fn(&str) -> bool) -> Result<Option<Vec<F
 }
 
 impl Ask<'_> {
+    /// Totals per value of `group_by`'s last field (the breakdown's), or,
+    /// when the stream has never held that field, all as one absent value.
+    async fn groups(
+        &self,
+        extra: Vec<Filter>,
+        aggregates: &[&str],
+        group_by: &[String],
+        has_field: bool,
+        limit: usize,
+    ) -> Result<Vec<(Option<String>, Value)>> {
+        let field = group_by.last().cloned().unwrap_or_default();
+        let by: &[String] = if has_field { group_by } else { &[] };
+        let a = self.run(extra, aggregates, by, limit).await?;
+        Ok(groups(&a, &field))
+    }
+
     async fn run(
         &self,
         extra: Vec<Filter>,
@@ -871,45 +874,19 @@ impl Stats<'_> {
             if let Some(ev) = &ev {
                 let has = self.has(&self.streams.events);
                 let name_filter = filter("name", "!=", json!(ENGAGEMENT));
-                if has(&prop.field) {
-                    let a = ev
-                        .run(
-                            vec![name_filter],
-                            &["count", "uniq(visitor)", "uniq(session)"],
-                            &group_by,
-                            want,
-                        )
-                        .await?;
-                    for (k, t) in groups(&a, &prop.field) {
-                        rows.push((
-                            k,
-                            Sums {
-                                events: num(&t, "count"),
-                                visitors: num(&t, "uniq(visitor)"),
-                                event_visits: num(&t, "uniq(session)"),
-                                ..Sums::default()
-                            },
-                        ));
-                    }
-                } else {
-                    let a = ev
-                        .run(
-                            vec![name_filter],
-                            &["count", "uniq(visitor)", "uniq(session)"],
-                            &[],
-                            1,
-                        )
-                        .await?;
-                    if num(&a["totals"], "count") > 0.0 {
-                        rows.push((
-                            None,
-                            Sums {
-                                events: num(&a["totals"], "count"),
-                                visitors: num(&a["totals"], "uniq(visitor)"),
-                                event_visits: num(&a["totals"], "uniq(session)"),
-                                ..Sums::default()
-                            },
-                        ));
+                let aggs = ["count", "uniq(visitor)", "uniq(session)"];
+                for (k, t) in ev
+                    .groups(vec![name_filter], &aggs, &group_by, has(&prop.field), want)
+                    .await?
+                {
+                    if num(&t, "count") > 0.0 {
+                        let sums = Sums {
+                            events: num(&t, "count"),
+                            visitors: num(&t, "uniq(visitor)"),
+                            event_visits: num(&t, "uniq(session)"),
+                            ..Sums::default()
+                        };
+                        rows.push((k, sums));
                     }
                 }
                 let keys: Vec<Value> = rows
@@ -976,17 +953,12 @@ impl Stats<'_> {
             };
             // Groups ranked by visits: a visit's rows cancel in pairs, so a
             // group whose visits all moved on (an old exit page) sums to 0.
-            if has(&prop.field) {
-                let a = vi.run(Vec::new(), &aggs, &group_by, want).await?;
-                for (k, t) in groups(&a, &prop.field) {
-                    if num(&t, "sum(sign)") > 0.0 {
-                        rows.push((k, sums(&t)));
-                    }
-                }
-            } else {
-                let a = vi.run(Vec::new(), &aggs, &[], 1).await?;
-                if num(&a["totals"], "sum(sign)") > 0.0 {
-                    rows.push((None, sums(&a["totals"])));
+            for (k, t) in vi
+                .groups(Vec::new(), &aggs, &group_by, has(&prop.field), want)
+                .await?
+            {
+                if num(&t, "sum(sign)") > 0.0 {
+                    rows.push((k, sums(&t)));
                 }
             }
             if prop.field == "exit_page" && metrics.contains(&Metric::Visitors) {

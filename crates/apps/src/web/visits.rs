@@ -94,11 +94,7 @@ impl Visit {
     /// Writes the visit's row with `sign` (+1 or -1).
     pub fn write_row(&self, b: &mut BatchBuilder, line: usize, sign: f64) {
         let _ = b.start_row(line);
-        let mut put = |name: &str, value: &str| {
-            if !value.is_empty() {
-                let _ = b.push_str(name, value);
-            }
-        };
+        let mut put = |name: &str, value: &str| put_text(b, name, value);
         put("site", &self.site);
         put("visitor", &self.visitor);
         put("session", &self.session_id());
@@ -119,6 +115,15 @@ impl Visit {
             let _ = b.push_num(name, value);
         }
         b.finish_row(self.start);
+    }
+}
+
+/// Adds a text field to the row being built; an empty value is left out.
+fn put_text(b: &mut BatchBuilder, name: &str, value: &str) {
+    if !value.is_empty() {
+        // Names are constants or checked prop names; values are text, and
+        // a row's fields are distinct: nothing here can fail.
+        let _ = b.push_str(name, value);
     }
 }
 
@@ -234,12 +239,7 @@ impl Visits {
 /// events can be filtered by them) into `b`.
 pub fn write_event(b: &mut BatchBuilder, line: usize, hit: &Hit, visit: Option<&Visit>) {
     let _ = b.start_row(line);
-    let mut put = |name: &str, value: &str| {
-        if !value.is_empty() {
-            // Names are constants or checked prop names; values are text.
-            let _ = b.push_str(name, value);
-        }
-    };
+    let mut put = |name: &str, value: &str| put_text(b, name, value);
     put("site", &hit.site);
     put("name", &hit.name);
     put("pathname", &hit.pathname);
