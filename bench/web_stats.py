@@ -6,7 +6,7 @@ run on the same events.
 1. Generates N tracker events (visits of 1-5 events from a pool of
    visitors, 200 pages with a skewed popularity, 8 sources, 4 screen widths,
    spread over the last 30 days) and sends them to tally's backfill in
-   requests of up to 1 M lines (a visitor's events stay in one request);
+   requests of up to 500,000 lines (a visitor's events stay in one request);
    the same events go into a DuckDB table.
 2. Times Plausible Stats API requests against tally: aggregate, time series
    and breakdowns, each for 20 different end dates (`date`), so no answer
@@ -39,7 +39,7 @@ AGENTS = ["Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
           "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"]
 WIDTHS = [390, 820, 1280, 1920]
 SITE = "bench.test"
-CHUNK = 1_000_000
+CHUNK = 500_000
 
 
 def post(url, body, key=None):

@@ -99,6 +99,9 @@ pub struct Backfilled {
 
 /// Most lines of one backfill request.
 pub const MAX_BACKFILL_LINES: usize = 1_000_000;
+/// Events per record a backfill writes (records stay well under the log's
+/// size limit).
+const BACKFILL_RECORD_EVENTS: usize = 20_000;
 
 pub struct WebApp {
     engine: Arc<Engine>,
@@ -249,8 +252,13 @@ impl WebApp {
         let day = chrono::DateTime::from_timestamp_micros(now)
             .map(|t| t.date_naive())
             .unwrap_or_default();
-        let salt = tokio::task::block_in_place(|| self.salts.for_day(day))
-            .map_err(|e| WebError::Setup(format!("salts: {e}")))?;
+        // A new day's salt is written to disk once; every other request
+        // finds it in memory.
+        let salt = match self.salts.get(day) {
+            Some(s) => s,
+            None => tokio::task::block_in_place(|| self.salts.for_day(day))
+                .map_err(|e| WebError::Setup(format!("salts: {e}")))?,
+        };
         let hits = self.hits(&payload, &agent, &sites, &salt, user_agent, ip, now);
         let n = self.writer.write(hits).await?;
         Ok(Tracked::Stored(n))
@@ -327,7 +335,8 @@ impl WebApp {
     /// named (`line N: field: ...`) and nothing is written. Events are put
     /// in time order and split into visits on their own (visitor ids use
     /// a salt made for this request, per day, so they match no live
-    /// visitor's), then written as one record of visits and one of events.
+    /// visitor's), then written in records of 20,000 events (and their
+    /// visits' rows): a crash during a large backfill can keep a part of it.
     pub async fn backfill(&self, body: &[u8]) -> Result<Backfilled, WebError> {
         let now = self.now_us();
         let mut hits: Vec<Hit> = Vec::new();
@@ -397,13 +406,48 @@ impl WebApp {
                 seen.insert(v.id);
             }
             visits::write_recorded(&mut events, &mut sessions, i + 1, hit, &r);
+            if (i + 1) % BACKFILL_RECORD_EVENTS == 0 {
+                let full = std::mem::replace(&mut events, tally_ingest::BatchBuilder::new());
+                let full_visits =
+                    std::mem::replace(&mut sessions, tally_ingest::BatchBuilder::new());
+                self.append_waiting(full, full_visits).await?;
+            }
         }
-        writer::append(&self.engine, &self.streams, events, sessions)
-            .await
-            .map_err(|e| e.to_web_error())?;
+        self.append_waiting(events, sessions).await?;
         report.stored = hits.len();
         report.visits = seen.len();
         Ok(report)
+    }
+
+    /// Writes a backfill's visits' rows, then its events, each retried
+    /// while the server is overloaded (for up to 10 minutes): a backfill
+    /// is bulk work that waits for room rather than stopping half-way.
+    async fn append_waiting(
+        &self,
+        events: tally_ingest::BatchBuilder,
+        visits: tally_ingest::BatchBuilder,
+    ) -> Result<(), WebError> {
+        let n = events.rows();
+        for (stream, batch) in [
+            (&self.streams.visits, visits.finish()),
+            (&self.streams.events, events.finish()),
+        ] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+            while !batch.is_empty() {
+                match self.engine.ingest(stream, batch.clone()).await {
+                    Ok(_) => break,
+                    Err(tally_engine::Error::Overloaded { retry_after, .. })
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(retry_after.min(std::time::Duration::from_secs(1)))
+                            .await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        metrics::STORED.inc_by(n as u64);
+        Ok(())
     }
 
     fn country(&self, ip: IpAddr) -> Option<String> {

@@ -54,6 +54,11 @@ impl Salts {
         })
     }
 
+    /// The salt of `day` if it is made already (no file access).
+    pub fn get(&self, day: chrono::NaiveDate) -> Option<[u8; 16]> {
+        self.days.lock().get(&day).copied()
+    }
+
     /// The salt of `day`, made (and written) when the day is new; days
     /// before the one before `day` are forgotten.
     pub fn for_day(&self, day: chrono::NaiveDate) -> std::io::Result<[u8; 16]> {

@@ -874,7 +874,23 @@ impl Stats<'_> {
             if let Some(ev) = &ev {
                 let has = self.has(&self.streams.events);
                 let name_filter = filter("name", "!=", json!(ENGAGEMENT));
-                let aggs = ["count", "uniq(visitor)", "uniq(session)"];
+                // The top groups are those of the aggregate behind the
+                // first metric (the time-series API ranks by the first).
+                // Sketches only for the metrics asked (merging them is
+                // most of a breakdown's work).
+                let mut aggs = vec!["count"];
+                if metrics.contains(&Metric::Visitors) {
+                    aggs.push("uniq(visitor)");
+                }
+                if metrics.contains(&Metric::Visits) {
+                    aggs.push("uniq(session)");
+                }
+                let lead = match metrics[0] {
+                    Metric::Visitors => "uniq(visitor)",
+                    Metric::Visits => "uniq(session)",
+                    _ => "count",
+                };
+                lead_with(&mut aggs, lead);
                 for (k, t) in ev
                     .groups(vec![name_filter], &aggs, &group_by, has(&prop.field), want)
                     .await?
@@ -933,7 +949,7 @@ impl Stats<'_> {
             }
         } else if let Some(vi) = &vi {
             let has = self.has(&self.streams.visits);
-            let aggs = [
+            let mut aggs = vec![
                 "sum(sign)",
                 "sum(bounce)",
                 "sum(duration)",
@@ -941,6 +957,14 @@ impl Stats<'_> {
                 "sum(events)",
                 "uniq(visitor)",
             ];
+            let lead = match metrics[0] {
+                Metric::Visitors => "uniq(visitor)",
+                Metric::Pageviews => "sum(pageviews)",
+                Metric::Events => "sum(events)",
+                // Rates and averages: the most visited groups.
+                _ => "sum(sign)",
+            };
+            lead_with(&mut aggs, lead);
             let sums = |t: &Value| Sums {
                 visits: num(t, "sum(sign)"),
                 bounces: num(t, "sum(bounce)"),
@@ -951,8 +975,8 @@ impl Stats<'_> {
                 visitors: num(t, "uniq(visitor)"),
                 ..Sums::default()
             };
-            // Groups ranked by visits: a visit's rows cancel in pairs, so a
-            // group whose visits all moved on (an old exit page) sums to 0.
+            // A visit's rows cancel in pairs, so a group whose visits all
+            // moved on (an old exit page) sums to 0 and is left out.
             for (k, t) in vi
                 .groups(Vec::new(), &aggs, &group_by, has(&prop.field), want)
                 .await?
@@ -1055,6 +1079,12 @@ impl Stats<'_> {
         }
         Ok(())
     }
+}
+
+/// Moves `lead` to the front of `aggs`.
+fn lead_with(aggs: &mut Vec<&str>, lead: &'static str) {
+    aggs.retain(|a| *a != lead);
+    aggs.insert(0, lead);
 }
 
 fn bucket_start(d: NaiveDate, iv: &str) -> chrono::DateTime<chrono::Utc> {

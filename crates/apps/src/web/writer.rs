@@ -1,7 +1,7 @@
 //! Where tracker events are attributed to visits and written. Live visits
 //! are split over a few shards by visitor; each shard is one task that
 //! owns its visits, takes every event waiting for it at once, and writes
-//! them as two records (the visits' rows, then the events): concurrent
+//! them as two records (the visits' rows and the events): concurrent
 //! trackers' events share log records, and a visitor's events are handled
 //! in the order they arrive. A request is answered once both records are
 //! durable.
@@ -16,7 +16,7 @@ use tally_ingest::BatchBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 /// Shards of live visits (tasks writing concurrently).
-const SHARDS: usize = 4;
+const SHARDS: usize = 16;
 /// Most events one shard writes in one record.
 const MAX_HITS: usize = 4096;
 /// Queued requests per shard before trackers are told to retry.
@@ -203,6 +203,10 @@ impl WriteFailed {
                 retry_after: *retry_after,
             },
             tally_engine::Error::Closed => tally_engine::Error::Closed,
+            tally_engine::Error::TooLarge { size, limit } => tally_engine::Error::TooLarge {
+                size: *size,
+                limit: *limit,
+            },
             other => tally_engine::Error::Io {
                 dir: std::path::PathBuf::new(),
                 source: std::io::Error::other(other.to_string()),
@@ -211,9 +215,11 @@ impl WriteFailed {
     }
 }
 
-/// Appends the visits' rows, then the events. (The visits first: if only
-/// they are written, the visits rebuilt at start still match what was
-/// stored of them.)
+/// Appends the visits' rows and the events, as two records written
+/// together (one group commit). Whichever is lost in a crash, the visits'
+/// rows stay consistent: each `-1` row cancels a `+1` row written before
+/// it, so sums never go wrong; a lost record only leaves a visit an event
+/// short.
 pub(super) async fn append(
     engine: &Engine,
     streams: &Streams,
@@ -222,24 +228,24 @@ pub(super) async fn append(
 ) -> Result<(), WriteFailed> {
     let (events, sessions) = (events.finish(), sessions.finish());
     let n = events.len();
-    if !sessions.is_empty() {
-        engine
-            .ingest(&streams.visits, sessions)
-            .await
-            .map_err(|error| WriteFailed {
-                visits_written: false,
-                error,
-            })?;
-    }
-    if !events.is_empty() {
-        engine
-            .ingest(&streams.events, events)
-            .await
-            .map_err(|error| WriteFailed {
-                visits_written: true,
-                error,
-            })?;
-    }
+    let write = |stream: &str, batch: tally_ingest::Batch| {
+        let stream = stream.to_string();
+        async move {
+            match batch.is_empty() {
+                true => Ok(()),
+                false => engine.ingest(&stream, batch).await.map(|_| ()),
+            }
+        }
+    };
+    let (v, e) = tokio::join!(
+        write(&streams.visits, sessions),
+        write(&streams.events, events)
+    );
+    let visits_written = v.is_ok();
+    v.and(e).map_err(|error| WriteFailed {
+        visits_written,
+        error,
+    })?;
     metrics::STORED.inc_by(n as u64);
     Ok(())
 }
