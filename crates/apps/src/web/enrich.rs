@@ -65,6 +65,15 @@ pub fn parse_payload(body: &[u8]) -> Result<Payload, PayloadError> {
     let obj = v
         .as_object()
         .ok_or_else(|| bad("request", "the body must be a JSON object"))?;
+    payload_of(obj)
+}
+
+/// Reads a tracker's payload from its JSON object.
+pub fn payload_of(obj: &serde_json::Map<String, Value>) -> Result<Payload, PayloadError> {
+    let bad = |field: &'static str, message: &str| PayloadError {
+        field,
+        message: message.to_string(),
+    };
     let text = |names: &[&str], field_name: &'static str| -> Result<Option<String>, PayloadError> {
         match field(obj, names) {
             None => Ok(None),

@@ -96,16 +96,16 @@ async fn event(
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let ip = client_ip(&headers, info);
-    // The append must finish even if the tracker hangs up.
-    let result = tokio::spawn(async move { app.track(&body, &ua, ip).await }).await;
-    let r = match result {
-        Ok(Ok(Tracked::Stored(_) | Tracked::Bot | Tracked::UnknownSite)) => {
+    // No task of its own: `track` hands the events to the visit writers
+    // before its first wait, so a tracker hanging up cannot stop an append
+    // half-way.
+    let r = match app.track(&body, &ua, ip).await {
+        Ok(Tracked::Stored(_) | Tracked::Bot | Tracked::UnknownSite) => {
             (StatusCode::ACCEPTED, "ok").into_response()
         }
-        Ok(Err(WebError::Payload(message))) => {
+        Err(WebError::Payload(message)) => {
             let (field, msg) = message.split_once(": ").unwrap_or(("request", &message));
             (
                 StatusCode::BAD_REQUEST,
@@ -113,7 +113,7 @@ async fn event(
             )
                 .into_response()
         }
-        Ok(Err(WebError::Engine(tally_engine::Error::Overloaded { retry_after, .. }))) => {
+        Err(WebError::Engine(tally_engine::Error::Overloaded { retry_after, .. })) => {
             let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(json!({"error": "overloaded"})),
@@ -124,7 +124,7 @@ async fn event(
             }
             r
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, "tracker event not stored");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,7 +132,6 @@ async fn event(
             )
                 .into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     cors(r)
 }

@@ -357,7 +357,7 @@ impl WebApp {
             };
             let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
                 .map_err(|e| at("request", format!("not a JSON object: {e}")))?;
-            let payload = enrich::parse_payload(line)
+            let payload = enrich::payload_of(&obj)
                 .map_err(|PayloadError { field, message }| at(field, message))?;
             let ts = match obj.get("timestamp") {
                 Some(serde_json::Value::Number(x)) => x
