@@ -26,7 +26,7 @@ fi
 cargo build --release --quiet
 BIN=target/release/tally
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 PORT=18470
 REDIS_PORT=18471
 

@@ -13,7 +13,7 @@ python3 -c "import chdb" 2>/dev/null || pip install --quiet chdb || echo "chdb u
 cargo build --release --quiet
 BIN=target/release/tally
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 start() { # port, extra args...
   local port=$1; shift
   "$BIN" serve --data-dir "$DIR/data" --listen 127.0.0.1:$port "$@" >"$DIR/out.$port" 2>"$DIR/err.$port" &

@@ -11,7 +11,7 @@ DUMP=${2:-../shared/data/xeneta/rates.sql}
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
 cargo build --release --quiet
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 PORT=18480
 target/release/tally serve --data-dir "$DIR/data" --listen 127.0.0.1:$PORT >"$DIR/out" 2>"$DIR/err" &
 until curl -sf http://127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done

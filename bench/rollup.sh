@@ -18,7 +18,7 @@ python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
 cargo build --release --quiet
 BIN=target/release/tally
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 cat > "$DIR/rollups.toml" <<'TOML'
 [[rollup]]
 name = "dashboard"

@@ -15,7 +15,7 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 cargo build --release --quiet
 BIN=target/release/tally
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$DIR"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 PORT=18482
 "$BIN" serve --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --web-site example.com >"$DIR/out" 2>"$DIR/err" &
 until curl -sf http://127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done

@@ -5,9 +5,10 @@ run on the same events.
 
 1. Generates N tracker events (visits of 1-5 events from a pool of
    visitors, 200 pages with a skewed popularity, 8 sources, 4 screen widths,
-   spread over the last 30 days) and sends them to tally's backfill in
-   requests of up to 500,000 lines (a visitor's events stay in one request);
-   the same events go into a DuckDB table.
+   spread over the last 30 days) and sends them to tally's backfill as a
+   migration would, a day at a time, oldest first, in requests of up to
+   500,000 lines (a visitor's events stay in one request); the same events
+   go into a DuckDB table.
 2. Times Plausible Stats API requests against tally: aggregate, time series
    and breakdowns, each for 20 different end dates (`date`), so no answer
    is a cached one; then the same questions against DuckDB over its table
@@ -40,6 +41,7 @@ AGENTS = ["Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
 WIDTHS = [390, 820, 1280, 1920]
 SITE = "bench.test"
 CHUNK = 500_000
+DAYS = 30
 
 
 def post(url, body, key=None):
@@ -55,8 +57,9 @@ def get(url):
     return time.perf_counter() - t, json.loads(body)
 
 
-def generate(rng, n, now, first_visitor):
-    """About n events as (NDJSON bytes, arrow table, events, visitors)."""
+def generate(rng, n, lo, hi, first_visitor):
+    """About n events of visits starting in [lo, hi) (seconds), as (NDJSON
+    bytes, arrow table, events, visitors)."""
     lines = []
     cols = {k: [] for k in ["ts", "visitor", "name", "pathname", "source", "device"]}
     v = first_visitor
@@ -67,7 +70,7 @@ def generate(rng, n, now, first_visitor):
         ip = f"{10 + (v >> 24)}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
         width = rng.choice(WIDTHS)
         device = "Mobile" if width < 576 else "Tablet" if width < 992 else "Laptop" if width < 1440 else "Desktop"
-        ts = now - rng.randrange(120, 30 * 86400)
+        ts = rng.randrange(lo, hi)
         query, referrer, source = rng.choice(SOURCES)
         for i in range(rng.randrange(1, 6)):
             page = rng.choices(PAGES, PAGE_WEIGHTS)[0]
@@ -83,7 +86,7 @@ def generate(rng, n, now, first_visitor):
             cols["source"].append(source)
             cols["device"].append(device)
             ts += rng.randrange(10, 600)
-            if ts >= now:
+            if ts >= hi:
                 break
     table = pa.table({
         "ts": pa.array(cols["ts"], pa.timestamp("us", tz="UTC")),
@@ -107,19 +110,31 @@ def main():
     now = int(time.time())
     db = duckdb.connect()
     db.execute("CREATE TABLE ev (ts TIMESTAMPTZ, visitor VARCHAR, name VARCHAR, pathname VARCHAR, source VARCHAR, device VARCHAR)")
-    sent, t0, send_s = 0, time.perf_counter(), 0.0
-    visitors = 0
-    while sent < args.events:
-        body, table, n, visitors = generate(rng, min(CHUNK, args.events - sent), now, visitors)
+    t0, send_s, sent, visitors = time.perf_counter(), 0.0, 0, 0
+
+    def load(body, table, n):
+        nonlocal send_s
         t = time.perf_counter()
         r = post(f"{args.url}/v1/web/backfill", body)
         send_s += time.perf_counter() - t
         db.register("chunk", table)
         db.execute("INSERT INTO ev SELECT * FROM chunk")
         db.unregister("chunk")
-        sent += n
         print(f"  loaded {sent:,} events ({r['visits']:,} visits in the last request); "
               f"tally backfill {sent / send_s:,.0f} events/s", file=sys.stderr, flush=True)
+
+    # A migration sends its history in time order, a day at a time (as
+    # exports are made): every request holds the visits of one day.
+    per_day = -(-args.events // DAYS)
+    for d in range(DAYS, 0, -1):
+        lo, hi = now - d * 86400, min(now - 120, now - (d - 1) * 86400)
+        day_sent = 0
+        while day_sent < per_day and sent < args.events:
+            want = min(CHUNK, per_day - day_sent, args.events - sent)
+            body, table, n, visitors = generate(rng, want, lo, hi, visitors)
+            day_sent += n
+            sent += n
+            load(body, table, n)
     print(f"loaded {sent:,} events in {time.perf_counter() - t0:.0f} s "
           f"(tally's backfill: {send_s:.0f} s, {sent / send_s:,.0f} events/s)")
 

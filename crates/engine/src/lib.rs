@@ -577,7 +577,13 @@ impl Engine {
     /// Flushes the tail to segments, lets the log drop what they hold, and
     /// compacts.
     pub fn flush(&self) -> Result<FlushReport> {
-        flush_and_compact(&self.store, &self.rollups, &self.applied, self.log.as_ref())
+        flush_and_compact(
+            &self.store,
+            &self.rollups,
+            &self.applied,
+            self.log.as_ref(),
+            Duration::ZERO,
+        )
     }
 
     /// Stops the engine: the log writes and applies what is queued, the tail
@@ -630,8 +636,13 @@ impl Engine {
                     std::thread::park_timeout(Duration::from_millis(100));
                     let (rows, bytes, age) = store.active_size();
                     if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
-                        if let Err(e) = flush_and_compact(&store, &rollups, &applied, log.as_ref())
-                        {
+                        if let Err(e) = flush_and_compact(
+                            &store,
+                            &rollups,
+                            &applied,
+                            log.as_ref(),
+                            ROLLUP_SNAPSHOT_EVERY,
+                        ) {
                             tracing::error!(error = %e, "background flush failed; will retry");
                             std::thread::sleep(Duration::from_secs(1));
                         }
@@ -705,15 +716,23 @@ impl DirLock {
     }
 }
 
-/// Flushes the tail, applies rollup retention, saves rollup states, and
-/// only then lets the log drop
-/// what the flush covered: rollups are never behind what the log still
-/// holds. A failed snapshot keeps the log (retried at the next flush).
+/// How often the background flusher rewrites a changing rollup's
+/// snapshot (each flush writes segments; rollup snapshots, which encode a
+/// rollup's whole state, follow at most this often, and the log keeps the
+/// records since the oldest one).
+const ROLLUP_SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
+/// Flushes the tail, applies rollup retention, saves the rollup states
+/// due (all of those that moved when `snapshot_age` is zero), and only then
+/// lets the log drop what both the flush and the rollups' snapshots cover:
+/// rollups are never behind what the log still holds. A failed snapshot
+/// keeps the log (retried at the next flush).
 fn flush_and_compact(
     store: &Store,
     rollups: &RollupSet,
     applied: &Mutex<Lsn>,
     log: &dyn Log,
+    snapshot_age: Duration,
 ) -> Result<FlushReport> {
     let report = store.flush()?;
     // A record's rollups may still be counting it beside the store: wait
@@ -723,8 +742,8 @@ fn flush_and_compact(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
     rollups.retain_all(now);
-    rollups.snapshot_all()?;
-    log.truncate_through(report.checkpoint_lsn)?;
+    let covered = rollups.snapshot_due(snapshot_age)?;
+    log.truncate_through(covered.map_or(report.checkpoint_lsn, |c| c.min(report.checkpoint_lsn)))?;
     store.compact()?;
     Ok(report)
 }

@@ -20,9 +20,10 @@ use crate::snapshot;
 use crate::state::Rollup;
 use crate::{Error, Result};
 use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tally_ingest::Batch;
 
 const MANIFEST: &str = "rollups.json";
@@ -91,6 +92,9 @@ pub struct RollupSet {
     /// Serializes manifest and snapshot writes.
     write: Mutex<()>,
     next_build: std::sync::atomic::AtomicU64,
+    /// Per rollup, the position of its snapshot on disk and when it was
+    /// written (or found at open).
+    snapped: Mutex<HashMap<String, (u64, Instant)>>,
     /// Changes whenever what answers could change other than by applied
     /// records: a definition added, replaced or removed, a build done.
     generation: std::sync::atomic::AtomicU64,
@@ -157,11 +161,20 @@ impl RollupSet {
                 })),
             );
         }
+        let now = Instant::now();
+        let snapped = loaded
+            .iter()
+            .filter_map(|(name, l)| match l {
+                Loaded::Snapshot(lsn) => Some((name.clone(), (*lsn, now))),
+                Loaded::NeedsRebuild(_) => None,
+            })
+            .collect();
         let set = RollupSet {
             dir: dir.to_path_buf(),
             entries: RwLock::new(entries),
             write: Mutex::new(()),
             next_build: std::sync::atomic::AtomicU64::new(1),
+            snapped: Mutex::new(snapped),
             generation: std::sync::atomic::AtomicU64::new(0),
         };
         set.write_manifest()?;
@@ -417,6 +430,7 @@ impl RollupSet {
     pub fn remove(&self, name: &str) -> Result<bool> {
         let gone = self.entries.write().remove(name).is_some();
         if gone {
+            self.snapped.lock().remove(name);
             self.bump();
             self.write_manifest()?;
             let _w = self.write.lock();
@@ -446,15 +460,42 @@ impl RollupSet {
         dropped
     }
 
-    /// Writes every rollup's snapshot (rollups being rebuilt keep their
-    /// previous snapshot until the rebuild ends). Returns the lowest
-    /// position written.
+    /// Writes every changed rollup's snapshot (rollups being rebuilt keep
+    /// their previous snapshot until the rebuild ends). Returns the lowest
+    /// position the snapshots on disk cover.
     pub fn snapshot_all(&self) -> Result<Option<u64>> {
+        self.snapshot_due(Duration::ZERO)
+    }
+
+    /// Writes the snapshots of the rollups that moved since their last
+    /// one and whose last one is at least `min_age` old. A snapshot
+    /// re-encodes the rollup's whole state, so under heavy ingest taking
+    /// one at every flush costs more and more as the state grows; the
+    /// log keeps what newer snapshots would hold meanwhile. Returns the
+    /// lowest position the complete rollups' snapshots on disk cover: the
+    /// log may drop records up to it, not past it.
+    pub fn snapshot_due(&self, min_age: Duration) -> Result<Option<u64>> {
         let mut low: Option<u64> = None;
         for name in self.names() {
-            if let Some(lsn) = self.snapshot_inner(&name)? {
-                low = Some(low.map_or(lsn, |l| l.min(lsn)));
+            let Some(e) = self.get(&name) else {
+                continue;
+            };
+            let (complete, lsn) = {
+                let e = e.read();
+                (e.complete, e.lsn)
+            };
+            if !complete {
+                continue;
             }
+            let last = self.snapped.lock().get(&name).copied();
+            let covered = match last {
+                Some((at, when)) if at == lsn || when.elapsed() < min_age => at,
+                _ => match self.snapshot_inner(&name)? {
+                    Some(at) => at,
+                    None => continue,
+                },
+            };
+            low = Some(low.map_or(covered, |l| l.min(covered)));
         }
         Ok(low)
     }
@@ -478,6 +519,9 @@ impl RollupSet {
         };
         let _w = self.write.lock();
         snapshot::write_bytes(&snapshot_path(&self.dir, name), &bytes)?;
+        self.snapped
+            .lock()
+            .insert(name.to_string(), (lsn, Instant::now()));
         Ok(Some(lsn))
     }
 

@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 use tally_ingest::{Batch, Column, ColumnData, NumColumn, StrColumn};
 
 const HOUR: i64 = 3_600_000_000;
@@ -657,4 +658,49 @@ fn retention_drops_whole_buckets_persists_and_ignores_late_events_for_them() {
     assert!(bad.validate().is_err(), "not a period");
     bad.retention = [(Grain::Hour, "2w".to_string())].into_iter().collect();
     bad.validate().unwrap();
+}
+
+#[test]
+fn snapshots_due_by_age_bound_what_the_log_may_drop() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let dir = tempfile::tempdir().unwrap();
+    let evs = events(&mut rng, 3000);
+    let batches: Vec<Batch> = evs.chunks(100).map(batch).collect();
+    let (set, _) = RollupSet::open(dir.path(), &[count_def("a")]).unwrap();
+    let id = set.rebuild("a", 0, None).unwrap();
+    assert!(set.finish("a", id).unwrap());
+    for (i, b) in batches[..10].iter().enumerate() {
+        set.apply(i as u64 + 1, "web", b);
+    }
+    assert_eq!(set.snapshot_due(Duration::ZERO).unwrap(), Some(10));
+    // Newer records, but the snapshot is younger than asked: it is kept,
+    // and only what it covers may leave the log.
+    for (i, b) in batches[10..20].iter().enumerate() {
+        set.apply(i as u64 + 11, "web", b);
+    }
+    let hour = Duration::from_secs(3600);
+    assert_eq!(set.snapshot_due(hour).unwrap(), Some(10));
+    drop(set);
+    let (set, loaded) = RollupSet::open(dir.path(), &[]).unwrap();
+    assert_eq!(loaded["a"], Loaded::Snapshot(10));
+    // The log replays what the kept snapshot lacks: every record counted once.
+    for (i, b) in batches[..20].iter().enumerate() {
+        set.apply(i as u64 + 1, "web", b);
+    }
+    let want: u64 = batches[..20].iter().map(|b| b.len() as u64).sum();
+    assert_eq!(total(&set, "a"), Some(want));
+    // Found at open counts as young; a zero age writes it, and an unchanged
+    // rollup is not written again.
+    assert_eq!(set.snapshot_due(hour).unwrap(), Some(10));
+    assert_eq!(set.snapshot_due(Duration::ZERO).unwrap(), Some(20));
+    let written = std::fs::metadata(dir.path().join("a.snap"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(set.snapshot_all().unwrap(), Some(20));
+    let again = std::fs::metadata(dir.path().join("a.snap"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(written, again, "an unchanged rollup is not rewritten");
 }

@@ -104,9 +104,13 @@ pub(crate) async fn backfill(
     state.keys.authorize(&headers, Scope::Admin)?;
     let app = app(&state)?.clone();
     // On its own task: a client hanging up must not cut it short.
+    // A task cancelled by the runtime is a server shutting down.
     let r = tokio::spawn(async move { app.backfill(&body).await })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| match e.is_cancelled() {
+            true => ApiError::from(tally_engine::Error::Closed),
+            false => ApiError::Internal(e.to_string()),
+        })?;
     match r {
         Ok(report) => Ok(Json(json!(report))),
         Err(tally_apps::web::WebError::Payload(message)) => Err(ApiError::BadRequest {
