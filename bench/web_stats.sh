@@ -11,7 +11,7 @@ python3 -c 'import duckdb, pyarrow, pytz' 2>/dev/null || pip install -q duckdb p
 cargo build --release --quiet
 BIN=target/release/tally
 DIR=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
+trap 'status=$?; [ $status -eq 0 ] || tail -20 "$DIR/err" >&2; kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 PORT=18483
 "$BIN" serve --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --web-site bench.test >"$DIR/out" 2>"$DIR/err" &
 PID=$!
