@@ -101,7 +101,7 @@ async fn event(
     // No task of its own: `track` hands the events to the visit writers
     // before its first wait, so a tracker hanging up cannot stop an append
     // half-way.
-    let r = match app.track(&body, &ua, ip).await {
+    let r = match app.track(&body, ua, ip).await {
         Ok(Tracked::Stored(_) | Tracked::Bot | Tracked::UnknownSite) => {
             (StatusCode::ACCEPTED, "ok").into_response()
         }
