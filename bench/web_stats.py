@@ -105,6 +105,8 @@ def main():
     ap.add_argument("--url", required=True)
     ap.add_argument("--events", type=int, default=100_000_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ask-only", action="store_true",
+                    help="ask the questions of a server loaded earlier (no load, no DuckDB)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     now = int(time.time())
@@ -126,7 +128,7 @@ def main():
     # A migration sends its history in time order, a day at a time (as
     # exports are made): every request holds the visits of one day.
     per_day = -(-args.events // DAYS)
-    for d in range(DAYS, 0, -1):
+    for d in range(DAYS, 0, -1) if not args.ask_only else []:
         lo, hi = now - d * 86400, min(now - 120, now - (d - 1) * 86400)
         day_sent = 0
         while day_sent < per_day and sent < args.events:
@@ -135,8 +137,9 @@ def main():
             day_sent += n
             sent += n
             load(body, table, n)
-    print(f"loaded {sent:,} events in {time.perf_counter() - t0:.0f} s "
-          f"(tally's backfill: {send_s:.0f} s, {sent / send_s:,.0f} events/s)")
+    if not args.ask_only:
+        print(f"loaded {sent:,} events in {time.perf_counter() - t0:.0f} s "
+              f"(tally's backfill: {send_s:.0f} s, {sent / send_s:,.0f} events/s)")
 
     today = time.strftime("%Y-%m-%d", time.gmtime(now))
     dates = [time.strftime("%Y-%m-%d", time.gmtime(now - d * 86400)) for d in range(20)]
@@ -173,7 +176,7 @@ def main():
             dt, v = get(f"{args.url}/api/v1/stats/{endpoint}?{urllib.parse.urlencode(q)}")
             assert "results" in v, v
             times.append(dt)
-            if sql:
+            if sql and not args.ask_only:
                 hi_day = time.strptime(d, "%Y-%m-%d")
                 hi = time.strftime("%Y-%m-%d", time.gmtime(time.mktime(hi_day) - time.timezone + 86400))
                 lo = time.strftime("%Y-%m-%d", time.gmtime(time.mktime(hi_day) - time.timezone - (days[params["period"]] - 1) * 86400))
