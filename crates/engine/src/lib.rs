@@ -19,9 +19,15 @@
 //! Apps and the HTTP layer use only this crate's public interface.
 
 mod apply;
+mod flush;
+mod history;
 mod import;
+mod lock;
 use apply::{RollupWorker, Sinks};
+use flush::flush_and_compact;
+use history::{feed_history, History};
 pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
+use lock::DirLock;
 mod maintain;
 pub use maintain::Maintenance;
 mod metrics;
@@ -314,7 +320,14 @@ impl Engine {
             closed: AtomicBool::new(false),
             imports_in_flight: Default::default(),
         };
-        engine.start_flusher();
+        *engine.flusher.lock() = flush::spawn_flusher(
+            engine.store.clone(),
+            engine.rollups.clone(),
+            engine.applied.clone(),
+            engine.log.clone(),
+            engine.stopping.clone(),
+            engine.opts.clone(),
+        );
         engine.start_maintainer();
         for (name, why) in rebuild {
             tracing::info!(rollup = %name, reason = %why, "building rollup from stored events");
@@ -621,37 +634,6 @@ impl Engine {
     pub fn last_lsn(&self) -> Lsn {
         self.log.last_lsn()
     }
-
-    fn start_flusher(&self) {
-        let store = self.store.clone();
-        let rollups = self.rollups.clone();
-        let applied = self.applied.clone();
-        let log = self.log.clone();
-        let stopping = self.stopping.clone();
-        let opts = self.opts.clone();
-        let h = std::thread::Builder::new()
-            .name("tally-flusher".into())
-            .spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                    let (rows, bytes, age) = store.active_size();
-                    if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
-                        if let Err(e) = flush_and_compact(
-                            &store,
-                            &rollups,
-                            &applied,
-                            log.as_ref(),
-                            ROLLUP_SNAPSHOT_EVERY,
-                        ) {
-                            tracing::error!(error = %e, "background flush failed; will retry");
-                            std::thread::sleep(Duration::from_secs(1));
-                        }
-                    }
-                }
-            })
-            .ok();
-        *self.flusher.lock() = h;
-    }
 }
 
 #[cfg(test)]
@@ -677,138 +659,6 @@ impl Drop for Engine {
             tracing::error!(error = %e, "engine shutdown failed; the log still holds everything acknowledged");
         }
     }
-}
-
-/// An exclusive `flock` on `DATA_DIR/LOCK`, held for the engine's life, so
-/// two processes never write one data directory. The kernel drops it when
-/// the process dies, however it dies.
-#[allow(dead_code)]
-struct DirLock {
-    _file: std::fs::File,
-}
-
-impl DirLock {
-    fn acquire(dir: &std::path::Path) -> Result<DirLock> {
-        use std::os::fd::AsRawFd;
-        let io = |source| Error::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))
-            .map_err(io)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            return Err(io(err));
-        }
-        Ok(DirLock { _file: file })
-    }
-}
-
-/// How often the background flusher rewrites a changing rollup's
-/// snapshot (each flush writes segments; rollup snapshots, which encode a
-/// rollup's whole state, follow at most this often, and the log keeps the
-/// records since the oldest one).
-const ROLLUP_SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
-
-/// Flushes the tail, applies rollup retention, saves the rollup states
-/// due (all of those that moved when `snapshot_age` is zero), and only then
-/// lets the log drop what both the flush and the rollups' snapshots cover:
-/// rollups are never behind what the log still holds. A failed snapshot
-/// keeps the log (retried at the next flush).
-fn flush_and_compact(
-    store: &Store,
-    rollups: &RollupSet,
-    applied: &Mutex<Lsn>,
-    log: &dyn Log,
-    snapshot_age: Duration,
-) -> Result<FlushReport> {
-    let report = store.flush()?;
-    // A record's rollups may still be counting it beside the store: wait
-    // for the record in progress, so the snapshots cover the flush.
-    drop(applied.lock());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    rollups.retain_all(now);
-    let covered = rollups.snapshot_due(snapshot_age)?;
-    log.truncate_through(covered.map_or(report.checkpoint_lsn, |c| c.min(report.checkpoint_lsn)))?;
-    store.compact()?;
-    Ok(report)
-}
-
-/// The stored events a build reads: a store snapshot and the archived
-/// segments retention removed from it.
-struct History<'a> {
-    snapshot: Option<(tally_store::Snapshot, Vec<tally_store::SegmentMeta>)>,
-    archive: Option<&'a Archive>,
-}
-
-impl History<'_> {
-    /// Hands `f` every stored record batch; `Ok(false)` when `f` stopped
-    /// early.
-    fn read(
-        &self,
-        f: &mut dyn FnMut(&arrow::record_batch::RecordBatch) -> Result<bool>,
-    ) -> Result<bool> {
-        let Some((snapshot, archived)) = &self.snapshot else {
-            return Ok(true);
-        };
-        if let Some(archive) = self.archive {
-            for meta in archived {
-                for rb in archive.read(meta)? {
-                    if !f(&rb)? {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-        for seg in &snapshot.segments {
-            for rb in tally_store::read_segment(&seg.path)? {
-                if !f(&rb)? {
-                    return Ok(false);
-                }
-            }
-        }
-        for rb in &snapshot.memory {
-            if !f(rb)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Feeds a build every stored event of its history. `None` when the build
-/// was replaced or the engine is stopping; otherwise the rows fed.
-fn feed_history(
-    rollups: &RollupSet,
-    name: &str,
-    id: u64,
-    history: History,
-    stopping: &AtomicBool,
-) -> Result<Option<u64>> {
-    let mut rows = 0u64;
-    let complete = history.read(&mut |rb| {
-        if stopping.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        let batch = tally_store::batch_from_arrow(rb)?;
-        rows += batch.len() as u64;
-        Ok(rollups.feed(name, id, &batch))
-    })?;
-    Ok(complete.then_some(rows))
 }
 
 #[cfg(test)]
