@@ -4,7 +4,8 @@
 # keep-alive connections for DURATION (wrk, one client thread, on the same
 # 2 cores as the server). In the same run, the same bodies to plain
 # POST /v1/events (one event per request, no enrichment) as tally's own
-# baseline; the difference is the cost of enrichment.
+# baseline; the difference is the cost of enrichment. Then GET /healthz,
+# which does nothing: the most requests/s HTTP itself allows here.
 #
 #   bench/web.sh                 (DURATION=10s CONNECTIONS=64)
 set -euo pipefail
@@ -24,7 +25,9 @@ curl -sf -X POST http://127.0.0.1:$PORT/api/event -H 'user-agent: Mozilla/5.0 Fi
   -d '{"n":"pageview","u":"https://example.com/","d":"example.com"}' >/dev/null
 
 run() {
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/web.lua "http://127.0.0.1:$PORT$1" >"$DIR/wrk.txt"
+  local script=(-s bench/web.lua)
+  [ "${3:-}" = plain ] && script=()
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" "http://127.0.0.1:$PORT$1" >"$DIR/wrk.txt"
   rps=$(awk '/^Requests\/sec/ {print $2}' "$DIR/wrk.txt")
   p50=$(awk '$1=="50%" {print $2}' "$DIR/wrk.txt")
   p99=$(awk '$1=="99%" {print $2}' "$DIR/wrk.txt")
@@ -34,6 +37,8 @@ run() {
 printf "%-34s %12s %10s %10s\n" "" "events/s" "p50" "p99"
 run /api/event "POST /api/event (enriched)"
 run /v1/events/plain "POST /v1/events (1 event, raw)"
+# What HTTP alone costs here: a request that does no work.
+run /healthz "GET /healthz (no work)" plain
 stored=$(curl -sf http://127.0.0.1:$PORT/v1/sql -H 'content-type: application/json' \
   -d '{"sql":"SELECT count(*) AS n, count(DISTINCT visitor) AS v FROM web_events"}')
 echo "stored in web_events: $stored"
