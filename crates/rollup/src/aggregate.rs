@@ -168,10 +168,11 @@ const HLL_OUT_OF_ORDER: u8 = 16;
 /// estimator over all 4,096 registers at every dense merge and keeps it
 /// current at every hash merged; a query merges thousands of sketches (a
 /// breakdown: groups × days). So the union takes sparse sketches only while
-/// they are few and small (small sets stay exact counts); from the first
-/// dense sketch or past [`UNION_WORK`] hashes, everything is folded into
-/// plain registers (the register-wise maximum, as the union's own) and the
-/// estimator runs once, when the value is read.
+/// they are few and small (small sets stay exact counts), and a dense
+/// sketch alone is kept as it came; past [`UNION_WORK`] hashes, or once a
+/// dense sketch has company, everything is folded into plain registers
+/// (the register-wise maximum, as the union's own) and the estimator runs
+/// once, when the value is read.
 #[derive(Clone)]
 pub struct UniqAcc {
     union: HllUnion,
@@ -186,7 +187,8 @@ pub struct UniqAcc {
 
 /// Sparse sketches of up to this many hashes in all go to the library's
 /// union (it turns dense past 384 distinct hashes; below, a count is
-/// exact); a second dense sketch sends everything to the registers.
+/// exact); anything beside a dense sketch sends everything to the
+/// registers.
 const UNION_WORK: usize = HLL_REGISTERS / 4;
 
 impl Default for UniqAcc {
