@@ -403,7 +403,7 @@ impl WebApp {
         for (i, hit) in hits.iter().enumerate() {
             let r = live.record(hit);
             if let Some(v) = &r.new {
-                seen.insert(v.id);
+                seen.insert(v.first.id);
             }
             visits::write_recorded(&mut events, &mut sessions, i + 1, hit, &r);
             if (i + 1) % BACKFILL_RECORD_EVENTS == 0 {

@@ -19,6 +19,7 @@
 //! of each visit is its current state).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use tally_ingest::BatchBuilder;
 
 /// A visit ends after this long without events.
@@ -62,20 +63,30 @@ pub struct Hit {
     pub attrs: [String; ATTRS.len()],
 }
 
-/// A visit's state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Visit {
+/// What a visit takes from its first event; it never changes, so a
+/// visit's states share it.
+#[derive(Debug, PartialEq)]
+pub struct VisitStart {
     pub id: u64,
+    /// `id` as stored (16 hex digits).
+    pub session: String,
     pub site: String,
     pub visitor: String,
     pub start: i64,
-    pub last: i64,
     pub entry_page: String,
-    pub exit_page: String,
     pub hostname: String,
+    pub attrs: [String; ATTRS.len()],
+}
+
+/// A visit's state: its start and what its later events changed. Cloning
+/// one copies the exit page, not the visit's attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visit {
+    pub first: Arc<VisitStart>,
+    pub last: i64,
+    pub exit_page: String,
     pub pageviews: u32,
     pub events: u32,
-    pub attrs: [String; ATTRS.len()],
 }
 
 impl Visit {
@@ -84,24 +95,21 @@ impl Visit {
     }
 
     pub fn duration_secs(&self) -> f64 {
-        ((self.last - self.start).max(0) / 1_000_000) as f64
-    }
-
-    pub fn session_id(&self) -> String {
-        format!("{:016x}", self.id)
+        ((self.last - self.first.start).max(0) / 1_000_000) as f64
     }
 
     /// Writes the visit's row with `sign` (+1 or -1).
     pub fn write_row(&self, b: &mut BatchBuilder, line: usize, sign: f64) {
+        let first = &*self.first;
         let _ = b.start_row(line);
         let mut put = |name: &str, value: &str| put_text(b, name, value);
-        put("site", &self.site);
-        put("visitor", &self.visitor);
-        put("session", &self.session_id());
-        put("entry_page", &self.entry_page);
+        put("site", &first.site);
+        put("visitor", &first.visitor);
+        put("session", &first.session);
+        put("entry_page", &first.entry_page);
         put("exit_page", &self.exit_page);
-        put("hostname", &self.hostname);
-        for (name, value) in ATTRS.iter().zip(&self.attrs) {
+        put("hostname", &first.hostname);
+        for (name, value) in ATTRS.iter().zip(&first.attrs) {
             put(name, value);
         }
         for (name, value) in [
@@ -114,7 +122,7 @@ impl Visit {
         ] {
             let _ = b.push_num(name, value);
         }
-        b.finish_row(self.start);
+        b.finish_row(first.start);
     }
 }
 
@@ -140,40 +148,52 @@ pub struct Recorded {
     pub changed: bool,
 }
 
-/// Live visits by (site, visitor).
+/// Live visits by site, then visitor (looked up without copying either).
 #[derive(Debug, Default)]
 pub struct Visits {
-    live: HashMap<(String, String), Visit>,
+    live: HashMap<String, HashMap<String, Visit>>,
+    len: usize,
 }
 
 impl Visits {
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.len == 0
     }
 
-    /// Puts back a visit's state (after a failed write, or at start).
-    pub fn restore(&mut self, key: (String, String), visit: Option<Visit>) {
+    /// Puts back the visitor's state on a site (after a failed write, or
+    /// at start): `None` forgets the visitor.
+    pub fn restore(&mut self, site: &str, visitor: &str, visit: Option<Visit>) {
+        let before = self.live.get(site).map_or(0, HashMap::len);
         match visit {
-            Some(v) => self.live.insert(key, v),
-            None => self.live.remove(&key),
-        };
+            Some(v) => {
+                self.live
+                    .entry(site.to_string())
+                    .or_default()
+                    .insert(visitor.to_string(), v);
+            }
+            None => {
+                if let Some(m) = self.live.get_mut(site) {
+                    m.remove(visitor);
+                }
+            }
+        }
+        let after = self.live.get(site).map_or(0, HashMap::len);
+        self.len = self.len + after - before;
     }
 
     pub fn get(&self, site: &str, visitor: &str) -> Option<&Visit> {
-        self.live.get(&(site.to_string(), visitor.to_string()))
+        self.live.get(site)?.get(visitor)
     }
 
     /// Attributes `hit` to its visit: continues the visitor's live visit
     /// on the site, or starts one.
     pub fn record(&mut self, hit: &Hit) -> Recorded {
-        let key = (hit.site.clone(), hit.visitor.clone());
         let live = self
-            .live
-            .get(&key)
+            .get(&hit.site, &hit.visitor)
             .filter(|v| hit.ts - v.last <= VISIT_GAP_US)
             .cloned();
         if hit.name == ENGAGEMENT {
@@ -192,29 +212,42 @@ impl Visits {
                 n.events += 1;
                 if pageview {
                     n.pageviews += 1;
-                    n.exit_page = hit.pathname.clone();
+                    n.exit_page.clone_from(&hit.pathname);
                 }
                 n
             }
-            None => Visit {
-                id: rand::random(),
-                site: hit.site.clone(),
-                visitor: hit.visitor.clone(),
-                start: hit.ts,
-                last: hit.ts,
-                entry_page: hit.pathname.clone(),
-                exit_page: if pageview {
-                    hit.pathname.clone()
-                } else {
-                    String::new()
-                },
-                hostname: hit.hostname.clone(),
-                pageviews: u32::from(pageview),
-                events: 1,
-                attrs: hit.attrs.clone(),
-            },
+            None => {
+                let id: u64 = rand::random();
+                Visit {
+                    first: Arc::new(VisitStart {
+                        id,
+                        session: format!("{id:016x}"),
+                        site: hit.site.clone(),
+                        visitor: hit.visitor.clone(),
+                        start: hit.ts,
+                        entry_page: hit.pathname.clone(),
+                        hostname: hit.hostname.clone(),
+                        attrs: hit.attrs.clone(),
+                    }),
+                    last: hit.ts,
+                    exit_page: if pageview {
+                        hit.pathname.clone()
+                    } else {
+                        String::new()
+                    },
+                    pageviews: u32::from(pageview),
+                    events: 1,
+                }
+            }
         };
-        self.live.insert(key, new.clone());
+        match self
+            .live
+            .get_mut(&hit.site)
+            .and_then(|m| m.get_mut(&hit.visitor))
+        {
+            Some(slot) => *slot = new.clone(),
+            None => self.restore(&hit.site, &hit.visitor, Some(new.clone())),
+        }
         Recorded {
             old: live,
             new: Some(new),
@@ -222,16 +255,28 @@ impl Visits {
         }
     }
 
+    /// Undoes recorded hits: `before` holds each hit's visit as it was
+    /// before the hit, in the order the hits were recorded.
+    pub fn put_back(&mut self, before: Vec<(&Hit, Option<Visit>)>) {
+        for (hit, v) in before.into_iter().rev() {
+            self.restore(&hit.site, &hit.visitor, v);
+        }
+    }
+
     /// Forgets visits that ended (no event since `now - 30 min`).
     pub fn sweep(&mut self, now: i64) -> usize {
-        let before = self.live.len();
-        self.live.retain(|_, v| now - v.last <= VISIT_GAP_US);
-        before - self.live.len()
+        let before = self.len;
+        for m in self.live.values_mut() {
+            m.retain(|_, v| now - v.last <= VISIT_GAP_US);
+        }
+        self.live.retain(|_, m| !m.is_empty());
+        self.len = self.live.values().map(HashMap::len).sum();
+        before - self.len
     }
 
     /// The live visits.
     pub fn iter(&self) -> impl Iterator<Item = &Visit> {
-        self.live.values()
+        self.live.values().flat_map(HashMap::values)
     }
 }
 
@@ -245,13 +290,13 @@ pub fn write_event(b: &mut BatchBuilder, line: usize, hit: &Hit, visit: Option<&
     put("pathname", &hit.pathname);
     put("hostname", &hit.hostname);
     put("visitor", &hit.visitor);
-    let attrs = visit.map(|v| &v.attrs).unwrap_or(&hit.attrs);
+    let attrs = visit.map(|v| &v.first.attrs).unwrap_or(&hit.attrs);
     for (name, value) in ATTRS.iter().zip(attrs) {
         put(name, value);
     }
     if let Some(v) = visit {
-        put("session", &v.session_id());
-        put("entry_page", &v.entry_page);
+        put("session", &v.first.session);
+        put("entry_page", &v.first.entry_page);
     }
     for (k, v) in &hit.props {
         put(&format!("prop.{k}"), v);
@@ -330,17 +375,20 @@ pub fn rebuild(
                 *a = text(name, i);
             }
             let visit = Visit {
-                id,
-                site: text("site", i),
-                visitor: text("visitor", i),
-                start: b.ts[i],
+                first: Arc::new(VisitStart {
+                    id,
+                    session: session.clone(),
+                    site: text("site", i),
+                    visitor: text("visitor", i),
+                    start: b.ts[i],
+                    entry_page: text("entry_page", i),
+                    hostname: text("hostname", i),
+                    attrs,
+                }),
                 last,
-                entry_page: text("entry_page", i),
                 exit_page: text("exit_page", i),
-                hostname: text("hostname", i),
                 pageviews: num("pageviews", i) as u32,
                 events,
-                attrs,
             };
             best.insert(session, visit);
         }
@@ -348,13 +396,16 @@ pub fn rebuild(
     })?;
     let mut visits = Visits::default();
     for v in best.into_values() {
-        let key = (v.site.clone(), v.visitor.clone());
+        let first = v.first.clone();
         // Two live visits of one visitor cannot both be within the gap
         // unless the later one is current: keep the latest.
-        if visits.get(&key.0, &key.1).is_some_and(|o| o.last >= v.last) {
+        if visits
+            .get(&first.site, &first.visitor)
+            .is_some_and(|o| o.last >= v.last)
+        {
             continue;
         }
-        visits.restore(key, Some(v));
+        visits.restore(&first.site, &first.visitor, Some(v));
     }
     Ok(visits)
 }
@@ -387,10 +438,10 @@ mod tests {
         assert!(first.is_bounce());
         let b = v.record(&hit(10, PAGEVIEW, "/b"));
         let second = b.new.unwrap();
-        assert_eq!(second.id, first.id);
+        assert_eq!(second.first.id, first.first.id);
         assert_eq!(b.old.unwrap(), first);
         assert!(!second.is_bounce());
-        assert_eq!(second.entry_page, "/");
+        assert_eq!(second.first.entry_page, "/");
         assert_eq!(second.exit_page, "/b");
         assert_eq!(second.duration_secs(), 600.0);
         // An engagement event changes nothing.
@@ -398,13 +449,50 @@ mod tests {
         assert!(!e.changed);
         // 30 minutes exactly still continue; more start a new visit.
         let c = v.record(&hit(40, "Signup", "/b"));
-        assert_eq!(c.new.as_ref().unwrap().id, first.id);
+        assert_eq!(c.new.as_ref().unwrap().first.id, first.first.id);
         assert_eq!(c.new.as_ref().unwrap().exit_page, "/b");
         let d = v.record(&hit(71, PAGEVIEW, "/c"));
         assert!(d.old.is_none());
-        assert_ne!(d.new.unwrap().id, first.id);
+        assert_ne!(d.new.unwrap().first.id, first.first.id);
         assert_eq!(v.sweep(71 * 60_000_000 + VISIT_GAP_US + 1), 1);
         assert!(v.is_empty());
+    }
+
+    fn state(v: &Visits) -> Vec<Visit> {
+        let mut all: Vec<Visit> = v.iter().cloned().collect();
+        all.sort_by(|a, b| {
+            (&a.first.site, &a.first.visitor).cmp(&(&b.first.site, &b.first.visitor))
+        });
+        all
+    }
+
+    #[test]
+    fn put_back_undoes_a_batch_of_hits() {
+        let mut v = Visits::default();
+        v.record(&hit(0, PAGEVIEW, "/"));
+        let mut other = hit(1, PAGEVIEW, "/x");
+        other.site = "b.com".into();
+        v.record(&other);
+        let before = state(&v);
+        let mut batch = vec![
+            hit(2, PAGEVIEW, "/a"),
+            hit(3, "Signup", "/a"),
+            hit(4, PAGEVIEW, "/b"),
+        ];
+        let mut new_visitor = hit(5, PAGEVIEW, "/n");
+        new_visitor.visitor = "v2".into();
+        batch.push(new_visitor);
+        batch.push(hit(70, PAGEVIEW, "/late"));
+        let mut undo = Vec::new();
+        for h in &batch {
+            undo.push((h, v.get(&h.site, &h.visitor).cloned()));
+            v.record(h);
+        }
+        assert_eq!(v.len(), 3);
+        assert_ne!(state(&v), before);
+        v.put_back(undo);
+        assert_eq!(v.len(), 2);
+        assert_eq!(state(&v), before);
     }
 
     #[test]
@@ -413,7 +501,7 @@ mod tests {
         let r = v.record(&hit(0, "Download", "/files"));
         let visit = r.new.unwrap();
         assert!(!visit.is_bounce());
-        assert_eq!(visit.entry_page, "/files");
+        assert_eq!(visit.first.entry_page, "/files");
         assert_eq!(visit.exit_page, "");
     }
 }

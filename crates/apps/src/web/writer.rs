@@ -15,8 +15,12 @@ use tally_engine::Engine;
 use tally_ingest::BatchBuilder;
 use tokio::sync::{mpsc, oneshot};
 
-/// Shards of live visits (tasks writing concurrently).
-const SHARDS: usize = 16;
+/// Most shards of live visits (tasks writing concurrently). There is one
+/// per core (at least two): each shard's record carries every event that
+/// waited for it, and fewer, larger records cost less to log and to apply
+/// than many small ones (on 2 cores, 16 shards spent 61 µs of CPU per
+/// event, 2 shards 41 µs, 1 shard 45 µs: BENCHMARKS.md).
+const MAX_SHARDS: usize = 16;
 /// Most events one shard writes in one record.
 const MAX_HITS: usize = 4096;
 /// Queued requests per shard before trackers are told to retry.
@@ -40,7 +44,14 @@ pub(super) struct Writer {
     shards: Vec<mpsc::Sender<Job>>,
 }
 
-fn shard_of(visitor: &str) -> usize {
+/// How many shards the writer runs: one per core, at least two.
+fn shard_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, MAX_SHARDS)
+}
+
+fn shard_of(visitor: &str, shards: usize) -> usize {
     let h = visitor
         .get(..8)
         .and_then(|p| u32::from_str_radix(p, 16).ok())
@@ -49,7 +60,7 @@ fn shard_of(visitor: &str) -> usize {
                 .bytes()
                 .fold(0u32, |a, b| a.wrapping_mul(31) ^ u32::from(b))
         });
-    h as usize % SHARDS
+    h as usize % shards
 }
 
 impl Writer {
@@ -63,14 +74,18 @@ impl Writer {
     ) -> Result<Writer, WebError> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| WebError::Setup(format!("no runtime for the visit writers: {e}")))?;
-        let mut parts: Vec<Visits> = (0..SHARDS).map(|_| Visits::default()).collect();
-        let all: Vec<Visit> = live.iter().cloned().collect();
-        for v in all {
-            let key = (v.site.clone(), v.visitor.clone());
-            parts[shard_of(&v.visitor)].restore(key, Some(v));
+        let n = shard_count();
+        let mut parts: Vec<Visits> = (0..n).map(|_| Visits::default()).collect();
+        for v in live.iter() {
+            let first = &v.first;
+            parts[shard_of(&first.visitor, n)].restore(
+                &first.site,
+                &first.visitor,
+                Some(v.clone()),
+            );
         }
         metrics::LIVE_VISITS.set(live.len() as i64);
-        let mut shards = Vec::with_capacity(SHARDS);
+        let mut shards = Vec::with_capacity(n);
         for visits in parts {
             let (tx, rx) = mpsc::channel(QUEUE);
             handle.spawn(shard(
@@ -90,7 +105,8 @@ impl Writer {
     pub async fn write(&self, hits: Vec<Hit>) -> Result<usize, WebError> {
         let mut by_shard: HashMap<usize, Vec<Hit>> = HashMap::new();
         for h in hits {
-            by_shard.entry(shard_of(&h.visitor)).or_default().push(h);
+            let i = shard_of(&h.visitor, self.shards.len());
+            by_shard.entry(i).or_default().push(h);
         }
         let mut waits = Vec::with_capacity(by_shard.len());
         for (i, hits) in by_shard {
@@ -150,17 +166,16 @@ async fn shard(
             }
         }
         let before = visits.len();
-        let mut undo: HashMap<(String, String), Option<Visit>> = HashMap::new();
+        // Each hit's visit as it was before the hit, to put back (latest
+        // first) if the rows are not written.
+        let mut undo: Vec<(&Hit, Option<Visit>)> = Vec::with_capacity(n);
         let mut events = BatchBuilder::new();
         let mut sessions = BatchBuilder::new();
         let mut line = 0;
         for job in &jobs {
             for hit in &job.hits {
                 line += 1;
-                let key = (hit.site.clone(), hit.visitor.clone());
-                if !undo.contains_key(&key) {
-                    undo.insert(key.clone(), visits.get(&key.0, &key.1).cloned());
-                }
+                undo.push((hit, visits.get(&hit.site, &hit.visitor).cloned()));
                 let r = visits.record(hit);
                 visits::write_recorded(&mut events, &mut sessions, line, hit, &r);
             }
@@ -169,9 +184,7 @@ async fn shard(
         if let Err(e) = &result {
             // The visits' rows were not written: their state goes back.
             if !e.visits_written {
-                for (key, v) in undo {
-                    visits.restore(key, v);
-                }
+                visits.put_back(undo);
             }
         }
         metrics::LIVE_VISITS.add(visits.len() as i64 - before as i64);
