@@ -33,7 +33,16 @@ AGENTS = {
     "Chrome": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36",
     "Firefox": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
     "Safari": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    # The same version as Chrome's: versions are told apart by browser.
+    "Edge": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
 }
+# Where each agent states its own version (major.minor is reported).
+VERSION_TOKEN = {"Chrome": "Chrome/", "Firefox": "Firefox/", "Safari": "Version/", "Edge": "Edg/"}
+
+
+def version_of(browser):
+    rest = AGENTS[browser].split(VERSION_TOKEN[browser], 1)[1]
+    return ".".join(rest.split(" ")[0].split(".")[:2])
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 # Plausible's screen-size breakpoints: < 576 mobile, < 992 tablet, < 1440
 # laptop, else desktop.
@@ -103,7 +112,7 @@ def generate(seed, now, out):
                 seq += 1
                 rows.append({
                     "seq": seq, "ts": ts, "ua": AGENTS[browser], "ip": ip, "name": name,
-                    "page": page, "plan": plan, "browser": browser,
+                    "page": page, "plan": plan, "browser": browser, "browser_version": version_of(browser),
                     "device": WIDTHS[width],
                     # The source and campaign this event would give a visit
                     # it starts.
@@ -138,10 +147,11 @@ def generate(seed, now, out):
 def load(rows):
     db = duckdb.connect()
     db.execute("""CREATE TABLE raw (seq BIGINT, ts BIGINT, ua VARCHAR, ip VARCHAR, name VARCHAR,
-        page VARCHAR, plan VARCHAR, browser VARCHAR, device VARCHAR, source VARCHAR, campaign VARCHAR)""")
-    db.executemany("INSERT INTO raw VALUES (?,?,?,?,?,?,?,?,?,?,?)", [
+        page VARCHAR, plan VARCHAR, browser VARCHAR, browser_version VARCHAR, device VARCHAR,
+        source VARCHAR, campaign VARCHAR)""")
+    db.executemany("INSERT INTO raw VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [
         (r["seq"], r["ts"], r["ua"], r["ip"], r["name"], r["page"], r["plan"], r["browser"],
-         r["device"], r["source"], r["campaign"]) for r in rows])
+         r["browser_version"], r["device"], r["source"], r["campaign"]) for r in rows])
     # The visitor: agent, address, site and UTC day.
     db.execute("""CREATE TABLE ev AS SELECT *,
         ua || '|' || ip || '|' || CAST(CAST(to_timestamp(ts) AT TIME ZONE 'UTC' AS DATE) AS VARCHAR) AS vkey
@@ -158,6 +168,7 @@ def load(rows):
     db.execute("""CREATE TABLE ev4 AS SELECT *,
         first_value(source) OVER w AS vsource, first_value(campaign) OVER w AS vcampaign,
         first_value(device) OVER w AS vdevice, first_value(browser) OVER w AS vbrowser,
+        first_value(browser_version) OVER w AS vbrowser_version,
         first_value(page) OVER w AS ventry
         FROM ev3 WINDOW w AS (PARTITION BY vkey, sn ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)""")
     db.execute("""CREATE TABLE visits AS SELECT vkey, sn,
@@ -166,6 +177,7 @@ def load(rows):
         arg_max(page, ts) FILTER (WHERE name = 'pageview') AS exit_page,
         count(*) FILTER (WHERE name = 'pageview') AS pv, count(*) AS events,
         any_value(vdevice) AS device, any_value(vbrowser) AS browser,
+        any_value(vbrowser_version) AS browser_version,
         any_value(vsource) AS source, any_value(vcampaign) AS utm_campaign
         FROM ev4 GROUP BY vkey, sn""")
     # Every non-engagement event with its visit's attributes.
@@ -300,11 +312,19 @@ def main():
     timeseries({"period": "30d", "interval": "date", "metrics": "visitors,pageviews,visits"}, True)
     timeseries({"period": "day", "date": busiest.isoformat(), "metrics": m}, False)
 
-    def breakdown(prop, metrics, ekey=None, vkey=None, none="(none)", cond=None, filters=None):
+    def breakdown(prop, metrics, ekey=None, vkey=None, none="(none)", cond=None, filters=None, parent=None):
         lo, hi = day_range({"period": "30d"}, today)
-        rows = metrics_of(db, secs(lo), secs(hi), metrics.split(","), cond, ekey, vkey)
         name = prop.split(":")[-1]
-        expected = [{name: k if k is not None else none, **v} for k, v in rows.items()]
+        if parent:
+            # Grouped by the parent (a version's browser) too: both in each row.
+            vkey = f"{parent} || '\t' || {vkey}"
+        rows = metrics_of(db, secs(lo), secs(hi), metrics.split(","), cond, ekey, vkey)
+        def key(k):
+            if parent:
+                p, v = k.split("\t")
+                return {parent: p, name: v}
+            return {name: k if k is not None else none}
+        expected = [{**key(k), **v} for k, v in rows.items()]
         params = {"period": "30d", "property": prop, "metrics": metrics, "limit": "1000"}
         if filters:
             params["filters"] = filters
@@ -319,6 +339,7 @@ def main():
     breakdown("visit:exit_page", visit_metrics, vkey="exit_page")
     breakdown("visit:device", visit_metrics, vkey="device")
     breakdown("visit:browser", visit_metrics, vkey="browser")
+    breakdown("visit:browser_version", visit_metrics, vkey="browser_version", parent="browser")
     breakdown("visit:utm_campaign", visit_metrics, vkey="utm_campaign")
     breakdown("visit:source", "visitors,visits,bounce_rate", vkey="source", none="Direct / None",
               cond="mobile", filters="visit:device==Mobile")

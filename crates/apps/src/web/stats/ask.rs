@@ -187,7 +187,8 @@ pub(super) fn points(answer: &Value) -> Vec<(String, Value)> {
         .unwrap_or_default()
 }
 
-/// A breakdown answer's series: group key text (`None`: absent) -> totals.
+/// A breakdown answer's series: group key text (`None`: absent) -> totals,
+/// with the whole group (every field grouped by) under `"group"`.
 pub(super) fn groups(answer: &Value, field: &str) -> Vec<(Option<String>, Value)> {
     answer["series"]
         .as_array()
@@ -195,10 +196,11 @@ pub(super) fn groups(answer: &Value, field: &str) -> Vec<(Option<String>, Value)
             s.iter()
                 .filter(|x| x["other"] != json!(true))
                 .map(|x| {
-                    (
-                        x["group"][field].as_str().map(str::to_string),
-                        x["totals"].clone(),
-                    )
+                    let mut totals = x["totals"].clone();
+                    if let Some(t) = totals.as_object_mut() {
+                        t.insert("group".into(), x["group"].clone());
+                    }
+                    (x["group"][field].as_str().map(str::to_string), totals)
                 })
                 .collect()
         })

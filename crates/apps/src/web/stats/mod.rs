@@ -422,13 +422,12 @@ impl Stats<'_> {
             !event_level || metrics.contains(&Metric::BounceRate),
         )?;
         let mut rows: Vec<(Option<String>, Sums)> = Vec::new();
+        // Each row's parent value (a version's browser or OS), by row.
+        let mut parents: HashMap<usize, Option<String>> = HashMap::new();
         let want = page * limit;
         let mut group_by = vec![prop.field.clone()];
-        if prop.field == "browser_version" {
-            group_by.insert(0, "browser".into());
-        }
-        if prop.field == "os_version" {
-            group_by.insert(0, "os".into());
+        if let Some(parent) = prop.parent {
+            group_by.insert(0, parent.into());
         }
         if event_level {
             if let Some(ev) = &ev {
@@ -542,6 +541,10 @@ impl Stats<'_> {
                 .await?
             {
                 if num(&t, "sum(sign)") > 0.0 {
+                    if let Some(parent) = prop.parent {
+                        let name = t["group"][parent].as_str().map(str::to_string);
+                        parents.insert(rows.len(), name);
+                    }
                     rows.push((k, sums(&t)));
                 }
             }
@@ -551,23 +554,29 @@ impl Stats<'_> {
             }
         }
         let first = metrics[0];
+        let mut rows: Vec<(Option<String>, Option<String>, Sums)> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, s))| (parents.remove(&i).flatten(), k, s))
+            .collect();
         rows.sort_by(|a, b| {
-            let va = a.1.value(first, event_level).as_f64().unwrap_or(0.0);
-            let vb = b.1.value(first, event_level).as_f64().unwrap_or(0.0);
+            let va = a.2.value(first, event_level).as_f64().unwrap_or(0.0);
+            let vb = b.2.value(first, event_level).as_f64().unwrap_or(0.0);
             vb.partial_cmp(&va)
                 .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.0.cmp(&b.0))
+                .then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1)))
         });
+        let none = |v: Option<String>| json!(v.unwrap_or_else(|| prop.none.to_string()));
         let results: Vec<Value> = rows
             .into_iter()
             .skip((page - 1) * limit)
             .take(limit)
-            .map(|(k, s)| {
+            .map(|(parent, k, s)| {
                 let mut row = Map::new();
-                row.insert(
-                    prop.key.clone(),
-                    json!(k.unwrap_or_else(|| prop.none.to_string())),
-                );
+                if let Some(name) = prop.parent {
+                    row.insert(name.into(), none(parent));
+                }
+                row.insert(prop.key.clone(), none(k));
                 for m in &metrics {
                     row.insert(m.name().into(), s.value(*m, event_level));
                 }

@@ -74,6 +74,10 @@ pub(super) struct Prop {
     pub(super) on_visits: bool,
     /// What an absent value is called.
     pub(super) none: &'static str,
+    /// The property a value belongs to, grouped by too and named in each
+    /// row (a browser's or OS's version: `Chrome 120.0` and `Edge 120.0`
+    /// are two rows, as in Plausible).
+    pub(super) parent: Option<&'static str>,
 }
 
 pub(super) fn prop(name: &str) -> Result<Prop> {
@@ -86,6 +90,11 @@ pub(super) fn prop(name: &str) -> Result<Prop> {
             "Direct / None"
         } else {
             "(none)"
+        },
+        parent: match field {
+            "browser_version" => Some("browser"),
+            "os_version" => Some("os"),
+            _ => None,
         },
     };
     if let Some(k) = name.strip_prefix("event:props:") {
