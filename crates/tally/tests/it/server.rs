@@ -36,8 +36,10 @@ impl Builder {
         let (tmp, data_dir) = match self.data_dir {
             Some(d) => (None, d),
             None => {
+                // The data directory inside the temporary one, so the
+                // stderr log beside it goes with it.
                 let t = tempfile::tempdir().expect("tempdir");
-                let d = t.path().to_path_buf();
+                let d = t.path().join("data");
                 (Some(t), d)
             }
         };
