@@ -3,6 +3,8 @@
 #   - promtool (Debian's prometheus package) to validate /metrics,
 #   - DuckDB (PyPI) to read tally's Parquet segments and answer the same
 #     queries independently, and pyarrow (PyPI) to read Arrow IPC answers,
+#   - InfluxDB's Python clients (PyPI: influxdb for 1.x, influxdb-client
+#     for 2.x), which write line protocol to tally in the tests,
 #   - s3s-fs (crates.io), an S3-compatible server the archive is tested on,
 #   - Chromium (Debian's package) and playwright-core (npm, pinned in
 #     crates/tally/tests/browser/package-lock.json) for the browser tests.
@@ -21,10 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for module in duckdb pyarrow; do
+# module:package
+for pair in duckdb:duckdb pyarrow:pyarrow influxdb:influxdb influxdb_client:influxdb-client; do
+  module=${pair%%:*} package=${pair#*:}
   if ! python3 -c "import $module" >/dev/null 2>&1; then
-    echo "installing: $module (PyPI)"
-    python3 -m pip install --quiet --disable-pip-version-check "$module"
+    echo "installing: $package (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "$package"
   fi
 done
 

@@ -587,6 +587,34 @@ impl Engine {
         })
     }
 
+    /// Appends batches of several streams (one line protocol body's
+    /// measurements). Every batch is checked against its stream's schema
+    /// before any is written, so a bad body writes nothing; then each is
+    /// appended as its own record, all at once (they usually share one
+    /// group commit). If appending fails after the checks (overload, a
+    /// failed disk), some streams may hold their batch: the error says the
+    /// request was not acknowledged, and a client retries it whole.
+    /// Returns the events written.
+    pub async fn ingest_all(&self, batches: Vec<(String, Batch)>) -> Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let all: Vec<(&str, &Batch)> = batches.iter().map(|(s, b)| (s.as_str(), b)).collect();
+        if let Err(e) = self.store.schemas().reserve_all(&all) {
+            let events = batches.iter().map(|(_, b)| b.len() as u64).sum();
+            REJECTED.with_label_values(&["schema"]).inc_by(events);
+            return Err(e.into());
+        }
+        let writes = batches
+            .into_iter()
+            .map(|(stream, batch)| async move { self.ingest(&stream, batch).await });
+        let mut events = 0;
+        for r in futures::future::join_all(writes).await {
+            events += r?.accepted;
+        }
+        Ok(events)
+    }
+
     /// Flushes the tail to segments, lets the log drop what they hold, and
     /// compacts.
     pub fn flush(&self) -> Result<FlushReport> {

@@ -16,11 +16,13 @@ pub mod codec;
 mod csv;
 mod error;
 mod json;
+mod lineproto;
 mod names;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use chunks::{Chunk, ChunkReader, FileFormat, MAX_LINE_BYTES};
 pub use error::{Error, Location, Result};
+pub use lineproto::{parse_line_protocol, Measurement, Precision};
 pub use names::{
     is_internal_stream, validate_field_name, validate_public_stream_name, validate_stream_name,
     INTERNAL_STREAM_PREFIX, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,

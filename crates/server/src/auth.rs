@@ -98,8 +98,17 @@ impl Keys {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+            .map(str::trim);
+        self.authorize_token(token, scope)
+    }
+
+    /// Checks a key given some other way (InfluxDB's clients send it as
+    /// `Token`, as a Basic password or as the `p` parameter) for `scope`.
+    pub fn authorize_token(&self, token: Option<&str>, scope: Scope) -> Result<(), ApiError> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        let token = token.ok_or(ApiError::Unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found: Option<&ApiKey> = None;
         for k in &self.keys {

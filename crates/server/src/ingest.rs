@@ -43,15 +43,55 @@ pub(crate) async fn post_events(
             value: content_type.unwrap_or_default().to_string(),
             expected: "send application/json, application/x-ndjson or text/csv",
         })?;
-    let limit = state.max_body_bytes;
-    let declared = check_body_headers(&headers, limit as u64)?.map(|n| n as usize);
     let engine = state.engine()?.clone();
+    let (bytes, permit) = read_body(&state, &headers, body, Some(&stream)).await?;
+
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let hint = |field: &str| engine.column_type(&stream, field);
+    let batch =
+        tally_ingest::parse(&bytes, format, now_us, &hint).map_err(|source| ApiError::Parse {
+            stream: stream.clone(),
+            source,
+        })?;
+    drop(bytes);
+    let receipt = engine.ingest(&stream, batch).await?;
+    drop(permit);
+    Ok(Json(json!({ "accepted": receipt.accepted })))
+}
+
+/// A request's share of the ingest memory budget, given back when dropped.
+pub(crate) struct BudgetShare {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    state: Arc<AppState>,
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let state = &self.state;
+        BUDGET_IN_USE
+            .set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+    }
+}
+
+/// Reads an ingest request's body: checks what the headers say of it,
+/// reserves a share of the ingest memory budget for it (503 when the
+/// server already holds as much as it may), then reads it under the size
+/// limit (413) and the body read timeout. The share is held until the
+/// returned [`BudgetShare`] is dropped, once the events are written.
+pub(crate) async fn read_body(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    stream: Option<&str>,
+) -> Result<(axum::body::Bytes, BudgetShare), ApiError> {
+    let limit = state.max_body_bytes;
+    let declared = check_body_headers(headers, limit as u64)?.map(|n| n as usize);
 
     // Reserve memory for this request before reading its body.
     let want =
         (declared.unwrap_or(limit).max(1) * BUDGET_FACTOR).min(state.ingest_budget_bytes) as u32;
-    let permit = state.ingest_budget.clone().try_acquire_many_owned(want);
-    let permit = match permit {
+    let permit = match state.ingest_budget.clone().try_acquire_many_owned(want) {
         Ok(p) => p,
         Err(_) => {
             // Read and drop the body (one chunk at a time, so nothing is
@@ -65,6 +105,10 @@ pub(crate) async fn post_events(
         }
     };
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+    let share = BudgetShare {
+        permit: Some(permit),
+        state: state.clone(),
+    };
 
     // A client that trickles its body must not hold its share of the budget
     // forever.
@@ -81,23 +125,11 @@ pub(crate) async fn post_events(
         } else {
             ApiError::BadRequest {
                 message: format!("could not read the request body: {e}"),
-                stream: Some(stream.clone()),
+                stream: stream.map(str::to_string),
             }
         }
     })?;
-
-    let now_us = chrono::Utc::now().timestamp_micros();
-    let hint = |field: &str| engine.column_type(&stream, field);
-    let batch =
-        tally_ingest::parse(&bytes, format, now_us, &hint).map_err(|source| ApiError::Parse {
-            stream: stream.clone(),
-            source,
-        })?;
-    drop(bytes);
-    let receipt = engine.ingest(&stream, batch).await?;
-    drop(permit);
-    BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
-    Ok(Json(json!({ "accepted": receipt.accepted })))
+    Ok((bytes, share))
 }
 
 /// Checks what a request says of its body before it is read: uncompressed

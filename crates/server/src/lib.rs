@@ -11,6 +11,7 @@ mod counters;
 mod dashboard;
 mod error;
 mod import;
+mod influx;
 mod ingest;
 mod metrics;
 mod ops;
@@ -59,6 +60,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/events/{stream}", post(ingest::post_events))
+        .route("/write", post(influx::write_v1))
+        .route("/api/v2/write", post(influx::write_v2))
+        .route("/ping", get(influx::ping))
         .route("/v1/import/{stream}", post(import::post_import))
         .route("/v1/streams", get(ops::list_streams))
         .route("/v1/streams/{stream}", get(ops::get_stream))

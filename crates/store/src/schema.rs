@@ -125,43 +125,57 @@ impl Schemas {
     /// Checks `batch` against `stream`'s schema and widens the schema with
     /// its new fields. Nothing changes when it returns an error.
     pub fn reserve(&self, stream: &str, batch: &Batch) -> Result<(), SchemaConflict> {
-        if self
-            .streams
-            .read()
-            .get(stream)
-            .is_some_and(|s| s.covers(batch))
+        self.reserve_all(&[(stream, batch)])
+    }
+
+    /// [`Self::reserve`] for batches of several streams at once: either
+    /// every stream's schema takes its batch, or nothing changes (one body
+    /// of line protocol holds points of several measurements).
+    pub fn reserve_all(&self, batches: &[(&str, &Batch)]) -> Result<(), SchemaConflict> {
         {
-            return Ok(());
+            let all = self.streams.read();
+            if batches
+                .iter()
+                .all(|(stream, batch)| all.get(*stream).is_some_and(|s| s.covers(batch)))
+            {
+                return Ok(());
+            }
         }
         let mut all = self.streams.write();
-        let schema = all.entry(stream.to_string()).or_default();
-        let mut new = 0;
-        for c in &batch.columns {
-            let found = c.data.column_type();
-            match schema.get(&c.name) {
-                Some(existing) if existing != found => {
-                    return Err(SchemaConflict::Type {
-                        stream: stream.into(),
+        let empty = StreamSchema::default();
+        for (stream, batch) in batches {
+            let schema = all.get(*stream).unwrap_or(&empty);
+            let mut new = 0;
+            for c in &batch.columns {
+                let found = c.data.column_type();
+                match schema.get(&c.name) {
+                    Some(existing) if existing != found => {
+                        return Err(SchemaConflict::Type {
+                            stream: stream.to_string(),
+                            field: c.name.clone(),
+                            line: batch.first_row_with_value(c),
+                            existing,
+                            found,
+                        });
+                    }
+                    Some(_) => {}
+                    None => new += 1,
+                }
+                if schema.columns.len() + new > MAX_COLUMNS_PER_STREAM {
+                    return Err(SchemaConflict::TooManyColumns {
+                        stream: stream.to_string(),
                         field: c.name.clone(),
-                        line: batch.first_row_with_value(c),
-                        existing,
-                        found,
+                        limit: MAX_COLUMNS_PER_STREAM,
                     });
                 }
-                Some(_) => {}
-                None => new += 1,
-            }
-            if schema.columns.len() + new > MAX_COLUMNS_PER_STREAM {
-                return Err(SchemaConflict::TooManyColumns {
-                    stream: stream.into(),
-                    field: c.name.clone(),
-                    limit: MAX_COLUMNS_PER_STREAM,
-                });
             }
         }
-        for c in &batch.columns {
-            if schema.get(&c.name).is_none() {
-                schema.push(&c.name, c.data.column_type());
+        for (stream, batch) in batches {
+            let schema = all.entry(stream.to_string()).or_default();
+            for c in &batch.columns {
+                if schema.get(&c.name).is_none() {
+                    schema.push(&c.name, c.data.column_type());
+                }
             }
         }
         Ok(())

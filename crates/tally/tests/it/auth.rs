@@ -4,7 +4,7 @@ use crate::server::TestServer;
 use std::process::Command;
 
 /// Runs `tally keys new` and returns (token, config snippet).
-fn new_key(name: &str, scopes: &str) -> (String, String) {
+pub(crate) fn new_key(name: &str, scopes: &str) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["keys", "new", "--name", name, "--scopes", scopes])
         .output()

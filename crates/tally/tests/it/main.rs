@@ -9,6 +9,7 @@ mod counter;
 mod crash;
 mod duckdb;
 mod import;
+mod influx;
 mod ingest;
 mod ops;
 mod query;

@@ -90,6 +90,9 @@ async fn openapi_document_covers_every_route() {
     for path in [
         "/v1/events/{stream}",
         "/v1/import/{stream}",
+        "/write",
+        "/api/v2/write",
+        "/ping",
         "/{stream}",
         "/v1/streams",
         "/v1/streams/{stream}",

@@ -194,6 +194,18 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// The rows of a SQL query's answer.
+pub async fn sql(server: &TestServer, q: &str) -> Vec<serde_json::Value> {
+    let (st, v) = post(
+        &server.url("/v1/sql"),
+        Some("application/json"),
+        serde_json::json!({ "sql": q }).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{q}: {v}");
+    v["rows"].as_array().unwrap().clone()
+}
+
 /// Rows of `stream` as the server reports them (0 if it does not exist).
 pub async fn rows(server: &TestServer, stream: &str) -> u64 {
     let (status, v) = get_json(&server.url(&format!("/v1/streams/{stream}"))).await;

@@ -4,7 +4,7 @@
 //! dropped and counted, visitor ids (stable within a day and site, new after
 //! midnight), the sites admin API, and no raw address or user agent on disk.
 
-use crate::server::{get_json, metric, metrics_text, post, TestServer};
+use crate::server::{get_json, metric, metrics_text, post, sql, TestServer};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -48,17 +48,6 @@ async fn track(server: &TestServer, ua: &str, ip: &str, body: &str) -> (u16, Str
 async fn accepted(server: &TestServer, ua: &str, body: &str) {
     let (st, text) = track(server, ua, "203.0.113.7", body).await;
     assert_eq!(st, 202, "{body}: {text}");
-}
-
-async fn sql(server: &TestServer, q: &str) -> Vec<Value> {
-    let (st, v) = post(
-        &server.url("/v1/sql"),
-        Some("application/json"),
-        json!({ "sql": q }).to_string(),
-    )
-    .await;
-    assert_eq!(st, 200, "{q}: {v}");
-    v["rows"].as_array().unwrap().clone()
 }
 
 fn dropped(m: &str, reason: &str) -> u64 {

@@ -1,0 +1,363 @@
+//! InfluxDB line protocol writes (`/write`, `/api/v2/write`): what points
+//! become, every precision, the errors (naming line and field, nothing
+//! written), auth as InfluxDB's clients send it, and the real clients from
+//! PyPI (`influxdb` for 1.x, `influxdb-client` for 2.x).
+
+use crate::auth::new_key;
+use crate::server::{python, rows, sql, TestServer};
+use serde_json::{json, Value};
+
+/// POSTs a line protocol body; returns the status and the body (JSON, or
+/// the text when it is not JSON, `""` for none).
+async fn write(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Token {t}"));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn points_become_events_of_their_measurements_streams() {
+    let s = TestServer::start().await;
+    let body = concat!(
+        "# two measurements, tags, every field type, escapes\n",
+        "lp_cpu,host=web\\ 1,dc=eu\\,west usage=0.25,cores=8i,big=9007199254740993u,up=true,note=\"say \\\"hi\\\", ok\" 1700000000123\n",
+        "lp_mem,host=web\\ 1 used=1.5e3 1700000000124\n",
+        "\n",
+        "lp_cpu,host=db usage=-1,up=F 1700000000125\n",
+    );
+    let (st, v) = write(&s.url("/write?db=metrics&precision=ms"), body, None).await;
+    assert_eq!((st, v), (204, json!("")));
+    let cpu = sql(
+        &s,
+        "SELECT host, dc, usage, cores, big, up, note, CAST(ts AS BIGINT) AS t FROM lp_cpu ORDER BY ts",
+    )
+    .await;
+    assert_eq!(
+        cpu,
+        vec![
+            json!({"host": "web 1", "dc": "eu,west", "usage": 0.25, "cores": 8.0,
+                   "big": 9007199254740993u64 as f64, "up": "true", "note": "say \"hi\", ok",
+                   "t": 1_700_000_000_123_000i64}),
+            json!({"host": "db", "dc": null, "usage": -1.0, "cores": null, "big": null,
+                   "up": "false", "note": null, "t": 1_700_000_000_125_000i64}),
+        ]
+    );
+    let mem = sql(&s, "SELECT host, used, CAST(ts AS BIGINT) AS t FROM lp_mem").await;
+    assert_eq!(
+        mem,
+        vec![json!({"host": "web 1", "used": 1500.0, "t": 1_700_000_000_124_000i64})]
+    );
+
+    // Every precision lands on the same instant.
+    let instant_us: i64 = 1_699_999_200_000_000;
+    for (api, p, t) in [
+        ("/write?db=x", "", instant_us * 1000),
+        ("/write?db=x", "n", instant_us * 1000),
+        ("/write?db=x", "u", instant_us),
+        ("/write?db=x", "ms", instant_us / 1000),
+        ("/write?db=x", "s", instant_us / 1_000_000),
+        ("/write?db=x", "m", instant_us / 60_000_000),
+        ("/write?db=x", "h", instant_us / 3_600_000_000),
+        ("/api/v2/write?bucket=x&org=o", "ns", instant_us * 1000),
+        ("/api/v2/write?bucket=x&org=o", "us", instant_us),
+        ("/api/v2/write?bucket=x&org=o", "ms", instant_us / 1000),
+        ("/api/v2/write?bucket=x&org=o", "s", instant_us / 1_000_000),
+    ] {
+        let url = s.url(&format!("{api}&precision={p}"));
+        let body = format!("lp_prec,api={},p={} v=1 {t}", &api[1..3], p.is_empty());
+        let (st, v) = write(&url, &body, None).await;
+        assert_eq!(st, 204, "{api} {p}: {v}");
+    }
+    let ts = sql(
+        &s,
+        "SELECT count(*) AS n, min(CAST(ts AS BIGINT)) AS lo, max(CAST(ts AS BIGINT)) AS hi FROM lp_prec",
+    )
+    .await;
+    // A whole hour: minutes and hours name the same instant too.
+    assert_eq!(
+        ts,
+        vec![json!({"n": 11, "lo": instant_us, "hi": instant_us})]
+    );
+
+    // A point without a timestamp gets the time it arrived.
+    let before = chrono::Utc::now().timestamp_micros();
+    assert_eq!(
+        write(&s.url("/write?db=x"), "lp_now v=1", None).await.0,
+        204
+    );
+    let after = chrono::Utc::now().timestamp_micros();
+    let t = sql(&s, "SELECT CAST(ts AS BIGINT) AS t FROM lp_now").await[0]["t"]
+        .as_i64()
+        .unwrap();
+    assert!((before..=after).contains(&t), "{before} {t} {after}");
+}
+
+#[tokio::test]
+async fn bad_points_name_their_line_and_field_and_write_nothing() {
+    let s = TestServer::start().await;
+    assert_eq!(
+        write(&s.url("/write?db=x"), "lp_err x=1i 1", None).await.0,
+        204
+    );
+    let v1 = s.url("/write?db=x");
+    let v2 = s.url("/api/v2/write?bucket=x&org=o");
+    // (body, line, field, words of the message)
+    let cases: &[(&str, usize, Option<&str>, &str)] = &[
+        (
+            "lp_ok v=1 1\nlp_err x=oops 2\n",
+            2,
+            Some("x"),
+            "not a number",
+        ),
+        (
+            "lp_ok v=1 1\nlp_ok v=1 1 trailing\n",
+            2,
+            None,
+            "unexpected text",
+        ),
+        ("lp_ok v=1 1\n\nlp_ok,t v=1\n", 3, None, "no '=value'"),
+        (
+            "lp_ok v=1 1\nlp_ok v=1 99999999999999999999\n",
+            2,
+            Some("timestamp"),
+            "integer",
+        ),
+        ("lp_ok v=1 -5\n", 1, Some("timestamp"), "1970 to 2200"),
+        (
+            "lp_ok v=1\nlp_ok v=\"text\"\n",
+            2,
+            Some("v"),
+            "type conflict",
+        ),
+        // A conflict with what the stream already holds (x is a number
+        // there), found on line 3 of the body.
+        (
+            "lp_ok v=1 1\nlp_err2 y=1 1\nlp_err x=\"text\" 2\n",
+            3,
+            Some("x"),
+            "type conflict",
+        ),
+        (
+            "lp_ok v=1 1\n1bad v=1 1\n",
+            2,
+            Some("measurement"),
+            "stream name",
+        ),
+    ];
+    for (body, line, field, words) in cases {
+        for url in [&v1, &v2] {
+            let (st, v) = write(url, body, None).await;
+            assert_eq!(st, 400, "{body:?}: {v}");
+            assert_eq!(v["line"], json!(line), "{body:?}: {v}");
+            assert_eq!(v["field"].as_str(), *field, "{body:?}: {v}");
+            let msg = v["error"].as_str().unwrap();
+            assert!(msg.contains(words), "{body:?}: {v}");
+            if url == &v2 {
+                // InfluxDB 2.x's error body, which its clients read.
+                assert_eq!(v["code"], "invalid", "{v}");
+                assert_eq!(v["message"].as_str(), Some(msg), "{v}");
+            }
+        }
+    }
+    // None of the good points before a bad one were written.
+    assert_eq!(rows(&s, "lp_ok").await, 0);
+    assert_eq!(rows(&s, "lp_err2").await, 0);
+    assert_eq!(rows(&s, "lp_err").await, 1);
+
+    // Parameters, as InfluxDB checks them.
+    for (url, words) in [
+        ("/write", "database is required"),
+        ("/write?db=", "database is required"),
+        ("/api/v2/write?org=o", "bucket is required"),
+        ("/write?db=x&precision=ns", ""),
+        ("/write?db=x&precision=d", "invalid precision"),
+        ("/api/v2/write?bucket=x&precision=n", "invalid precision"),
+        ("/api/v2/write?bucket=x&precision=h", "invalid precision"),
+    ] {
+        let (st, v) = write(&s.url(url), "lp_ok v=1 1", None).await;
+        if words.is_empty() {
+            assert_eq!(st, 204, "{url}: {v}");
+        } else {
+            assert_eq!(st, 400, "{url}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(words), "{url}: {v}");
+        }
+    }
+    // Streams of web analytics are not written this way.
+    let (st, v) = write(&v1, "web_events v=1", None).await;
+    assert_eq!(st, 400, "{v}");
+    // Clients check /ping.
+    let resp = reqwest::get(s.url("/ping")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(resp.headers().contains_key("x-influxdb-version"));
+}
+
+#[tokio::test]
+async fn keys_are_taken_as_influxdb_clients_send_them() {
+    let (ingest, a) = new_key("telegraf", "ingest");
+    let (read, b) = new_key("grafana", "read");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(&config, format!("{a}{b}")).unwrap();
+    let s = TestServer::builder()
+        .args(["--config", config.to_str().unwrap()])
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    let v1 = s.url("/write?db=x");
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.body("lp_auth v=1").send().await.unwrap();
+        let st = r.status().as_u16();
+        (st, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    assert_eq!(send(c.post(&v1)).await.0, 401);
+    assert_eq!(
+        send(c.post(&v1).basic_auth("u", Some("tly_wrong"))).await.0,
+        401
+    );
+    assert_eq!(send(c.post(&v1).basic_auth("u", Some(&read))).await.0, 403);
+    assert_eq!(
+        send(c.post(&v1).basic_auth("any", Some(&ingest))).await.0,
+        204
+    );
+    let with_p = s.url(&format!("/write?db=x&u=any&p={ingest}"));
+    assert_eq!(send(c.post(&with_p)).await.0, 204);
+    let v2 = s.url("/api/v2/write?bucket=x&org=o");
+    let (st, v) = send(c.post(&v2)).await;
+    assert_eq!((st, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    let token = |t: &str| format!("Token {t}");
+    assert_eq!(
+        send(c.post(&v2).header("authorization", token(&read)))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        send(c.post(&v2).header("authorization", token(&ingest)))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(send(c.post(&v2).bearer_auth(&ingest)).await.0, 204);
+    let resp = c
+        .get(s.url("/v1/streams/lp_auth"))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["rows"], 4);
+    assert!(!s.stderr_log().contains(&ingest));
+}
+
+/// Writes with InfluxDB's own Python clients; prints what each call
+/// returned or raised.
+const CLIENTS: &str = r#"
+import sys
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError
+from influxdb_client import InfluxDBClient as Client2, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+v1 = InfluxDBClient(host=host, port=port, username="telegraf", password=token, database="metrics")
+print("v1 ping", v1.ping())
+ok = v1.write_points([
+    {"measurement": "py_v1", "tags": {"host": "a b", "dc": "eu,1"},
+     "time": 1700000000123, "fields": {"rtt": 12.5, "hits": 3, "path": "/x=1"}},
+    {"measurement": "py_v1", "tags": {"host": "c"},
+     "time": 1700000000124, "fields": {"rtt": 7.0, "hits": 4, "path": "/y"}},
+], time_precision="ms")
+print("v1 write", ok)
+print("v1 line", v1.write_points(["py_v1,host=d rtt=1,hits=5i,path=\"/z\" 1700000000125"],
+                                 time_precision="ms", protocol="line"))
+try:
+    v1.write_points(["py_v1 rtt=oops 1"], protocol="line")
+    print("v1 bad accepted")
+except InfluxDBClientError as e:
+    print("v1 bad", e.code, "line 1" in str(e.content))
+
+with Client2(url=f"http://{host}:{port}", token=token, org="tally") as c:
+    w = c.write_api(write_options=SYNCHRONOUS)
+    w.write(bucket="metrics", record=[
+        Point("py_v2").tag("host", "a=b").field("rtt", 0.25).field("hits", 7)
+            .field("msg", 'say "hi"').time(1700000000123456, WritePrecision.US),
+        Point("py_v2").tag("host", "c d").field("rtt", 2.0).field("hits", 8)
+            .field("msg", "back\\slash").time(1700000000123457, WritePrecision.US),
+    ], write_precision=WritePrecision.US)
+    print("v2 write ok")
+    try:
+        w.write(bucket="metrics", record="py_v2 rtt=1\npy_v2 rtt=\"x\"")
+        print("v2 bad accepted")
+    except ApiException as e:
+        print("v2 bad", e.status, "line 2" in (e.message or ""))
+"#;
+
+#[tokio::test]
+async fn influxdb_clients_write_points_that_sql_returns() {
+    let (ingest, a) = new_key("clients", "ingest,read");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(&config, a).unwrap();
+    let s = TestServer::builder()
+        .args(["--config", config.to_str().unwrap()])
+        .start()
+        .await;
+    let url = reqwest::Url::parse(&s.url("/")).unwrap();
+    let port = url.port().unwrap().to_string();
+    let out = python(CLIENTS, &[url.host_str().unwrap(), &port, &ingest]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "v1 ping 1.8.10",
+            "v1 write True",
+            "v1 line True",
+            "v1 bad 400 True",
+            "v2 write ok",
+            "v2 bad 400 True",
+        ],
+        "{out}"
+    );
+    let authed = |q: &str| {
+        let (s, ingest, q) = (&s, ingest.clone(), q.to_string());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(s.url("/v1/sql"))
+                .bearer_auth(ingest)
+                .json(&json!({ "sql": q }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            resp.json::<Value>().await.unwrap()["rows"].clone()
+        }
+    };
+    assert_eq!(
+        authed("SELECT host, dc, rtt, hits, path, CAST(ts AS BIGINT) AS t FROM py_v1 ORDER BY ts")
+            .await,
+        json!([
+            {"host": "a b", "dc": "eu,1", "rtt": 12.5, "hits": 3.0, "path": "/x=1", "t": 1_700_000_000_123_000i64},
+            {"host": "c", "dc": null, "rtt": 7.0, "hits": 4.0, "path": "/y", "t": 1_700_000_000_124_000i64},
+            {"host": "d", "dc": null, "rtt": 1.0, "hits": 5.0, "path": "/z", "t": 1_700_000_000_125_000i64},
+        ])
+    );
+    assert_eq!(
+        authed("SELECT host, rtt, hits, msg, CAST(ts AS BIGINT) AS t FROM py_v2 ORDER BY ts").await,
+        json!([
+            {"host": "a=b", "rtt": 0.25, "hits": 7.0, "msg": "say \"hi\"", "t": 1_700_000_000_123_456i64},
+            {"host": "c d", "rtt": 2.0, "hits": 8.0, "msg": "back\\slash", "t": 1_700_000_000_123_457i64},
+        ])
+    );
+}
