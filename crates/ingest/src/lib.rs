@@ -13,6 +13,7 @@
 mod batch;
 mod chunks;
 pub mod codec;
+pub mod compression;
 mod csv;
 mod error;
 mod json;

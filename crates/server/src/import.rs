@@ -98,6 +98,7 @@ async fn import(
     state.check_writable(stream).map_err(refused)?;
     let format = file_format(params, headers).map_err(refused)?;
     let limit = state.max_import_bytes;
+    let encoding = crate::encoding::content_encoding(headers).map_err(refused)?;
     crate::ingest::check_body_headers(headers, limit).map_err(refused)?;
     let engine = state.engine().map_err(refused)?.clone();
     let Ok(_slot) = state.import_slots.clone().try_acquire_owned() else {
@@ -129,11 +130,23 @@ async fn import(
             current: Bytes::new(),
             ended: false,
         };
+        // A compressed file is inflated as it arrives, to at most the
+        // import limit (a decompression bomb is a 413).
+        let (source, overflow) = tally_ingest::compression::decoder(encoding, source, limit)
+            .map_err(|e| ApiError::BadRequest {
+                message: format!("the body is not valid {}: {e}", encoding.name()),
+                stream: None,
+            })?;
         let now_us = chrono::Utc::now().timestamp_micros();
         let stream = txn_stream(&txn);
-        let parse_error = |source| ApiError::Parse {
-            stream: stream.clone(),
-            source,
+        let parse_error = |source| match overflow.happened() {
+            true => ApiError::PayloadTooLarge {
+                limit: limit.min(usize::MAX as u64) as usize,
+            },
+            false => ApiError::Parse {
+                stream: stream.clone(),
+                source,
+            },
         };
         let mut chunks = ChunkReader::new(source, format, now_us).map_err(parse_error)?;
         while let Some(chunk) = chunks

@@ -7,6 +7,7 @@
 //! `{"accepted": N}` comes only once the batch is durable.
 
 use crate::auth::Scope;
+use crate::encoding::{content_encoding, inflate_error, Encoding};
 use crate::error::ApiError;
 use crate::metrics::BUDGET_IN_USE;
 use crate::state::AppState;
@@ -77,7 +78,8 @@ impl Drop for BudgetShare {
 /// Reads an ingest request's body: checks what the headers say of it,
 /// reserves a share of the ingest memory budget for it (503 when the
 /// server already holds as much as it may), then reads it under the size
-/// limit (413) and the body read timeout. The share is held until the
+/// limit (413) and the body read timeout, and inflates it if it is
+/// compressed (gzip or zstd; the limit holds for the inflated body too). The share is held until the
 /// returned [`BudgetShare`] is dropped, once the events are written.
 pub(crate) async fn read_body(
     state: &Arc<AppState>,
@@ -86,6 +88,7 @@ pub(crate) async fn read_body(
     stream: Option<&str>,
 ) -> Result<(axum::body::Bytes, BudgetShare), ApiError> {
     let limit = state.max_body_bytes;
+    let encoding = content_encoding(headers)?;
     let declared = check_body_headers(headers, limit as u64)?.map(|n| n as usize);
 
     // Reserve memory for this request before reading its body.
@@ -98,14 +101,11 @@ pub(crate) async fn read_body(
             // held) so the client reads a clean 503 rather than a connection
             // reset while it is still sending.
             drain(body, limit).await;
-            return Err(ApiError::Overloaded {
-                reason: "too much ingest in flight; the server is at its memory budget".into(),
-                retry_after: crate::DEFAULT_RETRY_AFTER,
-            });
+            return Err(over_budget());
         }
     };
     BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
-    let share = BudgetShare {
+    let mut share = BudgetShare {
         permit: Some(permit),
         state: state.clone(),
     };
@@ -129,24 +129,29 @@ pub(crate) async fn read_body(
             }
         }
     })?;
-    Ok((bytes, share))
+    if encoding == Encoding::Identity {
+        return Ok((bytes, share));
+    }
+    // Inflating is CPU work of up to `limit` bytes: off the runtime.
+    let mut permit = share.permit.take().expect("the share holds its permit");
+    let st = state.clone();
+    let (inflated, permit) = tokio::task::spawn_blocking(move || {
+        let r = tally_ingest::compression::inflate(encoding, &bytes, limit, |len| {
+            grow_share(&st, &mut permit, len)
+        });
+        (r, permit)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("inflating the body: {e}")))?;
+    share.permit = Some(permit);
+    BUDGET_IN_USE.set((state.ingest_budget_bytes - state.ingest_budget.available_permits()) as i64);
+    let inflated = inflated.map_err(|e| inflate_error(e, over_budget))?;
+    Ok((axum::body::Bytes::from(inflated), share))
 }
 
-/// Checks what a request says of its body before it is read: uncompressed
-/// (415 otherwise), and a declared length within `limit` (413 otherwise).
-/// Returns the declared length.
+/// Checks the declared length of a request's body before it is read:
+/// within `limit` (413 otherwise). Returns it.
 pub(crate) fn check_body_headers(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, ApiError> {
-    if let Some(enc) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .filter(|e| !e.eq_ignore_ascii_case("identity"))
-    {
-        return Err(ApiError::UnsupportedMediaType {
-            what: "content encoding",
-            value: enc.to_string(),
-            expected: "send the body uncompressed",
-        });
-    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -157,6 +162,42 @@ pub(crate) fn check_body_headers(headers: &HeaderMap, limit: u64) -> Result<Opti
         });
     }
     Ok(declared)
+}
+
+/// Takes more of the ingest budget for a body inflated to `len` bytes;
+/// `false` when the budget has run out.
+fn grow_share(
+    state: &AppState,
+    permit: &mut tokio::sync::OwnedSemaphorePermit,
+    len: usize,
+) -> bool {
+    let need = (len * BUDGET_FACTOR).min(state.ingest_budget_bytes);
+    let held = permit.num_permits();
+    if need <= held {
+        return true;
+    }
+    // Take a little ahead, so a large body asks a few times only.
+    let more = (need - held)
+        .max(4 << 20)
+        .min(state.ingest_budget_bytes - held);
+    match state
+        .ingest_budget
+        .clone()
+        .try_acquire_many_owned(more as u32)
+    {
+        Ok(p) => {
+            permit.merge(p);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn over_budget() -> ApiError {
+    ApiError::Overloaded {
+        reason: "too much ingest in flight; the server is at its memory budget".into(),
+        retry_after: crate::DEFAULT_RETRY_AFTER,
+    }
 }
 
 async fn drain(body: Body, limit: usize) {

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod counters;
 mod dashboard;
+mod encoding;
 mod error;
 mod import;
 mod influx;

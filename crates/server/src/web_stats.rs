@@ -102,6 +102,7 @@ pub(crate) async fn backfill(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
+    let body = crate::encoding::inflated(&headers, body, MAX_BACKFILL_BYTES)?;
     let app = app(&state)?.clone();
     // On its own task: a client hanging up must not cut it short.
     // A task cancelled by the runtime is a server shutting down.

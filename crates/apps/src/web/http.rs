@@ -77,6 +77,31 @@ fn client_ip(headers: &HeaderMap, info: Option<Extension<ConnectInfo<SocketAddr>
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
+/// The body, inflated if a proxy or a server-side sender compressed it
+/// (gzip or zstd, to at most [`MAX_BODY`]); otherwise the status and
+/// message to answer.
+fn inflated(headers: &HeaderMap, body: Bytes) -> Result<Bytes, (StatusCode, String)> {
+    use tally_ingest::compression::{inflate, Encoding, InflateError};
+    let value = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let refuse = |status: StatusCode, message: String| (status, message);
+    match Encoding::from_header(value) {
+        Ok(Encoding::Identity) => Ok(body),
+        Ok(encoding) => match inflate(encoding, &body, MAX_BODY, |_| true) {
+            Ok(b) => Ok(b.into()),
+            Err(e @ InflateError::TooLarge { .. }) => {
+                Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+            }
+            Err(e) => Err(refuse(StatusCode::BAD_REQUEST, e.to_string())),
+        },
+        Err(v) => Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content encoding {v:?}; send the body as it is, or gzip or zstd"),
+        )),
+    }
+}
+
 async fn event(
     State(slot): State<Slot>,
     headers: HeaderMap,
@@ -92,6 +117,12 @@ async fn event(
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return cors(r);
+    };
+    let body = match inflated(&headers, body) {
+        Ok(b) => b,
+        Err((status, message)) => {
+            return cors((status, axum::Json(json!({"error": message}))).into_response())
+        }
     };
     let ua = headers
         .get(header::USER_AGENT)

@@ -5,6 +5,7 @@
 mod archive;
 mod auth;
 mod browser;
+mod compressed;
 mod counter;
 mod crash;
 mod duckdb;
