@@ -8,7 +8,7 @@
 //! line.
 
 use crate::csv::CsvRows;
-use crate::{json, Batch, ColumnType, Error, Location, Result};
+use crate::{json, Batch, ColumnType, Error, Location, Result, TimeField};
 use std::io::{BufRead, BufReader, Read};
 
 /// The file formats the batch import reads.
@@ -80,22 +80,32 @@ enum Source<R: Read> {
 pub struct ChunkReader<R: Read> {
     source: Source<R>,
     now_us: i64,
+    time: TimeField,
 }
 
 impl<R: Read> ChunkReader<R> {
     /// Starts reading `source` (for CSV and TSV, reads the header).
     /// `now_us` stamps rows without a `ts`.
     pub fn new(source: R, format: FileFormat, now_us: i64) -> Result<Self> {
+        Self::with_time(source, format, now_us, &TimeField::default())
+    }
+
+    /// [`Self::new`], with the event time read from `time` rather than `ts`.
+    pub fn with_time(source: R, format: FileFormat, now_us: i64, time: &TimeField) -> Result<Self> {
         let source = match format {
-            FileFormat::Csv => Source::Csv(Box::new(CsvRows::new(source, b',')?)),
-            FileFormat::Tsv => Source::Csv(Box::new(CsvRows::new(source, b'\t')?)),
+            FileFormat::Csv => Source::Csv(Box::new(CsvRows::new(source, b',', time)?)),
+            FileFormat::Tsv => Source::Csv(Box::new(CsvRows::new(source, b'\t', time)?)),
             FileFormat::Ndjson => Source::Ndjson {
                 reader: BufReader::with_capacity(1 << 20, source),
                 lineno: 0,
                 line: Vec::new(),
             },
         };
-        Ok(ChunkReader { source, now_us })
+        Ok(ChunkReader {
+            source,
+            now_us,
+            time: time.clone(),
+        })
     }
 
     /// The next chunk of at most `max_rows` rows, or `None` at the end.
@@ -147,7 +157,7 @@ impl<R: Read> ChunkReader<R> {
                 if lines.is_empty() {
                     return Ok(None);
                 }
-                let batch = json::parse_ndjson_from(&body, now_us, first)?;
+                let batch = json::parse_ndjson_from(&body, now_us, first, &self.time)?;
                 Ok(Some(Chunk { batch, lines }))
             }
         }

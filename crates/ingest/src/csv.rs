@@ -7,16 +7,17 @@
 //! the event timestamp (RFC 3339 or epoch milliseconds).
 
 use crate::{
-    parse_ts_str, validate_field_name, Batch, Column, ColumnData, ColumnType, Error, Location,
-    NumColumn, Result, StrColumn,
+    validate_field_name, Batch, Column, ColumnData, ColumnType, Error, Location, NumColumn, Result,
+    StrColumn, TimeField,
 };
 
 pub(crate) fn parse_csv(
     body: &[u8],
     now_us: i64,
     hint: &dyn Fn(&str) -> Option<ColumnType>,
+    time: &TimeField,
 ) -> Result<Batch> {
-    let mut rdr = CsvRows::new(body, b',')?;
+    let mut rdr = CsvRows::new(body, b',', time)?;
     Ok(rdr
         .read(usize::MAX, now_us, hint)?
         .map_or_else(Batch::default, |(b, _)| b))
@@ -27,13 +28,14 @@ pub(crate) struct CsvRows<R: std::io::Read> {
     rdr: csv::Reader<R>,
     names: Vec<String>,
     ts_col: Option<usize>,
+    time: TimeField,
     format: &'static str,
 }
 
 impl<R: std::io::Read> CsvRows<R> {
     /// Reads the header. `delimiter` `\t` reads TSV: tab-separated, no
     /// quoting (IANA `text/tab-separated-values`).
-    pub(crate) fn new(source: R, delimiter: u8) -> Result<Self> {
+    pub(crate) fn new(source: R, delimiter: u8, time: &TimeField) -> Result<Self> {
         let tsv = delimiter == b'\t';
         let format = if tsv { "TSV" } else { "CSV" };
         let mut rdr = csv::ReaderBuilder::new()
@@ -57,7 +59,7 @@ impl<R: std::io::Read> CsvRows<R> {
                 })?
                 .trim()
                 .to_string();
-            if name == "ts" {
+            if name == time.field {
                 ts_col = Some(i);
             } else {
                 validate_field_name(&name).map_err(|message| Error::BadField {
@@ -79,6 +81,7 @@ impl<R: std::io::Read> CsvRows<R> {
             rdr,
             names,
             ts_col,
+            time: time.clone(),
             format,
         })
     }
@@ -114,10 +117,14 @@ impl<R: std::io::Read> CsvRows<R> {
                     let t = if cell.trim().is_empty() {
                         now_us
                     } else {
-                        parse_ts_str(cell).ok_or_else(|| Error::BadTimestamp {
-                            at: Location::Line(line),
-                            value: cell.into(),
-                        })?
+                        self.time
+                            .from_text(cell)
+                            .ok_or_else(|| Error::BadTimestamp {
+                                at: Location::Line(line),
+                                field: self.time.field.clone(),
+                                value: cell.into(),
+                                expected: self.time.format.expected(),
+                            })?
                     };
                     ts.push(t);
                 } else if cell.is_empty() {
@@ -215,7 +222,7 @@ mod tests {
     #[test]
     fn infers_types_and_reads_ts() {
         let body = "ts,port,price,code\n1000,NOOSL,12.5,01\n2000,CNSGH,,x\n";
-        let b = parse_csv(body.as_bytes(), 7, &|_| None).unwrap();
+        let b = parse_csv(body.as_bytes(), 7, &|_| None, &TimeField::default()).unwrap();
         assert_eq!(b.ts, vec![1_000_000, 2_000_000]);
         assert_eq!(
             b.column("price").unwrap().data.column_type(),
@@ -234,19 +241,34 @@ mod tests {
     #[test]
     fn schema_hint_wins_and_bad_cell_names_line() {
         let body = "a,v\n1,2\n3,x\n";
-        let b = parse_csv(body.as_bytes(), 7, &|n| {
-            (n == "v").then_some(ColumnType::Value)
-        });
+        let b = parse_csv(
+            body.as_bytes(),
+            7,
+            &|n| (n == "v").then_some(ColumnType::Value),
+            &TimeField::default(),
+        );
         let e = b.unwrap_err();
         assert_eq!(e.location(), Some(Location::Line(3)));
         assert_eq!(e.field(), Some("v"));
-        let b = parse_csv("a\n1\n".as_bytes(), 7, &|_| Some(ColumnType::Dim)).unwrap();
+        let b = parse_csv(
+            "a\n1\n".as_bytes(),
+            7,
+            &|_| Some(ColumnType::Dim),
+            &TimeField::default(),
+        )
+        .unwrap();
         assert_eq!(b.columns[0].data.column_type(), ColumnType::Dim);
     }
 
     #[test]
     fn ragged_rows_are_syntax_errors_on_their_line() {
-        let e = parse_csv("a,b\n1,2\n3\n".as_bytes(), 7, &|_| None).unwrap_err();
+        let e = parse_csv(
+            "a,b\n1,2\n3\n".as_bytes(),
+            7,
+            &|_| None,
+            &TimeField::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 e,

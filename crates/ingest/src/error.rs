@@ -61,8 +61,13 @@ pub enum Error {
         found: String,
     },
 
-    #[error("{at}, field 'ts': invalid timestamp {value:?} (expected RFC 3339 or epoch milliseconds between 1970 and 2200)")]
-    BadTimestamp { at: Location, value: String },
+    #[error("{at}, field '{field}': invalid timestamp {value:?} (expected {expected})")]
+    BadTimestamp {
+        at: Location,
+        field: String,
+        value: String,
+        expected: &'static str,
+    },
 
     #[error("{at}: too many fields in one event (more than {limit})")]
     TooManyFields { at: Location, limit: usize },
@@ -89,7 +94,7 @@ impl Error {
     pub fn field(&self) -> Option<&str> {
         match self {
             Error::BadField { field, .. } | Error::TypeConflict { field, .. } => Some(field),
-            Error::BadTimestamp { .. } => Some("ts"),
+            Error::BadTimestamp { field, .. } => Some(field),
             _ => None,
         }
     }

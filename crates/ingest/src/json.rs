@@ -5,7 +5,7 @@
 //! built. Nested objects are flattened with `.`; arrays are refused (there is
 //! no column type for them); `null` means the field is absent.
 
-use crate::{ts_from_ms, Batch, BatchBuilder, Error, Location, Result};
+use crate::{Batch, BatchBuilder, Error, Location, Result, TimeField};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
@@ -14,6 +14,8 @@ const MAX_DEPTH: usize = 16;
 
 struct State<'b> {
     b: &'b mut BatchBuilder,
+    /// The field holding the event's time, and its format.
+    time: &'b TimeField,
     path: String,
     ts: Option<i64>,
     /// Our own error, kept aside because serde errors are strings.
@@ -37,13 +39,14 @@ impl State<'_> {
 /// Parses one JSON object, or a JSON array of objects. A body of several
 /// objects one after another (NDJSON sent as `application/json`) is parsed as
 /// NDJSON.
-pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
+pub(crate) fn parse_json(body: &[u8], now_us: i64, time: &TimeField) -> Result<Batch> {
     let first = body.iter().find(|c| !c.is_ascii_whitespace()).copied();
     let mut b = BatchBuilder::new();
     if first == Some(b'[') {
         let mut de = serde_json::Deserializer::from_slice(body);
         let mut st = State {
             b: &mut b,
+            time,
             path: String::new(),
             ts: None,
             error: None,
@@ -63,6 +66,7 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut st = State {
         b: &mut b,
+        time,
         path: String::new(),
         ts: None,
         error: None,
@@ -80,24 +84,30 @@ pub(crate) fn parse_json(body: &[u8], now_us: i64) -> Result<Batch> {
             Ok(b.finish())
         }
         Err(e) if st.error.is_none() && e.to_string().starts_with("trailing characters") => {
-            parse_ndjson(body, now_us)
+            parse_ndjson(body, now_us, time)
         }
         Err(e) => Err(st.error.take().unwrap_or_else(|| syntax(e))),
     }
 }
 
 /// Parses NDJSON: one object per line, blank lines skipped.
-pub(crate) fn parse_ndjson(body: &[u8], now_us: i64) -> Result<Batch> {
-    parse_ndjson_from(body, now_us, 1)
+pub(crate) fn parse_ndjson(body: &[u8], now_us: i64, time: &TimeField) -> Result<Batch> {
+    parse_ndjson_from(body, now_us, 1, time)
 }
 
 /// NDJSON whose first line is line `first_line` of a larger file (the
 /// import reads files a chunk of lines at a time).
-pub(crate) fn parse_ndjson_from(body: &[u8], now_us: i64, first_line: usize) -> Result<Batch> {
+pub(crate) fn parse_ndjson_from(
+    body: &[u8],
+    now_us: i64,
+    first_line: usize,
+    time: &TimeField,
+) -> Result<Batch> {
     let mut b = BatchBuilder::new();
     // One state for the whole body, so its path buffer is allocated once.
     let mut st = State {
         b: &mut b,
+        time,
         path: String::new(),
         ts: None,
         error: None,
@@ -285,23 +295,31 @@ struct FieldSeed<'s, 'b> {
 
 impl FieldSeed<'_, '_> {
     fn is_ts(&self) -> bool {
-        self.top && self.depth == 0 && self.st.path == "ts"
+        self.top && self.depth == 0 && self.st.path == self.st.time.field
+    }
+    /// Takes `ts` (read from `value`) as the event's time; an error naming
+    /// the field and the format expected when it is `None`.
+    fn set_ts<E: de::Error>(self, ts: Option<i64>, value: &str) -> Result<(), E> {
+        match ts {
+            Some(ts) => {
+                self.st.ts = Some(ts);
+                Ok(())
+            }
+            None => {
+                let e = Error::BadTimestamp {
+                    at: self.st.b.location(),
+                    field: self.st.time.field.clone(),
+                    value: value.into(),
+                    expected: self.st.time.format.expected(),
+                };
+                Err(self.st.fail(e))
+            }
+        }
     }
     fn push_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         if self.is_ts() {
-            return match crate::parse_ts_str(v) {
-                Some(ts) => {
-                    self.st.ts = Some(ts);
-                    Ok(())
-                }
-                None => {
-                    let at = self.st.b.location();
-                    Err(self.st.fail(Error::BadTimestamp {
-                        at,
-                        value: v.into(),
-                    }))
-                }
-            };
+            let ts = self.st.time.from_text(v);
+            return self.set_ts(ts, v);
         }
         let path = std::mem::take(&mut self.st.path);
         let r = self.st.b.push_str(&path, v);
@@ -310,19 +328,8 @@ impl FieldSeed<'_, '_> {
     }
     fn push_num<E: de::Error>(self, v: f64) -> Result<(), E> {
         if self.is_ts() {
-            return match ts_from_ms(v) {
-                Some(ts) => {
-                    self.st.ts = Some(ts);
-                    Ok(())
-                }
-                None => {
-                    let at = self.st.b.location();
-                    Err(self.st.fail(Error::BadTimestamp {
-                        at,
-                        value: v.to_string(),
-                    }))
-                }
-            };
+            let ts = self.st.time.from_number(v);
+            return self.set_ts(ts, &v.to_string());
         }
         let path = std::mem::take(&mut self.st.path);
         let r = self.st.b.push_num(&path, v);
@@ -348,18 +355,22 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         if self.is_ts() {
-            let at = self.st.b.location();
-            return Err(self.st.fail(Error::BadTimestamp {
-                at,
-                value: v.to_string(),
-            }));
+            return self.set_ts(None, &v.to_string());
         }
         self.push_str(if v { "true" } else { "false" })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        if self.is_ts() {
+            let ts = self.st.time.from_int(v);
+            return self.set_ts(ts, &v.to_string());
+        }
         self.push_num(v as f64)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        if self.is_ts() {
+            let ts = i64::try_from(v).ok().and_then(|v| self.st.time.from_int(v));
+            return self.set_ts(ts, &v.to_string());
+        }
         self.push_num(v as f64)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
@@ -415,6 +426,88 @@ mod tests {
 
     fn p(body: &str, f: Format) -> Result<Batch> {
         parse(body.as_bytes(), f, 42, &|_| None)
+    }
+
+    fn with_time(body: &str, f: Format, field: &str, format: &str) -> Result<Batch> {
+        let time = TimeField {
+            field: field.into(),
+            format: crate::TimeFormat::parse(format).unwrap(),
+        };
+        crate::parse_with_time(body.as_bytes(), f, 42, &|_| None, &time)
+    }
+
+    #[test]
+    fn log_shippers_time_fields() {
+        let us = 1_714_557_600_123_456i64;
+        // Fluent Bit's http output: `json_lines` or `json` (an array), the
+        // time in `date` as seconds with a fraction (json_date_format double).
+        let fluent_bit = "{\"date\":1714557600.123456,\"log\":\"GET /a\",\"rtt_ms\":12}\n{\"date\":1714557601.5,\"log\":\"GET /b\"}\n";
+        let b = with_time(fluent_bit, Format::Ndjson, "date", "epoch_s").unwrap();
+        assert_eq!(b.ts, vec![us, 1_714_557_601_500_000]);
+        assert!(
+            b.column("date").is_none(),
+            "the time field is the event time"
+        );
+        let arr = "[{\"date\":1714557600.123456,\"log\":\"x\"}]";
+        assert_eq!(
+            with_time(arr, Format::Json, "date", "epoch_s").unwrap().ts,
+            vec![us]
+        );
+        // Fluent Bit's json_date_format iso8601.
+        let iso = "{\"date\":\"2024-05-01T10:00:00.123456Z\",\"log\":\"x\"}";
+        assert_eq!(
+            with_time(iso, Format::Ndjson, "date", "rfc3339")
+                .unwrap()
+                .ts,
+            vec![us]
+        );
+        // Vector's http sink (codec json, framing newline_delimited):
+        // `timestamp` in RFC 3339 with nanoseconds.
+        let vector = "{\"timestamp\":\"2024-05-01T10:00:00.123456789Z\",\"message\":\"x\"}";
+        assert_eq!(
+            with_time(vector, Format::Ndjson, "timestamp", "rfc3339")
+                .unwrap()
+                .ts,
+            vec![us]
+        );
+        // Fluentd's out_http with `<inject> time_type unixtime`: whole
+        // seconds; nanoseconds as an integer stay exact.
+        let fluentd = "{\"time\":1714557600,\"message\":\"x\"}";
+        assert_eq!(
+            with_time(fluentd, Format::Ndjson, "time", "epoch_s")
+                .unwrap()
+                .ts,
+            vec![us - 123_456]
+        );
+        let ns = "{\"t\":1714557600123456789}";
+        assert_eq!(
+            with_time(ns, Format::Ndjson, "t", "epoch_ns").unwrap().ts,
+            vec![us]
+        );
+        // `ts` stays the name of the time column: a body may not also
+        // send a field by that name.
+        let e =
+            with_time("{\"ts\":\"x\",\"date\":1}", Format::Json, "date", "epoch_s").unwrap_err();
+        assert_eq!(e.field(), Some("ts"));
+        // A value in another format names the field and the format.
+        let e = with_time(
+            "{\"a\":1}\n{\"date\":\"yesterday\"}",
+            Format::Ndjson,
+            "date",
+            "epoch_s",
+        )
+        .unwrap_err();
+        assert_eq!(e.location(), Some(Location::Line(2)));
+        assert_eq!(e.field(), Some("date"));
+        assert!(e.to_string().contains("expected epoch seconds"), "{e}");
+        let e = with_time("{\"date\":1714557600}", Format::Json, "date", "rfc3339").unwrap_err();
+        assert!(e.to_string().contains("expected RFC 3339"), "{e}");
+        // CSV reads the same column.
+        let csv = "date,v\n1714557600.123456,1\n";
+        assert_eq!(
+            with_time(csv, Format::Csv, "date", "epoch_s").unwrap().ts,
+            vec![us]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod error;
 mod json;
 mod lineproto;
 mod names;
+mod time;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use chunks::{Chunk, ChunkReader, FileFormat, MAX_LINE_BYTES};
@@ -28,6 +29,7 @@ pub use names::{
     is_internal_stream, validate_field_name, validate_public_stream_name, validate_stream_name,
     INTERNAL_STREAM_PREFIX, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
 };
+pub use time::{TimeField, TimeFormat};
 
 /// The body formats tally accepts on its ingest endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,17 @@ pub fn parse(
     now_us: i64,
     hint: &dyn Fn(&str) -> Option<ColumnType>,
 ) -> Result<Batch> {
+    parse_with_time(body, format, now_us, hint, &TimeField::default())
+}
+
+/// [`parse`], with the event time read from `time` rather than `ts`.
+pub fn parse_with_time(
+    body: &[u8],
+    format: Format,
+    now_us: i64,
+    hint: &dyn Fn(&str) -> Option<ColumnType>,
+    time: &TimeField,
+) -> Result<Batch> {
     if body.iter().all(u8::is_ascii_whitespace) {
         let mut b = BatchBuilder::new();
         b.start_row(1)?;
@@ -94,9 +107,9 @@ pub fn parse(
         return Ok(b.finish());
     }
     match format {
-        Format::Json => json::parse_json(body, now_us),
-        Format::Ndjson => json::parse_ndjson(body, now_us),
-        Format::Csv => csv::parse_csv(body, now_us, hint),
+        Format::Json => json::parse_json(body, now_us, time),
+        Format::Ndjson => json::parse_ndjson(body, now_us, time),
+        Format::Csv => csv::parse_csv(body, now_us, hint, time),
     }
 }
 

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub import_concurrency: usize,
     /// Web analytics; `None` turns it off.
     pub web: Option<tally_apps::web::WebConfig>,
+    /// Per stream, the field holding its events' time and its format
+    /// (others read `ts`).
+    pub time_fields: std::collections::BTreeMap<String, tally_ingest::TimeField>,
 }
 
 impl ServerConfig {
@@ -48,6 +51,7 @@ impl ServerConfig {
             rates: Default::default(),
             max_import_bytes: 64 << 30,
             import_concurrency: 2,
+            time_fields: Default::default(),
             web: Some(Default::default()),
         }
     }

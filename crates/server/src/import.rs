@@ -34,6 +34,8 @@ const CHUNK_ROWS: usize = 64 * 1024;
 pub(crate) struct ImportParams {
     batch_id: Option<String>,
     format: Option<String>,
+    #[serde(flatten)]
+    time: crate::state::TimeParams,
 }
 
 pub(crate) async fn post_import(
@@ -97,6 +99,7 @@ async fn import(
         .map_err(refused)?;
     state.check_writable(stream).map_err(refused)?;
     let format = file_format(params, headers).map_err(refused)?;
+    let time = state.time_field(stream, &params.time).map_err(refused)?;
     let limit = state.max_import_bytes;
     let encoding = crate::encoding::content_encoding(headers).map_err(refused)?;
     crate::ingest::check_body_headers(headers, limit).map_err(refused)?;
@@ -148,7 +151,8 @@ async fn import(
                 source,
             },
         };
-        let mut chunks = ChunkReader::new(source, format, now_us).map_err(parse_error)?;
+        let mut chunks =
+            ChunkReader::with_time(source, format, now_us, &time).map_err(parse_error)?;
         while let Some(chunk) = chunks
             .next_chunk(CHUNK_ROWS, &|f| txn.column_type(f))
             .map_err(parse_error)?

@@ -10,9 +10,9 @@ use crate::auth::Scope;
 use crate::encoding::{content_encoding, inflate_error, Encoding};
 use crate::error::ApiError;
 use crate::metrics::BUDGET_IN_USE;
-use crate::state::AppState;
+use crate::state::{AppState, TimeParams};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde_json::{json, Value};
@@ -26,6 +26,7 @@ const BUDGET_FACTOR: usize = 3;
 pub(crate) async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
+    Query(params): Query<TimeParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -44,15 +45,18 @@ pub(crate) async fn post_events(
             value: content_type.unwrap_or_default().to_string(),
             expected: "send application/json, application/x-ndjson or text/csv",
         })?;
+    let time = state.time_field(&stream, &params)?;
     let engine = state.engine()?.clone();
     let (bytes, permit) = read_body(&state, &headers, body, Some(&stream)).await?;
 
     let now_us = chrono::Utc::now().timestamp_micros();
     let hint = |field: &str| engine.column_type(&stream, field);
     let batch =
-        tally_ingest::parse(&bytes, format, now_us, &hint).map_err(|source| ApiError::Parse {
-            stream: stream.clone(),
-            source,
+        tally_ingest::parse_with_time(&bytes, format, now_us, &hint, &time).map_err(|source| {
+            ApiError::Parse {
+                stream: stream.clone(),
+                source,
+            }
         })?;
     drop(bytes);
     let receipt = engine.ingest(&stream, batch).await?;

@@ -35,9 +35,38 @@ pub(crate) struct AppState {
     /// The streams web analytics writes (public ingest into them is
     /// refused).
     pub web_streams: Vec<String>,
+    /// Per stream, where its event time is (see [`Self::time_field`]).
+    pub time_fields: std::collections::BTreeMap<String, tally_ingest::TimeField>,
 }
 
 impl AppState {
+    /// The field holding `stream`'s event time and its format: the
+    /// request's `ts_field`/`ts_format` parameters, else the stream's
+    /// `[time]` entry, else `ts`.
+    pub fn time_field(
+        &self,
+        stream: &str,
+        params: &TimeParams,
+    ) -> Result<tally_ingest::TimeField, crate::ApiError> {
+        let mut t = self.time_fields.get(stream).cloned().unwrap_or_default();
+        if let Some(f) = &params.ts_field {
+            tally_ingest::validate_field_name(f).map_err(|e| crate::ApiError::BadRequest {
+                message: format!("ts_field {f:?}: {e}"),
+                stream: Some(stream.to_string()),
+            })?;
+            t.field = f.clone();
+            t.format = tally_ingest::TimeFormat::Auto;
+        }
+        if let Some(f) = &params.ts_format {
+            t.format =
+                tally_ingest::TimeFormat::parse(f).ok_or_else(|| crate::ApiError::BadRequest {
+                    message: format!("ts_format {f:?}: use {}", tally_ingest::TimeFormat::NAMES),
+                    stream: Some(stream.to_string()),
+                })?;
+        }
+        Ok(t)
+    }
+
     /// Refuses public writes into a stream an app owns.
     pub fn check_writable(&self, stream: &str) -> Result<(), crate::ApiError> {
         if self.web_streams.iter().any(|s| s == stream) {
@@ -66,6 +95,7 @@ impl AppState {
             import_slots: Arc::new(Semaphore::new(config.import_concurrency.max(1))),
             stopping: tokio::sync::watch::Sender::new(false),
             web: Default::default(),
+            time_fields: config.time_fields.clone(),
             web_streams: config
                 .web
                 .iter()
@@ -81,4 +111,11 @@ impl AppState {
     pub fn query(&self) -> Result<&Arc<QueryEngine>, ApiError> {
         self.query.get().ok_or(ApiError::NotReady)
     }
+}
+
+/// Where a request's events keep their time, when not in `ts`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct TimeParams {
+    pub ts_field: Option<String>,
+    pub ts_format: Option<String>,
 }

@@ -183,9 +183,23 @@ struct FileConfig {
     /// the data directory ("36h", "30d", "2w").
     #[serde(default)]
     retention: std::collections::BTreeMap<String, String>,
+    /// `[time]`: stream name = the field holding its events' time and its
+    /// format, for log shippers that name and write it their own way:
+    /// `logs = { field = "date", format = "epoch_s" }` (docs/api.md).
+    #[serde(default)]
+    time: std::collections::BTreeMap<String, TimeFileConfig>,
     counter: Option<CounterFileConfig>,
     rates: Option<RatesFileConfig>,
     web: Option<WebFileConfig>,
+}
+
+/// One stream's entry in `[time]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct TimeFileConfig {
+    field: String,
+    #[serde(default)]
+    format: Option<String>,
 }
 
 /// `[web]`: web analytics (docs/web.md).
@@ -383,6 +397,26 @@ impl ServeArgs {
                 .insert(stream, Duration::from_micros(us as u64));
         }
         let mut config = ServerConfig::new(listen, engine);
+        for (stream, t) in file.time {
+            let format = match t.format.as_deref() {
+                None => tally_ingest::TimeFormat::Auto,
+                Some(f) => tally_ingest::TimeFormat::parse(f).with_context(|| {
+                    format!(
+                        "[time] {stream}: format {f:?}: use {}",
+                        tally_ingest::TimeFormat::NAMES
+                    )
+                })?,
+            };
+            tally_ingest::validate_field_name(&t.field)
+                .map_err(|e| anyhow::anyhow!("[time] {stream}: field {:?}: {e}", t.field))?;
+            config.time_fields.insert(
+                stream,
+                tally_ingest::TimeField {
+                    field: t.field,
+                    format,
+                },
+            );
+        }
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;
         }

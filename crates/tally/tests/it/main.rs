@@ -17,4 +17,5 @@ mod query;
 mod rates;
 mod rollups;
 mod server;
+mod shippers;
 mod web;
