@@ -14,11 +14,17 @@
 #   single_wrk - one event per POST from wrk (a lighter client), 64 connections
 #   overload- 5,000-event bodies from 512 connections, far past capacity:
 #             peak RSS of tally and the share of 503 answers
+#   lineproto - the same line protocol bodies to tally's /write and to
+#             InfluxDB's: 5,000 points per request (InfluxDB's advice) from
+#             8 connections, then one point per request from 32
 #
 # Usage: bench/ingest.sh [seconds per scenario, default 15]
+#   SCENARIOS="lineproto" bench/ingest.sh 15   runs only those (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-15}
+SCENARIOS=${SCENARIOS:-batch single single_wrk overload lineproto}
+run() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 command -v influxd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
@@ -31,7 +37,7 @@ RESULTS="$WORK/results.jsonl"
 start_tally() {
   rm -rf "$WORK/tally"
   TALLY_LOG=warn $TALLY serve --data-dir "$WORK/tally" --listen 127.0.0.1:18181 >"$WORK/tally.out" 2>"$WORK/tally.err" &
-  TALLY_PID=$!; SERVER_PID=$TALLY_PID
+  TALLY_PID=$!; SERVER_PID=$TALLY_PID; SERVER=tally
   until curl -sf http://127.0.0.1:18181/readyz >/dev/null; do sleep 0.05; done
 }
 stop_tally() { kill -TERM "$TALLY_PID"; wait "$TALLY_PID" || true; }
@@ -58,7 +64,7 @@ bind-address = "127.0.0.1:18088"
   enabled = false
 CONF
   influxd -config "$WORK/influx.conf" >"$WORK/influx.log" 2>&1 &
-  INFLUX_PID=$!; SERVER_PID=$INFLUX_PID
+  INFLUX_PID=$!; SERVER_PID=$INFLUX_PID; SERVER=influx
   until curl -sf http://127.0.0.1:18086/ping >/dev/null; do sleep 0.05; done
   curl -sf -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' >/dev/null
 }
@@ -73,14 +79,17 @@ bench() {
   before=$(cpu "$pid")
   $TALLY bench --duration "$SECS" "$@" >"$WORK/last.json"
   after=$(cpu "$pid")
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server_cpu_seconds"]=float(sys.argv[3])-float(sys.argv[2]); print(json.dumps(r))' \
-    "$WORK/last.json" "$before" "$after" | tee -a "$RESULTS"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["server_cpu_seconds"]=float(sys.argv[3])-float(sys.argv[2]); r["server"]=sys.argv[4]; print(json.dumps(r))' \
+    "$WORK/last.json" "$before" "$after" "$SERVER" | tee -a "$RESULTS"
 }
 
+if run batch; then
 echo "== batch ingest (2,000 events/request, 8 connections, ${SECS}s)"
 start_tally;  bench --url http://127.0.0.1:18181 --target tally  --batch 2000 --connections 8 --label batch; stop_tally
 start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 2000 --connections 8 --label batch; stop_influx
+fi
 
+if run single; then
 echo "== single-event POSTs (32 connections, closed loop)"
 start_tally;  bench --url http://127.0.0.1:18181 --target tally  --batch 1 --connections 32 --label single
 RATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
@@ -89,6 +98,7 @@ bench --url http://127.0.0.1:18181 --target tally --batch 1 --connections 32 --r
 start_influx; bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --label single
 IRATE=$(tail -1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_sec"]/2)')
 bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --rate "$IRATE" --label half; stop_influx
+fi
 
 # The same single-event load from wrk, a much lighter client than the
 # Rust generator, so more of the two cores go to the server under test.
@@ -116,6 +126,7 @@ print(json.dumps({"label": "single_wrk", "target": target, "requests_per_sec": r
                   "latency_ms": {"p50": ms("50%"), "p99": ms("99%")}}))
 PY
 }
+if run single_wrk; then
 echo "== single-event POSTs from wrk (64 connections, closed loop)"
 start_tally
 wrk_single http://127.0.0.1:18181/v1/events/bench application/json '{"path":"/pricing","country":"NO","browser":"Firefox","duration_ms":412,"bytes":5120}' tally
@@ -123,7 +134,9 @@ stop_tally
 start_influx
 wrk_single "http://127.0.0.1:18086/write?db=bench" text/plain 'bench,path=/pricing,country=NO,browser=Firefox duration_ms=412,bytes=5120' influx
 stop_influx
+fi
 
+if run overload; then
 echo "== overload (5,000 events/request, 512 connections): peak RSS and refusals"
 start_tally
 ( peak=0; while kill -0 "$TALLY_PID" 2>/dev/null; do
@@ -133,15 +146,33 @@ start_tally
 bench --url http://127.0.0.1:18181 --target tally --batch 5000 --connections 512 --label overload
 stop_tally
 echo "{\"label\":\"overload_peak_rss_mib\",\"value\":$(( $(cat "$WORK/peak_rss_kb") / 1024 ))}" | tee -a "$RESULTS"
+fi
+
+if run lineproto; then
+# `--target influx` builds line protocol bodies and POSTs them to
+# /write?db=bench&precision=ms: tally answers that path as InfluxDB does.
+echo "== line protocol (5,000 points/request, 8 connections; then 1 point/request, 32 connections)"
+start_tally
+bench --url http://127.0.0.1:18181 --target influx --batch 5000 --connections 8 --label lp_batch
+bench --url http://127.0.0.1:18181 --target influx --batch 1 --connections 32 --label lp_single
+points=$(curl -sf http://127.0.0.1:18181/v1/sql -H 'content-type: application/json' -d '{"sql":"SELECT count(*) AS n FROM bench"}')
+echo "tally stored: $points"
+stop_tally
+start_influx
+bench --url http://127.0.0.1:18086 --target influx --batch 5000 --connections 8 --label lp_batch
+bench --url http://127.0.0.1:18086 --target influx --batch 1 --connections 32 --label lp_single
+stop_influx
+fi
 
 python3 - "$RESULTS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def get(label, target):
-    return next((r for r in rows if r.get("label") == label and r.get("target") == target), None)
+def get(label, server):
+    return next((r for r in rows if r.get("label") == label and r.get("server", r.get("target")) == server), None)
 print()
 print(f"{'scenario':<10} {'tally':>16} {'influxdb 1.6':>16} {'ratio':>8}   tally p50/p99 ms   influx p50/p99 ms   per server CPU-second: tally / influx")
-for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s"), ("single_wrk", "requests_per_sec", "req/s")]:
+for label, key, unit in [("batch", "events_per_sec", "ev/s"), ("single", "requests_per_sec", "req/s"), ("half", "requests_per_sec", "req/s"), ("single_wrk", "requests_per_sec", "req/s"),
+                         ("lp_batch", "events_per_sec", "pt/s"), ("lp_single", "requests_per_sec", "req/s")]:
     t, i = get(label, "tally"), get(label, "influx")
     if not t or not i: continue
     ratio = t[key] / i[key] if i[key] else float("inf")
