@@ -21,6 +21,8 @@
 //! the whole body with an error naming its line (1-based, in the body) and
 //! field.
 
+use std::borrow::Cow;
+
 use crate::{
     validate_public_stream_name, Batch, BatchBuilder, Error, Location, Result, MAX_TS_US, MIN_TS_US,
 };
@@ -93,29 +95,35 @@ pub fn parse_line_protocol(
         pos: 0,
         line: 1,
     };
+    let mut last = 0;
     while let Some(line) = p.next_point()? {
         let at = Location::Line(line);
         let name = p.key(Part::Measurement, at)?;
-        if name.is_empty() {
-            return Err(syntax(at, "missing measurement"));
-        }
-        validate_public_stream_name(&name).map_err(|message| Error::BadField {
-            at,
-            field: "measurement".into(),
-            message: format!("{name:?} cannot be a stream name: {message}"),
-        })?;
-        let i = match out.iter().position(|(m, _)| m.stream == name) {
-            Some(i) => i,
-            None => {
-                let m = Measurement {
-                    stream: name,
-                    batch: Batch::default(),
-                    lines: Vec::new(),
-                };
-                out.push((m, BatchBuilder::new()));
-                out.len() - 1
-            }
+        // Points of one measurement usually come together.
+        let i = match out.get(last) {
+            Some((m, _)) if m.stream == name => last,
+            _ => match out.iter().position(|(m, _)| m.stream == name) {
+                Some(i) => i,
+                None => {
+                    if name.is_empty() {
+                        return Err(syntax(at, "missing measurement"));
+                    }
+                    validate_public_stream_name(&name).map_err(|message| Error::BadField {
+                        at,
+                        field: "measurement".into(),
+                        message: format!("{name:?} cannot be a stream name: {message}"),
+                    })?;
+                    let m = Measurement {
+                        stream: name.into_owned(),
+                        batch: Batch::default(),
+                        lines: Vec::new(),
+                    };
+                    out.push((m, BatchBuilder::new()));
+                    out.len() - 1
+                }
+            },
         };
+        last = i;
         let (m, b) = &mut out[i];
         b.start_row(line)?;
         p.point(b, at, precision, now_us)?;
@@ -188,7 +196,7 @@ struct Parser<'a> {
     line: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -219,34 +227,49 @@ impl Parser<'_> {
     }
 
     /// Reads a measurement, tag key, tag value or field key up to the
-    /// first unescaped character that ends it (not consumed).
-    fn key(&mut self, part: Part, at: Location) -> Result<String> {
-        let mut out = Vec::new();
+    /// first unescaped character that ends it (not consumed). Borrowed
+    /// from the body unless it holds escapes.
+    fn key(&mut self, part: Part, at: Location) -> Result<Cow<'a, str>> {
+        let start = self.pos;
+        let mut escaped = false;
         while let Some(c) = self.peek() {
             if c == b'\n' || c == b'\r' || part.ends_at(c) {
                 break;
             }
-            if c == b'\\' {
-                if let Some(&next) = self.s.get(self.pos + 1) {
-                    if part.escapes(next) {
-                        out.push(next);
-                        self.pos += 2;
-                        continue;
-                    }
-                }
+            if c == b'\\' && self.s.get(self.pos + 1).is_some_and(|&n| part.escapes(n)) {
+                escaped = true;
+                self.pos += 2;
+                continue;
             }
-            out.push(c);
             self.pos += 1;
         }
-        String::from_utf8(out).map_err(|_| syntax(at, format!("{} is not UTF-8", part.name())))
+        let raw = &self.s[start..self.pos];
+        let not_utf8 = || syntax(at, format!("{} is not UTF-8", part.name()));
+        if !escaped {
+            return std::str::from_utf8(raw)
+                .map(Cow::Borrowed)
+                .map_err(|_| not_utf8());
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\\' && raw.get(i + 1).is_some_and(|&n| part.escapes(n)) {
+                i += 1;
+            }
+            out.push(raw[i]);
+            i += 1;
+        }
+        String::from_utf8(out)
+            .map(Cow::Owned)
+            .map_err(|_| not_utf8())
     }
 
-    fn expect(&mut self, c: u8, at: Location, what: &str) -> Result<()> {
+    fn expect(&mut self, c: u8, at: Location, what: impl FnOnce() -> String) -> Result<()> {
         if self.peek() == Some(c) {
             self.pos += 1;
             Ok(())
         } else {
-            Err(syntax(at, what.to_string()))
+            Err(syntax(at, what()))
         }
     }
 
@@ -265,7 +288,7 @@ impl Parser<'_> {
             if key.is_empty() {
                 return Err(syntax(at, "missing tag key"));
             }
-            self.expect(b'=', at, &format!("tag {key:?} has no '=value'"))?;
+            self.expect(b'=', at, || format!("tag {key:?} has no '=value'"))?;
             let value = self.key(Part::TagValue, at)?;
             if value.is_empty() {
                 return Err(bad_field(at, &key, "missing tag value"));
@@ -289,7 +312,7 @@ impl Parser<'_> {
             if key.is_empty() {
                 return Err(syntax(at, "missing field key"));
             }
-            self.expect(b'=', at, &format!("field {key:?} has no '=value'"))?;
+            self.expect(b'=', at, || format!("field {key:?} has no '=value'"))?;
             self.field_value(b, &key, at)?;
             fields += 1;
             match self.peek() {
