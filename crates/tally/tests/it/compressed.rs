@@ -76,22 +76,10 @@ async fn every_ingest_endpoint_reads_gzip_and_zstd() {
         assert_eq!((st, v), (200, json!({"accepted": 500})), "{enc}");
         // Line protocol (Telegraf's content_encoding = "gzip").
         let lp = "z_lp,host=a v=1 1700000000000000000\nz_lp,host=b v=2 1700000000000000001\n";
-        let (st, v) = send(
-            &s.url("/write?db=x"),
-            "text/plain",
-            enc,
-            pack(lp.as_bytes()),
-        )
-        .await;
-        assert_eq!(st, 204, "{enc}: {v}");
-        let (st, v) = send(
-            &s.url("/api/v2/write?bucket=x"),
-            "text/plain",
-            enc,
-            pack(lp.as_bytes()),
-        )
-        .await;
-        assert_eq!(st, 204, "{enc}: {v}");
+        for path in ["/write?db=x", "/api/v2/write?bucket=x"] {
+            let (st, v) = send(&s.url(path), "text/plain", enc, pack(lp.as_bytes())).await;
+            assert_eq!(st, 204, "{enc} {path}: {v}");
+        }
         // Import of a compressed file.
         let (st, v) = send(
             &s.url(&format!("/v1/import/z_imp_{enc}?batch_id=b_{enc}")),
