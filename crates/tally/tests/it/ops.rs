@@ -196,3 +196,82 @@ async fn sigterm_under_load_answers_every_accepted_request() {
         "every answered batch, and nothing else"
     );
 }
+
+/// The Prometheus alert rules shipped in deploy/prometheus pass promtool's
+/// checks and its unit tests (alerts fire when lag or refusals last), and
+/// name metrics and labels a running server exports.
+#[tokio::test]
+async fn prometheus_rules_pass_promtool_and_name_real_series() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
+    for args in [
+        ["check", "rules", "tally-rules.yml"],
+        ["test", "rules", "tally-rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool is installed by the test command");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A server with a rollup, and a memory limit so small that the second
+    // write is refused: every series the rules read then exists.
+    let s = TestServer::builder()
+        .args(["--memory-limit-bytes", "1"])
+        .start()
+        .await;
+    let def = serde_json::json!({"name": "rtt", "stream": "logs", "intervals": ["minute"],
+        "group_by": ["service"], "aggregates": ["count", "avg(rtt_ms)"]});
+    let (st, v) = post(
+        &s.url("/v1/rollups"),
+        Some("application/json"),
+        def.to_string(),
+    )
+    .await;
+    assert!(st == 201 || st == 202, "{st} {v}");
+    let url = s.url("/v1/events/logs");
+    let (st, v) = post(
+        &url,
+        Some("application/json"),
+        r#"{"service":"api","rtt_ms":3}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = post(
+        &url,
+        Some("application/json"),
+        r#"{"service":"api","rtt_ms":4}"#,
+    )
+    .await;
+    assert_eq!(st, 503, "{v}");
+    let metrics = crate::server::metrics_text(&s).await;
+    let rules = std::fs::read_to_string(format!("{dir}/tally-rules.yml")).unwrap();
+    let mut checked = 0;
+    for expr in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+    {
+        // `... by (instance, label) (... metric ...)`: the metric, with the
+        // label when the rule groups by one.
+        let metric = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|w| w.starts_with("tally_"))
+            .unwrap();
+        let label = expr
+            .split_once("by (instance, ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(l, _)| l.to_string());
+        let series = match &label {
+            Some(l) => format!("{metric}{{{l}=\""),
+            None => format!("{metric} "),
+        };
+        assert!(metrics.contains(&series), "{expr}: no {series} in /metrics");
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
