@@ -166,3 +166,35 @@ async fn a_bad_time_entry_in_the_config_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[time] logs: format \"fortnights\""), "{err}");
 }
+
+/// examples/logs: access logs shipped as Fluent Bit sends them, into a
+/// server run with the example's config; the script checks the rollup's
+/// average RTT per service per hour against its own from the lines sent.
+#[tokio::test]
+async fn the_access_logs_example_answers_rtt_per_service_per_hour() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/logs");
+    let s = TestServer::builder()
+        .args(["--config", &format!("{root}/tally.toml")])
+        .start()
+        .await;
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/ship.py"))
+        .arg(&s.base)
+        .args(["--lines", "20000", "--hours", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(summary["lines"], 20000);
+    assert_eq!(summary["mismatches"], json!([]));
+    // Four services over three (or, early in an hour, fewer) hours.
+    assert!(
+        summary["hour_service_rows"].as_u64().unwrap() >= 8,
+        "{summary}"
+    );
+}
