@@ -11,6 +11,7 @@ mod counters;
 mod dashboard;
 mod encoding;
 mod error;
+mod handover;
 mod import;
 mod influx;
 mod ingest;
@@ -127,16 +128,27 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let addr = config.listen;
+    // A socket handed over by systemd (or another supervisor) that keeps it
+    // open across restarts: connections wait in its backlog while one
+    // process hands over to the next.
+    let inherited = inherited_listener().map_err(Error::Serve)?;
+    let addr = match &inherited {
+        Some(l) => l.local_addr().map_err(Error::Serve)?,
+        None => config.listen,
+    };
     if !addr.ip().is_loopback() && config.keys.is_empty() && !config.allow_unauthenticated {
         return Err(Error::PublicWithoutKeys { addr });
     }
     if config.keys.is_empty() {
         tracing::warn!(%addr, "no API keys configured: every endpoint is open to whoever can reach this address");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let handed_over = inherited.is_some();
+    let listener = match inherited {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?,
+    };
     let local = listener.local_addr().map_err(Error::Serve)?;
     metrics::init();
     tally_query::init_metrics();
@@ -192,18 +204,47 @@ pub async fn run(
     println!("tally listening on http://{local}");
     tracing::info!(%local, data_dir = %config.engine.data_dir.display(), "listening");
 
-    let app = router(state.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut engine_failed = None;
+    let opened = |r: Result<Result<(), tally_engine::Error>, tokio::task::JoinError>| match r {
+        Ok(r) => r.err(),
+        Err(join) => Some(tally_engine::Error::Io {
+            dir: config.engine.data_dir.clone(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    };
+    let mut opener = Some(opener);
+    if handed_over {
+        // The socket's backlog holds connections while the engine opens:
+        // accept only once every request can be answered, so a restart
+        // costs clients a wait, never a 503.
+        if let Some(e) = opened(opener.take().expect("not awaited yet").await) {
+            return Err(e.into());
+        }
+    }
+
     // Client addresses key the counter's login limits.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(state.clone()).layer(axum::middleware::from_fn(handover::peer_as_socket_addr));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
+    let mut engine_failed = None;
+    let app = app.into_make_service_with_connect_info::<handover::Peer>();
     let counter = state.counter.clone();
     let stopping = state.stopping.clone();
+    let listener = handover::Handover {
+        inner: listener,
+        stop: accepting_rx,
+    };
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         tokio::select! {
             _ = shutdown => {}
             _ = rx.wait_for(|v| *v) => {}
+        }
+        // New connections stay in the socket's backlog (for the next
+        // process, when the socket was handed over); those just accepted
+        // get to send their request before idle ones are closed.
+        accepting_tx.send_replace(true);
+        if handed_over {
+            tokio::time::sleep(handover::FIRST_REQUEST_GRACE).await;
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         // Imports still uploading roll back; committing ones finish.
@@ -214,18 +255,10 @@ pub async fn run(
         }
     });
     let server = tokio::spawn(async move { server.await });
-    match opener.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    if let Some(opener) = opener {
+        engine_failed = opened(opener.await);
+        if engine_failed.is_some() {
             let _ = stop_tx.send(true);
-            engine_failed = Some(e);
-        }
-        Err(join) => {
-            let _ = stop_tx.send(true);
-            engine_failed = Some(tally_engine::Error::Io {
-                dir: config.engine.data_dir.clone(),
-                source: std::io::Error::other(join.to_string()),
-            });
         }
     }
     let served = server
@@ -243,6 +276,33 @@ pub async fn run(
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "stopped cleanly");
     }
     Ok(())
+}
+
+/// The listening socket a supervisor handed over, as systemd's socket
+/// activation does: `LISTEN_PID` is this process and `LISTEN_FDS` is 1, the
+/// socket being descriptor 3. (A child process would see another
+/// `LISTEN_PID` than its own, and not take them.)
+fn inherited_listener() -> std::io::Result<Option<tokio::net::TcpListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let fds = std::env::var("LISTEN_FDS").ok();
+    if !ours || fds.is_none() {
+        return Ok(None);
+    }
+    if fds.as_deref() != Some("1") {
+        return Err(std::io::Error::other(format!(
+            "LISTEN_FDS={}: tally takes exactly one listening socket",
+            fds.unwrap_or_default()
+        )));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: descriptor 3 is the listening socket the supervisor passed,
+    // owned by nothing else in this process.
+    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    std_listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(std_listener).map(Some)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

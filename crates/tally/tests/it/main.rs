@@ -15,6 +15,7 @@ mod ingest;
 mod ops;
 mod query;
 mod rates;
+mod restart;
 mod rollups;
 mod server;
 mod shippers;
