@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Ships generated access logs to tally the way Fluent Bit's `http` output
-does, then asks tally for the average RTT per service per hour and checks
-it against the same average computed here from the lines sent.
+does, then asks tally for the average RTT per service per hour, from the
+rollup (streaming) and from the hourly job (batch, run here over the
+complete hours shipped), and checks both against the same average computed
+here from the lines sent.
 
     tally serve --config examples/logs/tally.toml
     python3 examples/logs/ship.py http://127.0.0.1:8080 [--lines 100000] [--hours 3]
@@ -94,8 +96,30 @@ def main():
         g, w = got.get(k), want.get(k)
         if g is None or w is None or g[0] != w[0] or abs(g[1] - w[1]) > 1e-9 * max(1.0, abs(w[1])):
             bad.append({"hour": k[0], "service": k[1], "tally": g, "expected": w})
+
+    # The batch mode: run the job over the complete hours shipped (each
+    # run replaces that hour's rows), then read its table.
+    current = int(time.time()) // 3600 * 3600
+    job_rows = 0
+    if current > start:
+        frm = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+        to = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(current))
+        status, _ = post(f"{base}/v1/jobs/rtt_hourly/run?from={frm}&to={to}", b"", {})
+        assert status == 200, status
+        sql = ("SELECT CAST(to_unixtime(window_start) AS BIGINT) AS hour, service, requests, "
+               "avg_rtt_ms AS avg FROM jobs.rtt_hourly ORDER BY hour, service")
+        _, out = post(f"{base}/v1/sql", json.dumps({"sql": sql}).encode(),
+                      {"Content-Type": "application/json"})
+        job = {(r["hour"], r["service"]): (r["requests"], r["avg"])
+               for r in json.loads(out)["rows"] if start <= r["hour"] < current}
+        job_rows = len(job)
+        for k in sorted(set(job) | {k for k in want if k[0] < current}):
+            g, w = job.get(k), want.get(k)
+            if g is None or w is None or g[0] != w[0] or abs(g[1] - w[1]) > 1e-9 * max(1.0, abs(w[1])):
+                bad.append({"job hour": k[0], "service": k[1], "tally": g, "expected": w})
     print(json.dumps({"lines": len(lines), "ship_seconds": round(ship_s, 3),
-                      "hour_service_rows": len(got), "mismatches": bad[:5]}))
+                      "hour_service_rows": len(got), "job_rows": job_rows,
+                      "mismatches": bad[:5]}))
     for (hour, service), (count, avg) in sorted(got.items()):
         print(f"{time.strftime('%Y-%m-%d %H:00', time.gmtime(hour))}  {service:<8} "
               f"{count:>7} requests  avg RTT {avg:8.2f} ms", file=sys.stderr)

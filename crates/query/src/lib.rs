@@ -18,6 +18,7 @@
 mod cache;
 mod error;
 mod functions;
+pub mod jobs;
 mod metrics;
 mod provider;
 mod rollup_tables;
@@ -64,6 +65,8 @@ pub struct QueryOptions {
     pub max_result_rows: usize,
     /// Bytes of answers the result cache keeps.
     pub cache_bytes: usize,
+    /// Scheduled jobs ([`jobs`]); their tables live in `DATA/jobs`.
+    pub jobs: Vec<jobs::JobDef>,
 }
 
 impl Default for QueryOptions {
@@ -75,6 +78,7 @@ impl Default for QueryOptions {
             memory_limit: 512 << 20,
             max_result_rows: 100_000,
             cache_bytes: 64 << 20,
+            jobs: Vec::new(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct QueryEngine {
 struct Inner {
     engine: Arc<Engine>,
     tables: Arc<DimTables>,
+    jobs: Arc<jobs::Jobs>,
     base: SessionState,
     opts: QueryOptions,
     permits: Arc<Semaphore>,
@@ -125,7 +130,9 @@ impl QueryEngine {
     /// Builds the query stage over `engine`; dimension tables live in
     /// `DATA/tables`.
     pub fn new(engine: Arc<Engine>, opts: QueryOptions) -> Result<QueryEngine> {
-        let tables = Arc::new(DimTables::open(engine.options().data_dir.join("tables"))?);
+        let data_dir = &engine.options().data_dir;
+        let tables = Arc::new(DimTables::open(data_dir.join("tables"))?);
+        let jobs = Arc::new(jobs::Jobs::open(&data_dir.join("jobs"), &opts.jobs)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .thread_name("tally-query")
@@ -133,11 +140,12 @@ impl QueryEngine {
             .enable_all()
             .build()
             .map_err(|e| QueryError::Internal(format!("cannot start the query pool: {e}")))?;
-        let base = base_state(&engine, &tables, &opts)?;
+        let base = base_state(&engine, &tables, &jobs, &opts)?;
         Ok(QueryEngine {
             inner: Arc::new(Inner {
                 engine,
                 tables,
+                jobs,
                 base,
                 permits: Arc::new(Semaphore::new(opts.max_concurrent.max(1))),
                 sql_cache: Cache::new(opts.cache_bytes / 2),
@@ -300,6 +308,9 @@ impl Inner {
         if schema == Some("rollups") {
             return rollup_tables::version(&self.engine, table).unwrap_or_default();
         }
+        if schema == Some("jobs") {
+            return self.jobs.get(table).map_or(0, |j| j.version()).to_string();
+        }
         let dim = || self.tables.get(table).map(|t| t.version);
         let stream = || {
             self.engine
@@ -333,6 +344,7 @@ fn observe<T>(api: &str, result: &Result<(T, bool)>, t: Instant) {
 fn base_state(
     engine: &Arc<Engine>,
     tables: &Arc<DimTables>,
+    jobs: &Arc<jobs::Jobs>,
     opts: &QueryOptions,
 ) -> Result<SessionState> {
     let mut config = SessionConfig::new()
@@ -380,6 +392,7 @@ fn base_state(
             engine: engine.clone(),
         }),
     )?;
+    catalog.register_schema("jobs", Arc::new(jobs::JobSchema { jobs: jobs.clone() }))?;
     ctx.register_udtf(
         "tree_descendants",
         Arc::new(tables::TreeDescendants {
@@ -426,6 +439,15 @@ fn is_volatile(normalized: &str) -> bool {
 
 /// Plans and runs one statement, read-only.
 async fn execute_statement(q: QueryState, statement: Statement) -> Result<SqlAnswer> {
+    let plan = plan_read_only(&q, statement).await?;
+    collect_plan(&q, plan).await
+}
+
+/// Plans one statement, refusing any that would change something.
+pub(crate) async fn plan_read_only(
+    q: &QueryState,
+    statement: Statement,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
     let plan = q.session.statement_to_plan(statement).await?;
     datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
@@ -435,7 +457,7 @@ async fn execute_statement(q: QueryState, statement: Statement) -> Result<SqlAns
         .map_err(|e| QueryError::NotAllowed {
             message: e.strip_backtrace(),
         })?;
-    collect_plan(&q, plan).await
+    Ok(plan)
 }
 
 /// Executes a logical plan and gathers its rows, up to the row limit.

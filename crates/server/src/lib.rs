@@ -15,6 +15,7 @@ mod handover;
 mod import;
 mod influx;
 mod ingest;
+mod jobs;
 mod metrics;
 mod ops;
 mod query;
@@ -82,6 +83,11 @@ fn router(state: Arc<AppState>) -> Router {
             get(rollups::get_rollup).delete(rollups::delete_rollup),
         )
         .route("/v1/rollups/{name}/rebuild", post(rollups::rebuild_rollup))
+        .route("/v1/jobs", get(jobs::list_jobs))
+        .route("/v1/jobs/{name}", get(jobs::get_job))
+        .route("/v1/jobs/{name}/run", post(jobs::run_job))
+        .route("/v1/jobs/{name}/pause", post(jobs::pause_job))
+        .route("/v1/jobs/{name}/resume", post(jobs::resume_job))
         .route("/v1/tables", get(query::list_tables))
         .route(
             "/v1/tables/{name}",
@@ -195,6 +201,14 @@ pub async fn run(
                 query.clone(),
                 rates,
             )));
+            // Each job runs its windows as they come due, until shutdown.
+            for job in query.jobs().all() {
+                tokio::spawn(tally_query::jobs::schedule(
+                    query.clone(),
+                    job.clone(),
+                    state.stopping.subscribe(),
+                ));
+            }
             let _ = state.query.set(query);
             let _ = state.engine.set(engine);
             Ok::<_, tally_engine::Error>(())

@@ -33,6 +33,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         let _ = e.log_queue_depth();
         e.export_rollup_metrics();
     }
+    if let Some(q) = state.query.get() {
+        q.jobs().export_metrics();
+    }
     let families = prometheus::gather();
     let mut out = String::new();
     match prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {

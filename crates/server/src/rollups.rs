@@ -137,7 +137,7 @@ pub(crate) struct RebuildParams {
 }
 
 /// An RFC 3339 time in µs.
-fn time(s: &str) -> Result<i64, ApiError> {
+pub(crate) fn time(s: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
         .map_err(|e| ApiError::BadRequest {

@@ -177,6 +177,10 @@ struct FileConfig {
     /// `[[rollup]]` tables: continuous rollups (docs/rollups.md).
     #[serde(default, rename = "rollup")]
     rollups: Vec<tally_rollup::RollupDef>,
+    /// `[[job]]` tables: SQL run on a schedule over consecutive time
+    /// windows, each window's answer kept in `jobs.<name>` (docs/jobs.md).
+    #[serde(default, rename = "job")]
+    jobs: Vec<tally_query::jobs::JobSpec>,
     /// `[archive]`: where raw segments are archived (docs/archive.md).
     archive: Option<ArchiveConfig>,
     /// `[retention]`: stream name (or "*") = how long raw events stay in
@@ -462,6 +466,13 @@ impl ServeArgs {
         }
         if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
             q.cache_bytes = v;
+        }
+        for spec in file.jobs {
+            let def = spec.into_def().context("[[job]]")?;
+            if q.jobs.iter().any(|j| j.name == def.name) {
+                bail!("[[job]] {:?} is defined twice", def.name);
+            }
+            q.jobs.push(def);
         }
         let rates = file.rates.unwrap_or_default();
         let r = &mut config.rates;

@@ -12,6 +12,7 @@ mod duckdb;
 mod import;
 mod influx;
 mod ingest;
+mod jobs;
 mod ops;
 mod query;
 mod rates;

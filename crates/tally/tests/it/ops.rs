@@ -97,6 +97,11 @@ async fn openapi_document_covers_every_route() {
         "/v1/streams",
         "/v1/streams/{stream}",
         "/v1/admin/flush",
+        "/v1/jobs",
+        "/v1/jobs/{name}",
+        "/v1/jobs/{name}/run",
+        "/v1/jobs/{name}/pause",
+        "/v1/jobs/{name}/resume",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -221,8 +226,17 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
     }
     // A server with a rollup, and a memory limit so small that the second
     // write is refused: every series the rules read then exists.
+    // A job that fails at each run: its lag, window and run series exist.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"j\"\nevery = \"1s\"\nsql = \"SELECT sum(nope) AS s FROM logs\"\n",
+    )
+    .unwrap();
     let s = TestServer::builder()
         .args(["--memory-limit-bytes", "1"])
+        .args(["--config", config.to_str().unwrap()])
         .start()
         .await;
     let def = serde_json::json!({"name": "rtt", "stream": "logs", "intervals": ["minute"],
@@ -249,7 +263,18 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
     )
     .await;
     assert_eq!(st, 503, "{v}");
-    let metrics = crate::server::metrics_text(&s).await;
+    let t = std::time::Instant::now();
+    let metrics = loop {
+        let m = crate::server::metrics_text(&s).await;
+        if m.contains("tally_job_runs_total{job_name=\"j\",outcome=\"error\"}") {
+            break m;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "job j never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let rules = std::fs::read_to_string(format!("{dir}/tally-rules.yml")).unwrap();
     let mut checked = 0;
     for expr in rules
@@ -273,5 +298,5 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
         assert!(metrics.contains(&series), "{expr}: no {series} in /metrics");
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 6);
 }

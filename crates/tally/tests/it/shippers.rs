@@ -169,7 +169,8 @@ async fn a_bad_time_entry_in_the_config_is_refused_at_start() {
 
 /// examples/logs: access logs shipped as Fluent Bit sends them, into a
 /// server run with the example's config; the script checks the rollup's
-/// average RTT per service per hour against its own from the lines sent.
+/// and the hourly job's average RTT per service per hour against its own
+/// from the lines sent.
 #[tokio::test]
 async fn the_access_logs_example_answers_rtt_per_service_per_hour() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/logs");
@@ -197,4 +198,6 @@ async fn the_access_logs_example_answers_rtt_per_service_per_hour() {
         summary["hour_service_rows"].as_u64().unwrap() >= 8,
         "{summary}"
     );
+    // The hourly job over the two complete hours: four services each.
+    assert_eq!(summary["job_rows"], 8, "{summary}");
 }
