@@ -19,11 +19,13 @@
 //! Apps and the HTTP layer use only this crate's public interface.
 
 mod apply;
+mod backup;
 mod flush;
 mod history;
 mod import;
 mod lock;
 use apply::{RollupWorker, Sinks};
+pub use backup::{restore, BackupReport, MANIFEST as BACKUP_MANIFEST};
 use flush::flush_and_compact;
 use history::{feed_history, History};
 pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};

@@ -71,6 +71,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/streams/{stream}", get(ops::get_stream))
         .route("/v1/admin/flush", post(ops::flush))
         .route("/v1/admin/maintain", post(ops::maintain))
+        .route("/v1/admin/backup", post(ops::backup))
         .route("/v1/archive", get(ops::archive))
         .route("/v1/sql", post(query::post_sql))
         .route("/v1/query", get(query::get_query).post(query::post_query))

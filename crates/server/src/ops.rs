@@ -137,6 +137,53 @@ pub(crate) async fn flush(
     })))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupRequest {
+    /// An absolute directory on the server's machine, missing or empty.
+    to: String,
+}
+
+/// Takes a backup of the running server into a directory on its machine
+/// (docs/operations.md), while ingest continues; one at a time.
+pub(crate) async fn backup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(req): Json<BackupRequest>,
+) -> Result<Json<Value>, ApiError> {
+    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    state.keys.authorize(&headers, Scope::Admin)?;
+    let bad = |message: String| ApiError::BadRequest {
+        message,
+        stream: None,
+    };
+    let to = std::path::PathBuf::from(&req.to);
+    if !to.is_absolute() {
+        return Err(bad(format!(
+            "to = {:?}: give an absolute path on the server's machine",
+            req.to
+        )));
+    }
+    if std::fs::read_dir(&to).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(bad(format!(
+            "{} is not empty: back up into a new directory",
+            req.to
+        )));
+    }
+    let engine = state.engine()?.clone();
+    if RUNNING.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(ApiError::Conflict {
+            message: "a backup is already running".into(),
+        });
+    }
+    let r = tokio::task::spawn_blocking(move || engine.backup(&to)).await;
+    RUNNING.store(false, std::sync::atomic::Ordering::Release);
+    let report = r.map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
 /// Runs an archive and retention pass now (the maintenance thread runs
 /// one every archive interval).
 pub(crate) async fn maintain(

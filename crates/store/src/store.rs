@@ -641,7 +641,9 @@ impl Store {
         self.catalog.read()
     }
 
-    pub(crate) fn maintenance_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+    /// Held by flushes, compactions, retention and catalog changes: while
+    /// it is held, no segment file or catalog entry changes or goes.
+    pub fn maintenance_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.maintenance.lock()
     }
 

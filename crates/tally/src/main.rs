@@ -4,6 +4,7 @@
 //! a file into a running server; `sql` queries one; `keys new` makes an API
 //! key; `bench` is the load generator the benchmarks under `bench/` use.
 
+mod backup;
 mod bench;
 mod config;
 mod demo;
@@ -47,6 +48,10 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Rebuild a rollup on a running server from its stored events.
     Reprocess(reprocess::ReprocessArgs),
+    /// Back up a running server's data directory while ingest continues.
+    Backup(backup::BackupArgs),
+    /// Make a backup the data directory of a new server.
+    Restore(backup::RestoreArgs),
     /// Load generator used by the benchmarks under bench/.
     Bench(bench::BenchArgs),
 }
@@ -111,6 +116,8 @@ fn main() -> anyhow::Result<()> {
         Command::Sql(args) => runtime()?.block_on(sql::run(args)),
         Command::Reprocess(args) => runtime()?.block_on(reprocess::run(args)),
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
+        Command::Backup(args) => runtime()?.block_on(backup::backup(args)),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

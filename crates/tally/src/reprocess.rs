@@ -81,7 +81,10 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
 }
 
 /// The JSON body of a successful answer, or the server's error.
-async fn answer(r: reqwest::Result<reqwest::Response>, base: &str) -> anyhow::Result<Value> {
+pub(crate) async fn answer(
+    r: reqwest::Result<reqwest::Response>,
+    base: &str,
+) -> anyhow::Result<Value> {
     let resp = r.with_context(|| format!("cannot reach {base}"))?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);

@@ -4,6 +4,7 @@
 
 mod archive;
 mod auth;
+mod backup;
 mod browser;
 mod compressed;
 mod counter;

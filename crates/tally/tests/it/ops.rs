@@ -97,6 +97,7 @@ async fn openapi_document_covers_every_route() {
         "/v1/streams",
         "/v1/streams/{stream}",
         "/v1/admin/flush",
+        "/v1/admin/backup",
         "/v1/jobs",
         "/v1/jobs/{name}",
         "/v1/jobs/{name}/run",
