@@ -249,3 +249,24 @@ pub fn metric(text: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
+
+/// Starts `tally serve` with `config` as its config file, expects it to
+/// refuse to start, and returns what it printed on stderr.
+pub fn refused_config(config: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tally.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "serve",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("tally");
+    assert!(!out.status.success(), "tally started with {config}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

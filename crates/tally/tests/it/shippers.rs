@@ -149,21 +149,9 @@ async fn shippers_time_fields_are_read_per_stream_or_per_request() {
 
 #[tokio::test]
 async fn a_bad_time_entry_in_the_config_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tally.toml");
-    std::fs::write(
-        &config,
+    let err = crate::server::refused_config(
         "[time]\nlogs = { field = \"date\", format = \"fortnights\" }\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("[time] logs: format \"fortnights\""), "{err}");
 }
 
