@@ -109,6 +109,10 @@ async fn a_backup_under_ingest_restores_to_the_same_answers_at_its_snapshot_poin
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
         .collect::<Vec<_>>();
+    assert!(
+        after_backup.iter().sum::<u64>() > before.iter().sum::<u64>(),
+        "no write was acknowledged while the backup ran: {before:?} {after_backup:?}"
+    );
     // Ingest went on during the backup and after it.
     wait_acked(after_backup.iter().max().unwrap() + 10).await;
     stop.store(true, Ordering::Relaxed);
