@@ -1,0 +1,236 @@
+//! Running jobs: one window at a time on the query pool, its answer
+//! stored as the window's rows; the scheduler that runs windows as they
+//! come due.
+
+use super::{
+    internal, now_us, rfc3339, Job, Jobs, RunRecord, Trigger, HISTORY, MICROS, WINDOW_COLUMNS,
+};
+use crate::error::{QueryError, Result};
+use crate::metrics::{JOB_LAST_DURATION, JOB_RUNS, JOB_SECONDS};
+use crate::{collect_plan, parse_one, plan_read_only, QueryEngine};
+use arrow::array::{ArrayRef, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl QueryEngine {
+    pub fn jobs(&self) -> &Arc<Jobs> {
+        &self.inner.jobs
+    }
+
+    /// Runs job `name` over the window starting at `window_start` and
+    /// replaces that window's rows with the answer. The window must have
+    /// ended; a manual run may repeat any window already run, or run the
+    /// next one.
+    pub async fn run_job(
+        &self,
+        name: &str,
+        window_start: i64,
+        trigger: Trigger,
+    ) -> Result<RunRecord> {
+        let job = self
+            .jobs()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueryError::NotFound {
+                what: "job",
+                name: name.to_string(),
+            })?;
+        let every = job.def.every;
+        if window_start.rem_euclid(every) != 0 {
+            return Err(QueryError::Invalid {
+                message: format!(
+                    "{} is not a window start of job {name}: its windows are {} s long from 1970-01-01T00:00:00Z",
+                    rfc3339(window_start),
+                    every / MICROS
+                ),
+            });
+        }
+        let window_end = window_start + every;
+        if window_end > now_us() {
+            return Err(QueryError::Invalid {
+                message: format!(
+                    "window {} of job {name} has not ended yet (it ends at {})",
+                    rfc3339(window_start),
+                    rfc3339(window_end)
+                ),
+            });
+        }
+        if trigger == Trigger::Manual {
+            let next = job.progress.lock().next_window();
+            if window_start > next {
+                return Err(QueryError::Invalid {
+                    message: format!(
+                        "job {name} has not reached window {} yet: windows run in order, the next is {}",
+                        rfc3339(window_start),
+                        rfc3339(next)
+                    ),
+                });
+            }
+        }
+        let _one = job.running.lock().await;
+        if trigger == Trigger::Schedule && job.progress.lock().paused {
+            // Paused while this run waited for the previous one.
+            return Err(QueryError::Invalid {
+                message: format!("job {name} is paused"),
+            });
+        }
+        *job.current.lock() = Some((window_start, Instant::now()));
+        let started_at = now_us();
+        let t = Instant::now();
+        let result = self.job_window(&job, window_start, window_end).await;
+        *job.current.lock() = None;
+        let duration = t.elapsed();
+        let record = RunRecord {
+            window_start,
+            window_end,
+            started_at,
+            duration_ms: duration.as_secs_f64() * 1e3,
+            rows: result.as_ref().ok().copied(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            trigger,
+        };
+        let name = job.def.name.as_str();
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        JOB_RUNS.with_label_values(&[name, outcome]).inc();
+        JOB_SECONDS
+            .with_label_values(&[name])
+            .observe(duration.as_secs_f64());
+        JOB_LAST_DURATION
+            .with_label_values(&[name])
+            .set(duration.as_secs_f64());
+        {
+            let mut p = job.progress.lock();
+            match &result {
+                Ok(_) => {
+                    p.runs_ok += 1;
+                    p.last_success_at = Some(now_us());
+                    if window_start == p.next_window() {
+                        p.done_until = Some(window_end);
+                    }
+                }
+                Err(_) => p.runs_failed += 1,
+            }
+            p.history.push_front(record.clone());
+            p.history.truncate(HISTORY);
+            job.save(&p)?;
+        }
+        match &result {
+            Ok(rows) => {
+                tracing::info!(job = name, window = %rfc3339(window_start), rows, ms = record.duration_ms, "job window done")
+            }
+            Err(e) => {
+                tracing::warn!(job = name, window = %rfc3339(window_start), error = %e, "job window failed")
+            }
+        }
+        result.map(|_| record)
+    }
+
+    /// Computes one window and stores its rows; the number of rows.
+    async fn job_window(&self, job: &Arc<Job>, start: i64, end: i64) -> Result<u64> {
+        let statement = parse_one(&job.def.sql)?;
+        let ts = |us: i64| ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()));
+        let params = vec![("window_start", ts(start)), ("window_end", ts(end))];
+        let answer = self
+            .run(move |q| async move {
+                let plan = plan_read_only(&q, statement).await?;
+                let plan = plan.with_param_values(params)?;
+                collect_plan(&q, plan).await
+            })
+            .await?;
+        for f in answer.schema.fields() {
+            if WINDOW_COLUMNS.contains(&f.name().as_str()) {
+                return Err(QueryError::Invalid {
+                    message: format!(
+                        "job {}: the answer has a column named {}; job tables add window_start and window_end themselves, name it otherwise",
+                        job.def.name,
+                        f.name()
+                    ),
+                });
+            }
+        }
+        let schema = window_schema(&answer.schema);
+        let batches = answer
+            .batches
+            .iter()
+            .map(|b| with_window(&schema, b, start, end))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = answer.rows as u64;
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || job.replace_window(start, schema, batches))
+            .await
+            .map_err(|e| QueryError::Internal(format!("writing a job window: {e}")))??;
+        Ok(rows)
+    }
+}
+
+/// Runs each job's windows as they come due, until the process ends. A
+/// failed window is tried again after a pause that doubles up to a minute.
+/// Stops when `stop` turns true (a run under way finishes first).
+pub async fn schedule(
+    query: Arc<QueryEngine>,
+    job: Arc<Job>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match job.due() {
+            None => None,
+            Some((start, due)) => {
+                let now = now_us();
+                if due <= now {
+                    match query.run_job(job.name(), start, Trigger::Schedule).await {
+                        Ok(_) => {
+                            backoff = Duration::from_secs(1);
+                            continue;
+                        }
+                        Err(_) => {
+                            let w = backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(60));
+                            Some(w)
+                        }
+                    }
+                } else {
+                    Some(Duration::from_micros((due - now) as u64))
+                }
+            }
+        };
+        let sleep = async {
+            match wait {
+                Some(w) => tokio::time::sleep(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = job.wake.notified() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+/// `answer`'s schema behind the window columns.
+pub(super) fn window_schema(answer: &Schema) -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new(WINDOW_COLUMNS[0], ts.clone(), false),
+        Field::new(WINDOW_COLUMNS[1], ts, false),
+    ];
+    fields.extend(answer.fields().iter().map(|f| f.as_ref().clone()));
+    Arc::new(Schema::new(fields))
+}
+
+fn with_window(schema: &SchemaRef, b: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let col = |v: i64| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC"))
+    };
+    let mut columns = vec![col(start), col(end)];
+    columns.extend(b.columns().iter().cloned());
+    RecordBatch::try_new(schema.clone(), columns).map_err(internal)
+}
