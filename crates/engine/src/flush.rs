@@ -11,6 +11,7 @@ use std::time::Duration;
 use tally_log::{Log, Lsn};
 use tally_rollup::RollupSet;
 use tally_store::{FlushReport, Store};
+use tokio::sync::Notify;
 
 /// How often the background flusher rewrites a changing rollup's
 /// snapshot (each flush writes segments; rollup snapshots, which encode a
@@ -29,8 +30,12 @@ pub(crate) fn flush_and_compact(
     applied: &Mutex<Lsn>,
     log: &dyn Log,
     snapshot_age: Duration,
+    room: &Notify,
 ) -> Result<FlushReport> {
-    let report = store.flush()?;
+    let flushed = store.flush();
+    // Writes waiting for room in the tail look again, whatever the outcome.
+    room.notify_waiters();
+    let report = flushed?;
     // A record's rollups may still be counting it beside the store: wait
     // for the record in progress, so the snapshots cover the flush.
     drop(applied.lock());
@@ -45,8 +50,9 @@ pub(crate) fn flush_and_compact(
 }
 
 /// Starts the background flusher: every 100 ms (or when unparked), a
-/// flush when the tail is past `flush_bytes` or older than
-/// `flush_interval`; stops when `stopping` is set.
+/// flush when the tail is past `flush_bytes`, older than `flush_interval`
+/// or over the memory limit (writes are waiting for room); stops when
+/// `stopping` is set.
 pub(crate) fn spawn_flusher(
     store: Arc<Store>,
     rollups: Arc<RollupSet>,
@@ -54,6 +60,7 @@ pub(crate) fn spawn_flusher(
     log: Arc<dyn Log>,
     stopping: Arc<AtomicBool>,
     opts: EngineOptions,
+    room: Arc<Notify>,
 ) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tally-flusher".into())
@@ -61,13 +68,15 @@ pub(crate) fn spawn_flusher(
             while !stopping.load(Ordering::Acquire) {
                 std::thread::park_timeout(Duration::from_millis(100));
                 let (rows, bytes, age) = store.active_size();
-                if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) {
+                let full = rows > 0 && store.memory_bytes() > opts.memory_limit_bytes;
+                if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) || full {
                     if let Err(e) = flush_and_compact(
                         &store,
                         &rollups,
                         &applied,
                         log.as_ref(),
                         ROLLUP_SNAPSHOT_EVERY,
+                        &room,
                     ) {
                         tracing::error!(error = %e, "background flush failed; will retry");
                         std::thread::sleep(Duration::from_secs(1));

@@ -136,8 +136,11 @@ pub struct EngineOptions {
     pub flush_bytes: usize,
     /// ... or once its oldest event has waited this long.
     pub flush_interval: Duration,
-    /// Refuse ingest (503) while the in-memory tail holds more than this.
+    /// Writes wait while the in-memory tail holds more than this, and are
+    /// refused (503) if it still does after `memory_wait`.
     pub memory_limit_bytes: usize,
+    /// How long a write waits for the flusher to make room in a full tail.
+    pub memory_wait: Duration,
     /// Batches that may wait for the log writer before ingest is refused.
     pub log_queue: usize,
     pub log_segment_bytes: u64,
@@ -170,6 +173,7 @@ impl EngineOptions {
             flush_bytes: 48 << 20,
             flush_interval: Duration::from_secs(60),
             memory_limit_bytes: 128 << 20,
+            memory_wait: Duration::from_secs(2),
             log_queue: 4096,
             log_segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
@@ -215,6 +219,8 @@ pub struct Engine {
     maintainer: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
     closed: AtomicBool,
+    /// Signalled after every flush: writes waiting for room look again.
+    room: Arc<tokio::sync::Notify>,
     /// Batch ids being imported right now.
     imports_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
 }
@@ -320,6 +326,7 @@ impl Engine {
             maintainer: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
+            room: Default::default(),
             imports_in_flight: Default::default(),
         };
         *engine.flusher.lock() = flush::spawn_flusher(
@@ -329,6 +336,7 @@ impl Engine {
             engine.log.clone(),
             engine.stopping.clone(),
             engine.opts.clone(),
+            engine.room.clone(),
         );
         engine.start_maintainer();
         for (name, why) in rebuild {
@@ -543,23 +551,52 @@ impl Engine {
         self.store.schemas().column_type(stream, field)
     }
 
+    /// Returns once the in-memory tail is under its memory limit: at once
+    /// when it is, else when a flush has made room, or `Overloaded` after
+    /// [`EngineOptions::memory_wait`]. [`Self::ingest`] waits here itself;
+    /// request handlers call it before reading a body, so a body that
+    /// would be refused is neither read nor parsed.
+    pub async fn wait_for_room(&self) -> Result<()> {
+        let limit = self.opts.memory_limit_bytes;
+        if self.store.memory_bytes() <= limit {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.opts.memory_wait;
+        MEMORY_WAITS.inc();
+        loop {
+            let flushed = self.room.notified();
+            tokio::pin!(flushed);
+            // Registered before the check, so a flush between the two
+            // still wakes this wait.
+            flushed.as_mut().enable();
+            let mem = self.store.memory_bytes();
+            if mem <= limit {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline || self.closed.load(Ordering::Acquire) {
+                OVERLOAD.with_label_values(&["memory"]).inc();
+                return Err(Error::Overloaded {
+                    reason: format!(
+                        "the in-memory tail holds {} MiB, over its limit of {} MiB, while segments are written",
+                        mem >> 20,
+                        limit >> 20
+                    ),
+                    retry_after: Duration::from_secs(2),
+                });
+            }
+            if let Some(h) = self.flusher.lock().as_ref() {
+                h.thread().unpark();
+            }
+            let _ = tokio::time::timeout_at(deadline, flushed).await;
+        }
+    }
+
     /// Appends a batch durably. Returns once it is in the log and visible.
     pub async fn ingest(&self, stream: &str, batch: Batch) -> Result<Receipt> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let mem = self.store.memory_bytes();
-        if mem > self.opts.memory_limit_bytes {
-            OVERLOAD.with_label_values(&["memory"]).inc();
-            return Err(Error::Overloaded {
-                reason: format!(
-                    "the in-memory tail holds {} MiB, over its limit of {} MiB, while segments are written",
-                    mem >> 20,
-                    self.opts.memory_limit_bytes >> 20
-                ),
-                retry_after: Duration::from_secs(2),
-            });
-        }
+        self.wait_for_room().await?;
         if let Err(e) = self.store.schemas().reserve(stream, &batch) {
             REJECTED
                 .with_label_values(&["schema"])
@@ -626,6 +663,7 @@ impl Engine {
             &self.applied,
             self.log.as_ref(),
             Duration::ZERO,
+            &self.room,
         )
     }
 

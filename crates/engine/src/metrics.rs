@@ -29,6 +29,13 @@ pub(crate) static OVERLOAD: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub(crate) static MEMORY_WAITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_ingest_memory_waits_total",
+        "Writes that found the in-memory tail over its limit and waited for a flush"
+    )
+    .unwrap()
+});
 pub(crate) static BATCH_EVENTS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "tally_ingest_batch_events",
@@ -108,6 +115,7 @@ pub fn init() {
     LazyLock::force(&ACCEPTED);
     LazyLock::force(&REJECTED);
     LazyLock::force(&OVERLOAD);
+    LazyLock::force(&MEMORY_WAITS);
     LazyLock::force(&BATCH_EVENTS);
     LazyLock::force(&APPEND_SECONDS);
     LazyLock::force(&UNDECODABLE);

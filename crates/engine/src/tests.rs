@@ -41,19 +41,33 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     assert_eq!(e.store().stream_stats()["s"].rows, 3);
 }
 
-#[tokio::test]
-async fn memory_limit_refuses_with_overloaded() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tail_waits_for_a_flush_and_refuses_when_none_comes() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = EngineOptions::new(dir.path());
     opts.memory_limit_bytes = 1;
+    opts.memory_wait = Duration::from_millis(300);
     opts.flush_bytes = usize::MAX;
     opts.flush_interval = Duration::from_secs(3600);
     let e = Engine::open(opts).unwrap();
     e.ingest("s", batch("{\"v\":1}")).await.unwrap();
-    let err = e.ingest("s", batch("{\"v\":1}")).await.unwrap_err();
-    assert!(matches!(err, Error::Overloaded { .. }));
-    e.flush().unwrap();
-    e.ingest("s", batch("{\"v\":1}")).await.unwrap();
+    // No flush can run while maintenance is held: the write waits its
+    // 300 ms, then is refused.
+    {
+        let _held = e.store().maintenance_lock();
+        let t = Instant::now();
+        let err = e.ingest("s", batch("{\"v\":2}")).await.unwrap_err();
+        assert!(matches!(err, Error::Overloaded { .. }), "{err}");
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(e.wait_for_room().await.is_err());
+    }
+    assert_eq!(e.store().stream_stats()["s"].rows, 1);
+    assert!(e.store().segments().is_empty());
+    // Now the flusher sees the tail over its limit and flushes, and the
+    // waiting write goes in.
+    e.ingest("s", batch("{\"v\":3}")).await.unwrap();
+    assert_eq!(e.store().segments().len(), 1);
+    assert_eq!(e.store().stream_stats()["s"].rows, 2);
 }
 
 #[test]

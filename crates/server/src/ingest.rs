@@ -80,7 +80,7 @@ impl Drop for BudgetShare {
 }
 
 /// Reads an ingest request's body: checks what the headers say of it,
-/// reserves a share of the ingest memory budget for it (503 when the
+/// waits while the in-memory tail is full (503 if it stays full), reserves a share of the ingest memory budget for it (503 when the
 /// server already holds as much as it may), then reads it under the size
 /// limit (413) and the body read timeout, and inflates it if it is
 /// compressed (gzip or zstd; the limit holds for the inflated body too). The share is held until the
@@ -94,6 +94,14 @@ pub(crate) async fn read_body(
     let limit = state.max_body_bytes;
     let encoding = content_encoding(headers)?;
     let declared = check_body_headers(headers, limit as u64)?.map(|n| n as usize);
+
+    // A full tail would refuse this body after it is read and parsed:
+    // wait for room first (a flush under way makes it), and refuse before
+    // spending anything on the body if none comes.
+    if let Err(e) = state.engine()?.wait_for_room().await {
+        drain(body, limit).await;
+        return Err(e.into());
+    }
 
     // Reserve memory for this request before reading its body.
     let want =

@@ -177,7 +177,7 @@ impl ImportStage {
             if part.rows() == 0 {
                 continue;
             }
-            let batch = part.to_record_batch(&self.schema)?;
+            let batch = part.to_segment_batch(&self.schema)?;
             let rel = format!("{}/{:06}.parquet", self.rel, self.files.len() + 1);
             let path = self.data_dir.join(&rel);
             let bytes = write_segment(&path, &batch, self.row_group_rows, FLUSH_ZSTD_LEVEL)?;

@@ -19,6 +19,7 @@ mod memtable;
 mod metrics;
 mod schema;
 mod segment;
+mod sorted;
 mod store;
 
 pub use catalog::{Catalog, ImportEntry, SegmentMeta};

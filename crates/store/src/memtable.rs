@@ -11,6 +11,7 @@
 //! right after an ingest copies only the rows that arrived since the last one.
 
 use crate::schema::StreamSchema;
+use crate::sorted;
 use crate::{partition_of, Result};
 use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMicrosecondArray};
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -162,6 +163,34 @@ impl PartitionBuffer {
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(
             TimestampMicrosecondArray::from(self.ts.clone()).with_timezone("UTC"),
         )];
+        for i in self.schema_order(schema) {
+            let (name, data) = &self.columns[i];
+            let (dt, array) = to_arrow(data);
+            fields.push(Field::new(name, dt, true));
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    }
+
+    /// This partition as a segment's rows: sorted by `ts`, columns in the
+    /// stream schema's order, text that repeats as dictionaries (see
+    /// [`crate::sorted`]).
+    pub fn to_segment_batch(&self, schema: &StreamSchema) -> Result<RecordBatch> {
+        let order = sorted::sort_order(&self.ts);
+        let order = order.as_deref();
+        let mut fields = vec![Field::new("ts", crate::segment::ts_type(), false)];
+        let mut arrays = vec![sorted::ts_array(&self.ts, order)];
+        for i in self.schema_order(schema) {
+            let (name, data) = &self.columns[i];
+            let array = sorted::column_array(data, order);
+            fields.push(Field::new(name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    }
+
+    /// This partition's columns in the stream schema's order.
+    fn schema_order(&self, schema: &StreamSchema) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.columns.len()).collect();
         order.sort_by_key(|&i| {
             schema
@@ -170,13 +199,7 @@ impl PartitionBuffer {
                 .position(|c| c.name == self.columns[i].0)
                 .unwrap_or(usize::MAX)
         });
-        for i in order {
-            let (name, data) = &self.columns[i];
-            let (dt, array) = to_arrow(data);
-            fields.push(Field::new(name, dt, true));
-            arrays.push(array);
-        }
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+        order
     }
 }
 

@@ -12,7 +12,8 @@ use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -52,7 +53,7 @@ pub fn write_segment(
     zstd_level: i32,
 ) -> Result<u64> {
     let sorted = sort_by_ts(batch)?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(zstd_level).unwrap_or_default(),
         ))
@@ -66,12 +67,18 @@ pub fn write_segment(
         }]))
         .set_created_by("tally".into())
         .build();
+    // Dictionary columns (see `crate::sorted`) are text to readers: the
+    // file's Arrow schema says so, as it does for plain text.
+    add_encoded_arrow_schema_to_metadata(&plain_schema(&sorted.schema()), &mut props);
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut writer =
-        ArrowWriter::try_new(file, sorted.schema(), Some(props)).map_err(|source| {
+        ArrowWriter::try_new_with_options(file, sorted.schema(), options).map_err(|source| {
             Error::Parquet {
                 path: path.into(),
                 source,
@@ -88,6 +95,19 @@ pub fn write_segment(
     file.sync_all().map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     Ok(len)
+}
+
+/// `schema` with dictionary columns as their values' type.
+fn plain_schema(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type((**value).clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// Reads a whole segment.

@@ -354,7 +354,7 @@ impl Store {
             for ((stream, partition), part) in &frozen.partitions {
                 let empty = StreamSchema::default();
                 let schema = schemas.get(stream).unwrap_or(&empty);
-                let batch = part.to_record_batch(schema)?;
+                let batch = part.to_segment_batch(schema)?;
                 let id = cat.next_segment_id;
                 cat.next_segment_id += 1;
                 let rel = segment_path(stream, *partition, id);
@@ -576,6 +576,19 @@ impl Store {
         let schema = self.schemas.get(stream).unwrap_or_default();
         let part = active.partitions.iter().find(|((s, _), _)| s == stream)?.1;
         part.to_record_batch(&schema).ok()
+    }
+
+    /// [`Self::partition_record_batch`] as a flush writes it: sorted by
+    /// time, repeated text as dictionaries.
+    #[doc(hidden)]
+    pub fn partition_segment_batch(
+        &self,
+        stream: &str,
+    ) -> Option<arrow::record_batch::RecordBatch> {
+        let active = self.active.read();
+        let schema = self.schemas.get(stream).unwrap_or_default();
+        let part = active.partitions.iter().find(|((s, _), _)| s == stream)?.1;
+        part.to_segment_batch(&schema).ok()
     }
 
     /// The segments in the catalog.
