@@ -68,7 +68,11 @@ pub(crate) fn spawn_flusher(
             while !stopping.load(Ordering::Acquire) {
                 std::thread::park_timeout(Duration::from_millis(100));
                 let (rows, bytes, age) = store.active_size();
-                let full = rows > 0 && store.memory_bytes() > opts.memory_limit_bytes;
+                // A full tail flushes at once for the writes waiting on
+                // it (none wait when `memory_wait` is zero).
+                let full = rows > 0
+                    && !opts.memory_wait.is_zero()
+                    && store.memory_bytes() > opts.memory_limit_bytes;
                 if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) || full {
                     if let Err(e) = flush_and_compact(
                         &store,

@@ -140,6 +140,8 @@ pub struct EngineOptions {
     /// refused (503) if it still does after `memory_wait`.
     pub memory_limit_bytes: usize,
     /// How long a write waits for the flusher to make room in a full tail.
+    /// Zero refuses at once, and the flusher then flushes on size and age
+    /// only.
     pub memory_wait: Duration,
     /// Batches that may wait for the log writer before ingest is refused.
     pub log_queue: usize,

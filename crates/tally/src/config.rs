@@ -79,10 +79,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_FLUSH_INTERVAL_SECS")]
     pub flush_interval_secs: Option<u64>,
 
-    /// Refuse ingest (503) while the in-memory tail holds more than this,
-    /// i.e. while flushing falls behind. [default: 134217728]
+    /// While the in-memory tail holds more than this (flushing falls
+    /// behind), writes wait for a flush, then are refused (503).
+    /// [default: 134217728]
     #[arg(long, env = "TALLY_MEMORY_LIMIT_BYTES")]
     pub memory_limit_bytes: Option<usize>,
+
+    /// How long a write waits for a flush to make room in a full tail
+    /// before 503; 0 refuses at once and leaves flushes to size and age.
+    /// [default: 2000]
+    #[arg(long, env = "TALLY_MEMORY_WAIT_MS")]
+    pub memory_wait_ms: Option<u64>,
 
     /// Batches that may wait for the log writer before ingest answers 503.
     /// [default: 4096]
@@ -164,6 +171,7 @@ struct FileConfig {
     flush_bytes: Option<usize>,
     flush_interval_secs: Option<u64>,
     memory_limit_bytes: Option<usize>,
+    memory_wait_ms: Option<u64>,
     log_queue: Option<usize>,
     allow_unauthenticated: Option<bool>,
     query_workers: Option<usize>,
@@ -356,6 +364,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.memory_limit_bytes.or(file.memory_limit_bytes) {
             engine.memory_limit_bytes = v;
+        }
+        if let Some(v) = self.memory_wait_ms.or(file.memory_wait_ms) {
+            engine.memory_wait = Duration::from_millis(v);
         }
         if let Some(v) = self.import_spill_bytes.or(file.import_spill_bytes) {
             engine.import_spill_bytes = v;

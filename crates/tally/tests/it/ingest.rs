@@ -359,9 +359,17 @@ async fn overload_is_refused_with_503_and_retry_after() {
         "refused batches must write nothing"
     );
 
-    // The in-memory tail limit: refused until a flush frees it.
+    // The in-memory tail limit, with no wait: refused until a flush frees
+    // it. (Waiting for a flush is the engine's test.)
     let s = TestServer::builder()
-        .args(["--memory-limit-bytes", "1", "--flush-interval-secs", "3600"])
+        .args([
+            "--memory-limit-bytes",
+            "1",
+            "--memory-wait-ms",
+            "0",
+            "--flush-interval-secs",
+            "3600",
+        ])
         .start()
         .await;
     assert_eq!(

@@ -236,7 +236,7 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
     )
     .unwrap();
     let s = TestServer::builder()
-        .args(["--memory-limit-bytes", "1"])
+        .args(["--memory-limit-bytes", "1", "--memory-wait-ms", "0"])
         .args(["--config", config.to_str().unwrap()])
         .start()
         .await;
