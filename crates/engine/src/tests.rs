@@ -41,6 +41,9 @@ async fn acknowledged_batches_survive_reopen_with_and_without_flush() {
     assert_eq!(e.store().stream_stats()["s"].rows, 3);
 }
 
+// The maintenance lock is held across the refused write on purpose: it
+// keeps the flusher (another thread) from making room.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tail_waits_for_a_flush_and_refuses_when_none_comes() {
     let dir = tempfile::tempdir().unwrap();
