@@ -92,6 +92,9 @@ pub fn parse_line_protocol(
     let mut out: Vec<(Measurement, BatchBuilder)> = Vec::new();
     let mut p = Parser {
         s: body,
+        // Checked once here, so that tokens are slices of it; a body that
+        // is not UTF-8 is checked token by token, to name where.
+        text: std::str::from_utf8(body).ok(),
         pos: 0,
         line: 1,
     };
@@ -164,7 +167,7 @@ enum Part {
 }
 
 impl Part {
-    fn ends_at(self, c: u8) -> bool {
+    const fn ends_at(self, c: u8) -> bool {
         match self {
             Part::Measurement => c == b',' || c == b' ',
             Part::TagKey | Part::FieldKey => c == b'=' || c == b',' || c == b' ',
@@ -187,10 +190,40 @@ impl Part {
             Part::FieldKey => "field key",
         }
     }
+
+    /// The bytes [`Parser::key`] stops at in this part: those that end it,
+    /// a line end, and the backslash (which may escape the next byte).
+    fn stops(self) -> &'static [bool; 256] {
+        &STOPS[self as usize]
+    }
 }
+
+/// [`Part::stops`] for each part, in declaration order.
+static STOPS: [[bool; 256]; 4] = {
+    let parts = [
+        Part::Measurement,
+        Part::TagKey,
+        Part::TagValue,
+        Part::FieldKey,
+    ];
+    let mut all = [[false; 256]; 4];
+    let mut p = 0;
+    while p < parts.len() {
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            all[p][c] = b == b'\\' || b == b'\n' || b == b'\r' || parts[p].ends_at(b);
+            c += 1;
+        }
+        p += 1;
+    }
+    all
+};
 
 struct Parser<'a> {
     s: &'a [u8],
+    /// `s`, when it is UTF-8.
+    text: Option<&'a str>,
     pos: usize,
     /// The 1-based line `pos` is on.
     line: usize,
@@ -199,6 +232,16 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
+    }
+
+    /// `s[start..end]` as text, if it is UTF-8. Tokens start and end next
+    /// to ASCII separators (or the body's ends), so in a UTF-8 body they
+    /// are on character boundaries and need no check of their own.
+    fn str(&self, start: usize, end: usize) -> Option<&'a str> {
+        match self.text {
+            Some(t) => t.get(start..end),
+            None => std::str::from_utf8(&self.s[start..end]).ok(),
+        }
     }
 
     fn at_line_end(&self) -> bool {
@@ -232,23 +275,29 @@ impl<'a> Parser<'a> {
     fn key(&mut self, part: Part, at: Location) -> Result<Cow<'a, str>> {
         let start = self.pos;
         let mut escaped = false;
-        while let Some(c) = self.peek() {
-            if c == b'\n' || c == b'\r' || part.ends_at(c) {
-                break;
-            }
-            if c == b'\\' && self.s.get(self.pos + 1).is_some_and(|&n| part.escapes(n)) {
-                escaped = true;
-                self.pos += 2;
+        let stops = part.stops();
+        while let Some(&c) = self.s.get(self.pos) {
+            if !stops[usize::from(c)] {
+                self.pos += 1;
                 continue;
             }
-            self.pos += 1;
+            if c != b'\\' {
+                break;
+            }
+            if self.s.get(self.pos + 1).is_some_and(|&n| part.escapes(n)) {
+                escaped = true;
+                self.pos += 2;
+            } else {
+                self.pos += 1;
+            }
         }
         let raw = &self.s[start..self.pos];
         let not_utf8 = || syntax(at, format!("{} is not UTF-8", part.name()));
         if !escaped {
-            return std::str::from_utf8(raw)
+            return self
+                .str(start, self.pos)
                 .map(Cow::Borrowed)
-                .map_err(|_| not_utf8());
+                .ok_or_else(not_utf8);
         }
         let mut out = Vec::with_capacity(raw.len());
         let mut i = 0;
@@ -328,7 +377,7 @@ impl<'a> Parser<'a> {
             while !matches!(self.peek(), None | Some(b'\n' | b' ' | b'\t' | b'\r')) {
                 self.pos += 1;
             }
-            let text = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("");
+            let text = self.str(start, self.pos).unwrap_or("");
             if text.is_empty() {
                 now_us
             } else {
@@ -414,7 +463,7 @@ impl<'a> Parser<'a> {
         ) {
             self.pos += 1;
         }
-        let text = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("\u{fffd}");
+        let text = self.str(start, self.pos).unwrap_or("\u{fffd}");
         if text.is_empty() {
             return Err(bad_field(at, key, "missing field value"));
         }
@@ -642,6 +691,18 @@ mod tests {
             assert_eq!(e.field(), *field, "{body:?}: {e}");
             assert!(e.to_string().contains(msg), "{body:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_at_its_line_and_part() {
+        // Non-ASCII text elsewhere in the body is read as it is.
+        let mut body = "m,city=Tromsø v=1 1\n".as_bytes().to_vec();
+        body.extend_from_slice(b"m,city=T\xffr v=1 2\n");
+        let e = parse_line_protocol(&body, Precision::Seconds, NOW).unwrap_err();
+        assert_eq!(e.location(), Some(Location::Line(2)), "{e}");
+        assert!(e.to_string().contains("tag value is not UTF-8"), "{e}");
+        let ok = parse_line_protocol(&body[..body.len() - 17], Precision::Seconds, NOW).unwrap();
+        assert_eq!(dim(&ok[0], "city", 0).as_deref(), Some("Tromsø"));
     }
 
     #[test]

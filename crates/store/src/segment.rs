@@ -14,9 +14,10 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowWriter};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +59,11 @@ pub fn write_segment(
             ZstdLevel::try_new(zstd_level).unwrap_or_default(),
         ))
         .set_dictionary_enabled(true)
+        // Sorted timestamps are small steps: delta encoding stores them in
+        // a few bits each, where a dictionary would try (and fail) to
+        // intern every one.
+        .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+        .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_sorting_columns(Some(vec![SortingColumn {
