@@ -20,6 +20,25 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its option enum's 16th entry).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// How long memory freed stays with the process for reuse before it goes
+/// back to the OS. mimalloc's default (1 s in the version built here)
+/// returns the tail's buffers between flushes, and the next tail faults
+/// them in again, zeroed by the kernel: 6-7 % of the server's CPU under
+/// line protocol load (perf, `clear_page_erms`), 0.4-1.2 % with 10 s. Memory still goes back to the OS
+/// after a quiet spell; `MIMALLOC_PURGE_DELAY` overrides it.
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+fn keep_freed_memory_for_reuse() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets an allocator option, a plain integer mimalloc reads when
+    // it next purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "tally",
@@ -80,6 +99,7 @@ fn init_tracing() {
 }
 
 fn main() -> anyhow::Result<()> {
+    keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
@@ -126,4 +146,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .thread_name("tally-rt")
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads an allocator option (a plain integer).
+        let get = || unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        // mimalloc's default purge delay in the version built here (1 s);
+        // another option at this index would show its own default.
+        assert_eq!(get(), 1000);
+        super::keep_freed_memory_for_reuse();
+        assert_eq!(get(), super::PURGE_DELAY_MS);
+    }
 }
