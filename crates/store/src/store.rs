@@ -1,7 +1,7 @@
 //! The store itself: applies records, flushes the tail to segments, compacts.
 
 use crate::catalog::{sync_dir, Catalog, SegmentMeta};
-use crate::memtable::MemTable;
+use crate::memtable::{MemTable, PartitionBuffer};
 use crate::metrics::*;
 use crate::schema::{Schemas, StreamSchema};
 use crate::segment::{
@@ -568,14 +568,11 @@ impl Store {
         Ok(())
     }
 
-    /// The in-memory rows of `stream` (all its partitions) as one Arrow batch;
+    /// The in-memory rows of `stream`'s first partition as one Arrow batch;
     /// for benchmarks and tests of the flush steps.
     #[doc(hidden)]
     pub fn partition_record_batch(&self, stream: &str) -> Option<arrow::record_batch::RecordBatch> {
-        let active = self.active.read();
-        let schema = self.schemas.get(stream).unwrap_or_default();
-        let part = active.partitions.iter().find(|((s, _), _)| s == stream)?.1;
-        part.to_record_batch(&schema).ok()
+        self.with_partition(stream, PartitionBuffer::to_record_batch)
     }
 
     /// [`Self::partition_record_batch`] as a flush writes it: sorted by
@@ -585,10 +582,18 @@ impl Store {
         &self,
         stream: &str,
     ) -> Option<arrow::record_batch::RecordBatch> {
+        self.with_partition(stream, PartitionBuffer::to_segment_batch)
+    }
+
+    fn with_partition(
+        &self,
+        stream: &str,
+        convert: impl Fn(&PartitionBuffer, &StreamSchema) -> Result<arrow::record_batch::RecordBatch>,
+    ) -> Option<arrow::record_batch::RecordBatch> {
         let active = self.active.read();
         let schema = self.schemas.get(stream).unwrap_or_default();
         let part = active.partitions.iter().find(|((s, _), _)| s == stream)?.1;
-        part.to_segment_batch(&schema).ok()
+        convert(part, &schema).ok()
     }
 
     /// The segments in the catalog.
