@@ -44,6 +44,11 @@ try {
   const before = await value(a);
   await a.click("#inc");
   await a.waitForFunction((v) => Number(document.getElementById("value").textContent) === v, before + 1);
+  // The live feed can show the new value before the click's own answer
+  // sets the message: wait for the message (then check it, to say what came).
+  await a
+    .waitForFunction(() => document.getElementById("message").textContent.includes("again at"), null, { timeout: 5000 })
+    .catch(() => {});
   const thanks = await a.textContent("#message");
   if (!thanks.includes("again at")) throw new Error(`after a click: ${thanks}`);
   // The other page sees it live, within a second.
