@@ -27,8 +27,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// returns the tail's buffers between flushes, and the next tail faults
 /// them in again, zeroed by the kernel: 6-7 % of the server's CPU under
 /// line protocol load (perf, `clear_page_erms`), 0.4-1.2 % with 10 s, for
-/// a peak under overload ~90 MiB higher (BENCHMARKS.md). Memory still goes back to the OS
-/// after a quiet spell; `MIMALLOC_PURGE_DELAY` overrides it.
+/// a peak under overload ~90 MiB higher (BENCHMARKS.md). Memory still goes
+/// back to the OS after a quiet spell; `MIMALLOC_PURGE_DELAY` overrides it.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 fn keep_freed_memory_for_reuse() {
