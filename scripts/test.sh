@@ -4,7 +4,9 @@
 #   - DuckDB (PyPI) to read tally's Parquet segments and answer the same
 #     queries independently, and pyarrow (PyPI) to read Arrow IPC answers,
 #   - InfluxDB's Python clients (PyPI: influxdb for 1.x, influxdb-client
-#     for 2.x), which write line protocol to tally in the tests,
+#     for 2.x), which write line protocol to tally in the tests, and
+#     InfluxDB 1.6 itself (Debian's influxdb), which reads the same points
+#     to check that tally reads line protocol as InfluxDB does,
 #   - s3s-fs (crates.io), an S3-compatible server the archive is tested on,
 #   - Chromium (Debian's package) and playwright-core (npm, pinned in
 #     crates/tally/tests/browser/package-lock.json) for the browser tests.
@@ -18,6 +20,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

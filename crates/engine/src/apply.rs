@@ -1,6 +1,7 @@
 //! Applying a log record: to the rollups and the store, a large record's
 //! rollups on their own thread beside the store.
 
+use crate::faults::Faults;
 use crate::import::ImportAttachment;
 use crate::metrics::{ROLLUP_APPLY_SECONDS, UNDECODABLE};
 use crate::{Error, Result};
@@ -23,6 +24,7 @@ pub(crate) struct Sinks {
     /// Counts large records' rollups on another core while the store
     /// takes them (live records only).
     pub(crate) beside: Option<Arc<RollupWorker>>,
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// Records of at least this many events have their rollups counted beside
@@ -30,7 +32,19 @@ pub(crate) struct Sinks {
 const BESIDE_MIN_EVENTS: usize = 256;
 
 impl Sinks {
+    /// Applies one record; a panic on the way is caught and recorded as a
+    /// fault of the `apply` part (the record stays in the log).
     pub(crate) fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+        if self.faults.any() {
+            // State is no longer trusted; the next start replays from the
+            // last flush, which the log still holds.
+            return;
+        }
+        self.faults
+            .run("apply", || self.apply_unguarded(lsn, payload, attachment));
+    }
+
+    fn apply_unguarded(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
         if payload.first() == Some(&crate::import::IMPORT_RECORD) {
             return self.apply_commit_record(lsn, payload, attachment);
         }
@@ -53,11 +67,13 @@ impl Sinks {
         match &self.beside {
             Some(worker) if record.1.len() >= BESIDE_MIN_EVENTS => {
                 let record = Arc::new(record);
-                worker.send(lsn, record.clone());
+                let sent = worker.send(lsn, record.clone());
                 if lsn > self.store_after {
                     self.store.apply(lsn, &record.0, &record.1);
                 }
-                worker.wait();
+                if sent {
+                    worker.wait();
+                }
             }
             _ => {
                 apply_rollups(&self.rollups, lsn, &record.0, &record.1);
@@ -99,7 +115,7 @@ pub(crate) struct RollupWorker {
 }
 
 impl RollupWorker {
-    pub(crate) fn spawn(rollups: Arc<RollupSet>) -> Result<Arc<RollupWorker>> {
+    pub(crate) fn spawn(rollups: Arc<RollupSet>, faults: Arc<Faults>) -> Result<Arc<RollupWorker>> {
         let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<(String, Batch)>)>(1);
         let (finished, done) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -107,7 +123,12 @@ impl RollupWorker {
             .spawn(move || {
                 // Ends when the apply hook (and with it the sender) is dropped.
                 for (lsn, record) in inbox {
-                    apply_rollups(&rollups, lsn, &record.0, &record.1);
+                    // A panic is caught and recorded; the apply thread is
+                    // told the record is done either way, so it never waits
+                    // for a thread that is gone.
+                    faults.run("rollups", || {
+                        apply_rollups(&rollups, lsn, &record.0, &record.1)
+                    });
                     if finished.send(()).is_err() {
                         break;
                     }
@@ -120,16 +141,14 @@ impl RollupWorker {
         }))
     }
 
-    fn send(&self, lsn: Lsn, record: Arc<(String, Batch)>) {
-        self.jobs
-            .send((lsn, record))
-            .expect("the rollup thread runs while the log does");
+    /// Hands a record to the worker; false if the worker is gone.
+    fn send(&self, lsn: Lsn, record: Arc<(String, Batch)>) -> bool {
+        self.jobs.send((lsn, record)).is_ok()
     }
 
     fn wait(&self) {
-        self.done
-            .lock()
-            .recv()
-            .expect("the rollup thread runs while the log does");
+        // An error means the worker is gone, and with it the record's
+        // rollups: that can only follow a fault already recorded.
+        let _ = self.done.lock().recv();
     }
 }

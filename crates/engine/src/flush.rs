@@ -54,6 +54,7 @@ pub(crate) fn flush_and_compact(
 /// or over the memory limit (writes are waiting for room); stops when
 /// `stopping` is set.
 pub(crate) fn spawn_flusher(
+    faults: Arc<crate::faults::Faults>,
     store: Arc<Store>,
     rollups: Arc<RollupSet>,
     applied: Arc<Mutex<Lsn>>,
@@ -67,6 +68,11 @@ pub(crate) fn spawn_flusher(
         .spawn(move || {
             while !stopping.load(Ordering::Acquire) {
                 std::thread::park_timeout(Duration::from_millis(100));
+                if faults.any() {
+                    // Derived state may be wrong: the log keeps every
+                    // record past the last good flush for the next start.
+                    return;
+                }
                 let (rows, bytes, age) = store.active_size();
                 // A full tail flushes at once for the writes waiting on
                 // it (none wait when `memory_wait` is zero).
@@ -74,16 +80,23 @@ pub(crate) fn spawn_flusher(
                     && !opts.memory_wait.is_zero()
                     && store.memory_bytes() > opts.memory_limit_bytes;
                 if bytes >= opts.flush_bytes || (rows > 0 && age >= opts.flush_interval) || full {
-                    if let Err(e) = flush_and_compact(
-                        &store,
-                        &rollups,
-                        &applied,
-                        log.as_ref(),
-                        ROLLUP_SNAPSHOT_EVERY,
-                        &room,
-                    ) {
-                        tracing::error!(error = %e, "background flush failed; will retry");
-                        std::thread::sleep(Duration::from_secs(1));
+                    let flushed = faults.run("flusher", || {
+                        flush_and_compact(
+                            &store,
+                            &rollups,
+                            &applied,
+                            log.as_ref(),
+                            ROLLUP_SNAPSHOT_EVERY,
+                            &room,
+                        )
+                    });
+                    match flushed {
+                        None => return,
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "background flush failed; will retry");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        Some(Ok(_)) => {}
                     }
                 }
             }

@@ -20,12 +20,15 @@
 
 mod apply;
 mod backup;
+mod faults;
 mod flush;
 mod history;
 mod import;
 mod lock;
 use apply::{RollupWorker, Sinks};
 pub use backup::{restore, BackupReport, MANIFEST as BACKUP_MANIFEST};
+use faults::Faults;
+pub use faults::{panic_message, Fault};
 use flush::flush_and_compact;
 use history::{feed_history, History};
 pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
@@ -87,6 +90,9 @@ pub enum Error {
 
     #[error("the engine is shutting down")]
     Closed,
+
+    #[error("refusing writes: a background part of the server failed ({part}: {message}); restart it (nothing acknowledged is lost)")]
+    Failed { part: &'static str, message: String },
 
     #[error("batch {batch_id} was already imported into '{stream}' ({rows} rows); it is not imported twice")]
     AlreadyImported {
@@ -225,6 +231,8 @@ pub struct Engine {
     room: Arc<tokio::sync::Notify>,
     /// Batch ids being imported right now.
     imports_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Background parts that panicked (see [`faults`]).
+    faults: Arc<Faults>,
 }
 
 impl Engine {
@@ -253,16 +261,18 @@ impl Engine {
         lopts.segment_bytes = opts.log_segment_bytes;
         lopts.max_record_bytes = opts.max_record_bytes;
         let applied = Arc::new(Mutex::new(replay_from));
+        let faults = Arc::new(Faults::default());
         let sinks = Sinks {
             store: store.clone(),
             rollups: rollups.clone(),
             applied: applied.clone(),
             store_after: checkpoint,
             beside: None,
+            faults: faults.clone(),
         };
         let live = Sinks {
             store_after: 0,
-            beside: Some(RollupWorker::spawn(rollups.clone())?),
+            beside: Some(RollupWorker::spawn(rollups.clone(), faults.clone())?),
             ..sinks.clone()
         };
         let (log, report) = LocalLog::open(
@@ -330,8 +340,10 @@ impl Engine {
             closed: AtomicBool::new(false),
             room: Default::default(),
             imports_in_flight: Default::default(),
+            faults,
         };
         *engine.flusher.lock() = flush::spawn_flusher(
+            engine.faults.clone(),
             engine.store.clone(),
             engine.rollups.clone(),
             engine.applied.clone(),
@@ -436,6 +448,7 @@ impl Engine {
         let rollups = self.rollups.clone();
         let archive = self.archive.clone();
         let stopping = self.stopping.clone();
+        let faults = self.faults.clone();
         let name = name.to_string();
         let h = std::thread::Builder::new()
             .name("tally-rollup-build".into())
@@ -445,7 +458,14 @@ impl Engine {
                     snapshot,
                     archive: archive.as_deref(),
                 };
-                let outcome = match feed_history(&rollups, &name, id, history, &stopping) {
+                let fed = faults.run("rollup-build", || {
+                    feed_history(&rollups, &name, id, history, &stopping)
+                });
+                let Some(fed) = fed else {
+                    ROLLUP_BUILDS.with_label_values(&["failed"]).inc();
+                    return;
+                };
+                let outcome = match fed {
                     Ok(Some(rows)) => match rollups.finish(&name, id) {
                         Ok(true) => {
                             tracing::info!(rollup = %name, rows, took_ms = t.elapsed().as_millis() as u64, "rollup built");
@@ -595,9 +615,7 @@ impl Engine {
 
     /// Appends a batch durably. Returns once it is in the log and visible.
     pub async fn ingest(&self, stream: &str, batch: Batch) -> Result<Receipt> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        self.check_writable()?;
         self.wait_for_room().await?;
         if let Err(e) = self.store.schemas().reserve(stream, &batch) {
             REJECTED
@@ -637,9 +655,7 @@ impl Engine {
     /// request was not acknowledged, and a client retries it whole.
     /// Returns the events written.
     pub async fn ingest_all(&self, batches: Vec<(String, Batch)>) -> Result<usize> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        self.check_writable()?;
         let all: Vec<(&str, &Batch)> = batches.iter().map(|(s, b)| (s.as_str(), b)).collect();
         if let Err(e) = self.store.schemas().reserve_all(&all) {
             let events = batches.iter().map(|(_, b)| b.len() as u64).sum();
@@ -656,9 +672,46 @@ impl Engine {
         Ok(events)
     }
 
+    /// Refuses writes once the engine is closing, or a background part
+    /// of it has failed.
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.faults.any() {
+            if let Some(f) = self.faults.list().into_iter().next() {
+                return Err(Error::Failed {
+                    part: f.part,
+                    message: f.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The background parts that failed (a panic caught): while any has,
+    /// writes are refused and `/readyz` says which.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.faults.list()
+    }
+
+    /// Records a panic caught in background work of a stage above the
+    /// engine (a scheduled job, say) as a fault of `part`.
+    pub fn report_panic(&self, part: &'static str, panic: &(dyn std::any::Any + Send)) {
+        self.faults.record(part, panic_message(panic));
+    }
+
     /// Flushes the tail to segments, lets the log drop what they hold, and
     /// compacts.
     pub fn flush(&self) -> Result<FlushReport> {
+        if let Some(f) = self.faults.list().into_iter().next() {
+            // Derived state may be wrong: keep the log whole for the next
+            // start to replay.
+            return Err(Error::Failed {
+                part: f.part,
+                message: f.message,
+            });
+        }
         flush_and_compact(
             &self.store,
             &self.rollups,
@@ -687,6 +740,12 @@ impl Engine {
         // at the next open.
         for h in self.builders.lock().drain(..) {
             let _ = h.join();
+        }
+        if self.faults.any() {
+            tracing::warn!(
+                "not flushing at shutdown after a failure: the next start replays the log"
+            );
+            return Ok(());
         }
         let r = self.flush()?;
         tracing::info!(

@@ -16,6 +16,7 @@ impl Engine {
         let archive = self.archive.clone();
         let retention = self.opts.retention.clone();
         let stopping = self.stopping.clone();
+        let faults = self.faults.clone();
         let every = archive
             .as_ref()
             .map_or(Duration::from_secs(60), |a| a.interval());
@@ -29,8 +30,14 @@ impl Engine {
                         std::thread::park_timeout(wait.min(Duration::from_millis(200)));
                         continue;
                     }
-                    if let Err(e) = maintain(&store, archive.as_deref(), &retention) {
-                        tracing::warn!(error = %e, "archive/retention pass failed; will retry");
+                    match faults.run("maintainer", || {
+                        maintain(&store, archive.as_deref(), &retention)
+                    }) {
+                        None => return,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "archive/retention pass failed; will retry")
+                        }
+                        Some(Ok(_)) => {}
                     }
                     next = Instant::now() + every;
                 }

@@ -6,6 +6,14 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
+pub(crate) static PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tally_background_panics_total",
+        "Panics caught in a background part of the engine, by part",
+        &["part"]
+    )
+    .unwrap()
+});
 pub(crate) static ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tally_ingest_events_accepted_total",

@@ -162,6 +162,64 @@ mod rollups {
         Some(hours)
     }
 
+    /// A panic in the rollup worker is caught: the record is durable and
+    /// acknowledged, writes after it are refused, nothing is flushed, and
+    /// the next start replays the log into rollups that count every event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_the_rollup_worker_refuses_writes_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions::new(dir.path());
+        {
+            let e = Engine::open(opts.clone()).unwrap();
+            e.define_rollup(def("r", vec![])).unwrap();
+            wait_built(&e).await;
+            e.ingest("s", batch(&body(1))).await.unwrap();
+            *e.faults.inject.lock() = Some("rollups");
+            // 300 events: counted on the rollup worker, which panics.
+            e.ingest("s", batch(&body(0))).await.unwrap();
+            let faults = e.faults();
+            assert_eq!(faults.len(), 1, "{faults:?}");
+            assert_eq!(faults[0].part, "rollups");
+            let err = e.ingest("s", batch(&body(2))).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Failed {
+                        part: "rollups",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(matches!(e.flush(), Err(Error::Failed { .. })));
+            e.shutdown().unwrap();
+        }
+        let e = Engine::open(opts).unwrap();
+        assert!(e.faults().is_empty());
+        assert_eq!(e.store().stream_stats()["s"].rows, 5 + 300);
+        wait_built(&e).await;
+        assert_eq!(totals(&e, "r"), Some(expected(0..2, 0)));
+    }
+
+    /// A panic while applying a record (the store side) is caught the same
+    /// way, and the log replays the record at the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_applying_is_caught_and_the_record_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions::new(dir.path());
+        {
+            let e = Engine::open(opts.clone()).unwrap();
+            e.ingest("s", batch(&body(1))).await.unwrap();
+            *e.faults.inject.lock() = Some("apply");
+            e.ingest("s", batch(&body(2))).await.unwrap();
+            assert_eq!(e.faults()[0].part, "apply");
+            assert!(e.ingest("s", batch(&body(3))).await.is_err());
+            e.shutdown().unwrap();
+        }
+        let e = Engine::open(opts).unwrap();
+        assert_eq!(e.store().stream_stats()["s"].rows, 10);
+    }
+
     async fn wait_built(e: &Engine) {
         let t = Instant::now();
         while !e.rollups_idle() {

@@ -24,10 +24,11 @@ mod time;
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use chunks::{Chunk, ChunkReader, FileFormat, MAX_LINE_BYTES};
 pub use error::{Error, Location, Result};
-pub use lineproto::{parse_line_protocol, Measurement, Precision};
+pub use lineproto::{parse_line_protocol, Measurement, Precision, MAX_KEY_BYTES, MAX_POINT_BYTES};
 pub use names::{
-    is_internal_stream, validate_field_name, validate_public_stream_name, validate_stream_name,
-    INTERNAL_STREAM_PREFIX, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
+    is_internal_stream, measurement_of_stream, stream_for_measurement, validate_field_name,
+    validate_public_stream_name, validate_stream_name, INTERNAL_STREAM_PREFIX,
+    MAX_ENCODED_STREAM_NAME_LEN, MAX_FIELD_NAME_LEN, MAX_STREAM_NAME_LEN,
 };
 pub use time::{TimeField, TimeFormat};
 
@@ -43,6 +44,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format's name, as errors say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Ndjson => "NDJSON",
+            Format::Csv => "CSV",
+        }
+    }
+
     /// Maps a `Content-Type` header to a format; `None` means unsupported (415).
     /// A missing content type is taken as JSON, which also covers NDJSON
     /// bodies sent by tools that do not set one (see [`parse`]).
@@ -81,8 +91,8 @@ pub(crate) fn mime(content_type: &str) -> String {
 ///
 /// `now_us` is the arrival time, used for events without `ts`. `hint` tells
 /// CSV parsing which type a column already has in the stream, since CSV cells
-/// carry no type of their own. An empty (or all-whitespace) body is one event
-/// with only the arrival timestamp: the timestamp recorder's `POST /app`.
+/// carry no type of their own. A body with no events is refused (see
+/// [`timestamp_event`] for the body-less POST of the timestamp recorder).
 pub fn parse(
     body: &[u8],
     format: Format,
@@ -100,17 +110,36 @@ pub fn parse_with_time(
     hint: &dyn Fn(&str) -> Option<ColumnType>,
     time: &TimeField,
 ) -> Result<Batch> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        let mut b = BatchBuilder::new();
-        b.start_row(1)?;
-        b.finish_row(now_us);
-        return Ok(b.finish());
-    }
-    match format {
+    let batch = match format {
         Format::Json => json::parse_json(body, now_us, time),
         Format::Ndjson => json::parse_ndjson(body, now_us, time),
         Format::Csv => csv::parse_csv(body, now_us, hint, time),
+    }?;
+    if batch.is_empty() {
+        return Err(Error::Syntax {
+            at: Location::Line(1),
+            format: format.name(),
+            message: "the body holds no events (only a POST with no body and no \
+                      Content-Type records an event with just its arrival time)"
+                .into(),
+        });
     }
+    Ok(batch)
+}
+
+/// Whether a body is empty or all whitespace.
+pub fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+/// The event a POST with no body and no declared format records: only its
+/// arrival time (the timestamp recorder's `curl -X POST http://host/app`).
+pub fn timestamp_event(now_us: i64) -> Batch {
+    let mut b = BatchBuilder::new();
+    // A batch of one row with no fields cannot fail to build.
+    let _ = b.start_row(1);
+    b.finish_row(now_us);
+    b.finish()
 }
 
 /// Parses a timestamp given as text: RFC 3339, or epoch milliseconds.

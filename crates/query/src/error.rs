@@ -37,6 +37,16 @@ pub enum QueryError {
         message: String,
     },
 
+    /// The request is past a limit on its size or shape, checked before
+    /// any work: `sql_bytes`, `sql_depth`, `sql_nodes`, `sql_in_list`,
+    /// `filters`, `group_by`, ...
+    #[error("{message}")]
+    TooComplex {
+        limit: &'static str,
+        max: usize,
+        message: String,
+    },
+
     #[error("too many queries running (limit {limit}); retry shortly")]
     Busy { limit: usize, retry_after: Duration },
 

@@ -19,6 +19,7 @@ mod cache;
 mod error;
 mod functions;
 pub mod jobs;
+pub mod limits;
 mod metrics;
 mod provider;
 mod rollup_tables;
@@ -26,6 +27,7 @@ pub mod tables;
 pub mod timeseries;
 
 pub use error::{QueryError, Result};
+pub use limits::SqlLimits;
 pub use metrics::init as init_metrics;
 pub use tables::{DimTable, DimTables, TableFormat, TableSpec};
 
@@ -67,6 +69,8 @@ pub struct QueryOptions {
     pub cache_bytes: usize,
     /// Scheduled jobs ([`jobs`]); their tables live in `DATA/jobs`.
     pub jobs: Vec<jobs::JobDef>,
+    /// The size and shape a SQL statement may have ([`limits`]).
+    pub sql_limits: SqlLimits,
 }
 
 impl Default for QueryOptions {
@@ -79,6 +83,7 @@ impl Default for QueryOptions {
             max_result_rows: 100_000,
             cache_bytes: 64 << 20,
             jobs: Vec::new(),
+            sql_limits: SqlLimits::default(),
         }
     }
 }
@@ -136,6 +141,8 @@ impl QueryEngine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .thread_name("tally-query")
+            // Statements are parsed, checked and planned here: see `limits`.
+            .thread_stack_size(limits::stack_bytes(&opts.sql_limits))
             .on_thread_start(lower_priority)
             .enable_all()
             .build()
@@ -174,25 +181,14 @@ impl QueryEngine {
 
     async fn sql_inner(&self, sql: &str) -> Result<(Arc<SqlAnswer>, bool)> {
         let inner = &self.inner;
-        let statement = parse_one(sql)?;
-        let normalized = statement.to_string();
-        let key = if is_volatile(&normalized) {
-            CACHE_LOOKUPS
-                .with_label_values(&["sql", "uncacheable"])
-                .inc();
-            None
-        } else {
-            let refs = inner.base.resolve_table_references(&statement)?;
-            // Table functions (tree_descendants) read dimension tables
-            // the statement does not name: any table change is a new key.
-            let mut key = format!("{normalized}\u{1}tables={}", inner.tables.generation());
-            for r in refs {
-                key.push('\u{1}');
-                key.push_str(&r.to_string());
-                key.push('=');
-                key.push_str(&inner.version_of(r.schema(), r.table()));
-            }
-            Some(key)
+        limits::check_text(sql, &inner.opts.sql_limits)?;
+        // Parsed and checked on the query pool, whose threads' stacks hold
+        // the deepest tree a statement within the size limit can make
+        // (walking or dropping it recurses once per level).
+        let (statement, key) = {
+            let inner = inner.clone();
+            let sql = sql.to_string();
+            self.on_pool(async move { inner.prepare(&sql) }).await?
         };
         if let Some(k) = &key {
             if let Some(hit) = inner.sql_cache.get(k) {
@@ -209,6 +205,20 @@ impl QueryEngine {
             inner.sql_cache.put(k, answer.clone(), answer.bytes());
         }
         Ok((answer, false))
+    }
+
+    /// Runs a short piece of work (no query slot taken) on the query pool.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let rt = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| QueryError::Internal("query pool stopped".into()))?;
+        rt.spawn(work)
+            .await
+            .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?
     }
 
     /// Runs `work` on the query pool with a fresh per-query session (its own
@@ -282,6 +292,31 @@ pub(crate) struct QueryState {
 }
 
 impl Inner {
+    /// Parses one statement, checks it against the limits, and makes its
+    /// cache key (`None` when its answer must not be cached).
+    fn prepare(&self, sql: &str) -> Result<(Statement, Option<String>)> {
+        let statement = parse_one(sql)?;
+        limits::check(&statement, &self.opts.sql_limits)?;
+        let normalized = statement.to_string();
+        if is_volatile(&normalized) {
+            CACHE_LOOKUPS
+                .with_label_values(&["sql", "uncacheable"])
+                .inc();
+            return Ok((statement, None));
+        }
+        let refs = self.base.resolve_table_references(&statement)?;
+        // Table functions (tree_descendants) read dimension tables the
+        // statement does not name: any table change is a new key.
+        let mut key = format!("{normalized}\u{1}tables={}", self.tables.generation());
+        for r in refs {
+            key.push('\u{1}');
+            key.push_str(&r.to_string());
+            key.push('=');
+            key.push_str(&self.version_of(r.schema(), r.table()));
+        }
+        Ok((statement, Some(key)))
+    }
+
     fn query_state(&self) -> QueryState {
         let pins = Arc::new(Pins::default());
         let base_rt = self.base.runtime_env();
@@ -313,11 +348,16 @@ impl Inner {
         }
         let dim = || self.tables.get(table).map(|t| t.version);
         let stream = || {
-            self.engine
-                .store()
+            let store = self.engine.store();
+            // A measurement's name stands for its encoded stream.
+            let name = match store.schemas().get(table) {
+                Some(_) => table.to_string(),
+                None => tally_ingest::stream_for_measurement(table).ok()?,
+            };
+            store
                 .schemas()
-                .get(table)
-                .map(|_| self.engine.store().data_version(table, None, None))
+                .get(&name)
+                .map(|_| store.data_version(&name, None, None))
         };
         let v = match schema {
             Some("tables") => dim(),

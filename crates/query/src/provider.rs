@@ -63,6 +63,23 @@ pub(crate) struct TallySchema {
     pub namespace: Namespace,
 }
 
+impl TallySchema {
+    /// The public stream a table name means: the stream of that name, or
+    /// else the stream an InfluxDB measurement of that name went to
+    /// (`"disk.io"` is the stream `disk+2Eio`).
+    fn stream_named(&self, name: &str) -> Option<String> {
+        if is_internal_stream(name) {
+            return None;
+        }
+        if self.engine.store().schemas().get(name).is_some() {
+            return Some(name.to_string());
+        }
+        tally_ingest::stream_for_measurement(name)
+            .ok()
+            .filter(|s| s != name && !is_internal_stream(s))
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for TallySchema {
     fn table_names(&self) -> Vec<String> {
@@ -91,13 +108,15 @@ impl SchemaProvider for TallySchema {
                 return Ok(Some(t.provider()?));
             }
         }
-        if self.namespace != Namespace::Tables && !is_internal_stream(name) {
-            if let Some(schema) = self.engine.store().schemas().get(name) {
-                return Ok(Some(Arc::new(StreamTable {
-                    engine: self.engine.clone(),
-                    stream: name.to_string(),
-                    schema: view_schema(&arrow_schema(&schema)),
-                })));
+        if self.namespace != Namespace::Tables {
+            if let Some(stream) = self.stream_named(name) {
+                if let Some(schema) = self.engine.store().schemas().get(&stream) {
+                    return Ok(Some(Arc::new(StreamTable {
+                        engine: self.engine.clone(),
+                        stream,
+                        schema: view_schema(&arrow_schema(&schema)),
+                    })));
+                }
             }
         }
         Ok(None)
@@ -106,8 +125,9 @@ impl SchemaProvider for TallySchema {
     fn table_exist(&self, name: &str) -> bool {
         (self.namespace != Namespace::Streams && self.tables.get(name).is_some())
             || (self.namespace != Namespace::Tables
-                && !is_internal_stream(name)
-                && self.engine.store().schemas().get(name).is_some())
+                && self
+                    .stream_named(name)
+                    .is_some_and(|s| self.engine.store().schemas().get(&s).is_some()))
     }
 }
 

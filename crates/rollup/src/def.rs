@@ -10,6 +10,8 @@ const MAX_NAME: usize = 64;
 /// Most group-by dimensions and aggregates one rollup may have.
 const MAX_GROUP_BY: usize = 8;
 const MAX_AGGREGATES: usize = 32;
+/// Conditions of one rollup's filter.
+const MAX_FILTER: usize = 64;
 
 /// A bucket width a rollup keeps. Buckets are UTC-aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -247,6 +249,12 @@ impl RollupDef {
         if self.aggregates.is_empty() || self.aggregates.len() > MAX_AGGREGATES {
             return invalid(format!(
                 "rollup {:?}: 1 to {MAX_AGGREGATES} aggregates",
+                self.name
+            ));
+        }
+        if self.filter.len() > MAX_FILTER {
+            return invalid(format!(
+                "rollup {:?}: at most {MAX_FILTER} filter conditions",
                 self.name
             ));
         }

@@ -96,6 +96,10 @@ impl ApiError {
                 | QueryError::Invalid { .. }
                 | QueryError::NotAllowed { .. } => StatusCode::BAD_REQUEST,
                 QueryError::NotFound { .. } => StatusCode::NOT_FOUND,
+                QueryError::TooComplex { limit, .. } if limit.ends_with("_bytes") => {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                QueryError::TooComplex { .. } => StatusCode::BAD_REQUEST,
                 QueryError::Limit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 QueryError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
                 QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +184,10 @@ impl ApiError {
             ApiError::Query(QueryError::Limit { limit, .. }) => {
                 m.insert("limit".into(), json!(limit));
             }
+            ApiError::Query(QueryError::TooComplex { limit, max, .. }) => {
+                m.insert("limit".into(), json!(limit));
+                m.insert("max".into(), json!(max));
+            }
             _ => {}
         }
         m
@@ -232,6 +240,10 @@ impl From<tally_engine::Error> for ApiError {
             E::Closed => ApiError::Overloaded {
                 reason: "the server is shutting down".into(),
                 retry_after: crate::DEFAULT_RETRY_AFTER,
+            },
+            e @ E::Failed { .. } => ApiError::Overloaded {
+                reason: e.to_string(),
+                retry_after: Duration::from_secs(30),
             },
             E::Rollup(tally_rollup::Error::Invalid { message }) => ApiError::BadRequest {
                 message,

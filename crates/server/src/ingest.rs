@@ -51,13 +51,22 @@ pub(crate) async fn post_events(
 
     let now_us = chrono::Utc::now().timestamp_micros();
     let hint = |field: &str| engine.column_type(&stream, field);
-    let batch =
+    // A body-less POST that declares no format records its arrival time;
+    // a declared format must bring at least one event.
+    let declared = content_type.is_some_and(|ct| {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        !mime.is_empty() && !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    let batch = if !declared && tally_ingest::is_blank(&bytes) {
+        tally_ingest::timestamp_event(now_us)
+    } else {
         tally_ingest::parse_with_time(&bytes, format, now_us, &hint, &time).map_err(|source| {
             ApiError::Parse {
                 stream: stream.clone(),
                 source,
             }
-        })?;
+        })?
+    };
     drop(bytes);
     let receipt = engine.ingest(&stream, batch).await?;
     drop(permit);

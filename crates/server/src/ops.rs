@@ -5,19 +5,39 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tally_engine::StreamStats;
 
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let engine = state.engine()?;
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Response> {
+    let engine = state.engine().map_err(IntoResponse::into_response)?;
+    let faults = engine.faults();
+    if !faults.is_empty() {
+        // A part failed: not ready, naming which, so a load balancer takes
+        // this node out and an operator knows what to look for.
+        let failed: Vec<Value> = faults
+            .iter()
+            .map(|f| json!({"part": f.part, "error": f.message}))
+            .collect();
+        let e = ApiError::Overloaded {
+            reason: format!(
+                "not ready: {} failed; writes are refused until restart",
+                faults.iter().map(|f| f.part).collect::<Vec<_>>().join(", ")
+            ),
+            retry_after: Duration::from_secs(30),
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("failed".into(), Value::Array(failed));
+        return Err(e.into_response_with(extra));
+    }
     let r = engine.recovery();
     Ok(Json(json!({
         "status": "ready",
@@ -77,6 +97,8 @@ fn stream_json(state: &AppState, name: &str, stats: &StreamStats) -> Result<Valu
     let min_ts = archived.iter().map(|m| m.min_ts).chain(stats.min_ts).min();
     Ok(json!({
         "name": name,
+        // The InfluxDB measurement an encoded stream name stands for.
+        "original_name": tally_ingest::measurement_of_stream(name),
         "rows": stats.rows + archived_rows,
         "memory_rows": stats.memory_rows,
         "segments": stats.segments,

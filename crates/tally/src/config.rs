@@ -125,6 +125,27 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_QUERY_MAX_ROWS")]
     pub query_max_rows: Option<usize>,
 
+    /// Bytes of SQL text one statement may have (413, limit "sql_bytes",
+    /// past it). The query threads' stacks are sized for the deepest
+    /// expression this many bytes can write. [default: 262144]
+    #[arg(long, env = "TALLY_SQL_MAX_BYTES")]
+    pub sql_max_bytes: Option<usize>,
+
+    /// Nesting of expressions and subqueries one statement may have (400,
+    /// limit "sql_depth"). [default: 256]
+    #[arg(long, env = "TALLY_SQL_MAX_DEPTH")]
+    pub sql_max_depth: Option<usize>,
+
+    /// Expressions one statement may hold in all (400, limit
+    /// "sql_nodes"). [default: 50000]
+    #[arg(long, env = "TALLY_SQL_MAX_NODES")]
+    pub sql_max_nodes: Option<usize>,
+
+    /// Items of one IN list or `in` filter (400, limit "sql_in_list").
+    /// [default: 10000]
+    #[arg(long, env = "TALLY_SQL_MAX_IN_LIST")]
+    pub sql_max_in_list: Option<usize>,
+
     /// Bytes of answers kept by the result cache (0 disables it).
     /// [default: 67108864]
     #[arg(long, env = "TALLY_QUERY_CACHE_BYTES")]
@@ -180,6 +201,10 @@ struct FileConfig {
     query_memory_limit_bytes: Option<usize>,
     query_max_rows: Option<usize>,
     query_cache_bytes: Option<usize>,
+    sql_max_bytes: Option<usize>,
+    sql_max_depth: Option<usize>,
+    sql_max_nodes: Option<usize>,
+    sql_max_in_list: Option<usize>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
     /// `[[rollup]]` tables: continuous rollups (docs/rollups.md).
@@ -474,6 +499,19 @@ impl ServeArgs {
         }
         if let Some(v) = self.query_max_rows.or(file.query_max_rows) {
             q.max_result_rows = v.max(1);
+        }
+        let l = &mut q.sql_limits;
+        if let Some(v) = self.sql_max_bytes.or(file.sql_max_bytes) {
+            l.max_bytes = v.max(16);
+        }
+        if let Some(v) = self.sql_max_depth.or(file.sql_max_depth) {
+            l.max_depth = v.max(4);
+        }
+        if let Some(v) = self.sql_max_nodes.or(file.sql_max_nodes) {
+            l.max_nodes = v.max(4);
+        }
+        if let Some(v) = self.sql_max_in_list.or(file.sql_max_in_list) {
+            l.max_in_list = v.max(1);
         }
         if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
             q.cache_bytes = v;

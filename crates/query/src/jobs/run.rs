@@ -12,6 +12,8 @@ use arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -184,7 +186,17 @@ pub async fn schedule(
             Some((start, due)) => {
                 let now = now_us();
                 if due <= now {
-                    match query.run_job(job.name(), start, Trigger::Schedule).await {
+                    let run = AssertUnwindSafe(query.run_job(job.name(), start, Trigger::Schedule));
+                    let ran = match run.catch_unwind().await {
+                        Ok(r) => r,
+                        Err(panic) => {
+                            // Recorded as the engine's fault: writes stop and
+                            // /readyz names it; this job stops scheduling.
+                            query.engine().report_panic("jobs", panic.as_ref());
+                            return;
+                        }
+                    };
+                    match ran {
                         Ok(_) => {
                             backoff = Duration::from_secs(1);
                             continue;

@@ -229,6 +229,7 @@ impl QueryEngine {
     }
 
     async fn timeseries_inner(&self, req: Request) -> Result<(Arc<Answer>, bool)> {
+        crate::limits::check_request(&req, &self.inner.opts.sql_limits)?;
         let plan = self.plan(&req)?;
         let inner = &self.inner;
         if let Some(hit) = inner.ts_cache.get(&plan.key) {
@@ -420,11 +421,6 @@ impl QueryEngine {
         }
         for g in &req.group_by {
             field_type(g)?;
-        }
-        if req.group_by.len() > 8 {
-            return Err(QueryError::Invalid {
-                message: "group_by takes at most 8 fields".into(),
-            });
         }
         let limit = req.limit.unwrap_or(10);
         if limit == 0 || limit > MAX_GROUPS {

@@ -149,10 +149,10 @@ async fn bad_points_name_their_line_and_field_and_write_nothing() {
             "type conflict",
         ),
         (
-            "lp_ok v=1 1\n1bad v=1 1\n",
+            "lp_ok v=1 1\n_tally_bad v=1 1\n",
             2,
             Some("measurement"),
-            "stream name",
+            "reserved",
         ),
     ];
     for (body, line, field, words) in cases {
@@ -360,4 +360,320 @@ async fn influxdb_clients_write_points_that_sql_returns() {
             {"host": "c d", "rtt": 2.0, "hits": 8.0, "msg": "back\\slash", "t": 1_700_000_000_123_457i64},
         ])
     );
+}
+
+/// A real InfluxDB 1.6 (Debian's `influxd`) on a free loopback port, with
+/// its data in a temporary directory; killed on drop.
+struct Influx {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn start_influx() -> Influx {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, rpc) = (free_port(), free_port());
+    let d = dir.path().display();
+    let conf = format!(
+        "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+         [meta]\n  dir = \"{d}/meta\"\n\
+         [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+         [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
+         [monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n"
+    );
+    let path = dir.path().join("influxdb.conf");
+    std::fs::write(&path, conf).expect("influx config");
+    let log = std::fs::File::create(dir.path().join("influxd.log")).expect("log");
+    let child = std::process::Command::new("influxd")
+        .arg("-config")
+        .arg(&path)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("influxd (Debian's influxdb package; scripts/test.sh installs it)");
+    let base = format!("http://127.0.0.1:{http}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/ping")).await {
+            if r.status().as_u16() == 204 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "influxd did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Influx {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+async fn influxql(base: &str, db: Option<&str>, q: &str) -> Value {
+    let mut form = vec![("q", q.to_string())];
+    if let Some(db) = db {
+        form.push(("db", db.to_string()));
+    }
+    reqwest::Client::new()
+        .post(format!("{base}/query"))
+        .form(&form)
+        .send()
+        .await
+        .expect("influx query")
+        .json()
+        .await
+        .expect("influx json")
+}
+
+/// Tiny deterministic generator of line protocol cases built from the
+/// pieces escaping goes wrong on.
+struct Cases(u64);
+
+impl Cases {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.next(xs.len())]
+    }
+    fn word(&mut self, pieces: &[&str], max: usize) -> String {
+        let len = 1 + self.next(max);
+        (0..len).map(|_| self.pick(pieces)).collect()
+    }
+    /// One point; its measurement ends in `id` so every case has its own.
+    fn point(&mut self, id: usize) -> String {
+        const NAME: &[&str] = &[
+            "a", "b", "Z", "é", ".", "\\ ", "\\,", "\\=", "=", "\\\\", "\\\"", "\"", "\\x", "#",
+            "-", "_",
+        ];
+        const KEY: &[&str] = &[
+            "k", "e", "é", "\\ ", "\\,", "\\=", "\\\\", "\"", "\\x", ".", "#", "-", "_",
+        ];
+        const TEXT: &[&str] = &[
+            "x", " ", ",", "=", "\\\\", "\\\"", "\\x", "é", "#", "\\n", "'",
+        ];
+        let mut line = format!("{}{id}", self.word(NAME, 4));
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..self.next(3) {
+            let k = format!("t{}", self.word(KEY, 3));
+            if used.insert(k.clone()) {
+                line.push_str(&format!(",{k}={}", self.word(KEY, 4)));
+            }
+        }
+        line.push(' ');
+        let fields = 1 + self.next(3);
+        let mut first = true;
+        for _ in 0..fields {
+            let k = format!("f{}", self.word(KEY, 3));
+            if !used.insert(k.clone()) {
+                continue;
+            }
+            let v = match self.next(7) {
+                0 => format!("{}", self.next(1000) as f64 / 8.0 - 50.0),
+                1 => format!("{}i", self.next(100_000) as i64 - 50_000),
+                2 => format!("\"{}\"", self.word(TEXT, 6)),
+                3 => self
+                    .pick(&["t", "T", "true", "True", "TRUE", "f", "false", "FALSE"])
+                    .into(),
+                4 => self
+                    .pick(&["1e3", "-2.5E-2", ".5", "5.", "1.2.3", "1e", "tru", "-"])
+                    .into(),
+                5 => format!("\"{}", self.word(TEXT, 3)),
+                _ => format!("{}", self.next(10)),
+            };
+            if !first {
+                line.push(',');
+            }
+            first = false;
+            line.push_str(&format!("{k}={v}"));
+        }
+        match self.next(4) {
+            0 => line.push_str(" 1"),
+            1 => line.push_str(" 1700000000123456000"),
+            2 => line.push_str(" 1700000000123456000  "),
+            _ => line.push_str(" 17000x"),
+        }
+        line
+    }
+}
+
+/// What a server stored for one point: its measurement and every key's
+/// value as text (numbers as f64, booleans as `true`/`false`), or `None`
+/// if it refused the point.
+type Stored = Option<(String, std::collections::BTreeMap<String, String>, i64)>;
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("{:?}", n.as_f64().unwrap_or(f64::NAN)),
+        other => other.to_string(),
+    }
+}
+
+async fn influx_stored(influx: &Influx, db: &str, line: &str) -> Stored {
+    influxql(&influx.base, None, &format!("CREATE DATABASE {db}")).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/write?db={db}", influx.base))
+        .body(line.to_string())
+        .send()
+        .await
+        .expect("influx write");
+    if r.status().as_u16() != 204 {
+        return None;
+    }
+    let v = influxql(&influx.base, Some(db), "SELECT * FROM /.*/").await;
+    let series = v["results"][0]["series"].as_array()?.clone();
+    assert_eq!(series.len(), 1, "{line}: {v}");
+    let s = &series[0];
+    let cols = s["columns"].as_array()?;
+    let vals = s["values"][0].as_array()?;
+    let mut out = std::collections::BTreeMap::new();
+    let mut time = 0;
+    for (c, v) in cols.iter().zip(vals) {
+        let c = c.as_str()?;
+        if c == "time" {
+            let t = chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+            time = t.timestamp_micros();
+        } else if !v.is_null() {
+            out.insert(c.to_string(), as_text(v));
+        }
+    }
+    Some((s["name"].as_str()?.to_string(), out, time))
+}
+
+async fn tally_stored(s: &TestServer, line: &str) -> Stored {
+    let (_, before) = crate::server::get_json(&s.url("/v1/streams")).await;
+    let (st, _) = write(&s.url("/write?db=x"), line, None).await;
+    if st != 204 {
+        return None;
+    }
+    let (_, after) = crate::server::get_json(&s.url("/v1/streams")).await;
+    let names = |v: &Value| -> std::collections::BTreeSet<String> {
+        v["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let new: Vec<String> = names(&after).difference(&names(&before)).cloned().collect();
+    if new.is_empty() {
+        // A comment line: accepted, nothing stored.
+        return None;
+    }
+    assert_eq!(new.len(), 1, "{line}: {before} -> {after}");
+    let stream = &new[0];
+    let stream_info = crate::server::get_json(&s.url(&format!("/v1/streams/{stream}")))
+        .await
+        .1;
+    let quoted = stream.replace('"', "\"\"");
+    let rows = sql(
+        s,
+        &format!("SELECT *, CAST(ts AS BIGINT) AS ts_us FROM \"{quoted}\""),
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "{line}");
+    let mut out = std::collections::BTreeMap::new();
+    let mut time = 0;
+    for (k, v) in rows[0].as_object()? {
+        if k == "ts_us" {
+            time = v.as_i64()?;
+        } else if k != "ts" && !v.is_null() {
+            out.insert(k.clone(), as_text(v));
+        }
+    }
+    let name = stream_info["original_name"]
+        .as_str()
+        .unwrap_or(stream)
+        .to_string();
+    Some((name, out, time))
+}
+
+/// Escape and edge cases written to tally and to a real InfluxDB 1.6: both
+/// refuse each point, or both store the same measurement, keys and values.
+#[tokio::test]
+async fn line_protocol_is_read_as_influxdb_reads_it() {
+    let influx = start_influx().await;
+    let s = TestServer::start().await;
+    let mut lines: Vec<String> = [
+        r"cpu,regions=\\ east value=1.0 1700000000000000000",
+        r"u,s=\\,\,\t e=1 1700000000000000000",
+        r"cpu\ load,a=b v=1 1700000000000000000",
+        r"foo\,bar v=1 1700000000000000000",
+        r"disk.io v=1 1700000000000000000",
+        r"a=b v=1 1700000000000000000",
+        r#""q" v=1 1700000000000000000"#,
+        r"m\\ x v=1 1700000000000000000",
+        r"n3\\\ x v=1 1700000000000000000",
+        r"n6\= v=1 1700000000000000000",
+        r#"n9\"x v=1 1700000000000000000"#,
+        r"n11\\=\\,a v=1 1700000000000000000",
+        r#"m2 f\ k\,x\=y=1,g\\h="a\\b\"c" 1700000000000000000"#,
+        r"n7,t\\k=v\\,t2=a\=b v=1 1",
+        r"n12 k\\=x=1 1",
+        r"n13 k\\=1 1",
+        r#"n14 a=1,b=2,c="x\\",d=1 1700000000000000000"#,
+        r#"n16,t=a\"b v=1 1700000000000000000"#,
+        "n17 s=\"two\nlines\" 1700000000000000000",
+        r"n18,t=1 v=1 1 x",
+        r"n19 v=1,",
+        r"n20 v=1i2 1",
+    ]
+    .iter()
+    .map(|l| l.to_string())
+    .collect();
+    let mut gen = Cases(0x7a11_e5ca_9e5);
+    for id in 0..250 {
+        lines.push(gen.point(id));
+    }
+    let mut agreed_stored = 0;
+    let mut mismatches = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let db = format!("c{i}");
+        let theirs = influx_stored(&influx, &db, line).await;
+        let ours = tally_stored(&s, line).await;
+        if theirs != ours {
+            mismatches.push(format!(
+                "{line:?}\n  influxdb: {theirs:?}\n  tally:    {ours:?}"
+            ));
+        } else if ours.is_some() {
+            agreed_stored += 1;
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} differ:\n{}",
+        mismatches.len(),
+        lines.len(),
+        mismatches.join("\n")
+    );
+    // The cases must exercise both outcomes, not only refusals.
+    assert!(
+        agreed_stored >= 60,
+        "only {agreed_stored} of {} stored",
+        lines.len()
+    );
+    assert!(lines.len() - agreed_stored >= 30, "too few refusals");
 }

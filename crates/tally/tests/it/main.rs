@@ -10,6 +10,7 @@ mod compressed;
 mod counter;
 mod crash;
 mod duckdb;
+mod hostile;
 mod import;
 mod influx;
 mod ingest;

@@ -1,0 +1,202 @@
+//! The entry points of tally's fuzz targets: each takes arbitrary bytes,
+//! feeds them to one parser of outside input, and panics only on a bug (a
+//! panic inside the parser, or an answer that breaks the parser's own
+//! promise, such as an accepted body that does not survive the log codec).
+//!
+//! `fuzz/` (built by `cargo fuzz` on nightly) calls these; so does the
+//! test below, on the stable toolchain in the normal suite, for every file
+//! of every corpus and every crash input kept under `fuzz/`, so a
+//! regression fails CI without nightly.
+
+use tally_ingest::{codec, Format};
+
+/// Every target: its name (the directory of its corpus) and entry point.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("parse_body", parse_body),
+    ("line_protocol", line_protocol),
+    ("inflate", inflate),
+    ("decode_record", decode_record),
+    ("tracker_payload", tracker_payload),
+    ("query_request", query_request),
+    ("rollup_def", rollup_def),
+    ("sql", sql),
+];
+
+/// JSON, NDJSON and CSV bodies (the first byte picks the format): no
+/// input panics, and an accepted body survives the log codec unchanged.
+pub fn parse_body(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let format = match selector % 3 {
+        0 => Format::Json,
+        1 => Format::Ndjson,
+        _ => Format::Csv,
+    };
+    if let Ok(batch) = tally_ingest::parse(body, format, 0, &|_| None) {
+        assert!(!batch.is_empty(), "an accepted body holds events");
+        let record = codec::encode("fuzz", &batch);
+        let (stream, back) = codec::decode(&record).expect("a record we encoded must decode");
+        assert_eq!(stream, "fuzz");
+        assert_eq!(back, batch);
+    }
+}
+
+/// Line protocol: no input panics; every accepted measurement has a valid
+/// stream that maps back to its name, and its batch survives the codec.
+pub fn line_protocol(data: &[u8]) {
+    let Ok(ms) = tally_ingest::parse_line_protocol(data, tally_ingest::Precision::Nanoseconds, 0)
+    else {
+        return;
+    };
+    for m in ms {
+        assert!(
+            tally_ingest::validate_public_stream_name(&m.stream).is_ok(),
+            "{}",
+            m.stream
+        );
+        assert_eq!(
+            tally_ingest::measurement_of_stream(&m.stream),
+            m.measurement
+        );
+        assert_eq!(m.lines.len(), m.batch.len());
+        let record = codec::encode(&m.stream, &m.batch);
+        let (_, back) = codec::decode(&record).expect("a record we encoded must decode");
+        assert_eq!(back, m.batch);
+    }
+}
+
+/// gzip and zstd bodies (the first byte picks): inflating never panics
+/// and never yields more than the limit.
+pub fn inflate(data: &[u8]) {
+    use tally_ingest::compression::{inflate, Encoding};
+    let Some((&selector, packed)) = data.split_first() else {
+        return;
+    };
+    let encoding = if selector % 2 == 0 {
+        Encoding::Gzip
+    } else {
+        Encoding::Zstd
+    };
+    const LIMIT: usize = 1 << 20;
+    if let Ok(out) = inflate(encoding, packed, LIMIT, |_| true) {
+        assert!(out.len() <= LIMIT, "{} bytes past the limit", out.len());
+    }
+}
+
+/// The log record codec: arbitrary bytes decode to an error, never a panic.
+pub fn decode_record(data: &[u8]) {
+    let _ = codec::decode(data);
+}
+
+/// Plausible tracker payloads (`POST /api/event` bodies).
+pub fn tracker_payload(data: &[u8]) {
+    let _ = tally_apps::web::enrich::parse_payload(data);
+}
+
+/// `/v1/query` requests: decoding and the limits checked before planning.
+pub fn query_request(data: &[u8]) {
+    if let Ok(req) = serde_json::from_slice::<tally_query::timeseries::Request>(data) {
+        let _ = tally_query::limits::check_request(&req, &tally_query::SqlLimits::default());
+    }
+}
+
+/// Rollup definitions, as `POST /v1/rollups` and the config file take
+/// them: decoding and validation.
+pub fn rollup_def(data: &[u8]) {
+    if let Ok(def) = serde_json::from_slice::<tally_rollup::RollupDef>(data) {
+        let _ = def.validate();
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = tally_rollup::Aggregate::parse(text);
+        let _ = tally_rollup::parse_period(text);
+    }
+}
+
+/// SQL text through the size check, parsing, the shape limits and
+/// planning against a small table (not execution). Runs on a thread whose
+/// stack is the query pool's, as the server's statements do.
+pub fn sql(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let limits = tally_query::SqlLimits::default();
+    if tally_query::limits::check_text(text, &limits).is_err() {
+        return;
+    }
+    let text = text.to_string();
+    std::thread::Builder::new()
+        .stack_size(tally_query::limits::stack_bytes(&limits))
+        .spawn(move || plan(&text, &limits))
+        .expect("a thread")
+        .join()
+        .expect("parsing, checking and planning SQL must not panic");
+}
+
+fn plan(text: &str, limits: &tally_query::SqlLimits) {
+    use datafusion::sql::parser::DFParser;
+    let Ok(mut statements) = DFParser::parse_sql(text) else {
+        return;
+    };
+    if statements.len() != 1 {
+        return;
+    }
+    let Some(statement) = statements.pop_front() else {
+        return;
+    };
+    if tally_query::limits::check(&statement, limits).is_err() {
+        return;
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    let _ = futures::executor::block_on(async {
+        use datafusion::arrow::array::{Float64Array, StringArray};
+        use datafusion::arrow::record_batch::RecordBatch;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "country",
+                std::sync::Arc::new(StringArray::from(vec!["NO", "SE"])) as _,
+            ),
+            (
+                "rtt_ms",
+                std::sync::Arc::new(Float64Array::from(vec![1.0, 2.0])) as _,
+            ),
+        ])?;
+        ctx.register_batch("events", batch)?;
+        ctx.state().statement_to_plan(statement).await
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TARGETS;
+    use std::path::Path;
+
+    /// Every corpus file and every crash input kept for a target, through
+    /// its entry point.
+    #[test]
+    fn every_corpus_and_crash_file_replays() {
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+        let mut replayed = 0;
+        for (name, target) in TARGETS {
+            let mut files = 0;
+            for dir in [
+                fuzz.join("corpus").join(name),
+                fuzz.join("artifacts").join(name),
+            ] {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries {
+                    let path = e.expect("a corpus entry").path();
+                    let data = std::fs::read(&path).expect("a corpus file");
+                    let outcome = std::panic::catch_unwind(|| target(&data));
+                    assert!(outcome.is_ok(), "{name}: {} panics", path.display());
+                    files += 1;
+                }
+            }
+            assert!(files > 0, "no corpus for {name} under {}", fuzz.display());
+            replayed += files;
+        }
+        eprintln!("replayed {replayed} corpus and crash files");
+    }
+}

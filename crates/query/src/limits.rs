@@ -1,0 +1,338 @@
+//! Limits on the shape of a SQL statement, checked after parsing and before
+//! anything else looks at the tree (normalizing it for the cache, planning,
+//! executing).
+//!
+//! Why: a statement becomes a tree, and most code that walks a tree
+//! recurses, so a deep enough tree overflows a thread's stack and aborts the
+//! whole process. The parser bounds nesting by brackets itself (its
+//! recursion limit) but builds chains of binary operators (`1+1+1+...`,
+//! `a=1 OR a=2 OR ...`) iteratively, one level per operator. The checks
+//! here refuse, by name, a statement past any limit:
+//!
+//! - its text is at most `max_bytes` long (checked before parsing, which
+//!   also bounds the depth of any tree the parser can build: one level
+//!   takes at least two bytes);
+//! - its expressions are nested at most `max_depth` deep (queries and
+//!   subqueries count as levels too);
+//! - it has at most `max_nodes` expressions and queries in all;
+//! - an `IN (...)` list has at most `max_in_list` items.
+//!
+//! The walk stops at the first level past `max_depth`, so it recurses at
+//! most that deep. Parsing, this walk, and dropping a refused tree run on
+//! the query pool, whose threads have a stack sized for the deepest tree a
+//! statement of `max_bytes` can make ([`stack_bytes`]).
+
+use crate::{QueryError, Result};
+use datafusion::sql::sqlparser::ast::{Expr, Query, Statement, Visit, Visitor};
+use std::ops::ControlFlow;
+
+/// The limits a SQL statement must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Bytes of SQL text.
+    pub max_bytes: usize,
+    /// Nesting of expressions and subqueries.
+    pub max_depth: usize,
+    /// Expressions and queries in the whole statement.
+    pub max_nodes: usize,
+    /// Items of one `IN (...)` list.
+    pub max_in_list: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            max_bytes: 256 << 10,
+            max_depth: 256,
+            max_nodes: 50_000,
+            max_in_list: 10_000,
+        }
+    }
+}
+
+/// The stack each query thread gets: enough to parse, walk and drop the
+/// deepest tree a statement of `max_bytes` can make (a chain of one binary
+/// operator per two bytes), with room to spare for planning `max_depth`
+/// levels. Measured at under 1 KiB per level of a chain when dropping it
+/// in a debug build; 4 KiB per level leaves a wide margin. The memory is
+/// reserved, not used: a thread touches only the pages it reaches.
+pub fn stack_bytes(limits: &SqlLimits) -> usize {
+    const PER_LEVEL: usize = 4 << 10;
+    const BASE: usize = 16 << 20;
+    BASE + (limits.max_bytes / 2 + limits.max_depth) * PER_LEVEL
+}
+
+/// Refuses SQL text longer than the limit (before it is parsed).
+pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
+    if sql.len() > limits.max_bytes {
+        return Err(QueryError::TooComplex {
+            limit: "sql_bytes",
+            max: limits.max_bytes,
+            message: format!(
+                "the SQL text is {} bytes, more than the limit of {} (sql_bytes)",
+                sql.len(),
+                limits.max_bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a parsed statement past a depth, size or list limit, looking
+/// inside `EXPLAIN` and `COPY (query) TO`. Statements tally never runs
+/// (`CREATE EXTERNAL TABLE`, `RESET`) are refused here before planning.
+pub fn check(statement: &datafusion::sql::parser::Statement, limits: &SqlLimits) -> Result<()> {
+    use datafusion::sql::parser::{CopyToSource, Statement as Df};
+    match statement {
+        Df::Statement(s) => check_statement(s, limits),
+        Df::Explain(e) => check(&e.statement, limits),
+        Df::CopyTo(c) => match &c.source {
+            CopyToSource::Query(q) => check_query(q, limits),
+            CopyToSource::Relation(_) => Ok(()),
+        },
+        Df::CreateExternalTable(_) | Df::Reset(_) => Err(QueryError::NotAllowed {
+            message: "only read-only queries run here".into(),
+        }),
+    }
+}
+
+fn check_query(query: &Query, limits: &SqlLimits) -> Result<()> {
+    let mut walk = Walk {
+        limits,
+        depth: 0,
+        nodes: 0,
+    };
+    match query.visit(&mut walk) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+/// Refuses a parsed SQL statement past a depth, size or list limit.
+pub fn check_statement(statement: &Statement, limits: &SqlLimits) -> Result<()> {
+    let mut walk = Walk {
+        limits,
+        depth: 0,
+        nodes: 0,
+    };
+    match statement.visit(&mut walk) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct Walk<'a> {
+    limits: &'a SqlLimits,
+    depth: usize,
+    nodes: usize,
+}
+
+impl Walk<'_> {
+    fn enter(&mut self) -> ControlFlow<QueryError> {
+        self.depth += 1;
+        self.nodes += 1;
+        let l = self.limits;
+        if self.depth > l.max_depth {
+            return ControlFlow::Break(QueryError::TooComplex {
+                limit: "sql_depth",
+                max: l.max_depth,
+                message: format!(
+                    "the statement nests expressions more than {} deep (sql_depth); \
+                     a long chain of operators counts one level per operator: \
+                     use IN (...) or a table instead",
+                    l.max_depth
+                ),
+            });
+        }
+        if self.nodes > l.max_nodes {
+            return ControlFlow::Break(QueryError::TooComplex {
+                limit: "sql_nodes",
+                max: l.max_nodes,
+                message: format!(
+                    "the statement has more than {} expressions (sql_nodes)",
+                    l.max_nodes
+                ),
+            });
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn leave(&mut self) -> ControlFlow<QueryError> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+impl Visitor for Walk<'_> {
+    type Break = QueryError;
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<QueryError> {
+        self.enter()
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<QueryError> {
+        self.leave()
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<QueryError> {
+        if let Expr::InList { list, .. } = expr {
+            let max = self.limits.max_in_list;
+            if list.len() > max {
+                return ControlFlow::Break(QueryError::TooComplex {
+                    limit: "sql_in_list",
+                    max,
+                    message: format!(
+                        "an IN list has {} items, more than the limit of {max} (sql_in_list)",
+                        list.len()
+                    ),
+                });
+            }
+        }
+        self.enter()
+    }
+
+    fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<QueryError> {
+        self.leave()
+    }
+}
+
+/// Filters one time-series request may have.
+pub const MAX_FILTERS: usize = 64;
+/// Fields one time-series request may group by.
+pub const MAX_GROUP_BY: usize = 8;
+/// Aggregates one time-series request may ask for.
+pub const MAX_AGGREGATES: usize = 32;
+/// Bytes of one name or value in a time-series request.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Refuses a time-series request past its limits: filters, group-by
+/// fields, aggregates, the values of one filter (`sql_in_list`, as the
+/// list becomes one), and the length of any text in it.
+pub fn check_request(req: &crate::timeseries::Request, limits: &SqlLimits) -> Result<()> {
+    let over = |limit: &'static str, max: usize, n: usize, what: &str| {
+        Err(QueryError::TooComplex {
+            limit,
+            max,
+            message: format!("{n} {what}, more than the limit of {max} ({limit})"),
+        })
+    };
+    if req.filters.len() > MAX_FILTERS {
+        return over("filters", MAX_FILTERS, req.filters.len(), "filters");
+    }
+    if req.group_by.len() > MAX_GROUP_BY {
+        return over(
+            "group_by",
+            MAX_GROUP_BY,
+            req.group_by.len(),
+            "group_by fields",
+        );
+    }
+    if req.aggregates.len() > MAX_AGGREGATES {
+        return over(
+            "aggregates",
+            MAX_AGGREGATES,
+            req.aggregates.len(),
+            "aggregates",
+        );
+    }
+    for f in &req.filters {
+        if let serde_json::Value::Array(items) = &f.value {
+            if items.len() > limits.max_in_list {
+                return over(
+                    "sql_in_list",
+                    limits.max_in_list,
+                    items.len(),
+                    &format!("values in the filter on '{}'", f.field),
+                );
+            }
+        }
+    }
+    let texts = req
+        .filters
+        .iter()
+        .map(|f| f.field.as_str())
+        .chain(req.group_by.iter().map(String::as_str))
+        .chain(req.aggregates.iter().map(String::as_str));
+    for t in texts {
+        if t.len() > MAX_TEXT_BYTES {
+            return over("text_bytes", MAX_TEXT_BYTES, t.len(), "bytes in one name");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Statement {
+        let mut s = datafusion::sql::parser::DFParser::parse_sql(sql).unwrap();
+        match s.pop_front().unwrap() {
+            datafusion::sql::parser::Statement::Statement(s) => *s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn limit_of(r: Result<()>) -> Option<&'static str> {
+        match r {
+            Ok(()) => None,
+            Err(QueryError::TooComplex { limit, .. }) => Some(limit),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_is_named_at_its_value_and_one_past() {
+        let l = SqlLimits {
+            max_bytes: 1000,
+            max_depth: 10,
+            max_nodes: 30,
+            max_in_list: 5,
+        };
+        // A chain of n additions is n+1 levels deep under the SELECT's
+        // query level: SELECT 1+1 is query > (+) > 1.
+        let chain = |n: usize| format!("SELECT {}", vec!["1"; n + 1].join("+"));
+        assert_eq!(limit_of(check_statement(&parse(&chain(8)), &l)), None);
+        assert_eq!(
+            limit_of(check_statement(&parse(&chain(9)), &l)),
+            Some("sql_depth")
+        );
+        let list = |n: usize| format!("SELECT 1 WHERE 1 IN ({})", vec!["1"; n].join(","));
+        assert_eq!(limit_of(check_statement(&parse(&list(5)), &l)), None);
+        assert_eq!(
+            limit_of(check_statement(&parse(&list(6)), &l)),
+            Some("sql_in_list")
+        );
+        let wide = |n: usize| format!("SELECT {}", vec!["1"; n].join(", "));
+        assert_eq!(limit_of(check_statement(&parse(&wide(29)), &l)), None);
+        assert_eq!(
+            limit_of(check_statement(&parse(&wide(30)), &l)),
+            Some("sql_nodes")
+        );
+        assert_eq!(limit_of(check_text(&"x".repeat(1000), &l)), None);
+        assert_eq!(
+            limit_of(check_text(&"x".repeat(1001), &l)),
+            Some("sql_bytes")
+        );
+    }
+
+    #[test]
+    fn subqueries_count_as_levels() {
+        let l = SqlLimits {
+            max_depth: 6,
+            ..SqlLimits::default()
+        };
+        let nest = |n: usize| {
+            let mut s = "SELECT 1".to_string();
+            for _ in 0..n {
+                s = format!("SELECT * FROM ({s}) t");
+            }
+            s
+        };
+        assert_eq!(limit_of(check_statement(&parse(&nest(2)), &l)), None);
+        assert_eq!(
+            limit_of(check_statement(&parse(&nest(7)), &l)),
+            Some("sql_depth")
+        );
+    }
+}
