@@ -110,21 +110,28 @@ pub fn parse_with_time(
     hint: &dyn Fn(&str) -> Option<ColumnType>,
     time: &TimeField,
 ) -> Result<Batch> {
+    if is_blank(body) {
+        return Err(no_events(format));
+    }
     let batch = match format {
         Format::Json => json::parse_json(body, now_us, time),
         Format::Ndjson => json::parse_ndjson(body, now_us, time),
         Format::Csv => csv::parse_csv(body, now_us, hint, time),
     }?;
     if batch.is_empty() {
-        return Err(Error::Syntax {
-            at: Location::Line(1),
-            format: format.name(),
-            message: "the body holds no events (only a POST with no body and no \
-                      Content-Type records an event with just its arrival time)"
-                .into(),
-        });
+        return Err(no_events(format));
     }
     Ok(batch)
+}
+
+fn no_events(format: Format) -> Error {
+    Error::Syntax {
+        at: Location::Line(1),
+        format: format.name(),
+        message: "the body holds no events (only a POST with no body and no \
+                  Content-Type records an event with just its arrival time)"
+            .into(),
+    }
 }
 
 /// Whether a body is empty or all whitespace.

@@ -523,6 +523,18 @@ impl Cases {
 /// if it refused the point.
 type Stored = Option<(String, std::collections::BTreeMap<String, String>, i64)>;
 
+/// What InfluxDB stored but cannot read back (see `influx_stored`).
+static UNREADABLE: std::sync::LazyLock<std::collections::BTreeMap<String, String>> =
+    std::sync::LazyLock::new(|| [("(unreadable in InfluxDB)".to_string(), String::new())].into());
+
+/// Equal answers; where InfluxDB cannot read its point back, equal names.
+fn same(theirs: &Stored, ours: &Stored) -> bool {
+    match (theirs, ours) {
+        (Some((n1, k1, _)), Some((n2, _, _))) if *k1 == *UNREADABLE => n1 == n2,
+        _ => theirs == ours,
+    }
+}
+
 fn as_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -544,7 +556,17 @@ async fn influx_stored(influx: &Influx, db: &str, line: &str) -> Stored {
         return None;
     }
     let v = influxql(&influx.base, Some(db), "SELECT * FROM /.*/").await;
-    let series = v["results"][0]["series"].as_array()?.clone();
+    let Some(series) = v["results"][0]["series"].as_array().cloned() else {
+        // InfluxDB 1.6 accepts some measurements with doubled backslashes
+        // (`m\\ x`) but its SELECT cannot read them back: its index
+        // unescapes the name once more than its data. The name is what
+        // SHOW MEASUREMENTS lists; the values cannot be compared.
+        let m = influxql(&influx.base, Some(db), "SHOW MEASUREMENTS").await;
+        let name = m["results"][0]["series"][0]["values"][0][0]
+            .as_str()?
+            .to_string();
+        return Some((name, UNREADABLE.clone(), -1));
+    };
     assert_eq!(series.len(), 1, "{line}: {v}");
     let s = &series[0];
     let cols = s["columns"].as_array()?;
@@ -654,7 +676,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         let db = format!("c{i}");
         let theirs = influx_stored(&influx, &db, line).await;
         let ours = tally_stored(&s, line).await;
-        if theirs != ours {
+        if !same(&theirs, &ours) {
             mismatches.push(format!(
                 "{line:?}\n  influxdb: {theirs:?}\n  tally:    {ours:?}"
             ));
