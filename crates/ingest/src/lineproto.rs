@@ -289,6 +289,34 @@ struct Point<'a> {
     at: Location,
 }
 
+impl Point<'_> {
+    /// Where a measurement or tag value that starts at `start` ends: the
+    /// first comma or space after it that no backslash precedes, and which
+    /// of the two. An unescaped `=` in a tag value is refused (InfluxDB's
+    /// "invalid tag format"); a line that ends first has no fields.
+    fn part_end(&self, start: usize, tag_value: bool) -> Result<(usize, u8)> {
+        let s = self.s;
+        let mut i = start;
+        loop {
+            i += 1;
+            if i >= s.len() {
+                return Err(syntax(
+                    self.at,
+                    "missing fields (expected a space, then field=value)",
+                ));
+            }
+            if escaped(s, i) {
+                continue;
+            }
+            match s[i] {
+                c @ (b',' | b' ') => return Ok((i, c)),
+                b'=' if tag_value => return Err(syntax(self.at, "unescaped '='")),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A byte preceded by a backslash is escaped (InfluxDB's rule in keys:
 /// `\\,` is an escaped comma, not an escaped backslash).
 fn escaped(s: &[u8], i: usize) -> bool {
@@ -313,24 +341,8 @@ impl<'a> Point<'a> {
         if s[start] == b',' {
             return Err(syntax(at, "missing measurement"));
         }
-        let mut i = start;
-        let tags_follow = loop {
-            i += 1;
-            if i >= s.len() {
-                return Err(syntax(
-                    at,
-                    "missing fields (expected a space, then field=value)",
-                ));
-            }
-            if escaped(s, i) {
-                continue;
-            }
-            match s[i] {
-                b',' => break true,
-                b' ' => break false,
-                _ => {}
-            }
-        };
+        let (mut i, end) = self.part_end(start, false)?;
+        let tags_follow = end == b',';
         let measurement = (start, i);
         let mut tags = Vec::new();
         if tags_follow {
@@ -358,30 +370,16 @@ impl<'a> Point<'a> {
                 if i >= s.len() || matches!(s[i], b',' | b' ') {
                     return Err(bad_field(at, &key_name(), "missing tag value"));
                 }
-                let more = loop {
-                    i += 1;
-                    if i >= s.len() {
-                        return Err(syntax(
-                            at,
-                            "missing fields (expected a space, then field=value)",
-                        ));
-                    }
-                    if escaped(s, i) {
-                        continue;
-                    }
-                    match s[i] {
-                        b'=' => {
-                            return Err(bad_field(
-                                at,
-                                &key_name(),
-                                "tag value holds an unescaped '=' (invalid tag format)",
-                            ))
-                        }
-                        b',' => break true,
-                        b' ' => break false,
-                        _ => {}
-                    }
-                };
+                let (end, c) = self.part_end(i, true).map_err(|e| match e {
+                    Error::Syntax { message, .. } if message.contains('=') => bad_field(
+                        at,
+                        &key_name(),
+                        "tag value holds an unescaped '=' (invalid tag format)",
+                    ),
+                    other => other,
+                })?;
+                i = end;
+                let more = c == b',';
                 tags.push((key, eq, i));
                 if !more {
                     break;

@@ -97,25 +97,21 @@ pub fn check(statement: &datafusion::sql::parser::Statement, limits: &SqlLimits)
 }
 
 fn check_query(query: &Query, limits: &SqlLimits) -> Result<()> {
-    let mut walk = Walk {
-        limits,
-        depth: 0,
-        nodes: 0,
-    };
-    match query.visit(&mut walk) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(e) => Err(e),
-    }
+    walk(query, limits)
 }
 
 /// Refuses a parsed SQL statement past a depth, size or list limit.
 pub fn check_statement(statement: &Statement, limits: &SqlLimits) -> Result<()> {
+    walk(statement, limits)
+}
+
+fn walk(node: &impl Visit, limits: &SqlLimits) -> Result<()> {
     let mut walk = Walk {
         limits,
         depth: 0,
         nodes: 0,
     };
-    match statement.visit(&mut walk) {
+    match node.visit(&mut walk) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
     }
