@@ -7,6 +7,10 @@
 # `tally-fuzzing::every_corpus_and_crash_file_replays` replays it in CI),
 # and the executions per target are printed and kept in
 # target/fuzz-summary.txt.
+# The targets are built without a sanitizer by default (FUZZ_SANITIZER=none):
+# tally's parsers are safe Rust, so what fuzzing looks for is panics,
+# failed checks, hangs and runaway memory, which need none, and the runs
+# are several times faster. FUZZ_SANITIZER=address builds with ASan.
 # Usage: scripts/fuzz.sh [seconds per target] [target ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +21,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "installing: cargo-fuzz (crates.io)"
   cargo install --quiet --locked cargo-fuzz
 fi
+san=${FUZZ_SANITIZER:-none}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir fuzz)
@@ -29,7 +34,7 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="target/fuzz-$t.log"
   echo "== $t: ${secs}s"
-  if cargo +nightly fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+  if cargo +nightly fuzz run -s "$san" --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
       -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 -timeout=20 \
       -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
     outcome=ok
@@ -43,7 +48,7 @@ for t in "${targets[@]}"; do
   echo "$line" | tee -a "$summary"
   # Keep the corpus small: only inputs that add coverage.
   tmp=$(mktemp -d)
-  cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$tmp" "fuzz/corpus/$t" -- -merge=1 >/dev/null 2>&1 || true
+  cargo +nightly fuzz run -s "$san" --fuzz-dir fuzz "$t" "$tmp" "fuzz/corpus/$t" -- -merge=1 >/dev/null 2>&1 || true
   if [ -n "$(ls -A "$tmp")" ]; then
     rm -rf "fuzz/corpus/$t" && mv "$tmp" "fuzz/corpus/$t"
   else

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod counters;
 mod dashboard;
+mod deadline;
 mod encoding;
 mod error;
 mod handover;
@@ -124,6 +125,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/stats/breakdown", get(web_stats::breakdown))
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline::body_deadline,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(ops::not_found)
         .with_state(state)

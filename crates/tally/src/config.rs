@@ -50,8 +50,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES")]
     pub ingest_budget_bytes: Option<usize>,
 
-    /// Seconds a request body may take to arrive once the request holds its
-    /// share of the ingest budget; slower ones get 408. [default: 30]
+    /// Seconds a request body may take to arrive, on every route (ingest
+    /// counts from when the request holds its share of the ingest budget;
+    /// imports, from each chunk to the next); slower ones get 408.
+    /// [default: 30]
     #[arg(long, env = "TALLY_BODY_READ_TIMEOUT_SECS")]
     pub body_read_timeout_secs: Option<u64>,
 

@@ -214,3 +214,54 @@ async fn line_protocol_and_time_series_requests_past_their_limits() {
     assert_eq!(v["limit"], "sql_in_list");
     assert_healthy(&s).await;
 }
+
+/// Sends a request's head and the first bytes of its body, then nothing:
+/// the answer must come (408) once the body-read deadline passes.
+async fn trickle(addr: &str, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\nconnection: close\r\n\r\n{{\"sql\": \"SEL"
+    );
+    c.write_all(head.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.read_to_string(&mut out),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "{method} {path}: no answer while the body trickles"
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408_on_every_route_that_reads_one() {
+    let s = TestServer::builder()
+        .args(["--body-read-timeout-secs", "1"])
+        .start()
+        .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let t = std::time::Instant::now();
+    for (method, path) in [
+        ("POST", "/v1/sql"),
+        ("POST", "/v1/query"),
+        ("POST", "/v1/rollups"),
+        ("PUT", "/v1/tables/t"),
+        ("POST", "/v1/sites"),
+        ("POST", "/v1/events/slow"),
+        ("POST", "/write?db=x"),
+        ("POST", "/api/event"),
+    ] {
+        let resp = trickle(&addr, method, path).await;
+        assert!(resp.starts_with("HTTP/1.1 408"), "{method} {path}: {resp}");
+        assert!(resp.contains("\"error\""), "{method} {path}: {resp}");
+    }
+    // Eight deadlines of 1 s, one after another: none waited much longer.
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(rows(&s, "slow").await, 0);
+    assert_healthy(&s).await;
+}
