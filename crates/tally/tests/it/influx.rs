@@ -662,6 +662,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         r"n18,t=1 v=1 1 x",
         r"n19 v=1,",
         r"n20 v=1i2 1",
+        r"n21 v=-.5,w=.5,x=5.,y=1.e3,z=.5e2,q=00.5 1700000000000000000",
     ]
     .iter()
     .map(|l| l.to_string())
