@@ -26,7 +26,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir fuzz)
 fi
-summary=target/fuzz-summary.txt
+summary=${FUZZ_SUMMARY:-target/fuzz-summary.txt}
 mkdir -p target
 : >"$summary"
 status=0

@@ -130,14 +130,14 @@ pub fn parse_line_protocol(
         line += newlines + 1;
         let block_start = pos;
         pos = end + 1;
+        // A line ending in CR LF (InfluxDB refuses the CR; tally reads it
+        // as the line end that Windows tools write).
+        let block = block.strip_suffix(b"\r").unwrap_or(block);
         let start = skip_whitespace(block, 0);
         if start >= block.len() || block[start] == b'#' {
             continue;
         }
         let at = Location::Line(at_line);
-        // A line ending in CR LF (InfluxDB refuses the CR; tally reads it
-        // as the line end that Windows tools write).
-        let block = block.strip_suffix(b"\r").unwrap_or(block);
         if block.len() > MAX_POINT_BYTES {
             return Err(syntax(
                 at,
@@ -996,6 +996,14 @@ mod tests {
         // Non-ASCII text in a UTF-8 body is read as it is.
         let ok = parse_line_protocol(good, Precision::Seconds, NOW).unwrap();
         assert_eq!(dim(&ok[0], "city", 0).as_deref(), Some("Tromsø"));
+    }
+
+    #[test]
+    fn a_line_of_only_a_carriage_return_is_blank() {
+        // Found by fuzzing: the CR was stripped after the blank-line check,
+        // leaving an empty point to scan.
+        let ms = parse("# c\n\r\n\n} v=1\r\n").unwrap();
+        assert_eq!(ms[0].lines, vec![4]);
     }
 
     #[test]
