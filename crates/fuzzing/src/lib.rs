@@ -21,6 +21,9 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("query_request", query_request),
     ("rollup_def", rollup_def),
     ("sql", sql),
+    ("stats_params", stats_params),
+    ("job_def", job_def),
+    ("dimension_table", dimension_table),
 ];
 
 /// JSON, NDJSON and CSV bodies (the first byte picks the format): no
@@ -264,8 +267,14 @@ pub fn rollup_def(data: &[u8]) {
 
 /// SQL text through the size check, parsing, the shape limits and
 /// planning against a small table (not execution). Runs on a thread whose
-/// stack is the query pool's, as the server's statements do.
+/// stack is the query pool's, as the server's statements do; the thread
+/// and its session live across inputs (a new session per input costs more
+/// than the planning).
 pub fn sql(data: &[u8]) {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::{Mutex, OnceLock};
+    type Planner = (Sender<String>, Receiver<bool>);
+    static PLANNER: OnceLock<Mutex<Planner>> = OnceLock::new();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -273,16 +282,57 @@ pub fn sql(data: &[u8]) {
     if tally_query::limits::check_text(text, &limits).is_err() {
         return;
     }
-    let text = text.to_string();
-    std::thread::Builder::new()
-        .stack_size(tally_query::limits::stack_bytes(&limits))
-        .spawn(move || plan(&text, &limits))
-        .expect("a thread")
-        .join()
-        .expect("parsing, checking and planning SQL must not panic");
+    let planner = PLANNER.get_or_init(|| {
+        let (to_planner, inputs) = channel::<String>();
+        let (to_caller, outcomes) = channel();
+        std::thread::Builder::new()
+            .name("fuzz-sql".into())
+            .stack_size(tally_query::limits::stack_bytes(&limits))
+            .spawn(move || {
+                let ctx = session();
+                for text in inputs {
+                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        plan(&ctx, &text, &limits)
+                    }))
+                    .is_ok();
+                    if to_caller.send(ok).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("a thread");
+        Mutex::new((to_planner, outcomes))
+    });
+    let planner = planner.lock().unwrap_or_else(|e| e.into_inner());
+    planner
+        .0
+        .send(text.to_string())
+        .expect("the planner thread");
+    let ok = planner.1.recv().expect("the planner thread");
+    assert!(ok, "parsing, checking and planning SQL must not panic");
 }
 
-fn plan(text: &str, limits: &tally_query::SqlLimits) {
+/// A session with one small table, `events`.
+fn session() -> datafusion::prelude::SessionContext {
+    use datafusion::arrow::array::{Float64Array, StringArray};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "country",
+            std::sync::Arc::new(StringArray::from(vec!["NO", "SE"])) as _,
+        ),
+        (
+            "rtt_ms",
+            std::sync::Arc::new(Float64Array::from(vec![1.0, 2.0])) as _,
+        ),
+    ])
+    .expect("a batch");
+    ctx.register_batch("events", batch).expect("a table");
+    ctx
+}
+
+fn plan(ctx: &datafusion::prelude::SessionContext, text: &str, limits: &tally_query::SqlLimits) {
     use datafusion::sql::parser::DFParser;
     let Ok(mut statements) = DFParser::parse_sql(text) else {
         return;
@@ -296,23 +346,82 @@ fn plan(text: &str, limits: &tally_query::SqlLimits) {
     if tally_query::limits::check(&statement, limits).is_err() {
         return;
     }
-    let ctx = datafusion::prelude::SessionContext::new();
-    let _ = futures::executor::block_on(async {
-        use datafusion::arrow::array::{Float64Array, StringArray};
-        use datafusion::arrow::record_batch::RecordBatch;
-        let batch = RecordBatch::try_from_iter([
-            (
-                "country",
-                std::sync::Arc::new(StringArray::from(vec!["NO", "SE"])) as _,
-            ),
-            (
-                "rtt_ms",
-                std::sync::Arc::new(Float64Array::from(vec![1.0, 2.0])) as _,
-            ),
-        ])?;
-        ctx.register_batch("events", batch)?;
-        ctx.state().statement_to_plan(statement).await
-    });
+    let _ = futures::executor::block_on(ctx.state().statement_to_plan(statement));
+}
+
+/// Stats API parameters (a query string, as `/api/v1/stats/*` takes it):
+/// every check the endpoints make before reading data.
+pub fn stats_params(data: &[u8]) {
+    let Ok(params) =
+        serde_urlencoded::from_bytes::<std::collections::HashMap<String, String>>(data)
+    else {
+        return;
+    };
+    let today = chrono::NaiveDate::from_ymd_opt(2024, 3, 15).expect("a date");
+    let _ = tally_apps::web::stats::check_params(&tally_apps::web::stats::Params(params), today);
+}
+
+/// Job definitions, as the config file's `[[job]]` tables: decoding, the
+/// checks of names, windows and start, and the SQL limits.
+pub fn job_def(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(spec) = toml::from_str::<tally_query::jobs::JobSpec>(text) {
+        let _ = spec.into_def(&tally_query::SqlLimits::default());
+    }
+}
+
+/// Dimension table loads (`PUT /v1/tables/{name}`): the first byte picks
+/// the format and whether the table is a tree (columns `key`, `parent`)
+/// and all text. A loaded table's row count is its batches' and every
+/// node's descendants start with the node itself.
+pub fn dimension_table(data: &[u8]) {
+    use tally_query::{tables, TableFormat, TableSpec};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let format = match selector % 3 {
+        0 => TableFormat::Csv,
+        1 => TableFormat::Tsv,
+        _ => TableFormat::Ndjson,
+    };
+    let tree = selector & 4 != 0;
+    let spec = TableSpec {
+        key: tree.then(|| "key".to_string()),
+        parent: tree.then(|| "parent".to_string()),
+        all_text: selector & 8 != 0,
+    };
+    let Ok(table) = tables::parse_table("t", body, format, &spec) else {
+        return;
+    };
+    let rows: usize = table.batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(table.rows, rows as u64, "the row count");
+    if let Some(node) = first_key(&table) {
+        if let Ok(found) = table.descendants(&node) {
+            assert_eq!(
+                found.first().map(|(n, d)| (n.as_str(), *d)),
+                Some((node.as_str(), 0))
+            );
+        }
+    }
+}
+
+/// The first non-null value of a tree table's `key` column, as text.
+fn first_key(table: &tally_query::DimTable) -> Option<String> {
+    use datafusion::arrow::array::Array;
+    let batch = table.batches.first()?;
+    let col = datafusion::arrow::compute::cast(
+        batch.column_by_name("key")?,
+        &datafusion::arrow::datatypes::DataType::Utf8,
+    )
+    .ok()?;
+    let text = col
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()?;
+    (0..text.len())
+        .find(|&i| !text.is_null(i))
+        .map(|i| text.value(i).to_string())
 }
 
 #[cfg(test)]

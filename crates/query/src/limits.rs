@@ -192,6 +192,21 @@ impl Visitor for Walk<'_> {
     }
 }
 
+/// Checks SQL text as a `/v1/sql` statement is checked before planning
+/// (its size, that it is one statement, its shape), on a thread with the
+/// query pool's stack: a deep tree is parsed, walked and dropped there.
+pub fn check_sql(sql: &str, limits: &SqlLimits) -> Result<()> {
+    check_text(sql, limits)?;
+    let (sql, limits) = (sql.to_string(), *limits);
+    std::thread::Builder::new()
+        .name("tally-sql-check".into())
+        .stack_size(stack_bytes(&limits))
+        .spawn(move || check(&crate::parse_one(&sql)?, &limits))
+        .map_err(|e| QueryError::Internal(format!("starting a thread: {e}")))?
+        .join()
+        .map_err(|_| QueryError::Internal("checking SQL panicked".into()))?
+}
+
 /// Filters one time-series request may have.
 pub const MAX_FILTERS: usize = 64;
 /// Fields one time-series request may group by.

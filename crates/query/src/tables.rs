@@ -217,28 +217,11 @@ impl DimTables {
         format: TableFormat,
         spec: &TableSpec,
     ) -> Result<Arc<DimTable>> {
-        tally_ingest::validate_stream_name(name).map_err(|m| QueryError::Invalid {
-            message: format!("table name: {m}"),
-        })?;
-        let batches = parse(body, format, spec.all_text)?;
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| QueryError::Invalid {
-                message: "the body has no rows".into(),
-            })?;
+        let mut table = parse_table(name, body, format, spec)?;
+        let schema = table.schema.clone();
         let _w = self.writer.lock();
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let table = build(
-            name,
-            schema.clone(),
-            batches,
-            version,
-            spec.key.clone(),
-            spec.parent.clone(),
-            loaded_at,
-        )?;
+        table.version = version;
         // The new file, durable before the manifest names it.
         let file = format!("{name}.{version}.parquet");
         let path = self.dir.join(&file);
@@ -302,6 +285,37 @@ impl DimTables {
         let _ = fs::remove_file(self.dir.join(entry.file));
         Ok(true)
     }
+}
+
+/// A table as `DimTables::put` would store it, parsed and checked
+/// completely (its name, the body, the tree columns) without touching
+/// any file (its `version` is 0 until it is stored).
+pub fn parse_table(
+    name: &str,
+    body: &[u8],
+    format: TableFormat,
+    spec: &TableSpec,
+) -> Result<DimTable> {
+    tally_ingest::validate_stream_name(name).map_err(|m| QueryError::Invalid {
+        message: format!("table name: {m}"),
+    })?;
+    let batches = parse(body, format, spec.all_text)?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| QueryError::Invalid {
+            message: "the body has no rows".into(),
+        })?;
+    let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    build(
+        name,
+        schema,
+        batches,
+        0,
+        spec.key.clone(),
+        spec.parent.clone(),
+        loaded_at,
+    )
 }
 
 fn build(

@@ -519,7 +519,7 @@ impl ServeArgs {
             q.cache_bytes = v;
         }
         for spec in file.jobs {
-            let def = spec.into_def().context("[[job]]")?;
+            let def = spec.into_def(&q.sql_limits).context("[[job]]")?;
             if q.jobs.iter().any(|j| j.name == def.name) {
                 bail!("[[job]] {:?} is defined twice", def.name);
             }

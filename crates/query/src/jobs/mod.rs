@@ -25,7 +25,6 @@ pub use run::schedule;
 pub(crate) use table::JobSchema;
 
 use crate::error::{QueryError, Result};
-use crate::parse_one;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -69,8 +68,9 @@ pub struct JobDef {
 }
 
 impl JobSpec {
-    /// Checks names, durations, the start and that the SQL parses.
-    pub fn into_def(self) -> Result<JobDef> {
+    /// Checks names, durations, the start, and that the SQL parses and is
+    /// within the SQL limits (as a `/v1/sql` statement would be).
+    pub fn into_def(self, limits: &crate::SqlLimits) -> Result<JobDef> {
         let invalid = |m: String| QueryError::Invalid {
             message: format!("job {:?}: {m}", self.name),
         };
@@ -102,7 +102,7 @@ impl JobSpec {
                 Some(t)
             }
         };
-        parse_one(&self.sql).map_err(|e| invalid(format!("sql: {e}")))?;
+        crate::limits::check_sql(&self.sql, limits).map_err(|e| invalid(format!("sql: {e}")))?;
         Ok(JobDef {
             name: self.name,
             sql: self.sql,
@@ -175,4 +175,53 @@ pub(super) fn io_err(path: &Path, e: std::io::Error) -> QueryError {
 
 pub(super) fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqlLimits;
+
+    fn spec(sql: String) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            sql,
+            every: "1h".into(),
+            delay: None,
+            start: None,
+        }
+    }
+
+    /// A job's SQL is held to the limits of `/v1/sql`, checked at the
+    /// limit and one past it, on a thread that survives the deepest tree.
+    #[test]
+    fn job_sql_is_held_to_the_sql_limits() {
+        let limits = SqlLimits {
+            max_depth: 40,
+            ..SqlLimits::default()
+        };
+        // `1 + 1 + ...` nests one level per operator.
+        let sum = |terms: usize| format!("SELECT {} FROM events", vec!["1"; terms].join(" + "));
+        let deepest = (1..200)
+            .take_while(|&n| spec(sum(n)).into_def(&limits).is_ok())
+            .last()
+            .expect("a short sum is accepted");
+        let past = spec(sum(deepest + 1)).into_def(&limits).unwrap_err();
+        assert!(
+            matches!(&past, QueryError::Invalid { message } if message.contains("sql_depth")),
+            "{past}"
+        );
+        // The size limit, and a sum far past every limit, refused without
+        // overflowing the stack.
+        let big = spec(sum(120_000))
+            .into_def(&SqlLimits::default())
+            .unwrap_err();
+        assert!(big.to_string().contains("sql_bytes"), "{big}");
+        let wide = SqlLimits {
+            max_bytes: 1 << 20,
+            ..SqlLimits::default()
+        };
+        let deep = spec(sum(120_000)).into_def(&wide).unwrap_err();
+        assert!(deep.to_string().contains("sql_"), "{deep}");
+    }
 }

@@ -212,6 +212,35 @@ async fn line_protocol_and_time_series_requests_past_their_limits() {
     let (st, v) = post(&url, Some("application/json"), big_in.to_string()).await;
     assert_eq!(st, 400, "{v}");
     assert_eq!(v["limit"], "sql_in_list");
+
+    // The Stats API's filters: conditions, values of one, property names.
+    let stats = |filters: String| {
+        let encoded: String = filters
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        s.url(&format!(
+            "/api/v1/stats/aggregate?site_id=example.com&period=day&filters={encoded}"
+        ))
+    };
+    let conds = |n: usize| vec!["event:page==/a"; n].join(";");
+    let (st, v) = get_json(&stats(conds(64))).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = get_json(&stats(conds(65))).await;
+    assert_eq!(
+        (st, &v["limit"], &v["max"]),
+        (400, &json!("filters"), &json!(64)),
+        "{v}"
+    );
+    let values = format!("visit:source=={}", vec!["x"; 1_001].join("|"));
+    let (st, v) = get_json(&stats(values)).await;
+    assert_eq!((st, &v["limit"]), (400, &json!("filter_values")), "{v}");
+    let long = format!("event:props:{}==1", "p".repeat(5_000));
+    let (st, v) = get_json(&stats(long)).await;
+    assert_eq!((st, &v["limit"]), (413, &json!("text_bytes")), "{v}");
     assert_healthy(&s).await;
 }
 

@@ -104,6 +104,80 @@ pub fn rollups(streams: &Streams) -> Vec<RollupDef> {
     ]
 }
 
+/// Checks a stats request's parameters as the endpoints do before they
+/// read anything: site, metrics, filters, period, and the interval,
+/// property, limit and page where given. (The fuzz target's entry point.)
+pub fn check_params(p: &Params, today: NaiveDate) -> Result<()> {
+    let (_, _, _, period) = range(p, today)?;
+    if p.get("interval").is_some() {
+        interval(p, &period)?;
+    }
+    if p.get("property").is_some() {
+        breakdown_args(p)?;
+    }
+    Ok(())
+}
+
+fn site(p: &Params) -> Result<String> {
+    match p.get("site_id") {
+        Some(s) => super::sites::normalize_domain(s)
+            .map_err(|e| StatsError::Invalid(format!("site_id: {e}"))),
+        None => invalid("The `site_id` parameter is required"),
+    }
+}
+
+/// The site, metrics, filter conditions and period every endpoint takes.
+fn range(p: &Params, today: NaiveDate) -> Result<(String, Vec<Metric>, Vec<Cond>, Period)> {
+    let site = site(p)?;
+    let metrics = metrics(p)?;
+    let conds = parse_filters(p.get("filters").unwrap_or_default())?;
+    let period = period(p, today)?;
+    Ok((site, metrics, conds, period))
+}
+
+/// A timeseries' bucket (as `/v1/query` names it) and the format of its
+/// dates.
+fn interval(p: &Params, period: &Period) -> Result<(&'static str, &'static str)> {
+    Ok(match p.get("interval").unwrap_or(period.default_interval) {
+        "hour" => ("1h", "%Y-%m-%d %H:%M:%S"),
+        "date" | "day" => ("1d", "%Y-%m-%d"),
+        "week" => ("1w", "%Y-%m-%d"),
+        "month" => ("1mo", "%Y-%m-%d"),
+        other => {
+            return invalid(format!(
+                "Error parsing `interval` parameter: invalid interval `{other}`. Use hour, date, week or month"
+            ))
+        }
+    })
+}
+
+/// A breakdown's property, its place, and the page asked for (`limit`
+/// rows, page `page` from 1).
+fn breakdown_args(p: &Params) -> Result<(&str, params::Prop, usize, usize)> {
+    let Some(property) = p.get("property") else {
+        return invalid("The `property` parameter is required for breakdown");
+    };
+    let prop = prop(property)?;
+    let limit: usize = match p.get("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        _ => return invalid("The `limit` parameter must be a number from 1 to 1000"),
+    };
+    let page: usize = match p.get("page").map(str::parse::<usize>) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        _ => return invalid("The `page` parameter must be a number from 1"),
+    };
+    if page.saturating_mul(limit) > tally_query::timeseries::MAX_GROUPS {
+        return invalid(format!(
+            "page × limit may be at most {}: only the top {} values of a breakdown can be paged through",
+            tally_query::timeseries::MAX_GROUPS,
+            tally_query::timeseries::MAX_GROUPS
+        ));
+    }
+    Ok((property, prop, limit, page))
+}
+
 /// Everything one stats request needs.
 pub struct Stats<'a> {
     pub query: &'a QueryEngine,
@@ -119,14 +193,6 @@ impl Stats<'_> {
         let engine = self.query.engine().clone();
         let stream = stream.to_string();
         move |f: &str| engine.column_type(&stream, f).is_some()
-    }
-
-    fn site(&self, p: &Params) -> Result<String> {
-        match p.get("site_id") {
-            Some(s) => super::sites::normalize_domain(s)
-                .map_err(|e| StatsError::Invalid(format!("site_id: {e}"))),
-            None => invalid("The `site_id` parameter is required"),
-        }
     }
 
     /// The asks on the events and the visits streams for a period and the
@@ -200,7 +266,7 @@ impl Stats<'_> {
     /// `/api/v1/stats/realtime/visitors`: unique visitors of the last 5
     /// minutes.
     pub async fn realtime_visitors(&self, p: &Params) -> Result<u64> {
-        let site = self.site(p)?;
+        let site = site(p)?;
         let to = self.now_us + 1;
         let from = to - 5 * 60_000_000;
         let t = |us: i64| {
@@ -301,17 +367,9 @@ impl Stats<'_> {
         Ok((total, buckets))
     }
 
-    fn range(&self, p: &Params) -> Result<(String, Vec<Metric>, Vec<Cond>, Period)> {
-        let site = self.site(p)?;
-        let metrics = metrics(p)?;
-        let conds = parse_filters(p.get("filters").unwrap_or_default())?;
-        let period = period(p, self.today)?;
-        Ok((site, metrics, conds, period))
-    }
-
     /// `/api/v1/stats/aggregate`.
     pub async fn aggregate(&self, p: &Params) -> Result<Value> {
-        let (site, metrics, conds, period) = self.range(p)?;
+        let (site, metrics, conds, period) = range(p, self.today)?;
         let (ev, vi) = self.asks(
             &site,
             &period,
@@ -330,19 +388,8 @@ impl Stats<'_> {
 
     /// `/api/v1/stats/timeseries`.
     pub async fn timeseries(&self, p: &Params) -> Result<Value> {
-        let (site, metrics, conds, period) = self.range(p)?;
-        let interval = p.get("interval").unwrap_or(period.default_interval);
-        let (iv, fmt): (&'static str, &str) = match interval {
-            "hour" => ("1h", "%Y-%m-%d %H:%M:%S"),
-            "date" | "day" => ("1d", "%Y-%m-%d"),
-            "week" => ("1w", "%Y-%m-%d"),
-            "month" => ("1mo", "%Y-%m-%d"),
-            other => {
-                return invalid(format!(
-                    "Error parsing `interval` parameter: invalid interval `{other}`. Use hour, date, week or month"
-                ))
-            }
-        };
+        let (site, metrics, conds, period) = range(p, self.today)?;
+        let (iv, fmt) = interval(p, &period)?;
         let (ev, vi) = self.asks(
             &site,
             &period,
@@ -376,28 +423,8 @@ impl Stats<'_> {
 
     /// `/api/v1/stats/breakdown`.
     pub async fn breakdown(&self, p: &Params) -> Result<Value> {
-        let (site, metrics, conds, period) = self.range(p)?;
-        let Some(property) = p.get("property") else {
-            return invalid("The `property` parameter is required for breakdown");
-        };
-        let prop = prop(property)?;
-        let limit: usize = match p.get("limit").map(str::parse::<usize>) {
-            None => 100,
-            Some(Ok(n)) if (1..=1000).contains(&n) => n,
-            _ => return invalid("The `limit` parameter must be a number from 1 to 1000"),
-        };
-        let page: usize = match p.get("page").map(str::parse::<usize>) {
-            None => 1,
-            Some(Ok(n)) if n >= 1 => n,
-            _ => return invalid("The `page` parameter must be a number from 1"),
-        };
-        if page * limit > tally_query::timeseries::MAX_GROUPS {
-            return invalid(format!(
-                "page × limit may be at most {}: only the top {} values of a breakdown can be paged through",
-                tally_query::timeseries::MAX_GROUPS,
-                tally_query::timeseries::MAX_GROUPS
-            ));
-        }
+        let (site, metrics, conds, period) = range(p, self.today)?;
+        let (property, prop, limit, page) = breakdown_args(p)?;
         let event_level = !prop.on_visits;
         for m in &metrics {
             let ok = match (event_level, m) {

@@ -1,10 +1,11 @@
 //! The Stats API's parameters as Plausible names them: metrics,
 //! properties, filters and periods, parsed and checked.
 
-use super::{invalid, Result};
+use super::{invalid, Result, StatsError};
 use crate::web::visits::ATTRS;
 use chrono::{Datelike, Duration, NaiveDate};
 use std::collections::HashMap;
+use tally_query::QueryError;
 
 /// Whether `name` is a visit property (`visit:<name>`): the entry and exit
 /// pages and the attributes a visit takes from its first event.
@@ -81,6 +82,17 @@ pub(super) struct Prop {
 }
 
 pub(super) fn prop(name: &str) -> Result<Prop> {
+    let max = tally_query::limits::MAX_TEXT_BYTES;
+    if name.len() > max {
+        return over(
+            "text_bytes",
+            max,
+            format!(
+                "a property name of {} bytes, more than the limit of {max} (text_bytes)",
+                name.len()
+            ),
+        );
+    }
     let p = |field: &str, key: &str, on_events: bool, on_visits: bool| Prop {
         field: field.into(),
         key: key.into(),
@@ -137,9 +149,31 @@ pub(super) enum Value_ {
     Absent,
 }
 
+/// Conditions one `filters` parameter may hold (as `/v1/query`'s filters).
+pub const MAX_CONDITIONS: usize = tally_query::limits::MAX_FILTERS;
+/// Values one condition may list (`a|b|c`).
+pub const MAX_VALUES: usize = 1_000;
+
+/// A request past one of the Stats API's limits: 400 (413 for a size)
+/// naming the limit.
+fn over<T>(limit: &'static str, max: usize, message: String) -> Result<T> {
+    Err(StatsError::Query(QueryError::TooComplex {
+        limit,
+        max,
+        message,
+    }))
+}
+
 pub(super) fn parse_filters(s: &str) -> Result<Vec<Cond>> {
     let mut out = Vec::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if out.len() == MAX_CONDITIONS {
+            return over(
+                "filters",
+                MAX_CONDITIONS,
+                format!("more than {MAX_CONDITIONS} filter conditions (filters)"),
+            );
+        }
         let (name, negated, rest) = if let Some((n, v)) = part.split_once("!=") {
             (n, true, v)
         } else if let Some((n, v)) = part.split_once("==") {
@@ -155,6 +189,16 @@ pub(super) fn parse_filters(s: &str) -> Result<Vec<Cond>> {
         let prop = prop(name.trim())?;
         let mut values = Vec::new();
         for v in rest.split('|').map(str::trim) {
+            if values.len() == MAX_VALUES {
+                return over(
+                    "filter_values",
+                    MAX_VALUES,
+                    format!(
+                        "filter '{}': more than {MAX_VALUES} values (filter_values)",
+                        name.trim()
+                    ),
+                );
+            }
             values.push(if contains {
                 Value_::Contains(v.to_string())
             } else if v == prop.none || (prop.field == "source" && v == "(none)") {
@@ -338,5 +382,39 @@ mod tests {
         ] {
             assert!(parse_filters(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The limit named by a refusal past it.
+    fn limit_of<T>(r: Result<T>) -> Option<(&'static str, usize)> {
+        match r {
+            Err(StatsError::Query(QueryError::TooComplex { limit, max, .. })) => Some((limit, max)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn filters_and_properties_are_refused_one_past_their_limits() {
+        let conds = |n: usize| vec!["event:page==/a"; n].join(";");
+        assert_eq!(
+            parse_filters(&conds(MAX_CONDITIONS)).unwrap().len(),
+            MAX_CONDITIONS
+        );
+        assert_eq!(
+            limit_of(parse_filters(&conds(MAX_CONDITIONS + 1))),
+            Some(("filters", MAX_CONDITIONS))
+        );
+        let values = |n: usize| format!("visit:source=={}", vec!["x"; n].join("|"));
+        assert_eq!(
+            parse_filters(&values(MAX_VALUES)).unwrap()[0].values.len(),
+            MAX_VALUES
+        );
+        assert_eq!(
+            limit_of(parse_filters(&values(MAX_VALUES + 1))),
+            Some(("filter_values", MAX_VALUES))
+        );
+        let max = tally_query::limits::MAX_TEXT_BYTES;
+        let name = |n: usize| format!("event:props:{}", "p".repeat(n - "event:props:".len()));
+        assert!(prop(&name(max)).is_ok());
+        assert_eq!(limit_of(prop(&name(max + 1))), Some(("text_bytes", max)));
     }
 }
