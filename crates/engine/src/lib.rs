@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-pub use tally_archive::{Archive, ArchiveOptions, SyncReport};
+pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{codec, Batch, ColumnType};
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
@@ -239,6 +239,13 @@ impl Engine {
     /// Opens the data directory: loads the catalog, replays the log past the
     /// checkpoint, starts the log and the flusher. Blocking; may take a while
     /// when the log holds many unflushed events.
+    /// Fails with [`Error::Locked`] when another process holds `dir`, so a
+    /// server can refuse before it says it is listening (the lock itself
+    /// is taken by [`Engine::open`]).
+    pub fn check_unlocked(dir: &std::path::Path) -> Result<()> {
+        DirLock::acquire(dir).map(drop)
+    }
+
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let t = Instant::now();
         let lock = DirLock::acquire(&opts.data_dir)?;

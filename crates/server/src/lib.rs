@@ -220,6 +220,11 @@ pub async fn run(
             Ok::<_, tally_engine::Error>(())
         })
     };
+    // A data directory another process holds is refused before the
+    // listening line (a handed-over start waits for its predecessor's).
+    if !handed_over {
+        tally_engine::Engine::check_unlocked(&config.engine.data_dir)?;
+    }
     // Tests and scripts read this line to find the port.
     println!("tally listening on http://{local}");
     tracing::info!(%local, data_dir = %config.engine.data_dir.display(), "listening");

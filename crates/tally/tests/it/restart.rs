@@ -165,3 +165,28 @@ async fn ten_restarts_under_load_fail_no_request_and_lose_no_event() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
 }
+
+/// A second server on a data directory in use is refused before it says
+/// it is listening, and logs to a pipe carry no colour codes.
+#[tokio::test]
+async fn a_second_server_on_a_data_directory_in_use_is_refused_before_listening() {
+    let first = TestServer::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("in use by another tally process"),
+        "{stderr}"
+    );
+    assert!(
+        !first.stderr_log().contains('\u{1b}'),
+        "colour codes in a piped log"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
