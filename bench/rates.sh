@@ -3,11 +3,11 @@
 # question: SQL over the stored prices) and warm (the cached answer), with
 # DuckDB answering the same questions in-process as the reference.
 #
-#   bench/rates.sh [QUESTIONS] [DUMP]     (default 500, ../shared/data/xeneta/rates.sql)
+#   bench/rates.sh [QUESTIONS] [DUMP]     (default 500, examples/rates/rates.sql.gz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-500}
-DUMP=${2:-../shared/data/xeneta/rates.sql}
+DUMP=${2:-examples/rates/rates.sql.gz}
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
 cargo build --release --quiet
 DIR=$(mktemp -d)

@@ -7,6 +7,8 @@
 #     for 2.x), which write line protocol to tally in the tests, and
 #     InfluxDB 1.6 itself (Debian's influxdb), which reads the same points
 #     to check that tally reads line protocol as InfluxDB does,
+#   - PostgreSQL (Debian's postgresql), which runs the rates data set's
+#     dump as it is written, the reference for what examples/rates loads,
 #   - s3s-fs (crates.io), an S3-compatible server the archive is tested on,
 #   - Chromium (Debian's package) and playwright-core (npm, pinned in
 #     crates/tally/tests/browser/package-lock.json) for the browser tests.
@@ -21,6 +23,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

@@ -9,8 +9,15 @@ regions and prices) into a running tally:
              a value; imported as one atomic batch (POST /v1/import).
 
   python3 examples/rates/load.py [URL] [DUMP]
-  (defaults: http://127.0.0.1:8080 and ../shared/data/xeneta/rates.sql;
-  TALLY_TOKEN: an API key with the admin scope, when keys are configured)
+  (defaults: http://127.0.0.1:8080 and rates.sql.gz beside this script, the
+  data set shipped with tally; TALLY_TOKEN: an API key with the admin
+  scope, when keys are configured)
+
+The dump is read as PostgreSQL runs it (dump.py): its COPY blocks, then the
+statements after them that change prices (the data set deletes Jan 3 and
+cuts Jan 4 to one price), so tally holds what PostgreSQL would. A statement
+the reader does not understand stops the load before anything is sent,
+naming it.
 """
 import csv
 import io
@@ -20,26 +27,8 @@ import os
 import sys
 import urllib.request
 
-
-def copy_blocks(path):
-    """{table: (columns, rows)} from the dump's `COPY t (cols) FROM stdin;`
-    blocks; `\\N` is NULL (None)."""
-    blocks, current = {}, None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if current is None:
-                if line.startswith("COPY ") and line.endswith("FROM stdin;"):
-                    name = line.split()[1]
-                    cols = line[line.index("(") + 1 : line.index(")")].split(", ")
-                    current = (name, cols, [])
-                continue
-            if line == "\\.":
-                blocks[current[0]] = (current[1], current[2])
-                current = None
-                continue
-            current[2].append([None if v == "\\N" else v for v in line.split("\t")])
-    return blocks
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dump as pgdump  # noqa: E402
 
 
 def request(url, method, body, content_type):
@@ -63,14 +52,22 @@ def to_csv(columns, rows):
 def main():
     url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
     here = os.path.dirname(os.path.abspath(__file__))
-    dump = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "../../../shared/data/xeneta/rates.sql")
-    blocks = copy_blocks(dump)
+    path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "rates.sql.gz")
+    try:
+        blocks = pgdump.read(path)
+    except (pgdump.DumpError, OSError) as e:
+        sys.exit(f"load.py: {path}: {e}; nothing was loaded")
+    missing = [t for t in ("ports", "regions", "prices") if t not in blocks]
+    if missing:
+        sys.exit(f"load.py: {path} has no COPY block for {', '.join(missing)}; nothing was loaded")
+    cols, rows = blocks["prices"]
+    if cols != ["orig_code", "dest_code", "day", "price"]:
+        sys.exit(f"load.py: prices has columns {cols}, not orig_code, dest_code, day, price; nothing was loaded")
     cols, rows = blocks["ports"]
     request(f"{url}/v1/tables/ports?text=true", "PUT", to_csv(cols, rows), "text/csv")
     cols, rows = blocks["regions"]
     request(f"{url}/v1/tables/regions?key=slug&parent=parent_slug&text=true", "PUT", to_csv(cols, rows), "text/csv")
     cols, rows = blocks["prices"]
-    assert cols == ["orig_code", "dest_code", "day", "price"], cols
     # One atomic batch, once: the batch id names the dump's content, so
     # loading the same dump again imports nothing twice.
     body = to_csv(["orig_code", "dest_code", "ts", "price"], [[o, d, f"{day}T00:00:00Z", p] for o, d, day, p in rows])

@@ -556,56 +556,91 @@ impl Archive {
     }
 }
 
+/// Where an archive is, as its URL names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// `s3://BUCKET[/PREFIX]`: any S3-compatible store.
+    S3 { bucket: String, prefix: String },
+    /// `file:///DIR` or `/DIR`: a local (or shared) directory.
+    Dir(PathBuf),
+}
+
+/// The forms an archive URL may take, for error messages.
+pub const URL_FORMS: &str =
+    "s3://BUCKET[/PREFIX], file:///ABSOLUTE/DIR, an absolute directory, or none";
+
+impl Location {
+    /// Parses an archive URL, or says why it cannot be used: an unknown
+    /// scheme, a relative directory, a bucket missing.
+    pub fn parse(url: &str) -> std::result::Result<Location, String> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("no bucket: write {URL_FORMS}"));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        let dir = match url.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                if let Some((scheme, _)) = url.split_once("://") {
+                    return Err(format!(
+                        "the scheme {scheme:?} is not supported: use {URL_FORMS}"
+                    ));
+                }
+                PathBuf::from(url)
+            }
+        };
+        if !dir.is_absolute() {
+            return Err(format!(
+                "{:?} is a relative directory: use {URL_FORMS}",
+                dir.display().to_string()
+            ));
+        }
+        Ok(Location::Dir(dir))
+    }
+}
+
 fn build_store(opts: &ArchiveOptions) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>)> {
     let bad = |reason: String| Error::Config {
         url: opts.url.clone(),
         reason,
     };
-    if let Some(rest) = opts.url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(bad("no bucket: write s3://BUCKET[/PREFIX]".into()));
+    match Location::parse(&opts.url).map_err(bad)? {
+        Location::S3 { bucket, prefix } => {
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(v) = &opts.endpoint {
+                b = b.with_endpoint(v);
+            }
+            if let Some(v) = &opts.region {
+                b = b.with_region(v);
+            }
+            if let Some(v) = &opts.access_key_id {
+                b = b.with_access_key_id(v);
+            }
+            if let Some(v) = &opts.secret_access_key {
+                b = b.with_secret_access_key(v);
+            }
+            if opts.allow_http {
+                b = b.with_allow_http(true);
+            }
+            let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            };
+            Ok((store, None))
         }
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(v) = &opts.endpoint {
-            b = b.with_endpoint(v);
+        Location::Dir(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+            let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(fs), Some(dir)))
         }
-        if let Some(v) = &opts.region {
-            b = b.with_region(v);
-        }
-        if let Some(v) = &opts.access_key_id {
-            b = b.with_access_key_id(v);
-        }
-        if let Some(v) = &opts.secret_access_key {
-            b = b.with_secret_access_key(v);
-        }
-        if opts.allow_http {
-            b = b.with_allow_http(true);
-        }
-        let s3 = b.build().map_err(|e| bad(e.to_string()))?;
-        let prefix = prefix.trim_matches('/');
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            Arc::new(PrefixStore::new(s3, prefix))
-        };
-        return Ok((store, None));
     }
-    let dir: PathBuf = match opts.url.strip_prefix("file://") {
-        Some(p) => PathBuf::from(p),
-        None if opts.url.contains("://") => {
-            return Err(bad(
-                "unsupported scheme: use s3://, file:// or a directory".into()
-            ))
-        }
-        None => PathBuf::from(&opts.url),
-    };
-    if !dir.is_absolute() {
-        return Err(bad("a local archive needs an absolute directory".into()));
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
-    let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
-    Ok((Arc::new(fs), Some(dir)))
 }
 
 /// The default archive of a data directory.

@@ -344,8 +344,14 @@ impl crate::apply::Sinks {
         } else {
             let mut read_failed = None;
             let fed = self.rollups.apply_each(lsn, &staged.stream, &mut |feed| {
-                for f in &staged.files {
-                    let batches = tally_store::read_segment(&dir.join(&f.path)).and_then(|rbs| {
+                for (i, f) in staged.files.iter().enumerate() {
+                    // Where adoption moved it, after a replay of an
+                    // adopted import.
+                    let path = self
+                        .store
+                        .import_file(staged, i)
+                        .unwrap_or_else(|| dir.join(&f.path));
+                    let batches = tally_store::read_segment(&path).and_then(|rbs| {
                         rbs.iter()
                             .map(tally_store::batch_from_arrow)
                             .collect::<tally_store::Result<Vec<_>>>()

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-pub use tally_archive::{Archive, ArchiveOptions, SyncReport};
+pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{codec, Batch, ColumnType};
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};

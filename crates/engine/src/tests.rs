@@ -389,8 +389,23 @@ async fn imports_commit_whole_roll_back_whole_and_are_remembered() {
     }
     let e = Engine::open(opts).unwrap();
     assert_eq!(e.store().stream_stats()["s"].rows, 4);
+    // Nothing staged is left: the adopted batch's files are segments of
+    // the stream, the unfinished one is gone.
     assert!(!dir.path().join("imports/b2").exists());
-    assert!(dir.path().join("imports/b1").exists());
+    assert!(!dir.path().join("imports/b1").exists());
+    let segments: Vec<String> = e
+        .store()
+        .snapshot("s", None, None)
+        .unwrap()
+        .expect("stream s")
+        .segments
+        .iter()
+        .map(|f| f.meta.path.clone())
+        .collect();
+    assert!(
+        !segments.is_empty() && segments.iter().all(|p| p.starts_with("segments/s/")),
+        "{segments:?}"
+    );
     assert!(matches!(
         e.begin_import("s", "b1"),
         Err(Error::AlreadyImported { .. })

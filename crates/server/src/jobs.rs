@@ -65,11 +65,17 @@ pub(crate) struct RunParams {
 pub(crate) async fn run_job(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(params): Query<RunParams>,
+    params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
+    // The job first (an unknown one is a 404), then its parameters, each
+    // refusal as JSON.
     let job = job(&state, &name)?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest {
+        message: e.body_text(),
+        stream: None,
+    })?;
     let every = job.def.every;
     let from = time(&params.from)?;
     let to = match &params.to {

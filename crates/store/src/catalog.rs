@@ -59,6 +59,10 @@ pub struct ImportEntry {
     pub lsn: u64,
     /// When it was adopted (µs since the epoch).
     pub at_us: i64,
+    /// The segment id its first staged file got; the others follow in
+    /// order (so a replay finds each file where adoption moved it).
+    #[serde(default)]
+    pub first_segment: Option<u64>,
 }
 
 impl Default for Catalog {

@@ -5,9 +5,11 @@
 //! tail) and, whenever the buffer passes its budget, writes every partition
 //! it holds as a Parquet file under `imports/<batch id>/` (fsync'd). No
 //! reader sees these files: only the catalog names segments. When the import
-//! is committed, [`Store::adopt`] adds them to the catalog together with the
-//! batch id, in the same atomic catalog write, so a query sees all of the
-//! import or none of it, and a batch id once adopted is never adopted again.
+//! is committed, [`Store::adopt`] links them into the stream's segment
+//! directory (`segments/<stream>/...`, as flushed segments) and adds them to
+//! the catalog together with the batch id, in the same atomic catalog
+//! write, so a query sees all of the import or none of it, and a batch id
+//! once adopted is never adopted again.
 //! A stage dropped before it is finished deletes its directory; one left by
 //! a crash is deleted at the next start ([`Store::remove_unadopted_imports`]).
 
@@ -219,7 +221,28 @@ impl Drop for ImportStage {
     }
 }
 
-/// Deletes a batch's staged files (an import rolled back).
+/// Gives the file `from` the name `to` too (a hard link; a copy, fsync'd,
+/// where the two are on different file systems), replacing whatever an
+/// earlier attempt left at `to`.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    match fs::remove_file(to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(to, e)),
+    }
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(to, e))
+}
+
+/// Deletes a batch's staged files (an import rolled back, or adopted).
 pub fn discard_stage(data_dir: &Path, batch_id: &str) {
     let dir = data_dir.join(stage_dir(batch_id));
     if let Err(e) = fs::remove_dir_all(&dir) {
@@ -257,14 +280,39 @@ impl Store {
             });
         }
         let mut cat = self.catalog_read().clone();
-        for f in &staged.files {
+        // Each staged file gets a second name in its stream's segment
+        // directory, where flushed segments live (so a glob over
+        // `segments/<stream>/` sees imports too), durable before the
+        // catalog names it. A crash before the catalog write leaves names
+        // no catalog holds: the next start deletes them and replays the
+        // commit record, which links the staged files again.
+        let first_segment = cat.next_segment_id;
+        let mut dirs = HashSet::new();
+        let mut paths = Vec::with_capacity(staged.files.len());
+        for (i, f) in staged.files.iter().enumerate() {
+            let rel = crate::store::segment_path(
+                &staged.stream,
+                f.partition,
+                cat.next_segment_id + i as u64,
+            );
+            let to = self.dir().join(&rel);
+            link_or_copy(&self.dir().join(&f.path), &to)?;
+            if let Some(parent) = to.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+            paths.push(rel);
+        }
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        for (f, path) in staged.files.iter().zip(paths) {
             let id = cat.next_segment_id;
             cat.next_segment_id += 1;
             cat.segments.push(SegmentMeta {
                 id,
                 stream: staged.stream.clone(),
                 partition: f.partition,
-                path: f.path.clone(),
+                path,
                 rows: f.rows,
                 min_ts: f.min_ts,
                 max_ts: f.max_ts,
@@ -278,12 +326,32 @@ impl Store {
                 rows: staged.rows,
                 lsn,
                 at_us: chrono::Utc::now().timestamp_micros(),
+                first_segment: Some(first_segment),
             },
         );
         cat.streams = self.schemas().all();
         cat.save(self.dir())?;
         self.install_catalog(cat, lsn, &staged.stream, &staged.partitions());
+        // The staged names are no longer needed (a crash before this
+        // leaves them to the next start's clean-up).
+        discard_stage(self.dir(), &staged.batch_id);
         Ok(true)
+    }
+
+    /// Where staged file `i` of an import is now: its staged path until
+    /// adoption, then its place in the stream's segment directory (absent
+    /// once compaction has merged it away).
+    pub fn import_file(&self, staged: &StagedImport, i: usize) -> Option<PathBuf> {
+        let f = staged.files.get(i)?;
+        let at = self.dir().join(&f.path);
+        if at.is_file() {
+            return Some(at);
+        }
+        let id = self.imported(&staged.batch_id)?.first_segment? + i as u64;
+        let moved = self
+            .dir()
+            .join(crate::store::segment_path(&staged.stream, f.partition, id));
+        moved.is_file().then_some(moved)
     }
 
     /// Deletes staged imports no catalog entry names (rolled back, or cut

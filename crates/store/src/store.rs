@@ -775,7 +775,7 @@ fn compaction_candidate(
 }
 
 /// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
-fn segment_path(stream: &str, partition: i64, id: u64) -> String {
+pub(crate) fn segment_path(stream: &str, partition: i64, id: u64) -> String {
     let t: DateTime<Utc> = DateTime::from_timestamp_micros(partition).unwrap_or_default();
     format!(
         "segments/{stream}/{}/{}/{id:012}.parquet",

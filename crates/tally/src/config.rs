@@ -153,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_QUERY_CACHE_BYTES")]
     pub query_cache_bytes: Option<usize>,
 
-    /// Where raw segments are archived: a directory, file:///DIR or
+    /// Where raw segments are archived: an absolute directory, file:///DIR or
     /// s3://BUCKET[/PREFIX] (settings in the file's [archive] table);
     /// "none" keeps no archive. Default: DATA_DIR/archive.
     #[arg(long, env = "TALLY_ARCHIVE")]
@@ -424,10 +424,11 @@ impl ServeArgs {
             if let Some(v) = archive.interval_secs {
                 a.interval = Duration::from_secs(v.max(1));
             }
-            if !a.url.starts_with("s3://") && !a.url.starts_with("file://") {
-                let dir = std::path::absolute(&a.url)
-                    .with_context(|| format!("archive directory {:?}", a.url))?;
-                a.url = dir.to_string_lossy().into_owned();
+            if let Err(reason) = tally_engine::ArchiveLocation::parse(&a.url) {
+                bail!(
+                    "--archive {:?} (TALLY_ARCHIVE, or [archive] url): {reason}",
+                    a.url
+                );
             }
         }
         for (stream, period) in file.retention {

@@ -24,12 +24,16 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let tmp;
-    let data_dir = match args.data_dir {
-        Some(d) => d,
+    // A scratch directory of its own is deleted when the demo ends
+    // (Ctrl-C, or a failure); one given with --data-dir is kept.
+    let (data_dir, scratch) = match args.data_dir {
+        Some(d) => (d, None),
         None => {
-            tmp = tempfile_dir()?;
-            tmp.clone()
+            let t = tempfile::Builder::new()
+                .prefix("tally-demo-")
+                .tempdir()
+                .map_err(|e| anyhow::anyhow!("making a scratch data directory: {e}"))?;
+            (t.path().to_path_buf(), Some(t))
         }
     };
     let mut engine = EngineOptions::new(&data_dir);
@@ -124,8 +128,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!();
-    println!("Press Ctrl-C to stop.");
+    match scratch {
+        Some(_) => println!("Press Ctrl-C to stop (the scratch data directory is deleted then)."),
+        None => println!("Press Ctrl-C to stop."),
+    }
     server.await??;
+    if let Some(dir) = scratch {
+        let path = dir.path().display().to_string();
+        dir.close()
+            .map_err(|e| anyhow::anyhow!("deleting the scratch data directory {path}: {e}"))?;
+        eprintln!("deleted the scratch data directory {path}");
+    }
     Ok(())
 }
 
@@ -181,10 +194,4 @@ fn web_traffic(rng: &mut impl rand::Rng, now_s: i64) -> String {
         }
     }
     out
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

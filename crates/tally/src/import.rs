@@ -8,6 +8,10 @@
 //! nothing behind. The batch id (by default derived from the file's path,
 //! size and modification time) makes a rerun safe: a batch already imported
 //! is not imported twice.
+//!
+//! `-` reads standard input (with `--format`): it is kept in a temporary
+//! file first, so a retry can send it again, and its default batch id is a
+//! hash of its bytes, so piping the same input twice imports it once.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -19,7 +23,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The file to import: CSV or TSV with a header row, or NDJSON.
+    /// The file to import: CSV or TSV with a header row, or NDJSON; `-`
+    /// reads standard input (then --format is needed).
     pub file: PathBuf,
     /// The stream to import into.
     #[arg(long)]
@@ -40,7 +45,20 @@ pub struct ImportArgs {
     pub batch_id: Option<String>,
 }
 
-pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ImportArgs) -> anyhow::Result<()> {
+    let stdin = args.file.as_os_str() == "-";
+    if stdin && args.format.is_none() {
+        bail!("importing standard input (-) needs --format csv, tsv or ndjson");
+    }
+    // Standard input, kept whole in a temporary file (removed on return).
+    let spooled = match stdin {
+        true => Some(spool_stdin()?),
+        false => None,
+    };
+    if let Some((tmp, id)) = &spooled {
+        args.file = tmp.path().to_path_buf();
+        args.batch_id.get_or_insert_with(|| id.clone());
+    }
     let format = match args.format.as_deref() {
         Some(f) => f.to_ascii_lowercase(),
         None => match args.file.extension().and_then(|e| e.to_str()) {
@@ -68,9 +86,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         args.url.trim_end_matches('/'),
         args.stream
     );
+    let source = match stdin {
+        true => "standard input".to_string(),
+        false => args.file.display().to_string(),
+    };
     eprintln!(
-        "importing {} into '{}' as batch {batch_id}",
-        args.file.display(),
+        "importing {source} into '{}' as batch {batch_id}",
         args.stream
     );
     let client = reqwest::Client::new();
@@ -134,6 +155,30 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         };
         bail!("the server refused the import ({status}): {error}{fate}");
     }
+}
+
+/// Copies standard input into a temporary file; returns it and the batch
+/// id it gets by default, `stdin-<hash of its bytes>`.
+fn spool_stdin() -> anyhow::Result<(tempfile::NamedTempFile, String)> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("tally-import-")
+        .tempfile()
+        .context("making a temporary file for standard input")?;
+    let mut h = Sha256::new();
+    let mut input = std::io::stdin().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading standard input"),
+        };
+        h.update(&buf[..n]);
+        std::io::Write::write_all(&mut tmp, &buf[..n])
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+    }
+    Ok((tmp, format!("stdin-{}", &hex::encode(h.finalize())[..16])))
 }
 
 /// `<file stem>-<hash of path, size and modification time>`.

@@ -392,13 +392,16 @@ async fn page(
     Ok(resp)
 }
 
-/// "24 hours", "90 seconds": the window as the page says it.
+/// "24 hours", "1 hour", "90 seconds": the window as the page says it.
 fn window_text(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 3600 && s % 3600 == 0 => format!("{} hours", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
+    let (n, unit) = match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    match n {
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
     }
 }
 
@@ -471,5 +474,7 @@ mod tests {
             "2 minutes"
         );
         assert_eq!(window_text(std::time::Duration::from_secs(2)), "2 seconds");
+        assert_eq!(window_text(std::time::Duration::from_secs(3600)), "1 hour");
+        assert_eq!(window_text(std::time::Duration::from_secs(60)), "1 minute");
     }
 }

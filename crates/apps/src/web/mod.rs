@@ -196,6 +196,7 @@ impl WebApp {
         stats::Stats {
             query,
             streams: &self.streams,
+            sites: &self.sites,
             today: chrono::DateTime::from_timestamp_micros(now_us)
                 .map(|t| t.date_naive())
                 .unwrap_or_default(),

@@ -112,7 +112,7 @@ impl Agg {
         let bad = || {
             QueryError::Invalid {
             message: format!(
-                "aggregate {s:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p90(f), p95(f), p99(f)"
+                "aggregate {s:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p75(f), p90(f), p95(f), p99(f)"
             ),
         }
         };

@@ -380,3 +380,45 @@ async fn the_default_archive_is_a_local_directory_duckdb_reads() {
         }
     }
 }
+
+/// An archive location that cannot be used stops the server at start, with
+/// the flag and the accepted forms named, and nothing made anywhere.
+#[test]
+fn an_unusable_archive_location_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for (url, reason) in [
+        ("ftp://x/y", "the scheme \"ftp\" is not supported"),
+        ("gs://bucket/p", "the scheme \"gs\" is not supported"),
+        ("relative/dir", "\"relative/dir\" is a relative directory"),
+        ("s3://", "no bucket"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .current_dir(cwd.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--archive",
+                url,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--archive {url:?}")), "{url}: {err}");
+        assert!(err.contains(reason), "{url}: {err}");
+        assert!(
+            err.contains("s3://BUCKET[/PREFIX], file:///ABSOLUTE/DIR"),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("listening"), "{url}: {err}");
+        assert_eq!(
+            std::fs::read_dir(cwd.path()).unwrap().count(),
+            0,
+            "{url}: something was made in the working directory"
+        );
+    }
+}

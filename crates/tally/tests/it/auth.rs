@@ -52,7 +52,12 @@ async fn scopes_are_enforced() {
     let config = dir.path().join("tally.toml");
     std::fs::write(&config, format!("{a}{b}{c}")).unwrap();
     let s = TestServer::builder()
-        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web-site",
+            "example.com",
+        ])
         .start()
         .await;
     let ev = s.url("/v1/events/sec");

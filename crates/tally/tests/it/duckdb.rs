@@ -72,3 +72,61 @@ print(json.dumps({"count": r[0], "sum": r[1], "ids": r[2], "min": r[3], "max": r
         }
     }
 }
+
+/// Every stored event of a stream is under the stream's directory, in the
+/// data directory and in the archive, whatever way it came in: after batch
+/// imports, live ingest, flushes (which compact) and an archive pass, the
+/// documented globs read with DuckDB hold the count and sum `/v1/sql`
+/// answers.
+#[tokio::test]
+async fn the_stream_globs_hold_imported_and_ingested_events() {
+    let s = TestServer::start().await;
+    // Old hours, so the archive takes them at once (their hour is sealed).
+    let base_ms: i64 = 1_600_000_000_000;
+    let mut rng = rand::rng();
+    let mut body = |rows: usize, tag: &str| {
+        (0..rows)
+            .map(|i| {
+                let ts = base_ms + rng.random_range(0..5 * 3_600_000i64);
+                format!(
+                    "{{\"ts\":{ts},\"v\":{},\"src\":\"{tag}-{i}\"}}\n",
+                    rng.random_range(0..1000)
+                )
+            })
+            .collect::<String>()
+    };
+    for round in 0..4 {
+        let batch = body(300, &format!("import{round}"));
+        let url = s.url(&format!("/v1/import/pv?batch_id=b{round}"));
+        let (st, v) = post(&url, Some("application/x-ndjson"), batch).await;
+        assert_eq!(st, 200, "{v}");
+        let live = body(200, &format!("live{round}"));
+        let (st, v) = post(&s.url("/v1/events/pv"), Some("application/x-ndjson"), live).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(post(&s.url("/v1/admin/flush"), None, "").await.0, 200);
+    }
+    let (st, v) = post(&s.url("/v1/admin/maintain"), None, "").await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["archive"]["pending_segments"], 0, "{v}");
+    let want = crate::server::sql(&s, "SELECT count(*) AS n, sum(v) AS s FROM pv").await;
+    assert_eq!(want[0]["n"], 2_000, "{want:?}");
+    for root in [s.data_dir.clone(), s.data_dir.join("archive")] {
+        let glob = format!("{}/segments/pv/**/*.parquet", root.display());
+        let got: serde_json::Value = serde_json::from_str(&python(
+            r#"
+import duckdb, json, sys
+n, s = duckdb.connect().execute(f"select count(*), sum(v) from read_parquet('{sys.argv[1]}')").fetchone()
+print(json.dumps({"n": n, "s": s}))
+"#,
+            &[&glob],
+        ))
+        .unwrap();
+        assert_eq!(got["n"], want[0]["n"], "{glob}");
+        assert_eq!(got["s"].as_f64(), want[0]["s"].as_f64(), "{glob}");
+    }
+    // Nothing is left where imports are staged.
+    let staged = std::fs::read_dir(s.data_dir.join("imports"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0);
+}

@@ -169,7 +169,10 @@ async fn bodies_that_nest_too_deep_or_hold_nothing_are_refused_and_write_nothing
 
 #[tokio::test]
 async fn line_protocol_and_time_series_requests_past_their_limits() {
-    let s = TestServer::start().await;
+    let s = TestServer::builder()
+        .args(["--web-site", "example.com"])
+        .start()
+        .await;
     // A point longer than 1 MiB, after a good one: nothing is written.
     let body = format!("ok v=1 1\nbig s=\"{}\" 2\n", "x".repeat(1 << 20));
     let (st, v) = post(&s.url("/write?db=x"), Some("text/plain"), body).await;
@@ -238,6 +241,9 @@ async fn line_protocol_and_time_series_requests_past_their_limits() {
     let values = format!("visit:source=={}", vec!["x"; 1_001].join("|"));
     let (st, v) = get_json(&stats(values)).await;
     assert_eq!((st, &v["limit"]), (400, &json!("filter_values")), "{v}");
+    let (st, v) =
+        get_json(&s.url("/api/v1/stats/aggregate?site_id=unknown.example&period=day")).await;
+    assert_eq!(st, 404, "an unknown site: {v}");
     let long = format!("event:props:{}==1", "p".repeat(5_000));
     let (st, v) = get_json(&stats(long)).await;
     assert_eq!((st, &v["limit"]), (413, &json!("text_bytes")), "{v}");

@@ -481,3 +481,21 @@ async fn a_bad_job_in_the_config_is_refused_at_start() {
         );
     }
 }
+
+/// Running a job that does not exist is a JSON 404, with or without its
+/// parameters.
+#[tokio::test]
+async fn running_an_unknown_job_is_a_json_404() {
+    let s = TestServer::start().await;
+    for path in [
+        "/v1/jobs/nope/run",
+        "/v1/jobs/nope/run?from=2024-01-01T00:00:00Z",
+    ] {
+        let (st, v) = post(&s.url(path), None, "").await;
+        assert_eq!(st, 404, "{path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains("nope"),
+            "{path}: {v}"
+        );
+    }
+}

@@ -22,4 +22,5 @@ mod restart;
 mod rollups;
 mod server;
 mod shippers;
+mod tour;
 mod web;

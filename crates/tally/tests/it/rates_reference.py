@@ -1,8 +1,16 @@
-"""The rates service's reference: the dump read into DuckDB by its own
-reader, and the question answered in SQL (recursive CTE over the regions,
+"""The rates service's reference: the dump read into DuckDB, and the
+question answered in SQL (recursive CTE over the regions,
 round(avg(price)), at least 3 prices a day). Used by tests/it/rates.rs and
-bench/rates.py."""
+bench/rates.py. The dump is read by examples/rates/dump.py (what the
+loader uses too); the suite's PostgreSQL test checks that reader against
+PostgreSQL running the whole dump."""
+import os
+import sys
+
 import duckdb
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../../examples/rates"))
+import dump  # noqa: E402
 
 SQL = """
 WITH RECURSIVE ro(slug) AS (SELECT slug FROM regions WHERE slug = $o
@@ -20,26 +28,17 @@ GROUP BY days.day ORDER BY days.day
 """
 
 
-def load(dump):
-    """A DuckDB connection holding the dump's ports, regions and prices."""
-    tables, cur = {}, None
-    for line in open(dump, encoding="utf-8"):
-        line = line.rstrip("\n")
-        if cur is None:
-            if line.startswith("COPY "):
-                cur = line.split()[1]
-                tables[cur] = []
-        elif line == "\\.":
-            cur = None
-        else:
-            tables[cur].append([None if v == "\\N" else v for v in line.split("\t")])
+def load(path):
+    """A DuckDB connection holding the dump's ports, regions and prices, as
+    PostgreSQL holds them after the whole dump (examples/rates/dump.py)."""
+    tables = dump.read(path)
     db = duckdb.connect()
     db.execute("CREATE TABLE ports (code TEXT, name TEXT, parent_slug TEXT)")
     db.execute("CREATE TABLE regions (slug TEXT, name TEXT, parent_slug TEXT)")
     db.execute("CREATE TABLE prices (orig_code TEXT, dest_code TEXT, day DATE, price INTEGER)")
-    db.executemany("INSERT INTO ports VALUES (?, ?, ?)", tables["ports"])
-    db.executemany("INSERT INTO regions VALUES (?, ?, ?)", tables["regions"])
-    db.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", tables["prices"])
+    db.executemany("INSERT INTO ports VALUES (?, ?, ?)", tables["ports"][1])
+    db.executemany("INSERT INTO regions VALUES (?, ?, ?)", tables["regions"][1])
+    db.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", tables["prices"][1])
     return db
 
 

@@ -165,3 +165,12 @@ async fn ten_restarts_under_load_fail_no_request_and_lose_no_event() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
 }
+
+/// Logs written to a pipe carry no colour codes.
+#[tokio::test]
+async fn a_piped_log_has_no_colour_codes() {
+    let server = crate::server::TestServer::start().await;
+    let log = server.stderr_log();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log");
+}

@@ -182,6 +182,8 @@ fn breakdown_args(p: &Params) -> Result<(&str, params::Prop, usize, usize)> {
 pub struct Stats<'a> {
     pub query: &'a QueryEngine,
     pub streams: &'a Streams,
+    /// The sites tracked: a request for another is a 404.
+    pub sites: &'a super::sites::Sites,
     /// Today (UTC) on the app's clock.
     pub today: NaiveDate,
     /// Now, µs, on the app's clock.
@@ -189,6 +191,17 @@ pub struct Stats<'a> {
 }
 
 impl Stats<'_> {
+    /// The request's site, one of the sites tracked, or a 404.
+    fn known(&self, site: String) -> Result<String> {
+        match self.sites.contains(&site) {
+            true => Ok(site),
+            false => Err(StatsError::Query(QueryError::NotFound {
+                what: "site",
+                name: site,
+            })),
+        }
+    }
+
     fn has(&self, stream: &str) -> impl Fn(&str) -> bool + '_ {
         let engine = self.query.engine().clone();
         let stream = stream.to_string();
@@ -266,7 +279,7 @@ impl Stats<'_> {
     /// `/api/v1/stats/realtime/visitors`: unique visitors of the last 5
     /// minutes.
     pub async fn realtime_visitors(&self, p: &Params) -> Result<u64> {
-        let site = site(p)?;
+        let site = self.known(site(p)?)?;
         let to = self.now_us + 1;
         let from = to - 5 * 60_000_000;
         let t = |us: i64| {
@@ -370,6 +383,7 @@ impl Stats<'_> {
     /// `/api/v1/stats/aggregate`.
     pub async fn aggregate(&self, p: &Params) -> Result<Value> {
         let (site, metrics, conds, period) = range(p, self.today)?;
+        let site = self.known(site)?;
         let (ev, vi) = self.asks(
             &site,
             &period,
@@ -389,6 +403,7 @@ impl Stats<'_> {
     /// `/api/v1/stats/timeseries`.
     pub async fn timeseries(&self, p: &Params) -> Result<Value> {
         let (site, metrics, conds, period) = range(p, self.today)?;
+        let site = self.known(site)?;
         let (iv, fmt) = interval(p, &period)?;
         let (ev, vi) = self.asks(
             &site,
@@ -424,6 +439,7 @@ impl Stats<'_> {
     /// `/api/v1/stats/breakdown`.
     pub async fn breakdown(&self, p: &Params) -> Result<Value> {
         let (site, metrics, conds, period) = range(p, self.today)?;
+        let site = self.known(site)?;
         let (property, prop, limit, page) = breakdown_args(p)?;
         let event_level = !prop.on_visits;
         for m in &metrics {
