@@ -87,22 +87,27 @@ class _Tokens:
             raise self.error()
 
 
+def _assignments(tk, columns, separator):
+    """`a = x <separator> b = y ...` as [(column index, value)]."""
+    out = []
+    while True:
+        col = tk.take()
+        if col not in columns:
+            raise tk.error()
+        tk.take("=")
+        out.append((columns.index(col), _value(tk.take())))
+        if tk.peek() and tk.peek().upper() == separator:
+            tk.take(separator)
+            continue
+        return out
+
+
 def _conditions(tk, columns):
     """`WHERE a = x AND b = y` as [(column index, value)]; [] without one."""
-    conds = []
     if tk.peek() and tk.peek().upper() == "WHERE":
         tk.take("WHERE")
-        while True:
-            col = tk.take()
-            if col not in columns:
-                raise tk.error()
-            tk.take("=")
-            conds.append((columns.index(col), _value(tk.take())))
-            if tk.peek() and tk.peek().upper() == "AND":
-                tk.take("AND")
-                continue
-            break
-    return conds
+        return _assignments(tk, columns, "AND")
+    return []
 
 
 def _matches(row, conds):
@@ -172,17 +177,7 @@ def _apply(text, line, tables):
             raise tk.error()
         columns, rows = tables[table]
         tk.take("SET")
-        sets = []
-        while True:
-            col = tk.take()
-            if col not in columns:
-                raise tk.error()
-            tk.take("=")
-            sets.append((columns.index(col), _value(tk.take())))
-            if tk.peek() == ",":
-                tk.take(",")
-                continue
-            break
+        sets = _assignments(tk, columns, ",")
         conds = _conditions(tk, columns)
         tk.done()
         for r in rows:

@@ -255,3 +255,53 @@ async fn rates_errors_and_cache() {
     );
     assert_eq!(imported[4], after[4]);
 }
+
+/// The dump reader applies what a dump does after its COPY blocks
+/// (UPDATE, INSERT with named columns, DELETE) as PostgreSQL would, and
+/// refuses a statement it does not understand, naming it and its line.
+#[test]
+fn the_dump_reader_applies_edits_and_refuses_what_it_does_not_understand() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "COPY prices (orig_code, dest_code, day, price) FROM stdin;\nA\tB\t2016-01-01\t10\nA\tC\t2016-01-02\t20\n\\.\n";
+    let edited = dir.path().join("edited.sql");
+    std::fs::write(
+        &edited,
+        format!("{base}UPDATE prices SET price = 7 WHERE day = date'2016-01-01';\nINSERT INTO prices (day, price, orig_code, dest_code) VALUES ('2016-01-03', 5, 'O''K', 'X');\nDELETE FROM prices WHERE dest_code = 'C';\n"),
+    )
+    .unwrap();
+    let refused = dir.path().join("refused.sql");
+    std::fs::write(&refused, format!("{base}-- a comment\nTRUNCATE prices;\n")).unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rates");
+    let out = crate::server::python(
+        r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import dump
+rows = dump.read(sys.argv[2])["prices"][1]
+try:
+    dump.read(sys.argv[3])
+    refusal = None
+except dump.DumpError as e:
+    refusal = str(e)
+print(json.dumps({"rows": rows, "refusal": refusal}))
+"#,
+        &[
+            examples,
+            edited.to_str().unwrap(),
+            refused.to_str().unwrap(),
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["rows"],
+        json!([
+            ["A", "B", "2016-01-01", "7"],
+            ["O'K", "X", "2016-01-03", "5"]
+        ])
+    );
+    let refusal = v["refusal"].as_str().unwrap_or_default();
+    assert!(
+        refusal.contains("line 6") && refusal.contains("TRUNCATE prices"),
+        "{refusal}"
+    );
+}
