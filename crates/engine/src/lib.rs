@@ -236,6 +236,13 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Fails with [`Error::Locked`] when another process holds the data
+    /// directory (after the short wait for an exiting one), so a server can
+    /// refuse before it announces itself. Opening takes the lock for real.
+    pub fn check_unlocked(data_dir: &std::path::Path) -> Result<()> {
+        DirLock::acquire(data_dir).map(drop)
+    }
+
     /// Opens the data directory: loads the catalog, replays the log past the
     /// checkpoint, starts the log and the flusher. Blocking; may take a while
     /// when the log holds many unflushed events.

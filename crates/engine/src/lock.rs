@@ -10,8 +10,26 @@ pub(crate) struct DirLock {
     _file: std::fs::File,
 }
 
+/// How long taking the lock waits for a process that is exiting (a
+/// `kill -9` returns before the kernel has closed the dying process's
+/// files) before the directory counts as in use.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl DirLock {
+    /// Takes the lock, waiting up to [`WAIT`] for another holder to go.
     pub(crate) fn acquire(dir: &std::path::Path) -> Result<DirLock> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match DirLock::try_acquire(dir) {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                taken => return taken,
+            }
+        }
+    }
+
+    fn try_acquire(dir: &std::path::Path) -> Result<DirLock> {
         use std::os::fd::AsRawFd;
         let io = |source| Error::Io {
             dir: dir.to_path_buf(),

@@ -162,6 +162,14 @@ pub async fn run(
             .map_err(|source| Error::Bind { addr, source })?,
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
+    // A data directory in use is refused before the listening line, which
+    // scripts read as "started".
+    if !handed_over {
+        let dir = config.engine.data_dir.clone();
+        tokio::task::spawn_blocking(move || Engine::check_unlocked(&dir))
+            .await
+            .map_err(|e| Error::Serve(std::io::Error::other(e)))??;
+    }
     metrics::init();
     tally_query::init_metrics();
     let state = Arc::new(AppState::new(&config));

@@ -32,7 +32,12 @@ pub(crate) async fn list_sites(
         .map(|(d, o)| json!({"domain": d, "from": o.as_str()}))
         .collect();
     Ok(Json(
-        json!({ "stream": app.config().stream, "sites": sites }),
+        json!({
+            "stream": app.config().stream,
+            "sites": sites,
+            // Whether visitors' countries are looked up (`--web-geoip`).
+            "countries": app.config().geoip.is_some(),
+        }),
     ))
 }
 

@@ -451,10 +451,22 @@ impl WebApp {
         Ok(())
     }
 
+    /// The visitor's country: `country.iso_code` as MaxMind's databases
+    /// (GeoLite2, GeoIP2, DB-IP's lite ones) hold it, or `country_code` as
+    /// the free ip-location-db databases do.
     fn country(&self, ip: IpAddr) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Record<'a> {
+            #[serde(borrow)]
+            country: Option<maxminddb::geoip2::country::Country<'a>>,
+            country_code: Option<&'a str>,
+        }
         let geo = self.geo.as_ref()?;
         let found = geo.lookup(ip).ok()?;
-        let c: maxminddb::geoip2::Country = found.decode().ok()??;
-        c.country.iso_code.map(str::to_string)
+        let r: Record = found.decode().ok()??;
+        r.country
+            .and_then(|c| c.iso_code)
+            .or(r.country_code)
+            .map(str::to_string)
     }
 }

@@ -141,6 +141,10 @@ pub struct RunRecord {
     /// Rows written; `None` when the run failed.
     pub rows: Option<u64>,
     pub error: Option<String>,
+    /// Why a successful run wrote nothing (the stream it reads has no
+    /// events yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub trigger: Trigger,
 }
 
@@ -153,6 +157,7 @@ impl RunRecord {
             "duration_ms": self.duration_ms,
             "rows": self.rows,
             "error": self.error,
+            "note": self.note,
             "trigger": self.trigger,
             "ok": self.error.is_none(),
         })

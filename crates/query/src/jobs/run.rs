@@ -7,7 +7,8 @@ use super::{
 };
 use crate::error::{QueryError, Result};
 use crate::metrics::{JOB_LAST_DURATION, JOB_RUNS, JOB_SECONDS};
-use crate::{collect_plan, parse_one, plan_read_only, QueryEngine};
+use crate::{collect_plan, parse_one, plan_read_only, QueryEngine, QueryState};
+use datafusion::sql::parser::Statement;
 use arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -85,6 +86,17 @@ impl QueryEngine {
         let result = self.job_window(&job, window_start, window_end).await;
         *job.current.lock() = None;
         let duration = t.elapsed();
+        let (result, note) = match result {
+            Ok(Window::Done(rows)) => (Ok(rows), None),
+            Ok(Window::NoStream(names)) => (
+                Ok(0),
+                Some(format!(
+                    "no events yet in stream {}: nothing to compute, the window's rows are left as they were",
+                    names.join(", ")
+                )),
+            ),
+            Err(e) => (Err(e), None),
+        };
         let record = RunRecord {
             window_start,
             window_end,
@@ -92,6 +104,7 @@ impl QueryEngine {
             duration_ms: duration.as_secs_f64() * 1e3,
             rows: result.as_ref().ok().copied(),
             error: result.as_ref().err().map(|e| e.to_string()),
+            note: note.clone(),
             trigger,
         };
         let name = job.def.name.as_str();
@@ -120,6 +133,9 @@ impl QueryEngine {
             job.save(&p)?;
         }
         match &result {
+            Ok(_) if note.is_some() => {
+                tracing::info!(job = name, window = %rfc3339(window_start), note, "job window had no stream to read")
+            }
             Ok(rows) => {
                 tracing::info!(job = name, window = %rfc3339(window_start), rows, ms = record.duration_ms, "job window done")
             }
@@ -130,18 +146,31 @@ impl QueryEngine {
         result.map(|_| record)
     }
 
-    /// Computes one window and stores its rows; the number of rows.
-    async fn job_window(&self, job: &Arc<Job>, start: i64, end: i64) -> Result<u64> {
+    /// Computes one window and stores its rows: the number of rows, or
+    /// the streams the job reads that do not exist yet. A stream exists
+    /// from its first event, so before it the window has nothing to read
+    /// (a new deployment's job must not fail, and alert, every window
+    /// until the first event arrives); a misspelt stream shows the same
+    /// way, in each run's note.
+    async fn job_window(&self, job: &Arc<Job>, start: i64, end: i64) -> Result<Window> {
         let statement = parse_one(&job.def.sql)?;
         let ts = |us: i64| ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()));
         let params = vec![("window_start", ts(start)), ("window_end", ts(end))];
         let answer = self
             .run(move |q| async move {
+                let absent = absent_streams(&q, &statement);
+                if !absent.is_empty() {
+                    return Ok(Err(absent));
+                }
                 let plan = plan_read_only(&q, statement).await?;
                 let plan = plan.with_param_values(params)?;
-                collect_plan(&q, plan).await
+                collect_plan(&q, plan).await.map(Ok)
             })
             .await?;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(absent) => return Ok(Window::NoStream(absent)),
+        };
         for f in answer.schema.fields() {
             if WINDOW_COLUMNS.contains(&f.name().as_str()) {
                 return Err(QueryError::Invalid {
@@ -164,8 +193,43 @@ impl QueryEngine {
         tokio::task::spawn_blocking(move || job.replace_window(start, schema, batches))
             .await
             .map_err(|e| QueryError::Internal(format!("writing a job window: {e}")))??;
-        Ok(rows)
+        Ok(Window::Done(rows))
     }
+}
+
+/// How a window's run ended, short of an error.
+enum Window {
+    /// Its answer stored: this many rows.
+    Done(u64),
+    /// Streams the statement reads have no events yet.
+    NoStream(Vec<String>),
+}
+
+/// The tables `statement` reads that would be streams but do not exist
+/// yet: unqualified or `streams.` names, valid as stream names, that no
+/// table answers to.
+fn absent_streams(q: &QueryState, statement: &Statement) -> Vec<String> {
+    let Ok(refs) = q.session.resolve_table_references(statement) else {
+        return Vec::new();
+    };
+    let mut absent = Vec::new();
+    for r in refs {
+        if !matches!(r.schema(), None | Some("streams")) {
+            continue;
+        }
+        let name = r.table().to_string();
+        if tally_ingest::validate_stream_name(&name).is_err() || absent.contains(&name) {
+            continue;
+        }
+        let exists = match q.session.schema_for_ref(r) {
+            Ok(schema) => schema.table_exist(&name),
+            Err(_) => true,
+        };
+        if !exists {
+            absent.push(name);
+        }
+    }
+    absent
 }
 
 /// Runs each job's windows as they come due, until the process ends. A

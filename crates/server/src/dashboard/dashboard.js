@@ -176,9 +176,28 @@ async function render() {
   }
 }
 
+// Whether the server looks up visitors' countries (a GeoIP database).
+let countries = false;
+
+// Without a country database every visit's country is unknown: say how to
+// get countries rather than show one "(none)" row.
+function noCountries(table) {
+  table.replaceChildren();
+  const td = table.createTBody().insertRow().insertCell();
+  td.className = "muted";
+  td.id = "no-countries";
+  td.innerHTML =
+    "Countries need an IP-to-country database: start tally with " +
+    "<code>--web-geoip FILE</code> naming a MaxMind-format (.mmdb) country database, " +
+    "such as MaxMind's GeoLite2-Country or DB-IP's free IP to Country Lite " +
+    "(docs/web.md, “Countries”).";
+}
+
 async function loadSites() {
   try {
-    sites = (await api("/v1/sites")).sites.map((s) => s.domain);
+    const answer = await api("/v1/sites");
+    sites = answer.sites.map((s) => s.domain);
+    countries = answer.countries;
   } catch (e) {
     // Web analytics turned off: the explorer still works.
     if (e instanceof NeedKey) throw e;
@@ -221,7 +240,7 @@ async function siteView(site, params) {
   const metrics = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration";
   const breakdown = (property, metric = "visitors") =>
     api(`/api/v1/stats/breakdown?${statsQuery(site, params, { property, metrics: metric, limit: "10" })}`);
-  const [agg, series, pages, sources, countries, devices, browsers, entry] = await Promise.all([
+  const [agg, series, pages, sources, byCountry, devices, browsers, entry] = await Promise.all([
     api(`/api/v1/stats/aggregate?${statsQuery(site, params, { metrics })}`),
     api(`/api/v1/stats/timeseries?${statsQuery(site, params, { metrics: "visitors,pageviews" })}`),
     breakdown("event:page", "pageviews"),
@@ -249,7 +268,11 @@ async function siteView(site, params) {
     barTable($(id), head, v.results.map((r) => [r[key], r[metric]]));
   table("t-pages", ["Page", "Views"], pages, "page", "pageviews");
   table("t-sources", ["Source", "Visitors"], sources, "source", "visitors");
-  table("t-countries", ["Country", "Visitors"], countries, "country", "visitors");
+  if (countries) {
+    table("t-countries", ["Country", "Visitors"], byCountry, "country", "visitors");
+  } else {
+    noCountries($("t-countries"));
+  }
   table("t-devices", ["Device", "Visitors"], devices, "device", "visitors");
   table("t-browsers", ["Browser", "Visitors"], browsers, "browser", "visitors");
   table("t-entry", ["Entry page", "Visits"], entry, "entry_page", "visits");

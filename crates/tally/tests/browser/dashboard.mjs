@@ -42,6 +42,7 @@ try {
   const pages7d = await rowsOf(page, "t-pages");
   const sources = await rowsOf(page, "t-sources");
   const devices = await rowsOf(page, "t-devices");
+  const countries = (await page.textContent("#t-countries")).trim();
   const points = await page.$$eval("#site-chart circle", (cs) => cs.length);
   await page.screenshot({ path: screenshot, fullPage: true });
 
@@ -71,7 +72,7 @@ try {
     console.error(JSON.stringify({ errors, foreign }));
     process.exit(1);
   }
-  console.log(JSON.stringify({ cards, pages7d, pagesDay, sources, devices, points, explore, caption, overflow }));
+  console.log(JSON.stringify({ cards, pages7d, pagesDay, sources, devices, countries, points, explore, caption, overflow }));
 } finally {
   await browser.close();
 }

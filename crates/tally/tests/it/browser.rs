@@ -207,6 +207,11 @@ async fn dashboard_shows_a_sites_traffic_and_explores_streams() {
 
     let (summary, shot) = run_script("dashboard.mjs", &server, "dashboard.png");
     let v: serde_json::Value = serde_json::from_str(&summary).expect("summary JSON");
+    // No country database configured: the page says how to get countries
+    // instead of one "(none)" row.
+    let countries = v["countries"].as_str().unwrap_or_default();
+    assert!(countries.contains("--web-geoip"), "{countries}");
+    assert!(!countries.contains("(none)"), "{countries}");
     let api = |q: &str| {
         let url = server.url(&format!("/api/v1/stats/{q}"));
         async move { stats_ok(&url).await }

@@ -499,3 +499,46 @@ async fn running_an_unknown_job_is_a_json_404() {
         );
     }
 }
+
+/// A job over a stream with no events yet (a new deployment) does not fail
+/// its windows: each run succeeds, writes nothing and says why; once the
+/// stream's first event arrives, the window holding it counts it.
+#[tokio::test]
+async fn a_job_waits_without_failing_for_its_stream_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"early\"\nevery = \"1s\"\n\
+         sql = \"SELECT count(*) AS events FROM later WHERE ts >= $window_start AND ts < $window_end\"\n",
+    )
+    .unwrap();
+    let s = TestServer::builder()
+        .args(["--config", config.to_str().unwrap()])
+        .start()
+        .await;
+    let v = wait_job(&s, "early", "two runs", |v| v["runs_ok"].as_u64() >= Some(2)).await;
+    assert_eq!(v["runs_failed"], 0, "{v:#}");
+    let note = v["last_run"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("later"), "{v:#}");
+    assert_eq!(v["last_run"]["rows"], 0, "{v:#}");
+
+    let (st, b) = post(&s.url("/v1/events/later"), Some("application/json"), r#"{"x":1}"#).await;
+    assert_eq!(st, 200, "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, v) = post(
+            &s.url("/v1/sql"),
+            Some("application/json"),
+            json!({"sql": "SELECT coalesce(sum(events), 0) AS n FROM jobs.early"}).to_string(),
+        )
+        .await;
+        if st == 200 && v["rows"][0]["n"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the event never reached the job: {st} {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let v = job(&s, "early").await;
+    assert_eq!(v["runs_failed"], 0, "{v:#}");
+}

@@ -174,3 +174,26 @@ async fn a_piped_log_has_no_colour_codes() {
     assert!(log.contains("WARN"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a piped log");
 }
+
+/// A second server on a data directory in use is refused before it prints
+/// the listening line that scripts take as "started".
+#[tokio::test]
+async fn a_second_server_on_a_locked_data_directory_never_says_listening() {
+    let server = crate::server::TestServer::start().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TALLY_LOG", "warn")
+        .output()
+        .expect("run tally");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second server ran: {stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(stderr.contains("in use by another tally process"), "{stderr}");
+    // The first one is untouched.
+    let (st, _) = crate::server::get_json(&server.url("/readyz")).await;
+    assert_eq!(st, 200);
+}

@@ -13,18 +13,21 @@ const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-/// A MaxMind-format country database: 203.0.113.0/24 in Norway,
-/// 198.51.100.0/24 in Germany.
+/// A MaxMind-format country database: 203.0.113.0/24 in Norway, written
+/// as MaxMind's own databases hold a country (`country.iso_code`), and
+/// 198.51.100.0/24 in Germany, as the free ip-location-db databases hold
+/// it (`country_code`).
 fn geoip_db(path: &Path) {
     use maxminddb_writer::paths::IpAddrWithMask;
     let mut db = maxminddb_writer::Database::default();
     db.metadata.binary_format_major_version = 2;
     db.metadata.database_type = "GeoLite2-Country".into();
     db.metadata.languages = vec!["en".into()];
-    for (net, iso) in [("203.0.113.0/24", "NO"), ("198.51.100.0/24", "DE")] {
-        let data = db
-            .insert_value(json!({"country": {"iso_code": iso}}))
-            .unwrap();
+    for (net, record) in [
+        ("203.0.113.0/24", json!({"country": {"iso_code": "NO"}})),
+        ("198.51.100.0/24", json!({"country_code": "DE"})),
+    ] {
+        let data = db.insert_value(record).unwrap();
         db.insert_node(net.parse::<IpAddrWithMask>().unwrap(), data);
     }
     db.write_to(std::fs::File::create(path).unwrap()).unwrap();
