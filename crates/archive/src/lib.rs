@@ -174,6 +174,9 @@ pub struct SyncReport {
     pub replaced: usize,
     /// Local segments not archived yet (their partition has not settled).
     pub pending: usize,
+    /// Archived segments put again under the key their local file moved
+    /// to (imports adopted before they lived in their stream's directory).
+    pub relocated: usize,
 }
 
 /// The archive's state, for status pages.
@@ -375,11 +378,17 @@ impl Archive {
             current.segments.iter().map(|e| (e.meta.id, e)).collect();
         let settle = self.settle.as_micros() as i64;
         let mut added = Vec::new();
+        let mut moved = HashSet::new();
         for f in &files {
-            if archived.contains_key(&f.meta.id) {
-                continue;
-            }
-            if f.meta.partition + HOUR_US + settle > now_us {
+            if let Some(e) = archived.get(&f.meta.id) {
+                if e.meta.path == f.meta.path {
+                    continue;
+                }
+                // Same segment, new local name: archived again under it,
+                // so the archive's layout follows the data directory's.
+                moved.insert(f.meta.id);
+                report.relocated += 1;
+            } else if f.meta.partition + HOUR_US + settle > now_us {
                 report.pending += 1;
                 continue;
             }
@@ -393,8 +402,10 @@ impl Archive {
             self.put(&key, PutPayload::from(Bytes::from(bytes)))?;
             UPLOADED_SEGMENTS.inc();
             UPLOADED_BYTES.inc_by(size);
-            report.uploaded += 1;
-            report.uploaded_bytes += size;
+            if !moved.contains(&f.meta.id) {
+                report.uploaded += 1;
+                report.uploaded_bytes += size;
+            }
             added.push(Entry {
                 meta: f.meta.clone(),
                 local: true,
@@ -406,7 +417,10 @@ impl Archive {
         let mut doomed = Vec::new();
         for e in &current.segments {
             let id = e.meta.id;
-            if e.local && retired_ids.contains(&id) {
+            if moved.contains(&id) {
+                // Its entry under the new key is in `added`.
+                doomed.push(ObjectPath::from(e.meta.path.as_str()));
+            } else if e.local && retired_ids.contains(&id) {
                 next.segments.push(Entry {
                     meta: e.meta.clone(),
                     local: false,
@@ -429,7 +443,7 @@ impl Archive {
             }
         }
         next.segments.extend(added);
-        if report.uploaded + report.retired + report.replaced > 0 {
+        if report.uploaded + report.retired + report.replaced + report.relocated > 0 {
             next.segments.sort_by_key(|e| e.meta.id);
             self.save_manifest(&next)?;
             *self.manifest.write() = Arc::new(next);

@@ -214,3 +214,43 @@ fn bad_urls_are_refused_with_the_reason() {
     o.secret_access_key = Some("hunter2".into());
     assert!(!format!("{o:?}").contains("hunter2"));
 }
+
+/// An archive written before imports moved into their streams' directories
+/// holds such a segment under its old key: the next pass puts it under the
+/// key its local file has now and deletes the old one.
+#[test]
+fn a_segment_whose_local_name_moved_is_archived_again_under_it() {
+    let (dir, store, aopts) = setup();
+    let mut lsn = 0;
+    fill(&store, 1, 20, 1, &mut lsn);
+    Archive::open(&aopts).unwrap().sync(&store, NOW).unwrap();
+    let root = dir.path().join("archive");
+    let seg = store.segments()[0].clone();
+    let old = format!("imports/b1/{:012}.parquet", seg.id);
+    std::fs::create_dir_all(root.join("imports/b1")).unwrap();
+    std::fs::rename(root.join(&seg.path), root.join(&old)).unwrap();
+    fn rename(v: &mut serde_json::Value, from: &str, to: &str) {
+        match v {
+            serde_json::Value::String(s) if s == from => *s = to.to_string(),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| rename(v, from, to)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|v| rename(v, from, to)),
+            _ => {}
+        }
+    }
+    let manifest = root.join(crate::MANIFEST);
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    rename(&mut m, &seg.path, &old);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let archive = Archive::open(&aopts).unwrap();
+    assert_eq!(archive.manifest().segments[0].meta.path, old);
+    let r = archive.sync(&store, NOW).unwrap();
+    assert_eq!((r.relocated, r.uploaded), (1, 0), "{r:?}");
+    assert_eq!(archive.manifest().segments[0].meta.path, seg.path);
+    assert!(root.join(&seg.path).is_file());
+    assert!(!root.join(&old).exists(), "the old key stays");
+    assert_eq!(archived_counts(&archive), local_counts(&store));
+    // Nothing moved since: nothing changes.
+    assert_eq!(archive.sync(&store, NOW).unwrap(), SyncReport::default());
+}

@@ -132,6 +132,10 @@ pub fn line_protocol_vs_influxdb(data: &[u8]) {
                 // An unescaped '=' in a tag value: InfluxDB 1.x refuses it
                 // as tally does; the crate takes it as text.
                 "invalid tag format",
+                // A tag key ended by ',' before any '=' (`m,h,s=x`):
+                // InfluxDB 1.x refuses it ("missing tag value") as tally
+                // does; the crate reads on to the next '='.
+                "has no '=value'",
             ];
             assert!(
                 documented.iter().any(|d| msg.contains(d)),

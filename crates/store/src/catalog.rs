@@ -63,6 +63,10 @@ pub struct ImportEntry {
     /// order (so a replay finds each file where adoption moved it).
     #[serde(default)]
     pub first_segment: Option<u64>,
+    /// Files an older version adopted where they were staged, moved into
+    /// their stream's directory since: staged path → segment id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moved: BTreeMap<String, u64>,
 }
 
 impl Default for Catalog {

@@ -13,14 +13,14 @@
 //! A stage dropped before it is finished deletes its directory; one left by
 //! a crash is deleted at the next start ([`Store::remove_unadopted_imports`]).
 
-use crate::catalog::{sync_dir, ImportEntry, SegmentMeta};
+use crate::catalog::{sync_dir, Catalog, ImportEntry, SegmentMeta};
 use crate::memtable::MemTable;
 use crate::schema::{ColumnDef, StreamSchema};
 use crate::segment::{write_segment, FLUSH_ZSTD_LEVEL};
 use crate::store::Store;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tally_ingest::{Batch, Column, ColumnData, ColumnType, NumColumn, StrColumn};
@@ -242,6 +242,43 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| Error::io(to, e))
 }
 
+/// Moves segments an older version left under `imports/<batch id>/` (it
+/// adopted staged files where they were) to their stream's segment
+/// directory, so every stored event of a stream is under
+/// `segments/<stream>/`: each file gets its new name (durable), then the
+/// catalog names it there; the old names go with the next clean-up of
+/// unadopted imports. A crash midway leaves names no catalog holds, which
+/// the next start deletes or links again. Returns how many moved.
+pub(crate) fn relocate_adopted_imports(dir: &Path, cat: &mut Catalog) -> Result<usize> {
+    let prefix = format!("{IMPORTS_DIR}/");
+    let mut dirs = HashSet::new();
+    let mut moved = 0;
+    for seg in cat.segments.iter_mut().filter(|s| s.path.starts_with(&prefix)) {
+        let rel = crate::store::segment_path(&seg.stream, seg.partition, seg.id);
+        let to = dir.join(&rel);
+        link_or_copy(&dir.join(&seg.path), &to)?;
+        if let Some(parent) = to.parent() {
+            dirs.insert(parent.to_path_buf());
+        }
+        // The batch remembers where each of its files went, for a replay
+        // that feeds rollups from them (`Store::import_file`).
+        let batch = seg.path[prefix.len()..].split('/').next().unwrap_or_default();
+        if let Some(entry) = cat.imports.get_mut(batch) {
+            entry.moved.insert(seg.path.clone(), seg.id);
+        }
+        seg.path = rel;
+        moved += 1;
+    }
+    if moved > 0 {
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        cat.save(dir)?;
+        tracing::info!(segments = moved, "moved imported segments into their streams' directories");
+    }
+    Ok(moved)
+}
+
 /// Deletes a batch's staged files (an import rolled back, or adopted).
 pub fn discard_stage(data_dir: &Path, batch_id: &str) {
     let dir = data_dir.join(stage_dir(batch_id));
@@ -327,6 +364,7 @@ impl Store {
                 lsn,
                 at_us: chrono::Utc::now().timestamp_micros(),
                 first_segment: Some(first_segment),
+                moved: BTreeMap::new(),
             },
         );
         cat.streams = self.schemas().all();
@@ -347,7 +385,11 @@ impl Store {
         if at.is_file() {
             return Some(at);
         }
-        let id = self.imported(&staged.batch_id)?.first_segment? + i as u64;
+        let entry = self.imported(&staged.batch_id)?;
+        let id = match entry.moved.get(&f.path) {
+            Some(&id) => id,
+            None => entry.first_segment? + i as u64,
+        };
         let moved = self
             .dir()
             .join(crate::store::segment_path(&staged.stream, f.partition, id));

@@ -127,7 +127,8 @@ impl Store {
     /// files the catalog does not name (left by a crash mid-flush).
     pub fn open(opts: StoreOptions) -> Result<Store> {
         fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
-        let catalog = Catalog::load(&opts.dir)?;
+        let mut catalog = Catalog::load(&opts.dir)?;
+        crate::import::relocate_adopted_imports(&opts.dir, &mut catalog)?;
         let known: HashSet<PathBuf> = catalog
             .segments
             .iter()

@@ -244,3 +244,60 @@ mod replay {
         assert_eq!(back, want);
     }
 }
+
+mod imports {
+    use super::super::*;
+    use crate::import::ImportStage;
+    use tally_ingest::{parse, Format};
+
+    /// A data directory an older version left, with an adopted import's
+    /// segment still under `imports/<batch id>/`, is moved into the
+    /// stream's directory at open: the catalog names the new place, the
+    /// old name goes, the rows stay, and a replay still finds the file.
+    #[test]
+    fn imports_adopted_in_place_move_into_their_stream_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = parse(
+            b"{\"ts\":1000,\"v\":1}\n{\"ts\":2000,\"v\":2}\n",
+            Format::Ndjson,
+            0,
+            &|_| None,
+        )
+        .unwrap();
+        let staged = {
+            let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+            let mut stage = ImportStage::new(dir.path(), "s", "b1", 1 << 20).unwrap();
+            stage.add(&b).unwrap();
+            let staged = stage.finish().unwrap();
+            assert!(store.adopt(7, &staged).unwrap());
+            staged
+        };
+        // Make it the old layout: the file where it was staged, the
+        // catalog naming it there, no first segment recorded.
+        let old = staged.files[0].path.clone();
+        let mut cat = Catalog::load(dir.path()).unwrap();
+        let seg = &mut cat.segments[0];
+        std::fs::create_dir_all(dir.path().join(&old).parent().unwrap()).unwrap();
+        std::fs::rename(dir.path().join(&seg.path), dir.path().join(&old)).unwrap();
+        seg.path = old.clone();
+        cat.imports.get_mut("b1").unwrap().first_segment = None;
+        cat.save(dir.path()).unwrap();
+
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        store.remove_unadopted_imports().unwrap();
+        let segs = store.segments();
+        assert_eq!(segs.len(), 1);
+        assert!(segs[0].path.starts_with("segments/s/"), "{}", segs[0].path);
+        assert!(dir.path().join(&segs[0].path).is_file());
+        assert!(!dir.path().join(&old).exists(), "the old name stays");
+        assert_eq!(segs[0].rows, 2);
+        assert_eq!(
+            store.import_file(&staged, 0),
+            Some(dir.path().join(&segs[0].path))
+        );
+        // Opening again changes nothing.
+        drop(store);
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        assert_eq!(store.segments()[0].path, segs[0].path);
+    }
+}

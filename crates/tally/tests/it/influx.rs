@@ -665,6 +665,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         r"n21 v=-.5,w=.5,x=5.,y=1.e3,z=.5e2,q=00.5 1700000000000000000",
         r#"n22 s="one, two"[5000 1700000000000000000"#,
         r"n24,ho=tsaVregion=eu v=1 1700000000000000000",
+        r"n25,h,sa=toregion=eu v=1 1700000000000000000",
         "n23\0\0x,t=a\0b v=1 1700000000000000000",
     ]
     .iter()
