@@ -152,27 +152,10 @@ pub(super) struct Sums {
 }
 
 impl Sums {
-    /// Unique visitors as shown: past a few hundred per cell they are a
-    /// HyperLogLog estimate (1.6 % standard error) while visits are exact,
-    /// and every visitor counted made at least one visit; so an estimate
-    /// above the row's visits is shown as the visits, never as more
-    /// visitors than visits. Rows without visits (not asked for) show the
-    /// estimate.
-    fn shown_visitors(&self, event_level: bool) -> f64 {
-        let visits = match event_level {
-            true => self.event_visits,
-            false => self.visits,
-        };
-        match visits > 0.0 {
-            true => self.visitors.min(visits),
-            false => self.visitors,
-        }
-    }
-
     pub(super) fn value(&self, m: Metric, event_level: bool) -> Value {
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         match m {
-            Metric::Visitors => json!(self.shown_visitors(event_level).round() as i64),
+            Metric::Visitors => json!(self.visitors.round() as i64),
             Metric::Events => json!(self.events.round() as i64),
             Metric::Pageviews => json!(self.pageviews.round() as i64),
             Metric::Visits if event_level => json!(self.event_visits.round() as i64),
@@ -261,34 +244,5 @@ pub(super) fn same_instant(a: &str, b: &str) -> bool {
     ) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn visitors_are_never_shown_above_visits() {
-        let over = Sums {
-            visitors: 2_905.0,
-            visits: 2_870.0,
-            event_visits: 2_860.0,
-            ..Sums::default()
-        };
-        assert_eq!(over.value(Metric::Visitors, false), json!(2_870));
-        assert_eq!(over.value(Metric::Visitors, true), json!(2_860));
-        let under = Sums {
-            visitors: 1_200.0,
-            visits: 2_870.0,
-            ..Sums::default()
-        };
-        assert_eq!(under.value(Metric::Visitors, false), json!(1_200));
-        // Visits not asked for: the estimate as it is.
-        let alone = Sums {
-            visitors: 2_905.0,
-            ..Sums::default()
-        };
-        assert_eq!(alone.value(Metric::Visitors, false), json!(2_905));
     }
 }
