@@ -2,13 +2,13 @@
 //! rollups on their own thread beside the store.
 
 use crate::faults::Faults;
-use crate::import::ImportAttachment;
+use crate::record::{Live, Record};
 use crate::metrics::{ROLLUP_APPLY_SECONDS, UNDECODABLE};
 use crate::{Error, Result};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Instant;
-use tally_ingest::{codec, Batch};
+use tally_ingest::Batch;
 use tally_log::Lsn;
 use tally_rollup::RollupSet;
 use tally_store::Store;
@@ -34,89 +34,85 @@ const BESIDE_MIN_EVENTS: usize = 256;
 impl Sinks {
     /// Applies one record; a panic on the way is caught and recorded as a
     /// fault of the `apply` part (the record stays in the log).
-    pub(crate) fn apply(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
+    pub(crate) fn apply(&self, lsn: Lsn, payload: &[u8], live: Option<Live>) {
         if self.faults.any() {
             // State is no longer trusted; the next start replays from the
             // last flush, which the log still holds.
             return;
         }
         self.faults
-            .run("apply", || self.apply_unguarded(lsn, payload, attachment));
+            .run("apply", || self.apply_unguarded(lsn, payload, live));
     }
 
-    fn apply_unguarded(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
-        if payload.first() == Some(&crate::import::IMPORT_RECORD) {
-            return self.apply_commit_record(lsn, payload, attachment);
-        }
-        // A live append carries its batch along; only replay needs to decode.
-        let record: (String, Batch) = match attachment.map(|a| a.downcast::<(String, Batch)>()) {
-            Some(Ok(b)) => *b,
-            _ => match codec::decode(payload) {
-                Ok(b) => b,
+    fn apply_unguarded(&self, lsn: Lsn, payload: &[u8], live: Option<Live>) {
+        // A live append carries its record along; only replay decodes.
+        let (record, outcome) = match live {
+            Some(l) => (l.record, l.outcome),
+            None => match Record::decode(payload) {
+                Ok(r) => (r, None),
                 Err(e) => {
-                    // The CRC matched, so this is a bug or a newer format, not disk damage.
+                    // The CRC matched, so this is a bug or a newer format,
+                    // not disk damage.
                     tracing::error!(lsn, error = %e, "skipping undecodable log record");
                     UNDECODABLE.inc();
                     return;
                 }
             },
         };
+        match record {
+            Record::Events(parts) => self.apply_events(lsn, parts),
+            Record::Import(staged) => self.apply_import(lsn, &staged, outcome.as_deref()),
+        }
+    }
+
+    /// One request's events, every stream's part under one position.
+    fn apply_events(&self, lsn: Lsn, parts: Vec<(String, Batch)>) {
         // Held until the record is in the store and in every rollup: a
         // flush waits for it (see `flush_and_compact`).
         let mut applied = self.applied.lock();
-        match &self.beside {
-            Some(worker) if record.1.len() >= BESIDE_MIN_EVENTS => {
-                let record = Arc::new(record);
-                let sent = worker.send(lsn, record.clone());
-                if lsn > self.store_after {
-                    self.store.apply(lsn, &record.0, &record.1);
+        let events: usize = parts.iter().map(|(_, b)| b.len()).sum();
+        let to_store = |parts: &[(String, Batch)]| {
+            if lsn > self.store_after {
+                for (stream, batch) in parts {
+                    self.store.apply(lsn, stream, batch);
                 }
+            }
+        };
+        match &self.beside {
+            Some(worker) if events >= BESIDE_MIN_EVENTS => {
+                let parts = Arc::new(parts);
+                let sent = worker.send(lsn, parts.clone());
+                to_store(&parts);
                 if sent {
                     worker.wait();
                 }
             }
             _ => {
-                apply_rollups(&self.rollups, lsn, &record.0, &record.1);
-                if lsn > self.store_after {
-                    self.store.apply(lsn, &record.0, &record.1);
-                }
+                apply_rollups(&self.rollups, lsn, &parts);
+                to_store(&parts);
             }
         }
         *applied = (*applied).max(lsn);
     }
 }
 
-impl Sinks {
-    fn apply_commit_record(&self, lsn: Lsn, payload: &[u8], attachment: tally_log::Attachment) {
-        match attachment.map(|a| a.downcast::<ImportAttachment>()) {
-            Some(Ok(a)) => self.apply_import(lsn, &a.staged, Some(&a.outcome)),
-            _ => match crate::import::decode(payload) {
-                Ok(staged) => self.apply_import(lsn, &staged, None),
-                Err(e) => {
-                    tracing::error!(lsn, error = %e, "skipping undecodable import commit record");
-                    UNDECODABLE.inc();
-                }
-            },
-        }
-    }
-}
-
-fn apply_rollups(rollups: &RollupSet, lsn: Lsn, stream: &str, batch: &Batch) {
+fn apply_rollups(rollups: &RollupSet, lsn: Lsn, parts: &[(String, Batch)]) {
     let t = Instant::now();
-    rollups.apply(lsn, stream, batch);
+    let parts: Vec<(&str, &Batch)> = parts.iter().map(|(s, b)| (s.as_str(), b)).collect();
+    rollups.apply_parts(lsn, &parts);
     ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
 }
 
 /// A thread that counts one record at a time into the rollups, for the
 /// apply thread, which waits for it before the record is acknowledged.
 pub(crate) struct RollupWorker {
-    jobs: std::sync::mpsc::SyncSender<(Lsn, Arc<(String, Batch)>)>,
+    jobs: std::sync::mpsc::SyncSender<(Lsn, Arc<Vec<(String, Batch)>>)>,
     done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl RollupWorker {
     pub(crate) fn spawn(rollups: Arc<RollupSet>, faults: Arc<Faults>) -> Result<Arc<RollupWorker>> {
-        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<(String, Batch)>)>(1);
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<Vec<(String, Batch)>>)>(1);
         let (finished, done) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("tally-rollup-apply".into())
@@ -127,7 +123,7 @@ impl RollupWorker {
                     // told the record is done either way, so it never waits
                     // for a thread that is gone.
                     faults.run("rollups", || {
-                        apply_rollups(&rollups, lsn, &record.0, &record.1)
+                        apply_rollups(&rollups, lsn, &record)
                     });
                     if finished.send(()).is_err() {
                         break;
@@ -142,7 +138,7 @@ impl RollupWorker {
     }
 
     /// Hands a record to the worker; false if the worker is gone.
-    fn send(&self, lsn: Lsn, record: Arc<(String, Batch)>) -> bool {
+    fn send(&self, lsn: Lsn, record: Arc<Vec<(String, Batch)>>) -> bool {
         self.jobs.send((lsn, record)).is_ok()
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use crate::record::Live;
 use tally_log::{Log, Lsn};
 use tally_rollup::RollupSet;
 use tally_store::{FlushReport, Store};
@@ -28,7 +29,7 @@ pub(crate) fn flush_and_compact(
     store: &Store,
     rollups: &RollupSet,
     applied: &Mutex<Lsn>,
-    log: &dyn Log,
+    log: &dyn Log<Live>,
     snapshot_age: Duration,
     room: &Notify,
 ) -> Result<FlushReport> {
@@ -58,7 +59,7 @@ pub(crate) fn spawn_flusher(
     store: Arc<Store>,
     rollups: Arc<RollupSet>,
     applied: Arc<Mutex<Lsn>>,
-    log: Arc<dyn Log>,
+    log: Arc<dyn Log<Live>>,
     stopping: Arc<AtomicBool>,
     opts: EngineOptions,
     room: Arc<Notify>,

@@ -17,6 +17,7 @@
 //! with [`Error::AlreadyImported`] instead of being imported twice.
 
 use crate::metrics::{ACCEPTED, IMPORTS};
+use crate::record::{Live, Record};
 use crate::{Engine, Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -27,10 +28,6 @@ use tally_log::Lsn;
 use tally_store::{
     discard_stage, ImportStage, SchemaConflict, StagedImport, Store, MAX_COLUMNS_PER_STREAM,
 };
-
-/// The first byte of a commit record (batch records start with the codec's
-/// version, 1).
-pub(crate) const IMPORT_RECORD: u8 = 0xA1;
 
 /// Longest batch id accepted.
 pub const MAX_BATCH_ID_LEN: usize = 128;
@@ -208,29 +205,12 @@ impl ImportTxn {
     }
 }
 
-/// What travels with a live commit record to the apply thread, and back.
-pub(crate) struct ImportAttachment {
-    pub(crate) staged: StagedImport,
-    pub(crate) outcome: Arc<OnceLock<std::result::Result<bool, String>>>,
-}
-
 /// `TALLY_FAILPOINT=import_before_adopt`: the process aborts between a
 /// commit record being durable and the catalog adopting its files, the
 /// narrowest window of a crash during an import (used by the crash tests).
 fn failpoint_before_adopt() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == "import_before_adopt"))
-}
-
-pub(crate) fn encode(staged: &StagedImport) -> Vec<u8> {
-    let mut out = vec![IMPORT_RECORD];
-    // Serializing plain structs of strings and numbers cannot fail.
-    out.extend(serde_json::to_vec(staged).unwrap_or_default());
-    out
-}
-
-pub(crate) fn decode(payload: &[u8]) -> std::result::Result<StagedImport, String> {
-    serde_json::from_slice(payload.get(1..).unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 impl Engine {
@@ -290,13 +270,15 @@ impl Engine {
             .schemas()
             .reserve(&staged.stream, &staged.column_batch())?;
         let outcome = Arc::new(OnceLock::new());
-        let attachment: Box<dyn std::any::Any + Send> = Box::new(ImportAttachment {
-            staged: staged.clone(),
-            outcome: outcome.clone(),
-        });
+        let record = Record::Import(staged.clone());
+        let payload = record.encode();
+        let live = Live {
+            record,
+            outcome: Some(outcome.clone()),
+        };
         let lsn = self
             .log
-            .append(encode(&staged), Some(attachment))
+            .append(payload, Some(live))
             .await
             .map_err(Error::from)?;
         import.committed = true;

@@ -25,6 +25,7 @@ mod flush;
 mod history;
 mod import;
 mod lock;
+mod record;
 use apply::{RollupWorker, Sinks};
 pub use backup::{restore, BackupReport, MANIFEST as BACKUP_MANIFEST};
 use faults::Faults;
@@ -46,6 +47,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{codec, Batch, ColumnType};
+use record::Live;
+pub use record::Record;
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
 use tally_rollup::{Loaded, RollupDef, RollupSet};
@@ -90,6 +93,9 @@ pub enum Error {
 
     #[error("the engine is shutting down")]
     Closed,
+
+    #[error("stream '{stream}' is named twice in one write; give each stream one batch")]
+    StreamTwice { stream: String },
 
     #[error("refusing writes: a background part of the server failed ({part}: {message}); restart it (nothing acknowledged is lost)")]
     Failed { part: &'static str, message: String },
@@ -219,7 +225,7 @@ pub struct Engine {
     /// the LSN of the last record applied.
     applied: Arc<Mutex<Lsn>>,
     builders: Mutex<Vec<JoinHandle<()>>>,
-    log: Arc<dyn Log>,
+    log: Arc<dyn Log<Live>>,
     opts: EngineOptions,
     recovery: Recovery,
     flusher: Mutex<Option<JoinHandle<()>>>,
@@ -286,7 +292,9 @@ impl Engine {
             lopts,
             replay_from,
             &mut |lsn, payload| sinks.apply(lsn, payload, None),
-            Box::new(move |lsn, payload, attachment| live.apply(lsn, payload, attachment)),
+            Box::new(move |lsn, payload, attachment: Option<Live>| {
+                live.apply(lsn, payload, attachment)
+            }),
         )?;
         // Imports whose commit record the log does not hold were rolled back.
         let dropped = store.remove_unadopted_imports()?;
@@ -622,19 +630,36 @@ impl Engine {
 
     /// Appends a batch durably. Returns once it is in the log and visible.
     pub async fn ingest(&self, stream: &str, batch: Batch) -> Result<Receipt> {
+        self.ingest_all(vec![(stream.to_string(), batch)]).await
+    }
+
+    /// Appends the events of one request, for one stream or several (a
+    /// line protocol body's measurements), as one log record: all of them
+    /// are stored or none. Every batch is checked against its stream's
+    /// schema before anything is written, so a bad body writes nothing.
+    /// Returns once the record is in the log and visible.
+    pub async fn ingest_all(&self, batches: Vec<(String, Batch)>) -> Result<Receipt> {
         self.check_writable()?;
         self.wait_for_room().await?;
-        if let Err(e) = self.store.schemas().reserve(stream, &batch) {
-            REJECTED
-                .with_label_values(&["schema"])
-                .inc_by(batch.len() as u64);
+        let events: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        let all: Vec<(&str, &Batch)> = batches.iter().map(|(s, b)| (s.as_str(), b)).collect();
+        if let Err(e) = self.store.schemas().reserve_all(&all) {
+            REJECTED.with_label_values(&["schema"]).inc_by(events as u64);
             return Err(e.into());
         }
-        let record = codec::encode(stream, &batch);
-        let events = batch.len();
+        if let Some(i) = (1..batches.len()).find(|&i| batches[..i].iter().any(|(s, _)| *s == batches[i].0)) {
+            return Err(Error::StreamTwice {
+                stream: batches[i].0.clone(),
+            });
+        }
+        let record = Record::Events(batches);
         let t = Instant::now();
-        let attachment: Box<dyn std::any::Any + Send> = Box::new((stream.to_string(), batch));
-        let lsn = match self.log.append(record, Some(attachment)).await {
+        let payload = record.encode();
+        let live = Live {
+            record,
+            outcome: None,
+        };
+        let lsn = match self.log.append(payload, Some(live)).await {
             Ok(lsn) => lsn,
             Err(e) => {
                 let e = Error::from(e);
@@ -651,32 +676,6 @@ impl Engine {
             accepted: events,
             lsn,
         })
-    }
-
-    /// Appends batches of several streams (one line protocol body's
-    /// measurements). Every batch is checked against its stream's schema
-    /// before any is written, so a bad body writes nothing; then each is
-    /// appended as its own record, all at once (they usually share one
-    /// group commit). If appending fails after the checks (overload, a
-    /// failed disk), some streams may hold their batch: the error says the
-    /// request was not acknowledged, and a client retries it whole.
-    /// Returns the events written.
-    pub async fn ingest_all(&self, batches: Vec<(String, Batch)>) -> Result<usize> {
-        self.check_writable()?;
-        let all: Vec<(&str, &Batch)> = batches.iter().map(|(s, b)| (s.as_str(), b)).collect();
-        if let Err(e) = self.store.schemas().reserve_all(&all) {
-            let events = batches.iter().map(|(_, b)| b.len() as u64).sum();
-            REJECTED.with_label_values(&["schema"]).inc_by(events);
-            return Err(e.into());
-        }
-        let writes = batches
-            .into_iter()
-            .map(|(stream, batch)| async move { self.ingest(&stream, batch).await });
-        let mut events = 0;
-        for r in futures::future::join_all(writes).await {
-            events += r?.accepted;
-        }
-        Ok(events)
     }
 
     /// Refuses writes once the engine is closing, or a background part
@@ -799,3 +798,4 @@ impl Drop for Engine {
 
 #[cfg(test)]
 mod tests;
+

@@ -242,9 +242,15 @@ pub fn inflate(data: &[u8]) {
     }
 }
 
-/// The log record codec: arbitrary bytes decode to an error, never a panic.
+/// The log record codec: arbitrary bytes decode to an error, never a
+/// panic, and a record that decodes encodes back to bytes that decode to
+/// the same record.
 pub fn decode_record(data: &[u8]) {
     let _ = codec::decode(data);
+    if let Ok(record) = tally_engine::Record::decode(data) {
+        let again = tally_engine::Record::decode(&record.encode()).expect("a record we encoded must decode");
+        assert_eq!(again, record);
+    }
 }
 
 /// Plausible tracker payloads (`POST /api/event` bodies).

@@ -1,8 +1,9 @@
-//! The binary form of a batch in the write-ahead log.
+//! The binary form of one stream's batch in the write-ahead log.
 //!
-//! One log record is one request's batch for one stream. The layout is
-//! columnar and little-endian so that encoding and decoding are mostly
-//! `memcpy`s:
+//! A log record (`tally_engine::Record`) of one stream's events is exactly
+//! this encoding; a record of several streams' events holds one per
+//! stream. The layout is columnar and little-endian so that encoding and
+//! decoding are mostly `memcpy`s:
 //!
 //! ```text
 //! u8 version (1) | u16 stream len | stream | u32 rows | u16 columns
@@ -18,7 +19,8 @@
 
 use crate::{Batch, Column, ColumnData, Error, NumColumn, Result, StrColumn};
 
-const VERSION: u8 = 1;
+/// The first byte of every encoded batch.
+pub const VERSION: u8 = 1;
 
 /// Encodes `batch` of `stream` as one log record.
 pub fn encode(stream: &str, batch: &Batch) -> Vec<u8> {

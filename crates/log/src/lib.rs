@@ -65,22 +65,21 @@ impl Error {
     }
 }
 
-/// What an appender hands along with a record to the apply hook, so the hook
-/// need not decode what the appender already holds. Replayed records, and
-/// records read back from a remote log, come with none.
-pub type Attachment = Option<Box<dyn std::any::Any + Send>>;
-
-/// Called once per record, in LSN order, on the log's apply thread.
-pub type ApplyHook = Box<dyn FnMut(Lsn, &[u8], Attachment) + Send>;
+/// Called once per record, in LSN order, on the log's apply thread, with
+/// the attachment its appender handed along (an `A`, the record as the
+/// appender already holds it, so the hook need not decode it). Replayed
+/// records, and records read back from a remote log, come with none.
+pub type ApplyHook<A> = Box<dyn FnMut(Lsn, &[u8], Option<A>) + Send>;
 
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Lsn>> + Send>>;
 
-/// What the engine needs of a log.
-pub trait Log: Send + Sync {
+/// What the engine needs of a log of records that travel in process as
+/// `A`.
+pub trait Log<A>: Send + Sync {
     /// Appends one record. Fails fast with [`Error::Busy`] when the queue is
     /// full; the returned future resolves when the record is durable and
     /// applied.
-    fn append(&self, payload: Vec<u8>, attachment: Attachment) -> AppendFuture;
+    fn append(&self, payload: Vec<u8>, attachment: Option<A>) -> AppendFuture;
 
     /// Allows the log to drop every record with an LSN at or below `lsn`:
     /// their effects are persisted elsewhere.

@@ -21,7 +21,7 @@
 //! corruption and the log refuses to open rather than drop data.
 
 use crate::metrics::*;
-use crate::{AppendFuture, ApplyHook, Attachment, Error, Log, Lsn, Result};
+use crate::{AppendFuture, ApplyHook, Error, Log, Lsn, Result};
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -108,25 +108,26 @@ struct Shared {
     failed: Mutex<Option<String>>,
 }
 
-struct Request {
+struct Request<A> {
     payload: Vec<u8>,
-    attachment: Attachment,
+    attachment: Option<A>,
     ack: oneshot::Sender<Result<Lsn>>,
 }
 
-struct Group {
+struct Group<A> {
     first_lsn: Lsn,
-    requests: Vec<Request>,
+    requests: Vec<Request<A>>,
 }
 
-pub struct LocalLog {
-    tx: RwLock<Option<SyncSender<Request>>>,
+/// A log of records that travel in process as `A` (see [`ApplyHook`]).
+pub struct LocalLog<A> {
+    tx: RwLock<Option<SyncSender<Request<A>>>>,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     opts: LocalLogOptions,
 }
 
-impl LocalLog {
+impl<A: Send + 'static> LocalLog<A> {
     /// Opens (or creates) the log in `opts.dir`, recovers a torn tail, calls
     /// `replay` for every record above `after` in LSN order, then starts the
     /// writer and apply threads with `hook`.
@@ -134,8 +135,8 @@ impl LocalLog {
         opts: LocalLogOptions,
         after: Lsn,
         replay: &mut dyn FnMut(Lsn, &[u8]),
-        hook: ApplyHook,
-    ) -> Result<(LocalLog, OpenReport)> {
+        hook: ApplyHook<A>,
+    ) -> Result<(LocalLog<A>, OpenReport)> {
         fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
         let mut report = OpenReport::default();
         let mut files = list_files(&opts.dir)?;
@@ -201,8 +202,8 @@ impl LocalLog {
             depth: AtomicUsize::new(0),
             failed: Mutex::new(None),
         });
-        let (tx, rx) = mpsc::sync_channel::<Request>(opts.queue_capacity);
-        let (gtx, grx) = mpsc::sync_channel::<Group>(64);
+        let (tx, rx) = mpsc::sync_channel::<Request<A>>(opts.queue_capacity);
+        let (gtx, grx) = mpsc::sync_channel::<Group<A>>(64);
         let writer = Writer {
             shared: shared.clone(),
             opts: opts.clone(),
@@ -237,8 +238,8 @@ impl LocalLog {
     }
 }
 
-impl Log for LocalLog {
-    fn append(&self, payload: Vec<u8>, attachment: Attachment) -> AppendFuture {
+impl<A: Send + 'static> Log<A> for LocalLog<A> {
+    fn append(&self, payload: Vec<u8>, attachment: Option<A>) -> AppendFuture {
         let size = payload.len();
         if size > self.opts.max_record_bytes {
             return Box::pin(std::future::ready(Err(Error::TooLarge {
@@ -301,6 +302,12 @@ impl Log for LocalLog {
     }
 
     fn close(&self) {
+        self.stop();
+    }
+}
+
+impl<A> LocalLog<A> {
+    fn stop(&self) {
         self.tx.write().take();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
@@ -309,9 +316,9 @@ impl Log for LocalLog {
     }
 }
 
-impl Drop for LocalLog {
+impl<A> Drop for LocalLog<A> {
     fn drop(&mut self) {
-        self.close();
+        self.stop();
     }
 }
 
@@ -323,7 +330,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Request>, gtx: SyncSender<Group>) {
+    fn run<A>(mut self, rx: mpsc::Receiver<Request<A>>, gtx: SyncSender<Group<A>>) {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut dirty = false;
         let mut last_sync = Instant::now();
@@ -422,7 +429,7 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, buf: &mut Vec<u8>, requests: &[Request]) -> Result<()> {
+    fn write_group<A>(&mut self, buf: &mut Vec<u8>, requests: &[Request<A>]) -> Result<()> {
         buf.clear();
         for (lsn, r) in (self.next_lsn..).zip(requests) {
             frame(buf, lsn, &r.payload);
@@ -478,7 +485,7 @@ impl Writer {
     }
 }
 
-fn apply_loop(shared: Arc<Shared>, grx: mpsc::Receiver<Group>, mut hook: ApplyHook) {
+fn apply_loop<A>(shared: Arc<Shared>, grx: mpsc::Receiver<Group<A>>, mut hook: ApplyHook<A>) {
     while let Ok(group) = grx.recv() {
         let mut lsn = group.first_lsn;
         let mut acks = Vec::with_capacity(group.requests.len());

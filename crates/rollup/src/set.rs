@@ -213,14 +213,21 @@ impl RollupSet {
     /// Applies a log record to every rollup of `stream` that has not yet
     /// counted it, and to rebuilds in progress.
     pub fn apply(&self, lsn: u64, stream: &str, batch: &Batch) {
+        self.apply_parts(lsn, &[(stream, batch)]);
+    }
+
+    /// Applies one log record holding the events of several streams (each
+    /// once): every rollup counts its stream's part, and the record's
+    /// position is taken by all of them together.
+    pub fn apply_parts(&self, lsn: u64, parts: &[(&str, &Batch)]) {
         for e in self.entries.read().values() {
             let mut e = e.write();
-            if e.rollup.def().stream != stream {
+            let Some(&(_, batch)) = parts.iter().find(|(s, _)| *s == e.rollup.def().stream) else {
                 // Positions advance for every rollup, so a quiet stream's
                 // rollup does not hold the log back.
                 e.lsn = e.lsn.max(lsn);
                 continue;
-            }
+            };
             if lsn <= e.lsn {
                 continue;
             }

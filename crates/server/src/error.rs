@@ -257,7 +257,7 @@ impl From<tally_engine::Error> for ApiError {
             E::AlreadyImported { .. } | E::ImportInProgress { .. } => ApiError::Conflict {
                 message: e.to_string(),
             },
-            E::BadBatchId { .. } => ApiError::BadRequest {
+            E::BadBatchId { .. } | E::StreamTwice { .. } => ApiError::BadRequest {
                 message: e.to_string(),
                 stream: None,
             },
