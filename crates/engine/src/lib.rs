@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
-use tally_ingest::{codec, Batch, ColumnType};
+use tally_ingest::{Batch, ColumnType};
 use record::Live;
 pub use record::Record;
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};

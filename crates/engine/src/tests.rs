@@ -493,7 +493,7 @@ async fn a_data_directory_of_the_earlier_log_format_replays() {
     let sum = |stream: &str, field: &str| {
         let mut total = 0.0;
         e.scan(stream, &mut |b| {
-            if let Some(ColumnData::Value(v)) = b.column(field).map(|c| &c.data) {
+            if let Some(tally_ingest::ColumnData::Value(v)) = b.column(field).map(|c| &c.data) {
                 total += v.values.iter().zip(&v.valid).filter(|(_, ok)| **ok).map(|(x, _)| x).sum::<f64>();
             }
             Ok(true)

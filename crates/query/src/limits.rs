@@ -62,7 +62,18 @@ pub fn stack_bytes(limits: &SqlLimits) -> usize {
     BASE + (limits.max_bytes / 2 + limits.max_depth) * PER_LEVEL
 }
 
-/// Refuses SQL text longer than the limit (before it is parsed).
+/// Parts of one dotted name (`catalog.schema.table.column.field`) at most.
+/// The SQL parser takes time exponential in the length of such a chain
+/// (every `.` re-parses the rest of the chain speculatively; fixed
+/// upstream after the parser version DataFusion uses here): a 371-byte
+/// statement with a chain of forty parts held a query thread for hours.
+/// Past this many parts no real name goes, and the chains that are cheap
+/// to parse stay so.
+pub const MAX_NAME_PARTS: usize = 8;
+
+/// Refuses SQL text longer than the limit, or holding a dotted name of
+/// more than [`MAX_NAME_PARTS`] parts (before it is parsed; the scan for
+/// names is one linear pass of the tokenizer).
 pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
     if sql.len() > limits.max_bytes {
         return Err(QueryError::TooComplex {
@@ -75,7 +86,45 @@ pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
             ),
         });
     }
+    let parts = longest_dotted_name(sql);
+    if parts > MAX_NAME_PARTS {
+        return Err(QueryError::TooComplex {
+            limit: "name_parts",
+            max: MAX_NAME_PARTS,
+            message: format!(
+                "a dotted name has {parts} parts, more than the limit of {MAX_NAME_PARTS} (name_parts)"
+            ),
+        });
+    }
     Ok(())
+}
+
+/// The most parts of one chain `a . b . c ...` in `sql` (whitespace and
+/// comments between them allowed, as the parser allows them); 0 when the
+/// text does not tokenize (the parser then refuses it at once).
+fn longest_dotted_name(sql: &str) -> usize {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return 0;
+    };
+    let (mut longest, mut parts, mut after_dot) = (0, 0, false);
+    for t in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
+        match t {
+            Token::Period => after_dot = true,
+            _ if after_dot => {
+                // The part after a dot, whatever the token: a name, a
+                // keyword, a quoted name, `*`.
+                parts += 1;
+                after_dot = false;
+            }
+            _ => parts = 1,
+        }
+        if !after_dot && !matches!(t, Token::Period) {
+            longest = longest.max(parts);
+        }
+    }
+    longest
 }
 
 /// Refuses a parsed statement past a depth, size or list limit, looking
@@ -325,6 +374,25 @@ mod tests {
             limit_of(check_text(&"x".repeat(1001), &l)),
             Some("sql_bytes")
         );
+    }
+
+    #[test]
+    fn dotted_names_are_held_to_their_parts() {
+        let l = SqlLimits::default();
+        let name = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>().join(" . ");
+        let at = format!("SELECT {} FROM t", name(MAX_NAME_PARTS));
+        assert_eq!(limit_of(check_text(&at, &l)), None);
+        let past = format!("SELECT {} FROM t", name(MAX_NAME_PARTS + 1));
+        assert_eq!(limit_of(check_text(&past, &l)), Some("name_parts"));
+        // Dots between numbers, and many short names, are not chains.
+        let short = format!("SELECT {} FROM s.t", vec!["a.b.c + 1.5"; 50].join(", "));
+        assert_eq!(limit_of(check_text(&short, &l)), None);
+        // The fuzzing input that held a thread for hours (a job's SQL):
+        // refused before parsing, at once.
+        let hang = "SELECT counndow_stlayn.Tno.waaa =++++++laynstaelayn.Tno.waaa =+++++++rt .TՍt .Tno.waa.Tno.Tno.w.wenn.Tno.waao.we.Tno.wenn.Tno.Tno.w.wenn.Tno.waao.we.Tno.wenn.Tno.o.wa.Tno.To.we.Tno.wen.Tno..waynstaelayn.Tno.waaa";
+        let t = std::time::Instant::now();
+        assert_eq!(limit_of(check_sql(hang, &l)), Some("name_parts"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

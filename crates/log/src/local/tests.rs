@@ -11,11 +11,11 @@ fn opts(dir: &Path) -> LocalLogOptions {
 
 type Seen = Arc<Mutex<Vec<(Lsn, Vec<u8>)>>>;
 
-fn open(o: LocalLogOptions, after: Lsn) -> (LocalLog, OpenReport, Vec<(Lsn, Vec<u8>)>, Seen) {
+fn open(o: LocalLogOptions, after: Lsn) -> (LocalLog<()>, OpenReport, Vec<(Lsn, Vec<u8>)>, Seen) {
     let mut replayed = Vec::new();
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    let (log, report) = LocalLog::open(
+    let (log, report) = LocalLog::<()>::open(
         o,
         after,
         &mut |lsn, p| replayed.push((lsn, p.to_vec())),
@@ -138,7 +138,7 @@ async fn corruption_before_the_last_file_refuses_to_open() {
     let mut data = fs::read(&files[0].path).unwrap();
     data[20] ^= 1;
     fs::write(&files[0].path, data).unwrap();
-    let r = LocalLog::open(o, 0, &mut |_, _| {}, Box::new(|_, _, _| {}));
+    let r = LocalLog::<()>::open(o, 0, &mut |_, _| {}, Box::new(|_, _, _| {}));
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{:?}", r.err());
 }
 
@@ -172,7 +172,7 @@ async fn full_queue_answers_busy_and_closed_log_answers_closed() {
     // A hook that blocks holds the pipeline so the queue fills.
     let gate = Arc::new(std::sync::Barrier::new(2));
     let g = gate.clone();
-    let (log, _) = LocalLog::open(
+    let (log, _) = LocalLog::<()>::open(
         o,
         0,
         &mut |_, _| {},
