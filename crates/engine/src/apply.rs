@@ -1,17 +1,19 @@
-//! Applying a log record: to the rollups and the store, a large record's
-//! rollups on their own thread beside the store.
+//! Applying a log record, one `match` over its kinds: events go to the
+//! rollups and the store (a large record's rollups on their own thread
+//! beside the store); an import's commit feeds the staged files to the
+//! rollups and has the catalog adopt them.
 
 use crate::faults::Faults;
 use crate::record::{Live, Record};
-use crate::metrics::{ROLLUP_APPLY_SECONDS, UNDECODABLE};
+use crate::metrics::{ACCEPTED, ROLLUP_APPLY_SECONDS, UNDECODABLE};
 use crate::{Error, Result};
 use parking_lot::Mutex;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tally_ingest::Batch;
 use tally_log::Lsn;
 use tally_rollup::RollupSet;
-use tally_store::Store;
+use tally_store::{StagedImport, Store};
 
 /// Where applied records go.
 #[derive(Clone)]
@@ -147,4 +149,79 @@ impl RollupWorker {
         // rollups: that can only follow a fault already recorded.
         let _ = self.done.lock().recv();
     }
+}
+
+impl Sinks {
+    /// Applies a commit record: counts the staged rows into the rollups
+    /// that lack them, then has the catalog adopt the files (unless it
+    /// already has: a replay after the catalog took them).
+    pub(crate) fn apply_import(
+        &self,
+        lsn: Lsn,
+        staged: &StagedImport,
+        outcome: Option<&OnceLock<std::result::Result<bool, String>>>,
+    ) {
+        let mut applied = self.applied.lock();
+        let dir = self.store.dir().to_path_buf();
+        let adopted = self.store.imported(&staged.batch_id).is_some();
+        let present = staged.files.iter().all(|f| dir.join(&f.path).is_file());
+        let result = if !adopted && !present {
+            // The log took the record but its writer was told it failed
+            // and discarded the files: the import was rolled back.
+            tracing::warn!(batch_id = %staged.batch_id, lsn, "commit record without its staged files: the import was rolled back");
+            Err("the staged files are gone".to_string())
+        } else {
+            let mut read_failed = None;
+            let fed = self.rollups.apply_each(lsn, &staged.stream, &mut |feed| {
+                for (i, f) in staged.files.iter().enumerate() {
+                    // Where adoption moved it, after a replay of an
+                    // adopted import.
+                    let path = self
+                        .store
+                        .import_file(staged, i)
+                        .unwrap_or_else(|| dir.join(&f.path));
+                    let batches = tally_store::read_segment(&path).and_then(|rbs| {
+                        rbs.iter()
+                            .map(tally_store::batch_from_arrow)
+                            .collect::<tally_store::Result<Vec<_>>>()
+                    });
+                    match batches {
+                        Ok(bs) => bs.iter().for_each(&mut *feed),
+                        Err(e) => read_failed = Some(e.to_string()),
+                    }
+                }
+            });
+            if let Some(e) = read_failed.filter(|_| fed) {
+                tracing::error!(batch_id = %staged.batch_id, error = %e, "rollups of '{}' miss part of an import; rebuild them (POST /v1/rollups/NAME/rebuild)", staged.stream);
+            }
+            if adopted {
+                Ok(false)
+            } else {
+                if outcome.is_some() && failpoint_before_adopt() {
+                    // A crash test's crash: the commit record is durable,
+                    // the catalog has not adopted the files.
+                    std::process::abort();
+                }
+                self.store.adopt(lsn, staged).map_err(|e| {
+                    tracing::error!(batch_id = %staged.batch_id, lsn, error = %e, "cannot adopt a committed import; it is not visible, and a retry with the same batch id imports it");
+                    e.to_string()
+                })
+            }
+        };
+        if result == Ok(true) {
+            ACCEPTED.inc_by(staged.rows);
+        }
+        if let Some(o) = outcome {
+            let _ = o.set(result);
+        }
+        *applied = (*applied).max(lsn);
+    }
+}
+
+/// `TALLY_FAILPOINT=import_before_adopt`: the process aborts between a
+/// commit record being durable and the catalog adopting its files, the
+/// narrowest window of a crash during an import (used by the crash tests).
+fn failpoint_before_adopt() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TALLY_FAILPOINT").is_ok_and(|v| v == "import_before_adopt"))
 }

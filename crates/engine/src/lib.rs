@@ -24,6 +24,7 @@ mod faults;
 mod flush;
 mod history;
 mod import;
+mod inspect;
 mod lock;
 mod record;
 use apply::{RollupWorker, Sinks};
@@ -33,6 +34,10 @@ pub use faults::{panic_message, Fault};
 use flush::flush_and_compact;
 use history::{feed_history, History};
 pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
+pub use inspect::{
+    Aggregate, ArchiveError, ArchiveStatus, BuildProgress, ColumnDef, Grain, RollupDef, RollupError,
+    RollupState, RollupStatus, SchemaConflict, StreamInfo, StreamSchema,
+};
 use lock::DirLock;
 mod maintain;
 pub use maintain::Maintenance;
@@ -51,9 +56,9 @@ use record::Live;
 pub use record::Record;
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
-use tally_rollup::{Loaded, RollupDef, RollupSet};
+use tally_rollup::{Loaded, RollupSet};
 pub use tally_store::{FlushReport, StreamStats};
-use tally_store::{SchemaConflict, Store, StoreOptions};
+use tally_store::{Store, StoreOptions};
 
 /// Registers the metrics of every stage below the HTTP layer.
 pub fn init_metrics() {

@@ -2,6 +2,7 @@
 //! filter and aggregates. Parsed from the config file and the admin API
 //! (the same JSON/TOML shape), validated before anything is built.
 
+use crate::filter::{Compiled, Condition};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -147,41 +148,6 @@ impl<'de> Deserialize<'de> for Aggregate {
     }
 }
 
-/// A condition on one field; a rollup counts only events meeting all of
-/// its conditions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Condition {
-    pub field: String,
-    pub op: Op,
-    /// A string, a number, or a list of them for `in` / `not_in`; absent
-    /// for `exists` / `missing`.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub value: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    #[serde(rename = "=")]
-    Eq,
-    #[serde(rename = "!=")]
-    Ne,
-    In,
-    NotIn,
-    Prefix,
-    Contains,
-    #[serde(rename = ">")]
-    Gt,
-    #[serde(rename = ">=")]
-    Ge,
-    #[serde(rename = "<")]
-    Lt,
-    #[serde(rename = "<=")]
-    Le,
-    Exists,
-    Missing,
-}
-
 /// A rollup's definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,7 +259,7 @@ impl RollupDef {
             }
         }
         for c in &self.filter {
-            crate::filter::Compiled::check(c).map_err(|message| Error::Invalid {
+            Compiled::check(c).map_err(|message| Error::Invalid {
                 message: format!("rollup {:?}: filter on {:?}: {message}", self.name, c.field),
             })?;
         }

@@ -1,12 +1,48 @@
-//! A rollup's filter, checked once and evaluated row by row on batches.
+//! A rollup's filter: the condition model (`Condition`, `Op`), checked once
+//! and evaluated row by row on batches.
 //!
 //! Semantics match the time-series API's filters: a condition on a field
 //! the event does not have is false, except `!=`, `not_in` and `missing`,
 //! which hold for it (SQL's `IS DISTINCT FROM`).
 
-use crate::def::{Condition, Op};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_ingest::{Batch, ColumnData};
+
+/// A condition on one field; a rollup counts only events meeting all of
+/// its conditions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub field: String,
+    pub op: Op,
+    /// A string, a number, or a list of them for `in` / `not_in`; absent
+    /// for `exists` / `missing`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    #[serde(rename = "=")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+    In,
+    NotIn,
+    Prefix,
+    Contains,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    Exists,
+    Missing,
+}
 
 /// A condition's operand.
 #[derive(Debug, Clone, PartialEq)]

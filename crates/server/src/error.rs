@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use tally_query::QueryError;
-use tally_store::SchemaConflict;
+use tally_engine::SchemaConflict;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -245,12 +245,12 @@ impl From<tally_engine::Error> for ApiError {
                 reason: e.to_string(),
                 retry_after: Duration::from_secs(30),
             },
-            E::Rollup(tally_rollup::Error::Invalid { message }) => ApiError::BadRequest {
+            E::Rollup(tally_engine::RollupError::Invalid { message }) => ApiError::BadRequest {
                 message,
                 stream: None,
             },
             // The object store is unreachable or failing: try again later.
-            E::Archive(e @ tally_archive::Error::Store { .. }) => ApiError::Overloaded {
+            E::Archive(e @ tally_engine::ArchiveError::Store { .. }) => ApiError::Overloaded {
                 reason: e.to_string(),
                 retry_after: Duration::from_secs(10),
             },

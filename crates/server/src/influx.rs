@@ -34,7 +34,7 @@ use serde_json::{json, Map};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tally_ingest::Precision;
-use tally_store::SchemaConflict;
+use tally_engine::SchemaConflict;
 
 /// The InfluxDB version `/ping` reports: the 1.x API the write endpoints
 /// speak (clients read it to pick their protocol).

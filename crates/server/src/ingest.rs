@@ -233,10 +233,12 @@ async fn drain(body: Body, limit: usize) {
     }
 }
 
+/// Whether reading a body stopped at its size limit (axum's
+/// `DefaultBodyLimit`, which wraps the body in `http_body_util::Limited`).
 fn is_length_limit(e: &axum::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        if s.to_string().contains("length limit exceeded") {
+        if s.is::<http_body_util::LengthLimitError>() {
             return true;
         }
         src = s.source();

@@ -54,6 +54,10 @@ pub enum Error {
     Serve(std::io::Error),
     #[error(transparent)]
     Engine(#[from] tally_engine::Error),
+    /// An app or the query stage could not start (its own error, not the
+    /// engine's).
+    #[error("{part} could not start: {message}")]
+    Start { part: &'static str, message: String },
 }
 
 /// Builds the router over a state.
@@ -184,31 +188,24 @@ pub async fn run(
         let web = config.web.clone();
         tokio::task::spawn_blocking(move || {
             let engine = Arc::new(Engine::open(opts)?);
+            let start = |part: &'static str| {
+                move |e: &dyn std::fmt::Display| Error::Start {
+                    part,
+                    message: e.to_string(),
+                }
+            };
             if let Some(c) = counter {
-                let app =
-                    tally_apps::counter::CounterApp::open(engine.clone(), c).map_err(|e| {
-                        tally_engine::Error::Io {
-                            dir: engine.options().data_dir.clone(),
-                            source: std::io::Error::other(format!("counter app: {e}")),
-                        }
-                    })?;
+                let app = tally_apps::counter::CounterApp::open(engine.clone(), c)
+                    .map_err(|e| start("the counter app")(&e))?;
                 let _ = state.counter.set(Arc::new(app));
             }
             if let Some(w) = web {
-                let app = tally_apps::web::WebApp::open(engine.clone(), w).map_err(|e| {
-                    tally_engine::Error::Io {
-                        dir: engine.options().data_dir.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }
-                })?;
+                let app = tally_apps::web::WebApp::open(engine.clone(), w)
+                    .map_err(|e| start("web analytics")(&e))?;
                 let _ = state.web.set(Arc::new(app));
             }
-            let query = QueryEngine::new(engine.clone(), query_opts).map_err(|e| {
-                tally_engine::Error::Io {
-                    dir: engine.options().data_dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                }
-            })?;
+            let query = QueryEngine::new(engine.clone(), query_opts)
+                .map_err(|e| start("the query stage")(&e))?;
             // The query stage first: readiness is judged by the engine.
             let query = Arc::new(query);
             let _ = state.rates.set(Arc::new(tally_apps::rates::RatesApp::new(
@@ -225,18 +222,18 @@ pub async fn run(
             }
             let _ = state.query.set(query);
             let _ = state.engine.set(engine);
-            Ok::<_, tally_engine::Error>(())
+            Ok::<_, Error>(())
         })
     };
     // Tests and scripts read this line to find the port.
     println!("tally listening on http://{local}");
     tracing::info!(%local, data_dir = %config.engine.data_dir.display(), "listening");
 
-    let opened = |r: Result<Result<(), tally_engine::Error>, tokio::task::JoinError>| match r {
+    let opened = |r: Result<Result<(), Error>, tokio::task::JoinError>| match r {
         Ok(r) => r.err(),
-        Err(join) => Some(tally_engine::Error::Io {
-            dir: config.engine.data_dir.clone(),
-            source: std::io::Error::other(join.to_string()),
+        Err(join) => Some(Error::Start {
+            part: "the engine",
+            message: join.to_string(),
         }),
     };
     let mut opener = Some(opener);
@@ -245,7 +242,7 @@ pub async fn run(
         // accept only once every request can be answered, so a restart
         // costs clients a wait, never a 503.
         if let Some(e) = opened(opener.take().expect("not awaited yet").await) {
-            return Err(e.into());
+            return Err(e);
         }
     }
 
@@ -293,7 +290,7 @@ pub async fn run(
         .await
         .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
     if let Some(e) = engine_failed {
-        return Err(e.into());
+        return Err(e);
     }
     served.map_err(Error::Serve)?;
     if let Some(engine) = state.engine.get().cloned() {

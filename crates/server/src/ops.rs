@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_engine::StreamStats;
+use tally_engine::StreamInfo;
 
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -71,44 +71,28 @@ fn ts_json(us: Option<i64>) -> Value {
     }
 }
 
-fn stream_json(state: &AppState, name: &str, stats: &StreamStats) -> Result<Value, ApiError> {
-    let engine = state.engine()?;
-    let schema = engine.store().schemas().get(name).unwrap_or_default();
-    let columns: Vec<Value> = schema
+fn stream_json(s: &StreamInfo) -> Value {
+    let columns: Vec<Value> = s
+        .schema
         .columns
         .iter()
         .map(|c| json!({ "name": c.name, "type": c.ty.as_str() }))
         .collect();
-    // Hours retention moved out of the data directory, kept in the archive.
-    let archived = match engine.archive() {
-        Some(a) => {
-            let retired: Vec<u64> = engine
-                .store()
-                .segment_files()
-                .1
-                .iter()
-                .map(|m| m.id)
-                .collect();
-            a.segments_for(name, None, None, &Default::default(), &retired)
-        }
-        None => Vec::new(),
-    };
-    let archived_rows: u64 = archived.iter().map(|m| m.rows).sum();
-    let min_ts = archived.iter().map(|m| m.min_ts).chain(stats.min_ts).min();
-    Ok(json!({
-        "name": name,
+    json!({
+        "name": s.name,
         // The InfluxDB measurement an encoded stream name stands for.
-        "original_name": tally_ingest::measurement_of_stream(name),
-        "rows": stats.rows + archived_rows,
-        "memory_rows": stats.memory_rows,
-        "segments": stats.segments,
-        "segment_bytes": stats.segment_bytes,
-        "archive_only_rows": archived_rows,
-        "archive_only_segments": archived.len(),
-        "min_ts": ts_json(min_ts),
-        "max_ts": ts_json(stats.max_ts),
+        "original_name": tally_ingest::measurement_of_stream(&s.name),
+        "rows": s.rows(),
+        "memory_rows": s.stats.memory_rows,
+        "segments": s.stats.segments,
+        "segment_bytes": s.stats.segment_bytes,
+        // Hours retention moved out of the data directory, kept in the archive.
+        "archive_only_rows": s.archive_only_rows,
+        "archive_only_segments": s.archive_only_segments,
+        "min_ts": ts_json(s.min_ts),
+        "max_ts": ts_json(s.stats.max_ts),
         "columns": columns,
-    }))
+    })
 }
 
 pub(crate) async fn list_streams(
@@ -116,12 +100,13 @@ pub(crate) async fn list_streams(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
-    let stats = state.engine()?.store().stream_stats();
-    let streams = stats
+    let streams: Vec<Value> = state
+        .engine()?
+        .streams()
         .iter()
-        .filter(|(n, _)| !tally_ingest::is_internal_stream(n))
-        .map(|(n, s)| stream_json(&state, n, s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter(|s| !tally_ingest::is_internal_stream(&s.name))
+        .map(stream_json)
+        .collect();
     Ok(Json(json!({ "streams": streams })))
 }
 
@@ -131,14 +116,14 @@ pub(crate) async fn get_stream(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
-    let stats = state.engine()?.store().stream_stats();
-    let s = stats
-        .get(&stream)
+    let s = state
+        .engine()?
+        .stream(&stream)
         .filter(|_| !tally_ingest::is_internal_stream(&stream))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("stream '{stream}'"),
         })?;
-    Ok(Json(stream_json(&state, &stream, s)?))
+    Ok(Json(stream_json(&s)))
 }
 
 /// Flushes the in-memory tail to segments now.
@@ -239,7 +224,7 @@ pub(crate) async fn archive(
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
     let engine = state.engine()?;
-    let Some(a) = engine.archive() else {
+    let Some(status) = engine.archive_status() else {
         return Err(ApiError::NotFound {
             what: "archive (none is configured)".into(),
         });
@@ -251,7 +236,7 @@ pub(crate) async fn archive(
         .map(|(k, v)| (k.clone(), json!(v.as_secs() / 3600)))
         .collect();
     let mut body =
-        serde_json::to_value(a.status()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        serde_json::to_value(status).map_err(|e| ApiError::Internal(e.to_string()))?;
     body["retention_hours"] = Value::Object(retention);
     Ok(Json(body))
 }

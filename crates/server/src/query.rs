@@ -274,7 +274,7 @@ pub(crate) async fn put_table(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
     let query = state.query()?.clone();
-    if query.engine().store().schemas().get(&name).is_some() {
+    if query.engine().schema(&name).is_some() {
         return Err(ApiError::Conflict {
             message: format!("'{name}' is a stream; a table needs a name of its own"),
         });

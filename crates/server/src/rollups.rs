@@ -10,40 +10,29 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tally_rollup::{Grain, RollupDef};
+use tally_engine::RollupDef;
 
 /// One rollup as the API shows it.
 fn rollup_json(state: &AppState, name: &str) -> Result<Value, ApiError> {
-    let engine = state.engine()?;
-    let entry = engine
-        .rollups()
-        .get(name)
+    let r = state
+        .engine()?
+        .rollup_status(name)
         .ok_or_else(|| ApiError::NotFound {
             what: format!("rollup '{name}'"),
         })?;
-    let e = entry.read();
-    let def = e.rollup.def();
-    let buckets: serde_json::Map<String, Value> = def
-        .grains()
-        .into_iter()
-        .map(|g: Grain| {
-            let n = e.rollup.bucket_count(g);
-            (g.as_str().to_string(), json!(n))
-        })
+    let buckets: serde_json::Map<String, Value> = r
+        .buckets
+        .iter()
+        .map(|(g, n)| (g.as_str().to_string(), json!(n)))
         .collect();
-    let status = match (e.complete, e.building.is_some()) {
-        (true, false) => "ready",
-        (true, true) => "rebuilding",
-        (false, _) => "building",
-    };
     let mut v = json!({
-        "definition": def,
-        "status": status,
-        "events": e.rollup.events(),
-        "lsn": e.lsn,
+        "definition": r.definition,
+        "status": r.state.as_str(),
+        "events": r.events,
+        "lsn": r.lsn,
         "buckets": buckets,
     });
-    if let Some(b) = &e.building {
+    if let Some(b) = &r.build {
         v["build"] = json!({
             "rows_done": b.rows_done,
             "rows_total": b.rows_total,
@@ -59,7 +48,7 @@ pub(crate) async fn list_rollups(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authorize(&headers, Scope::Read)?;
-    let names = state.engine()?.rollups().names();
+    let names = state.engine()?.rollup_names();
     let rollups = names
         .iter()
         .map(|n| rollup_json(&state, n))
@@ -106,7 +95,7 @@ pub(crate) async fn rebuild_rollup(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
-    if engine.rollups().get(&name).is_none() {
+    if engine.rollup_definition(&name).is_none() {
         return Err(ApiError::NotFound {
             what: format!("rollup '{name}'"),
         });
@@ -154,10 +143,9 @@ pub(crate) async fn delete_rollup(
     state.keys.authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     let gone =
-        tokio::task::spawn_blocking(move || engine.rollups().remove(&name).map(|g| (g, name)))
+        tokio::task::spawn_blocking(move || engine.remove_rollup(&name).map(|g| (g, name)))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
     match gone {
         (true, _) => Ok(StatusCode::NO_CONTENT),
         (false, name) => Err(ApiError::NotFound {

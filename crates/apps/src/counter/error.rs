@@ -105,6 +105,11 @@ impl IntoResponse for CounterError {
                     Some(secs),
                 )
             }
+            CounterError::Engine(tally_engine::Error::TooLarge { limit, .. }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "limit": limit }),
+                None,
+            ),
             CounterError::Engine(tally_engine::Error::Closed) => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({}), Some(1))
             }
@@ -134,5 +139,14 @@ mod tests {
         assert_eq!(retry_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_secs(Duration::from_secs(2)), 2);
         assert_eq!(retry_secs(Duration::from_millis(2_001)), 3);
+    }
+
+    #[test]
+    fn an_engine_refusing_a_record_as_too_large_is_413_as_on_the_ingest_endpoints() {
+        let e = CounterError::Engine(tally_engine::Error::TooLarge {
+            size: 10,
+            limit: 5,
+        });
+        assert_eq!(e.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -22,6 +22,12 @@ pub enum RatesError {
     Unavailable(String),
     #[error("query failed: {0}")]
     Query(String),
+    /// Every query slot is taken (429, as on `/v1/sql`).
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl IntoResponse for RatesError {
@@ -34,6 +40,7 @@ impl IntoResponse for RatesError {
                 (StatusCode::BAD_REQUEST, Some(*parameter))
             }
             RatesError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            RatesError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
             RatesError::Query(_) => {
                 tracing::error!(error = %message, "rates query failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, None)
@@ -44,10 +51,34 @@ impl IntoResponse for RatesError {
             body["parameter"] = json!(p);
         }
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            RatesError::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_query_pool_is_429_with_retry_after_as_on_the_sql_endpoint() {
+        let resp = RatesError::Busy {
+            message: "too many queries running".into(),
+            retry_after: std::time::Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = RatesError::Query("boom".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
     }
 }

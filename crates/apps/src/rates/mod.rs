@@ -166,9 +166,7 @@ impl RatesApp {
     pub async fn answer(&self, q: &Question) -> Result<Arc<Vec<Day>>, RatesError> {
         let engine = self.query.engine();
         let (lo, hi) = (day_us(q.from), day_us(q.to) + DAY_US);
-        let data_version = engine
-            .store()
-            .data_version(&self.config.stream, Some(lo), Some(hi - 1));
+        let data_version = engine.data_version(&self.config.stream, Some(lo), Some(hi - 1));
         let tables = self.query.tables().generation();
         if let Some(c) = self.cache.lock().get(q) {
             if c.data_version == data_version && c.tables == tables {
@@ -266,7 +264,7 @@ impl RatesApp {
         let stream = &self.config.stream;
         if origins.is_empty()
             || destinations.is_empty()
-            || self.query.engine().store().schemas().get(stream).is_none()
+            || self.query.engine().schema(stream).is_none()
         {
             return Ok(HashMap::new());
         }
@@ -291,7 +289,13 @@ impl RatesApp {
             .query
             .sql(&sql)
             .await
-            .map_err(|e| RatesError::Query(e.to_string()))?;
+            .map_err(|e| match e {
+                tally_query::QueryError::Busy { retry_after, .. } => RatesError::Busy {
+                    message: e.to_string(),
+                    retry_after,
+                },
+                e => RatesError::Query(e.to_string()),
+            })?;
         let mut out = HashMap::new();
         for b in &answer.batches {
             let day = arrow::compute::cast(b.column(0), &DataType::Int64)

@@ -73,6 +73,10 @@ pub enum WebError {
     Engine(#[from] tally_engine::Error),
     #[error("web analytics: {0}")]
     Setup(String),
+    /// A write failed in a way that is not the client's: the engine's
+    /// error, as text (one failed write answers several waiting requests).
+    #[error("web analytics: storing events failed: {0}")]
+    Write(String),
 }
 
 /// What happened to a tracker's event.
@@ -150,9 +154,7 @@ impl WebApp {
             .map_err(|e| WebError::Setup(e.to_string()))?;
         metrics::init();
         for def in stats::rollups(&streams) {
-            let current = engine.rollups().get(&def.name);
-            let same = current.is_some_and(|e| e.read().rollup.def() == &def);
-            if !same {
+            if engine.rollup_definition(&def.name).as_ref() != Some(&def) {
                 engine.define_rollup(def)?;
             }
         }

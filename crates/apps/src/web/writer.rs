@@ -207,24 +207,22 @@ pub(super) struct WriteFailed {
 
 impl WriteFailed {
     pub fn to_web_error(&self) -> WebError {
-        WebError::Engine(match &self.error {
-            tally_engine::Error::Overloaded {
+        use tally_engine::Error as E;
+        match &self.error {
+            E::Overloaded {
                 reason,
                 retry_after,
-            } => tally_engine::Error::Overloaded {
+            } => WebError::Engine(E::Overloaded {
                 reason: reason.clone(),
                 retry_after: *retry_after,
-            },
-            tally_engine::Error::Closed => tally_engine::Error::Closed,
-            tally_engine::Error::TooLarge { size, limit } => tally_engine::Error::TooLarge {
+            }),
+            E::Closed => WebError::Engine(E::Closed),
+            E::TooLarge { size, limit } => WebError::Engine(E::TooLarge {
                 size: *size,
                 limit: *limit,
-            },
-            other => tally_engine::Error::Io {
-                dir: std::path::PathBuf::new(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })
+            }),
+            other => WebError::Write(other.to_string()),
+        }
     }
 }
 

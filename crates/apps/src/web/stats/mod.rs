@@ -30,7 +30,7 @@ use params::{metrics, parse_filters, period, prop, rfc3339, Cond, Period, Value_
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use tally_query::{QueryEngine, QueryError};
-use tally_rollup::{Aggregate, Grain, RollupDef};
+use tally_engine::{Aggregate, Grain, RollupDef};
 
 /// Errors of a stats request.
 #[derive(Debug, thiserror::Error)]
