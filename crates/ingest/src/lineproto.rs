@@ -212,13 +212,9 @@ fn bad_field(at: Location, field: &str, message: impl Into<String>) -> Error {
 /// backslash skips the byte after it; past the first space, a `"` after
 /// a field's `=` opens or closes a string, in which a newline is text.
 fn scan_line(buf: &[u8], start: usize) -> (usize, usize) {
-    let rest = &buf[start..];
-    let nl = rest
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(buf.len(), |n| start + n);
+    let nl = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |n| start + n);
     // Most lines hold neither: the line is all up to its newline.
-    if !buf[start..nl].iter().any(|&c| c == b'\\' || c == b'"') {
+    if memchr::memchr2(b'\\', b'"', &buf[start..nl]).is_none() {
         return (nl, 0);
     }
     let (mut i, mut quoted, mut fields, mut equals, mut commas, mut newlines) =
@@ -649,7 +645,9 @@ impl<'a> Point<'a> {
             } else {
                 match text.parse::<f64>() {
                     Ok(v) if v.is_finite() => v,
-                    _ => return Err(invalid("a number, string or boolean")),
+                    // InfluxDB refuses it too (Go's ParseFloat range error).
+                    Ok(_) => return Err(invalid("a 64-bit float (out of range)")),
+                    Err(_) => return Err(invalid("a number, string or boolean")),
                 }
             };
             return b.push_num(key, value);

@@ -71,6 +71,17 @@ pub fn stack_bytes(limits: &SqlLimits) -> usize {
 /// to parse stay so.
 pub const MAX_NAME_PARTS: usize = 8;
 
+/// Dotted names whose `[` subscripts nest inside one another
+/// (`a.b.c.d[a.b.c.d[...`): the parts each name has beyond its second,
+/// summed over the open subscripts, at most. The parser retries such a
+/// name's subscript once per way it could split the name, and a nested one
+/// inside each retry, so its time is about 2 to the power of this sum: a
+/// 222-byte statement of names of four parts, unclosed subscripts seven
+/// deep, held a query thread for minutes (found by fuzzing `sql`); an
+/// 8-part name nested three deep took 10 s. At this limit a statement
+/// parses in well under a second.
+pub const MAX_SUBSCRIPTED_NAME_PARTS: usize = 10;
+
 /// Refuses SQL text longer than the limit, or holding a dotted name of
 /// more than [`MAX_NAME_PARTS`] parts (before it is parsed; the scan for
 /// names is one linear pass of the tokenizer).
@@ -86,7 +97,19 @@ pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
             ),
         });
     }
-    let parts = longest_dotted_name(sql);
+    let Names {
+        longest: parts,
+        subscripted,
+    } = dotted_names(sql);
+    if subscripted > MAX_SUBSCRIPTED_NAME_PARTS {
+        return Err(QueryError::TooComplex {
+            limit: "subscripted_name_parts",
+            max: MAX_SUBSCRIPTED_NAME_PARTS,
+            message: format!(
+                "dotted names with nested [ ] subscripts have {subscripted} parts beyond their second, more than the limit of {MAX_SUBSCRIPTED_NAME_PARTS} (subscripted_name_parts)"
+            ),
+        });
+    }
     if parts > MAX_NAME_PARTS {
         return Err(QueryError::TooComplex {
             limit: "name_parts",
@@ -99,19 +122,46 @@ pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
     Ok(())
 }
 
-/// The most parts of one chain `a . b . c ...` in `sql` (whitespace and
-/// comments between them allowed, as the parser allows them); 0 when the
-/// text does not tokenize (the parser then refuses it at once).
-fn longest_dotted_name(sql: &str) -> usize {
+/// What the scan for dotted names found.
+#[derive(Debug, Default)]
+struct Names {
+    /// The most parts of one chain `a . b . c ...`.
+    longest: usize,
+    /// The most parts beyond their second, summed over the names directly
+    /// before each open `[` (see [`MAX_SUBSCRIPTED_NAME_PARTS`]).
+    subscripted: usize,
+}
+
+/// Scans `sql`'s tokens for dotted names (whitespace and comments between
+/// their parts allowed, as the parser allows them); nothing when the text
+/// does not tokenize (the parser then refuses it at once).
+fn dotted_names(sql: &str) -> Names {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        return 0;
+        return Names::default();
     };
-    let (mut longest, mut parts, mut after_dot) = (0, 0, false);
+    let mut found = Names::default();
+    let (mut parts, mut after_dot) = (0usize, false);
+    // Per open `[`: the extra parts of the name just before it.
+    let mut open: Vec<usize> = Vec::new();
+    let mut open_sum = 0;
     for t in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
         match t {
             Token::Period => after_dot = true,
+            Token::LBracket => {
+                let extra = if after_dot { 0 } else { parts.saturating_sub(2) };
+                open.push(extra);
+                open_sum += extra;
+                found.subscripted = found.subscripted.max(open_sum);
+                (parts, after_dot) = (0, false);
+                continue;
+            }
+            Token::RBracket => {
+                open_sum -= open.pop().unwrap_or(0);
+                (parts, after_dot) = (0, false);
+                continue;
+            }
             _ if after_dot => {
                 // The part after a dot, whatever the token: a name, a
                 // keyword, a quoted name, `*`.
@@ -121,10 +171,10 @@ fn longest_dotted_name(sql: &str) -> usize {
             _ => parts = 1,
         }
         if !after_dot && !matches!(t, Token::Period) {
-            longest = longest.max(parts);
+            found.longest = found.longest.max(parts);
         }
     }
-    longest
+    found
 }
 
 /// Refuses a parsed statement past a depth, size or list limit, looking
@@ -393,6 +443,41 @@ mod tests {
         let t = std::time::Instant::now();
         assert_eq!(limit_of(check_sql(hang, &l)), Some("name_parts"));
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn dotted_names_in_nested_subscripts_are_held_to_their_sum() {
+        let l = SqlLimits::default();
+        let nested = |parts: usize, depth: usize| {
+            let name = (0..parts).map(|i| format!("p{i}")).collect::<Vec<_>>().join(".");
+            format!("SELECT {}1{} FROM t", format!("{name}[").repeat(depth), "]".repeat(depth))
+        };
+        // Four parts (two beyond the second) nested five deep: 10, at the
+        // limit; six deep is past it, and so is an 8-part name two deep.
+        assert_eq!(limit_of(check_text(&nested(4, 5), &l)), None);
+        assert_eq!(
+            limit_of(check_text(&nested(4, 6), &l)),
+            Some("subscripted_name_parts")
+        );
+        assert_eq!(
+            limit_of(check_text(&nested(8, 2), &l)),
+            Some("subscripted_name_parts")
+        );
+        // Subscripts one after another, and short names, do not add up.
+        let flat = format!("SELECT {} FROM t", vec!["s.t.c.d[1]"; 40].join(" + "));
+        assert_eq!(limit_of(check_text(&flat, &l)), None);
+        let short = format!("SELECT {}1{} FROM t", "a.b[".repeat(30), "]".repeat(30));
+        assert_eq!(limit_of(check_text(&short, &l)), None);
+        // The fuzzing input that held a thread for minutes (unclosed
+        // subscripts): refused before parsing, at once.
+        let hang = "SELECT cou.u.t.``[ILE++cou.u.t.``[ILE++cTC+ oucou.t.``[ILE++CT ++XcTC+ oucou.t.``[ILE++CT +t.CT ++XP1ou.t.``[ILE++Ccou.t.``[ILE++CT ++XP0ou-t.``[IL.u.t.``[ILE++-t.``[IL.u.t.``[ILE++CT ++XPYYYY(1ROM eventsYYYYYYYETLuS(.A(SE";
+        let t = std::time::Instant::now();
+        assert_eq!(limit_of(check_sql(hang, &l)), Some("subscripted_name_parts"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // At the limit, the parser's time stays small.
+        let t = std::time::Instant::now();
+        let _ = check_sql(&nested(4, 5).replace(']', ""), &l);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]
