@@ -123,8 +123,11 @@ pub fn parse_line_protocol(
     let mut pos = 0;
     let mut line = 1;
     let mut last = 0;
+    // Each tag's key `[start, eq)` and value `[eq + 1, end)`, per point
+    // (one list reused).
+    let mut tags: Vec<(usize, usize, usize)> = Vec::new();
     while pos < body.len() {
-        let (end, newlines) = scan_line(body, pos);
+        let (end, newlines, plain) = scan_line(body, pos);
         let block = &body[pos..end];
         let at_line = line;
         line += newlines + 1;
@@ -149,9 +152,10 @@ pub fn parse_line_protocol(
         let point = Point {
             s: block,
             text: text.and_then(|t| t.get(block_start..block_start + block.len())),
+            plain,
             at,
         };
-        let scanned = point.scan(start)?;
+        let scanned = point.scan(start, &mut tags)?;
         let name = point.measurement(&scanned)?;
         // Points of one measurement usually come together.
         let i = match out.get(last) {
@@ -179,7 +183,7 @@ pub fn parse_line_protocol(
         last = i;
         let (m, b) = &mut out[i];
         b.start_row(at_line)?;
-        point.fill(b, &scanned, precision, now_us)?;
+        point.fill(b, &scanned, &tags, precision, now_us)?;
         m.lines.push(at_line);
     }
     Ok(out
@@ -211,11 +215,13 @@ fn bad_field(at: Location, field: &str, message: impl Into<String>) -> Error {
 /// and how many newlines its quoted string values hold. As InfluxDB: a
 /// backslash skips the byte after it; past the first space, a `"` after
 /// a field's `=` opens or closes a string, in which a newline is text.
-fn scan_line(buf: &[u8], start: usize) -> (usize, usize) {
+/// Also whether the line holds neither a backslash nor a quote (then no
+/// part of it needs unescaping).
+fn scan_line(buf: &[u8], start: usize) -> (usize, usize, bool) {
     let nl = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |n| start + n);
     // Most lines hold neither: the line is all up to its newline.
     if memchr::memchr2(b'\\', b'"', &buf[start..nl]).is_none() {
-        return (nl, 0);
+        return (nl, 0, true);
     }
     let (mut i, mut quoted, mut fields, mut equals, mut commas, mut newlines) =
         (start, false, false, 0usize, 0usize, 0usize);
@@ -254,7 +260,7 @@ fn scan_line(buf: &[u8], start: usize) -> (usize, usize) {
         }
         i += 1;
     }
-    (i.min(buf.len()), newlines)
+    (i.min(buf.len()), newlines, false)
 }
 
 /// Spaces, tabs and NULs, as InfluxDB skips them around a point's parts.
@@ -269,8 +275,6 @@ fn skip_whitespace(buf: &[u8], mut i: usize) -> usize {
 struct Scanned {
     /// `[start, end)` of the measurement.
     measurement: (usize, usize),
-    /// Each tag's key `[start, eq)` and value `[eq + 1, end)`.
-    tags: Vec<(usize, usize, usize)>,
     /// `[start, end)` of the fields.
     fields: (usize, usize),
     /// `[start, end)` of the timestamp (empty: none).
@@ -282,6 +286,8 @@ struct Point<'a> {
     s: &'a [u8],
     /// `s`, when the body is UTF-8.
     text: Option<&'a str>,
+    /// `s` holds no backslash (nor quote).
+    plain: bool,
     at: Location,
 }
 
@@ -330,7 +336,7 @@ impl<'a> Point<'a> {
     }
 
     /// Finds the parts of the point, refusing it as InfluxDB would.
-    fn scan(&self, start: usize) -> Result<Scanned> {
+    fn scan(&self, start: usize, tags: &mut Vec<(usize, usize, usize)>) -> Result<Scanned> {
         let s = self.s;
         let at = self.at;
         // The measurement, up to an unescaped comma (tags) or space.
@@ -340,7 +346,7 @@ impl<'a> Point<'a> {
         let (mut i, end) = self.part_end(start, false)?;
         let tags_follow = end == b',';
         let measurement = (start, i);
-        let mut tags = Vec::new();
+        tags.clear();
         if tags_follow {
             i += 1;
             loop {
@@ -424,7 +430,6 @@ impl<'a> Point<'a> {
         }
         Ok(Scanned {
             measurement,
-            tags,
             fields,
             ts: (t0, t),
         })
@@ -509,7 +514,7 @@ impl<'a> Point<'a> {
     fn measurement(&self, p: &Scanned) -> Result<Cow<'a, str>> {
         let (a, b) = p.measurement;
         let raw = &self.s[a..b];
-        if !raw.contains(&b'\\') {
+        if self.plain || !raw.contains(&b'\\') {
             return self.str(a, b, "measurement");
         }
         let once = unescape(raw, b",\" =");
@@ -524,12 +529,13 @@ impl<'a> Point<'a> {
         &self,
         b: &mut BatchBuilder,
         p: &Scanned,
+        tags: &[(usize, usize, usize)],
         precision: Precision,
         now_us: i64,
     ) -> Result<()> {
         let s = self.s;
         let at = self.at;
-        for &(k, eq, end) in &p.tags {
+        for &(k, eq, end) in tags {
             let key = self.unescaped(k, eq, b", =", "tag key")?;
             let value = self.unescaped(eq + 1, end, b", =", "tag value")?;
             b.push_str(&key, &value)?;
@@ -574,12 +580,14 @@ impl<'a> Point<'a> {
         let ts = if t1 == t0 {
             now_us
         } else {
-            let text = String::from_utf8_lossy(&s[t0..t1]);
-            let t: i64 = text.parse().map_err(|_| {
+            let t = parse_int(&s[t0..t1]).ok_or_else(|| {
                 bad_field(
                     at,
                     "timestamp",
-                    format!("{text:?} is not a 64-bit integer timestamp"),
+                    format!(
+                        "{:?} is not a 64-bit integer timestamp",
+                        String::from_utf8_lossy(&s[t0..t1])
+                    ),
                 )
             })?;
             precision.to_us(t).ok_or_else(|| {
@@ -603,7 +611,7 @@ impl<'a> Point<'a> {
         what: &str,
     ) -> Result<Cow<'a, str>> {
         let raw = &self.s[start..end];
-        if !raw.contains(&b'\\') {
+        if self.plain || !raw.contains(&b'\\') {
             return self.str(start, end, what);
         }
         String::from_utf8(unescape(raw, codes))
@@ -642,6 +650,8 @@ impl<'a> Point<'a> {
             } else if let Some(uint) = text.strip_suffix('u') {
                 uint.parse::<u64>()
                     .map_err(|_| invalid("an unsigned integer (64-bit)"))? as f64
+            } else if let Some(n) = small_whole_number(text.as_bytes()) {
+                n
             } else {
                 match text.parse::<f64>() {
                     Ok(v) if v.is_finite() => v,
@@ -658,6 +668,39 @@ impl<'a> Point<'a> {
             _ => Err(invalid("a number, string or boolean")),
         }
     }
+}
+
+/// `-?[0-9]+` as an `i64` (what `str::parse` reads of it), or `None`
+/// past its range or for anything else.
+fn parse_int(t: &[u8]) -> Option<i64> {
+    let (neg, digits) = match t.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, t),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(c - b'0');
+        n = n.checked_mul(10)?;
+        n = if neg { n.checked_sub(d)? } else { n.checked_add(d)? };
+    }
+    Some(n)
+}
+
+/// A float field written as up to 15 plain digits (`123`): its value
+/// without the general float parser, exact (below 2^53) and equal to what
+/// `f64::from_str` reads. Anything else (a sign, a point, an exponent) is
+/// `None`.
+fn small_whole_number(t: &[u8]) -> Option<f64> {
+    if t.is_empty() || t.len() > 15 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(t.iter().fold(0u64, |n, &c| n * 10 + u64::from(c - b'0')) as f64)
 }
 
 /// `raw` with each backslash that precedes one of `codes` removed, left to

@@ -280,3 +280,20 @@ proptest::proptest! {
         proptest::prop_assert_eq!(m.batch.ts.clone(), vec![t / 1000]);
     }
 }
+
+proptest::proptest! {
+    /// The timestamp and whole-number shortcuts read what the standard
+    /// parsers read, on any digits (signs, leading zeros, overflow).
+    #[test]
+    fn number_shortcuts_agree_with_the_standard_parsers(
+        digits in "-?[0-9]{1,22}",
+        n in proptest::num::u64::ANY,
+    ) {
+        proptest::prop_assert_eq!(parse_int(digits.as_bytes()), digits.parse::<i64>().ok());
+        for t in [digits.clone(), n.to_string(), format!("{:015}", n % 1_000_000_000_000_000)] {
+            if let Some(v) = small_whole_number(t.as_bytes()) {
+                proptest::prop_assert_eq!(v.to_bits(), t.parse::<f64>().unwrap().to_bits());
+            }
+        }
+    }
+}
