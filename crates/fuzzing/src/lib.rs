@@ -136,6 +136,10 @@ pub fn line_protocol_vs_influxdb(data: &[u8]) {
                 // InfluxDB 1.x refuses it ("missing tag value") as tally
                 // does; the crate reads on to the next '='.
                 "has no '=value'",
+                // A field key that is empty after a comma or space
+                // (`m ,=1`): InfluxDB 1.x refuses it ("missing field key")
+                // as tally does; the crate takes it.
+                "missing field key",
                 // A float past f64's range (`1e400`): InfluxDB 1.x refuses
                 // it (Go's ParseFloat range error) as tally does; the crate
                 // reads it as infinity.

@@ -668,6 +668,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         r"n25,h,sa=toregion=eu v=1 1700000000000000000",
         r"n26 used=1e30000000000000 1700000000000000000",
         r"n27 used=-1e400,ok=1 1700000000000000000",
+        r"n28=bvc ,=1 1700000000000000000",
         "n23\0\0x,t=a\0b v=1 1700000000000000000",
     ]
     .iter()
