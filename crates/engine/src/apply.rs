@@ -4,8 +4,8 @@
 //! rollups and has the catalog adopt them.
 
 use crate::faults::Faults;
-use crate::record::{Live, Record};
 use crate::metrics::{ACCEPTED, ROLLUP_APPLY_SECONDS, UNDECODABLE};
+use crate::record::{Live, Record};
 use crate::{Error, Result};
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock};
@@ -124,9 +124,7 @@ impl RollupWorker {
                     // A panic is caught and recorded; the apply thread is
                     // told the record is done either way, so it never waits
                     // for a thread that is gone.
-                    faults.run("rollups", || {
-                        apply_rollups(&rollups, lsn, &record)
-                    });
+                    faults.run("rollups", || apply_rollups(&rollups, lsn, &record));
                     if finished.send(()).is_err() {
                         break;
                     }

@@ -2,13 +2,13 @@
 //! log truncated through what both cover; and the background thread that
 //! flushes when the tail grows past a size or an age.
 
+use crate::record::Live;
 use crate::{EngineOptions, Result};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use crate::record::Live;
 use tally_log::{Log, Lsn};
 use tally_rollup::RollupSet;
 use tally_store::{FlushReport, Store};

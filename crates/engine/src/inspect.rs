@@ -168,12 +168,7 @@ impl Engine {
         self.store.segment_files().1.iter().map(|m| m.id).collect()
     }
 
-    fn stream_info(
-        &self,
-        name: String,
-        stats: crate::StreamStats,
-        retired: &[u64],
-    ) -> StreamInfo {
+    fn stream_info(&self, name: String, stats: crate::StreamStats, retired: &[u64]) -> StreamInfo {
         let archived = match &self.archive {
             Some(a) => a.segments_for(&name, None, None, &HashSet::new(), retired),
             None => Vec::new(),

@@ -20,6 +20,8 @@
 
 mod apply;
 mod backup;
+mod error;
+pub use error::{Error, Result};
 mod faults;
 mod flush;
 mod history;
@@ -35,8 +37,8 @@ use flush::flush_and_compact;
 use history::{feed_history, History};
 pub use import::{validate_batch_id, FinishedImport, ImportReceipt, ImportTxn, MAX_BATCH_ID_LEN};
 pub use inspect::{
-    Aggregate, ArchiveError, ArchiveStatus, BuildProgress, ColumnDef, Grain, RollupDef, RollupError,
-    RollupState, RollupStatus, SchemaConflict, StreamInfo, StreamSchema,
+    Aggregate, ArchiveError, ArchiveStatus, BuildProgress, ColumnDef, Grain, RollupDef,
+    RollupError, RollupState, RollupStatus, SchemaConflict, StreamInfo, StreamSchema,
 };
 use lock::DirLock;
 mod maintain;
@@ -45,6 +47,8 @@ mod metrics;
 
 use metrics::*;
 use parking_lot::Mutex;
+use record::Live;
+pub use record::Record;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,8 +56,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{Batch, ColumnType};
-use record::Live;
-pub use record::Record;
 use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
 pub use tally_log::{Lsn, SyncMode};
 use tally_rollup::{Loaded, RollupSet};
@@ -66,83 +68,6 @@ pub fn init_metrics() {
     tally_log::init_metrics();
     tally_store::init_metrics();
     tally_archive::init_metrics();
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Schema(#[from] SchemaConflict),
-
-    #[error("overloaded: {reason}")]
-    Overloaded {
-        reason: String,
-        retry_after: Duration,
-    },
-
-    #[error("record of {size} bytes is larger than the log accepts ({limit})")]
-    TooLarge { size: usize, limit: usize },
-
-    #[error("log: {0}")]
-    Log(tally_log::Error),
-
-    #[error("store: {0}")]
-    Store(#[from] tally_store::Error),
-
-    #[error(transparent)]
-    Rollup(#[from] tally_rollup::Error),
-
-    #[error(transparent)]
-    Archive(#[from] tally_archive::Error),
-
-    #[error("the engine is shutting down")]
-    Closed,
-
-    #[error("stream '{stream}' is named twice in one write; give each stream one batch")]
-    StreamTwice { stream: String },
-
-    #[error("refusing writes: a background part of the server failed ({part}: {message}); restart it (nothing acknowledged is lost)")]
-    Failed { part: &'static str, message: String },
-
-    #[error("batch {batch_id} was already imported into '{stream}' ({rows} rows); it is not imported twice")]
-    AlreadyImported {
-        batch_id: String,
-        stream: String,
-        rows: u64,
-    },
-
-    #[error("batch {batch_id} is being imported by another request")]
-    ImportInProgress { batch_id: String },
-
-    #[error("invalid batch id {batch_id:?}: {reason}")]
-    BadBatchId { batch_id: String, reason: String },
-
-    #[error("batch {batch_id} was committed but could not be applied ({reason}); it is not visible, and a retry with the same batch id imports it")]
-    ImportNotApplied { batch_id: String, reason: String },
-
-    #[error("data directory {dir} is in use by another tally process")]
-    Locked { dir: PathBuf },
-
-    #[error("data directory {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl From<tally_log::Error> for Error {
-    fn from(e: tally_log::Error) -> Self {
-        match e {
-            tally_log::Error::Busy { capacity } => Error::Overloaded {
-                reason: format!("the log's queue is full ({capacity} batches waiting)"),
-                retry_after: Duration::from_secs(1),
-            },
-            tally_log::Error::TooLarge { size, limit } => Error::TooLarge { size, limit },
-            tally_log::Error::Closed => Error::Closed,
-            other => Error::Log(other),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -649,10 +574,14 @@ impl Engine {
         let events: usize = batches.iter().map(|(_, b)| b.len()).sum();
         let all: Vec<(&str, &Batch)> = batches.iter().map(|(s, b)| (s.as_str(), b)).collect();
         if let Err(e) = self.store.schemas().reserve_all(&all) {
-            REJECTED.with_label_values(&["schema"]).inc_by(events as u64);
+            REJECTED
+                .with_label_values(&["schema"])
+                .inc_by(events as u64);
             return Err(e.into());
         }
-        if let Some(i) = (1..batches.len()).find(|&i| batches[..i].iter().any(|(s, _)| *s == batches[i].0)) {
+        if let Some(i) =
+            (1..batches.len()).find(|&i| batches[..i].iter().any(|(s, _)| *s == batches[i].0))
+        {
             return Err(Error::StreamTwice {
                 stream: batches[i].0.clone(),
             });
@@ -803,4 +732,3 @@ impl Drop for Engine {
 
 #[cfg(test)]
 mod tests;
-

@@ -422,9 +422,15 @@ async fn imports_commit_whole_roll_back_whole_and_are_remembered() {
 async fn a_write_to_several_streams_is_stored_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let small = batch("{\"v\":1}");
-    let rows: String = (0..500).map(|i| format!("{{\"v\":{i},\"s\":\"row {i}\"}}\n")).collect();
+    let rows: String = (0..500)
+        .map(|i| format!("{{\"v\":{i},\"s\":\"row {i}\"}}\n"))
+        .collect();
     let big = batch(&rows);
-    let alone = |s: &str, b: &Batch| Record::Events(vec![(s.to_string(), b.clone())]).encode().len();
+    let alone = |s: &str, b: &Batch| {
+        Record::Events(vec![(s.to_string(), b.clone())])
+            .encode()
+            .len()
+    };
     let both = Record::Events(vec![("a".into(), small.clone()), ("b".into(), big.clone())])
         .encode()
         .len();
@@ -439,11 +445,18 @@ async fn a_write_to_several_streams_is_stored_whole_or_not_at_all() {
             .unwrap_err();
         assert!(matches!(err, Error::TooLarge { .. }), "{err}");
         let stats = e.store().stream_stats();
-        assert_eq!(stats.get("a").map_or(0, |s| s.rows), 0, "part of the body stored");
+        assert_eq!(
+            stats.get("a").map_or(0, |s| s.rows),
+            0,
+            "part of the body stored"
+        );
         assert_eq!(stats.get("b").map_or(0, |s| s.rows), 0);
         // A stream named twice is refused before anything is written.
         let err = e
-            .ingest_all(vec![("a".into(), small.clone()), ("a".into(), small.clone())])
+            .ingest_all(vec![
+                ("a".into(), small.clone()),
+                ("a".into(), small.clone()),
+            ])
             .await
             .unwrap_err();
         assert!(matches!(err, Error::StreamTwice { .. }), "{err}");
@@ -489,12 +502,21 @@ async fn a_data_directory_of_the_earlier_log_format_replays() {
     assert_eq!(e.recovery().log.replayed, 4);
     let stats = e.store().stream_stats();
     let rows = |s: &str| stats.get(s).map_or(0, |s| s.rows);
-    assert_eq!((rows("a"), rows("cpu"), rows("mem"), rows("b")), (2, 2, 1, 3));
+    assert_eq!(
+        (rows("a"), rows("cpu"), rows("mem"), rows("b")),
+        (2, 2, 1, 3)
+    );
     let sum = |stream: &str, field: &str| {
         let mut total = 0.0;
         e.scan(stream, &mut |b| {
             if let Some(tally_ingest::ColumnData::Value(v)) = b.column(field).map(|c| &c.data) {
-                total += v.values.iter().zip(&v.valid).filter(|(_, ok)| **ok).map(|(x, _)| x).sum::<f64>();
+                total += v
+                    .values
+                    .iter()
+                    .zip(&v.valid)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(x, _)| x)
+                    .sum::<f64>();
             }
             Ok(true)
         })

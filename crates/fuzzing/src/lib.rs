@@ -259,7 +259,10 @@ pub fn decode_record(data: &[u8]) {
         // Compared as bytes: a NaN value is never equal to itself.
         let bytes = record.encode();
         let again = tally_engine::Record::decode(&bytes).expect("a record we encoded must decode");
-        assert!(again.encode() == bytes, "a record changed on its way through the codec");
+        assert!(
+            again.encode() == bytes,
+            "a record changed on its way through the codec"
+        );
     }
 }
 

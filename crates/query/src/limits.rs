@@ -87,39 +87,41 @@ pub const MAX_SUBSCRIPTED_NAME_PARTS: usize = 10;
 /// names is one linear pass of the tokenizer).
 pub fn check_text(sql: &str, limits: &SqlLimits) -> Result<()> {
     if sql.len() > limits.max_bytes {
-        return Err(QueryError::TooComplex {
-            limit: "sql_bytes",
-            max: limits.max_bytes,
-            message: format!(
-                "the SQL text is {} bytes, more than the limit of {} (sql_bytes)",
-                sql.len(),
-                limits.max_bytes
-            ),
-        });
+        return Err(past_limit(
+            "sql_bytes",
+            limits.max_bytes,
+            format!("the SQL text is {} bytes", sql.len()),
+        ));
     }
     let Names {
         longest: parts,
         subscripted,
     } = dotted_names(sql);
     if subscripted > MAX_SUBSCRIPTED_NAME_PARTS {
-        return Err(QueryError::TooComplex {
-            limit: "subscripted_name_parts",
-            max: MAX_SUBSCRIPTED_NAME_PARTS,
-            message: format!(
-                "dotted names with nested [ ] subscripts have {subscripted} parts beyond their second, more than the limit of {MAX_SUBSCRIPTED_NAME_PARTS} (subscripted_name_parts)"
-            ),
-        });
+        return Err(past_limit(
+            "subscripted_name_parts",
+            MAX_SUBSCRIPTED_NAME_PARTS,
+            format!("dotted names with nested [ ] subscripts have {subscripted} parts beyond their second"),
+        ));
     }
     if parts > MAX_NAME_PARTS {
-        return Err(QueryError::TooComplex {
-            limit: "name_parts",
-            max: MAX_NAME_PARTS,
-            message: format!(
-                "a dotted name has {parts} parts, more than the limit of {MAX_NAME_PARTS} (name_parts)"
-            ),
-        });
+        return Err(past_limit(
+            "name_parts",
+            MAX_NAME_PARTS,
+            format!("a dotted name has {parts} parts"),
+        ));
     }
     Ok(())
+}
+
+/// The error for a request past `limit`: `what`, then the limit's value and
+/// name.
+fn past_limit(limit: &'static str, max: usize, what: String) -> QueryError {
+    QueryError::TooComplex {
+        limit,
+        max,
+        message: format!("{what}, more than the limit of {max} ({limit})"),
+    }
 }
 
 /// What the scan for dotted names found.
@@ -150,7 +152,11 @@ fn dotted_names(sql: &str) -> Names {
         match t {
             Token::Period => after_dot = true,
             Token::LBracket => {
-                let extra = if after_dot { 0 } else { parts.saturating_sub(2) };
+                let extra = if after_dot {
+                    0
+                } else {
+                    parts.saturating_sub(2)
+                };
                 open.push(extra);
                 open_sum += extra;
                 found.subscripted = found.subscripted.max(open_sum);
@@ -273,14 +279,11 @@ impl Visitor for Walk<'_> {
         if let Expr::InList { list, .. } = expr {
             let max = self.limits.max_in_list;
             if list.len() > max {
-                return ControlFlow::Break(QueryError::TooComplex {
-                    limit: "sql_in_list",
+                return ControlFlow::Break(past_limit(
+                    "sql_in_list",
                     max,
-                    message: format!(
-                        "an IN list has {} items, more than the limit of {max} (sql_in_list)",
-                        list.len()
-                    ),
-                });
+                    format!("an IN list has {} items", list.len()),
+                ));
             }
         }
         self.enter()
@@ -320,11 +323,7 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// list becomes one), and the length of any text in it.
 pub fn check_request(req: &crate::timeseries::Request, limits: &SqlLimits) -> Result<()> {
     let over = |limit: &'static str, max: usize, n: usize, what: &str| {
-        Err(QueryError::TooComplex {
-            limit,
-            max,
-            message: format!("{n} {what}, more than the limit of {max} ({limit})"),
-        })
+        Err(past_limit(limit, max, format!("{n} {what}")))
     };
     if req.filters.len() > MAX_FILTERS {
         return over("filters", MAX_FILTERS, req.filters.len(), "filters");
@@ -429,7 +428,12 @@ mod tests {
     #[test]
     fn dotted_names_are_held_to_their_parts() {
         let l = SqlLimits::default();
-        let name = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>().join(" . ");
+        let name = |n: usize| {
+            (0..n)
+                .map(|i| format!("p{i}"))
+                .collect::<Vec<_>>()
+                .join(" . ")
+        };
         let at = format!("SELECT {} FROM t", name(MAX_NAME_PARTS));
         assert_eq!(limit_of(check_text(&at, &l)), None);
         let past = format!("SELECT {} FROM t", name(MAX_NAME_PARTS + 1));
@@ -449,8 +453,15 @@ mod tests {
     fn dotted_names_in_nested_subscripts_are_held_to_their_sum() {
         let l = SqlLimits::default();
         let nested = |parts: usize, depth: usize| {
-            let name = (0..parts).map(|i| format!("p{i}")).collect::<Vec<_>>().join(".");
-            format!("SELECT {}1{} FROM t", format!("{name}[").repeat(depth), "]".repeat(depth))
+            let name = (0..parts)
+                .map(|i| format!("p{i}"))
+                .collect::<Vec<_>>()
+                .join(".");
+            format!(
+                "SELECT {}1{} FROM t",
+                format!("{name}[").repeat(depth),
+                "]".repeat(depth)
+            )
         };
         // Four parts (two beyond the second) nested five deep: 10, at the
         // limit; six deep is past it, and so is an 8-part name two deep.
@@ -472,12 +483,19 @@ mod tests {
         // subscripts): refused before parsing, at once.
         let hang = "SELECT cou.u.t.``[ILE++cou.u.t.``[ILE++cTC+ oucou.t.``[ILE++CT ++XcTC+ oucou.t.``[ILE++CT +t.CT ++XP1ou.t.``[ILE++Ccou.t.``[ILE++CT ++XP0ou-t.``[IL.u.t.``[ILE++-t.``[IL.u.t.``[ILE++CT ++XPYYYY(1ROM eventsYYYYYYYETLuS(.A(SE";
         let t = std::time::Instant::now();
-        assert_eq!(limit_of(check_sql(hang, &l)), Some("subscripted_name_parts"));
+        assert_eq!(
+            limit_of(check_sql(hang, &l)),
+            Some("subscripted_name_parts")
+        );
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
         // At the limit, the parser's time stays small.
         let t = std::time::Instant::now();
         let _ = check_sql(&nested(4, 5).replace(']', ""), &l);
-        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

@@ -529,8 +529,14 @@ fn a_record_of_several_streams_counts_in_each_streams_rollups() {
         let id = set.rebuild(name, 0, None).unwrap();
         assert!(set.finish(name, id).unwrap());
     }
-    for parts in [[("web", &web), ("api", &api)], [("api", &api), ("web", &web)]] {
-        let before = (total(&set, "web_count").unwrap(), total(&set, "api_count").unwrap());
+    for parts in [
+        [("web", &web), ("api", &api)],
+        [("api", &api), ("web", &web)],
+    ] {
+        let before = (
+            total(&set, "web_count").unwrap(),
+            total(&set, "api_count").unwrap(),
+        );
         let lsn = set.min_lsn().unwrap_or(0) + 1;
         set.apply_parts(lsn, &parts);
         assert_eq!(total(&set, "web_count"), Some(before.0 + 100));

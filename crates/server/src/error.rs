@@ -6,8 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
-use tally_query::QueryError;
 use tally_engine::SchemaConflict;
+use tally_query::QueryError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

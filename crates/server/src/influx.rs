@@ -33,8 +33,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tally_ingest::Precision;
 use tally_engine::SchemaConflict;
+use tally_ingest::Precision;
 
 /// The InfluxDB version `/ping` reports: the 1.x API the write endpoints
 /// speak (clients read it to pick their protocol).

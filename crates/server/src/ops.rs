@@ -235,8 +235,7 @@ pub(crate) async fn archive(
         .iter()
         .map(|(k, v)| (k.clone(), json!(v.as_secs() / 3600)))
         .collect();
-    let mut body =
-        serde_json::to_value(status).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(status).map_err(|e| ApiError::Internal(e.to_string()))?;
     body["retention_hours"] = Value::Object(retention);
     Ok(Json(body))
 }

@@ -142,10 +142,9 @@ pub(crate) async fn delete_rollup(
 ) -> Result<StatusCode, ApiError> {
     state.keys.authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
-    let gone =
-        tokio::task::spawn_blocking(move || engine.remove_rollup(&name).map(|g| (g, name)))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let gone = tokio::task::spawn_blocking(move || engine.remove_rollup(&name).map(|g| (g, name)))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     match gone {
         (true, _) => Ok(StatusCode::NO_CONTENT),
         (false, name) => Err(ApiError::NotFound {

@@ -31,14 +31,12 @@ pub(crate) async fn list_sites(
         .into_iter()
         .map(|(d, o)| json!({"domain": d, "from": o.as_str()}))
         .collect();
-    Ok(Json(
-        json!({
-            "stream": app.config().stream,
-            "sites": sites,
-            // Whether visitors' countries are looked up (`--web-geoip`).
-            "countries": app.config().geoip.is_some(),
-        }),
-    ))
+    Ok(Json(json!({
+        "stream": app.config().stream,
+        "sites": sites,
+        // Whether visitors' countries are looked up (`--web-geoip`).
+        "countries": app.config().geoip.is_some(),
+    })))
 }
 
 #[derive(Deserialize)]

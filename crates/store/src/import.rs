@@ -253,7 +253,11 @@ pub(crate) fn relocate_adopted_imports(dir: &Path, cat: &mut Catalog) -> Result<
     let prefix = format!("{IMPORTS_DIR}/");
     let mut dirs = HashSet::new();
     let mut moved = 0;
-    for seg in cat.segments.iter_mut().filter(|s| s.path.starts_with(&prefix)) {
+    for seg in cat
+        .segments
+        .iter_mut()
+        .filter(|s| s.path.starts_with(&prefix))
+    {
         let rel = crate::store::segment_path(&seg.stream, seg.partition, seg.id);
         let to = dir.join(&rel);
         link_or_copy(&dir.join(&seg.path), &to)?;
@@ -262,7 +266,10 @@ pub(crate) fn relocate_adopted_imports(dir: &Path, cat: &mut Catalog) -> Result<
         }
         // The batch remembers where each of its files went, for a replay
         // that feeds rollups from them (`Store::import_file`).
-        let batch = seg.path[prefix.len()..].split('/').next().unwrap_or_default();
+        let batch = seg.path[prefix.len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default();
         if let Some(entry) = cat.imports.get_mut(batch) {
             entry.moved.insert(seg.path.clone(), seg.id);
         }
@@ -274,7 +281,10 @@ pub(crate) fn relocate_adopted_imports(dir: &Path, cat: &mut Catalog) -> Result<
             sync_dir(d)?;
         }
         cat.save(dir)?;
-        tracing::info!(segments = moved, "moved imported segments into their streams' directories");
+        tracing::info!(
+            segments = moved,
+            "moved imported segments into their streams' directories"
+        );
     }
     Ok(moved)
 }

@@ -143,10 +143,7 @@ mod tests {
 
     #[test]
     fn an_engine_refusing_a_record_as_too_large_is_413_as_on_the_ingest_endpoints() {
-        let e = CounterError::Engine(tally_engine::Error::TooLarge {
-            size: 10,
-            limit: 5,
-        });
+        let e = CounterError::Engine(tally_engine::Error::TooLarge { size: 10, limit: 5 });
         assert_eq!(e.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -285,17 +285,13 @@ impl RatesApp {
             list(origins),
             list(destinations)
         );
-        let answer = self
-            .query
-            .sql(&sql)
-            .await
-            .map_err(|e| match e {
-                tally_query::QueryError::Busy { retry_after, .. } => RatesError::Busy {
-                    message: e.to_string(),
-                    retry_after,
-                },
-                e => RatesError::Query(e.to_string()),
-            })?;
+        let answer = self.query.sql(&sql).await.map_err(|e| match e {
+            tally_query::QueryError::Busy { retry_after, .. } => RatesError::Busy {
+                message: e.to_string(),
+                retry_after,
+            },
+            e => RatesError::Query(e.to_string()),
+        })?;
         let mut out = HashMap::new();
         for b in &answer.batches {
             let day = arrow::compute::cast(b.column(0), &DataType::Int64)

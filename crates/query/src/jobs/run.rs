@@ -8,11 +8,11 @@ use super::{
 use crate::error::{QueryError, Result};
 use crate::metrics::{JOB_LAST_DURATION, JOB_RUNS, JOB_SECONDS};
 use crate::{collect_plan, parse_one, plan_read_only, QueryEngine, QueryState};
-use datafusion::sql::parser::Statement;
 use arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use datafusion::sql::parser::Statement;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

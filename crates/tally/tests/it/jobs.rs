@@ -521,13 +521,21 @@ async fn a_job_waits_without_failing_for_its_stream_first_event() {
         .args(["--config", config.to_str().unwrap()])
         .start()
         .await;
-    let v = wait_job(&s, "early", "two runs", |v| v["runs_ok"].as_u64() >= Some(2)).await;
+    let v = wait_job(&s, "early", "two runs", |v| {
+        v["runs_ok"].as_u64() >= Some(2)
+    })
+    .await;
     assert_eq!(v["runs_failed"], 0, "{v:#}");
     let note = v["last_run"]["note"].as_str().unwrap_or_default();
     assert!(note.contains("later"), "{v:#}");
     assert_eq!(v["last_run"]["rows"], 0, "{v:#}");
 
-    let (st, b) = post(&s.url("/v1/events/later"), Some("application/json"), r#"{"x":1}"#).await;
+    let (st, b) = post(
+        &s.url("/v1/events/later"),
+        Some("application/json"),
+        r#"{"x":1}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -540,7 +548,10 @@ async fn a_job_waits_without_failing_for_its_stream_first_event() {
         if st == 200 && v["rows"][0]["n"] == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the event never reached the job: {st} {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never reached the job: {st} {v}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let v = job(&s, "early").await;

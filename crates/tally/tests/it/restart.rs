@@ -192,7 +192,10 @@ async fn a_second_server_on_a_locked_data_directory_never_says_listening() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "second server ran: {stderr}");
     assert!(!stdout.contains("listening"), "{stdout}");
-    assert!(stderr.contains("in use by another tally process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another tally process"),
+        "{stderr}"
+    );
     // The first one is untouched.
     let (st, _) = crate::server::get_json(&server.url("/readyz")).await;
     assert_eq!(st, 200);

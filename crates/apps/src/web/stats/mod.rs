@@ -29,8 +29,8 @@ use chrono::NaiveDate;
 use params::{metrics, parse_filters, period, prop, rfc3339, Cond, Period, Value_};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use tally_query::{QueryEngine, QueryError};
 use tally_engine::{Aggregate, Grain, RollupDef};
+use tally_query::{QueryEngine, QueryError};
 
 /// Errors of a stats request.
 #[derive(Debug, thiserror::Error)]
@@ -393,7 +393,10 @@ impl Stats<'_> {
             metrics.iter().any(|m| m.of_visits()),
         )?;
         let (mut total, _) = self.sums(ev.as_ref(), vi.as_ref(), &metrics).await?;
-        if ev.is_some() && metrics.contains(&Metric::Visitors) && total.visitors < EXACT_VISITORS_BELOW {
+        if ev.is_some()
+            && metrics.contains(&Metric::Visitors)
+            && total.visitors < EXACT_VISITORS_BELOW
+        {
             if let Some(n) = self.exact_visitors(&site, &period, &conds).await? {
                 total.visitors = n;
             }
