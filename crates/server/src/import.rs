@@ -88,7 +88,7 @@ async fn import(
 ) -> Result<Map<String, Value>, Failure> {
     let refused = |e: ApiError| (e, "not_started");
     state
-        .keys
+        .keys()
         .authorize(headers, Scope::Ingest)
         .map_err(refused)?;
     validate_public_stream_name(stream)

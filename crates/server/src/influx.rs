@@ -143,7 +143,7 @@ async fn write(
     body: Body,
 ) -> Result<(), ApiError> {
     state
-        .keys
+        .keys()
         .authorize_token(token(headers, params).as_deref(), Scope::Ingest)?;
     let bad = |message: String| ApiError::BadRequest {
         message,

@@ -30,7 +30,7 @@ pub(crate) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Ingest)?;
+    state.keys().authorize(&headers, Scope::Ingest)?;
     validate_public_stream_name(&stream).map_err(|message| ApiError::BadRequest {
         message,
         stream: None,

@@ -31,7 +31,7 @@ pub(crate) async fn list_jobs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let jobs: Vec<Value> = state
         .query()?
         .jobs()
@@ -46,7 +46,7 @@ pub(crate) async fn get_job(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     Ok(Json(job(&state, &name)?.status_json()))
 }
 
@@ -68,7 +68,7 @@ pub(crate) async fn run_job(
     params: Result<Query<RunParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     // The job first (an unknown one is a 404), then its parameters, each
     // refusal as JSON.
     let job = job(&state, &name)?;
@@ -138,7 +138,7 @@ async fn set_paused(
     headers: HeaderMap,
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let job = job(&state, &name)?;
     let j = job.clone();
     tokio::task::spawn_blocking(move || j.set_paused(paused))

@@ -5,13 +5,9 @@
 //! replayed. Every error that reaches HTTP is mapped to one status in one
 //! place ([`error::ApiError`]) and answered as JSON.
 
-mod auth;
 mod config;
-mod counters;
 mod dashboard;
 mod deadline;
-mod encoding;
-mod error;
 mod handover;
 mod import;
 mod influx;
@@ -21,20 +17,18 @@ mod metrics;
 mod ops;
 mod query;
 mod rollups;
-mod sites;
 mod state;
-mod web_stats;
 
-pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
 pub use config::ServerConfig;
-pub use error::ApiError;
+pub use tally_http::{hash_token, new_token, ApiError, ApiKey, Keys, Scope};
+// The shared HTTP pieces, under the names the handlers use.
+use tally_http::{auth, encoding, error};
 
 use axum::routing::{get, post};
 use axum::Router;
 use state::AppState;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tally_engine::Engine;
 use tally_query::QueryEngine;
 
@@ -101,32 +95,16 @@ fn router(state: Arc<AppState>) -> Router {
                 .put(query::put_table)
                 .delete(query::delete_table),
         )
-        .route(
-            "/v1/counters",
-            get(counters::list_counters).post(counters::post_counter),
-        )
-        .merge(tally_apps::counter::routes(state.counter.clone()))
+        .merge(tally_apps::counter::routes(
+            state.counter.clone(),
+            state.ready.clone(),
+        ))
         .merge(tally_apps::rates::routes(state.rates.clone()))
-        .merge(tally_apps::web::routes(state.web.clone()))
+        .merge(tally_apps::web::routes(
+            state.web.clone(),
+            state.ready.clone(),
+        ))
         .merge(dashboard::routes())
-        .route("/v1/sites", get(sites::list_sites).post(sites::post_site))
-        .route(
-            "/v1/sites/{domain}",
-            axum::routing::delete(sites::delete_site),
-        )
-        .route(
-            "/v1/web/backfill",
-            post(web_stats::backfill).layer(axum::extract::DefaultBodyLimit::max(
-                web_stats::MAX_BACKFILL_BYTES,
-            )),
-        )
-        .route(
-            "/api/v1/stats/realtime/visitors",
-            get(web_stats::realtime_visitors),
-        )
-        .route("/api/v1/stats/aggregate", get(web_stats::aggregate))
-        .route("/api/v1/stats/timeseries", get(web_stats::timeseries))
-        .route("/api/v1/stats/breakdown", get(web_stats::breakdown))
         // The timestamp recorder (S0): `curl -X POST http://host/app`.
         .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -194,21 +172,31 @@ pub async fn run(
                     message: e.to_string(),
                 }
             };
-            if let Some(c) = counter {
-                let app = tally_apps::counter::CounterApp::open(engine.clone(), c)
-                    .map_err(|e| start("the counter app")(&e))?;
-                let _ = state.counter.set(Arc::new(app));
+            match counter {
+                Some(c) => {
+                    let app = tally_apps::counter::CounterApp::open(engine.clone(), c)
+                        .map_err(|e| start("the counter app")(&e))?;
+                    state.counter.set(Arc::new(app));
+                }
+                None => state
+                    .counter
+                    .turn_off("the counter app (it is turned off: [counter] enabled = false)"),
             }
-            if let Some(w) = web {
-                let app = tally_apps::web::WebApp::open(engine.clone(), w)
-                    .map_err(|e| start("web analytics")(&e))?;
-                let _ = state.web.set(Arc::new(app));
+            match web {
+                Some(w) => {
+                    let app = tally_apps::web::WebApp::open(engine.clone(), w)
+                        .map_err(|e| start("web analytics")(&e))?;
+                    state.web.set(Arc::new(app));
+                }
+                None => state
+                    .web
+                    .turn_off("web analytics (it is turned off: [web] enabled = false)"),
             }
             let query = QueryEngine::new(engine.clone(), query_opts)
                 .map_err(|e| start("the query stage")(&e))?;
             // The query stage first: readiness is judged by the engine.
             let query = Arc::new(query);
-            let _ = state.rates.set(Arc::new(tally_apps::rates::RatesApp::new(
+            state.rates.set(Arc::new(tally_apps::rates::RatesApp::new(
                 query.clone(),
                 rates,
             )));
@@ -220,7 +208,7 @@ pub async fn run(
                     state.stopping.subscribe(),
                 ));
             }
-            let _ = state.query.set(query);
+            state.ready.set_query(query);
             let _ = state.engine.set(engine);
             Ok::<_, Error>(())
         })
@@ -353,4 +341,4 @@ pub async fn shutdown_signal() {
 }
 
 /// How long a client should wait after a 503 for overload.
-pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) use tally_http::DEFAULT_RETRY_AFTER;

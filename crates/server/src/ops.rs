@@ -53,7 +53,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         let _ = e.log_queue_depth();
         e.export_rollup_metrics();
     }
-    if let Some(q) = state.query.get() {
+    if let Some(q) = state.query().ok() {
         q.jobs().export_metrics();
     }
     let families = prometheus::gather();
@@ -99,7 +99,7 @@ pub(crate) async fn list_streams(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let streams: Vec<Value> = state
         .engine()?
         .streams()
@@ -115,7 +115,7 @@ pub(crate) async fn get_stream(
     Path(stream): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let s = state
         .engine()?
         .stream(&stream)
@@ -131,7 +131,7 @@ pub(crate) async fn flush(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     let r = tokio::task::spawn_blocking(move || engine.flush())
         .await
@@ -159,7 +159,7 @@ pub(crate) async fn backup(
     Json(req): Json<BackupRequest>,
 ) -> Result<Json<Value>, ApiError> {
     static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let bad = |message: String| ApiError::BadRequest {
         message,
         stream: None,
@@ -197,7 +197,7 @@ pub(crate) async fn maintain(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     let r = tokio::task::spawn_blocking(move || engine.maintain())
         .await
@@ -222,7 +222,7 @@ pub(crate) async fn archive(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let engine = state.engine()?;
     let Some(status) = engine.archive_status() else {
         return Err(ApiError::NotFound {

@@ -62,7 +62,7 @@ pub(crate) async fn post_sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let output = output_of(&headers)?;
     let req: SqlRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
         message: format!("body must be JSON {{\"sql\": \"...\"}}: {e}"),
@@ -160,7 +160,7 @@ pub(crate) async fn post_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let req: Request = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
         message: format!("invalid query request: {e}"),
         stream: None,
@@ -176,7 +176,7 @@ pub(crate) async fn get_query(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let req = request_from_params(params)?;
     let answer = state.query()?.timeseries(req).await?;
     Ok(json_text(answer.json.clone()))
@@ -272,7 +272,7 @@ pub(crate) async fn put_table(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let query = state.query()?.clone();
     if query.engine().schema(&name).is_some() {
         return Err(ApiError::Conflict {
@@ -331,7 +331,7 @@ pub(crate) async fn list_tables(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let tables: Vec<Value> = state
         .query()?
         .tables()
@@ -347,7 +347,7 @@ pub(crate) async fn get_table(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let t = state
         .query()?
         .tables()
@@ -363,7 +363,7 @@ pub(crate) async fn delete_table(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let query = state.query()?.clone();
     let n = name.clone();
     let removed = tokio::task::spawn_blocking(move || query.tables().delete(&n))

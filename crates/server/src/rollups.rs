@@ -47,7 +47,7 @@ pub(crate) async fn list_rollups(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     let names = state.engine()?.rollup_names();
     let rollups = names
         .iter()
@@ -61,7 +61,7 @@ pub(crate) async fn get_rollup(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authorize(&headers, Scope::Read)?;
+    state.keys().authorize(&headers, Scope::Read)?;
     Ok(Json(rollup_json(&state, &name)?))
 }
 
@@ -72,7 +72,7 @@ pub(crate) async fn post_rollup(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let def: RollupDef = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
         message: format!("invalid rollup definition: {e}"),
         stream: None,
@@ -93,7 +93,7 @@ pub(crate) async fn rebuild_rollup(
     Query(params): Query<RebuildParams>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     if engine.rollup_definition(&name).is_none() {
         return Err(ApiError::NotFound {
@@ -140,7 +140,7 @@ pub(crate) async fn delete_rollup(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.keys.authorize(&headers, Scope::Admin)?;
+    state.keys().authorize(&headers, Scope::Admin)?;
     let engine = state.engine()?.clone();
     let gone = tokio::task::spawn_blocking(move || engine.remove_rollup(&name).map(|g| (g, name)))
         .await

@@ -11,9 +11,9 @@ use tokio::sync::Semaphore;
 pub(crate) struct AppState {
     /// Set once the engine has opened (log replayed).
     pub engine: OnceLock<Arc<Engine>>,
-    /// Set together with the engine.
-    pub query: OnceLock<Arc<QueryEngine>>,
-    pub keys: Keys,
+    /// The API keys, and the query stage (set just before the engine):
+    /// what the apps' routes are lent too.
+    pub ready: tally_http::Ready,
     pub max_body_bytes: usize,
     /// Permits are bytes of ingest work in flight.
     pub ingest_budget: Arc<Semaphore>,
@@ -83,8 +83,7 @@ impl AppState {
     pub fn new(config: &ServerConfig) -> Self {
         AppState {
             engine: OnceLock::new(),
-            query: OnceLock::new(),
-            keys: Keys::new(config.keys.clone()),
+            ready: tally_http::Ready::new(Keys::new(config.keys.clone())),
             max_body_bytes: config.max_body_bytes,
             ingest_budget: Arc::new(Semaphore::new(config.ingest_budget_bytes)),
             ingest_budget_bytes: config.ingest_budget_bytes,
@@ -109,7 +108,11 @@ impl AppState {
     }
 
     pub fn query(&self) -> Result<&Arc<QueryEngine>, ApiError> {
-        self.query.get().ok_or(ApiError::NotReady)
+        self.ready.query()
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.ready.keys
     }
 }
 

@@ -1,17 +1,13 @@
-//! The counter's errors, and the one place they become HTTP answers: a
-//! status and a JSON body `{"error": "...", ...context}`.
+//! The counter's errors, and how they become the server's one
+//! [`ApiError`]: a kind (which decides the status) and the fields that say
+//! what each is about.
 
 use super::accounts::HashError;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 use std::time::Duration;
+use tally_http::{retry_secs, ApiError, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
-    #[error("the server is starting; try again shortly")]
-    Starting,
     #[error("no counter named {0:?}")]
     UnknownCounter(String),
     #[error("{message}")]
@@ -55,95 +51,62 @@ impl From<HashError> for CounterError {
     }
 }
 
-/// Whole seconds to wait, at least one.
-fn retry_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
-}
-
-impl IntoResponse for CounterError {
-    fn into_response(self) -> Response {
-        let message = self.to_string();
-        let (status, body, retry_after) = match &self {
-            CounterError::Starting => (StatusCode::SERVICE_UNAVAILABLE, json!({}), Some(1)),
+impl From<CounterError> for ApiError {
+    fn from(e: CounterError) -> Self {
+        let message = e.to_string();
+        match e {
             CounterError::UnknownCounter(name) => {
-                (StatusCode::NOT_FOUND, json!({ "counter": name }), None)
+                ApiError::app(Kind::NotFound, message).with("counter", name)
             }
             CounterError::BadRequest { field, .. } => {
-                (StatusCode::BAD_REQUEST, json!({ "field": field }), None)
+                ApiError::app(Kind::BadRequest, message).with("field", field)
             }
             CounterError::NotLoggedIn | CounterError::WrongCredentials => {
-                (StatusCode::UNAUTHORIZED, json!({}), None)
+                ApiError::app(Kind::LoginRequired, message)
             }
-            CounterError::Forbidden(_) => (StatusCode::FORBIDDEN, json!({}), None),
-            CounterError::NameTaken => (StatusCode::CONFLICT, json!({}), None),
+            CounterError::Forbidden(_) => ApiError::app(Kind::Forbidden, message),
+            CounterError::NameTaken => ApiError::app(Kind::Conflict, message),
             CounterError::TooSoon {
                 counter,
                 retry_after,
                 next,
-            } => {
-                let secs = retry_secs(*retry_after);
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({ "counter": counter, "retry_after": secs, "next_allowed_at": next }),
-                    Some(secs),
-                )
-            }
+            } => ApiError::app(Kind::TooManyRequests, message)
+                .with("counter", counter)
+                .with("next_allowed_at", next)
+                .retry_in(retry_after),
             CounterError::Limited { retry_after, .. } => {
-                let secs = retry_secs(*retry_after);
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({ "retry_after": secs }),
-                    Some(secs),
-                )
+                ApiError::app(Kind::TooManyRequests, message).retry_in(retry_after)
             }
-            CounterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, json!({}), Some(1)),
-            CounterError::Engine(tally_engine::Error::Overloaded { retry_after, .. }) => {
-                let secs = retry_secs(*retry_after);
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "retry_after": secs }),
-                    Some(secs),
-                )
+            CounterError::Unavailable(_) => {
+                ApiError::app(Kind::Unavailable, message).retry_in(tally_http::DEFAULT_RETRY_AFTER)
             }
-            CounterError::Engine(tally_engine::Error::TooLarge { limit, .. }) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({ "limit": limit }),
-                None,
-            ),
-            CounterError::Engine(tally_engine::Error::Closed) => {
-                (StatusCode::SERVICE_UNAVAILABLE, json!({}), Some(1))
-            }
-            CounterError::Engine(_) | CounterError::Internal(_) => {
-                tracing::error!(error = %message, "counter request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({}), None)
-            }
-        };
-        let mut body = body;
-        body["error"] = json!(message);
-        let mut resp = (status, Json(body)).into_response();
-        if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            CounterError::Engine(e) => e.into(),
+            CounterError::Internal(m) => ApiError::Internal(m),
         }
-        resp
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_secs(Duration::ZERO), 1);
-        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_secs(Duration::from_secs(2)), 2);
-        assert_eq!(retry_secs(Duration::from_millis(2_001)), 3);
-    }
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
 
     #[test]
     fn an_engine_refusing_a_record_as_too_large_is_413_as_on_the_ingest_endpoints() {
         let e = CounterError::Engine(tally_engine::Error::TooLarge { size: 10, limit: 5 });
-        assert_eq!(e.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ApiError::from(e).status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn too_soon_names_the_counter_and_when_the_next_is_allowed() {
+        let resp = ApiError::from(CounterError::TooSoon {
+            counter: "hits".into(),
+            retry_after: Duration::from_millis(2_001),
+            next: "2026-12-06T00:00:00Z".into(),
+        })
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
     }
 }

@@ -22,11 +22,12 @@ use serde::Deserialize;
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tally_http::ApiError;
 
 /// Where the app is, once it has been rebuilt at start.
-pub type Slot = Arc<OnceLock<Arc<CounterApp>>>;
+pub type Slot = Arc<tally_http::Slot<CounterApp>>;
 
 pub const SESSION_COOKIE: &str = "tally_session";
 pub const CSRF_COOKIE: &str = "tally_csrf";
@@ -37,7 +38,10 @@ const SCRIPT: &str = include_str!("page.js");
 const STYLE: &str = include_str!("page.css");
 
 /// The counter's routes, for any router state.
-pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot) -> Router<S> {
+/// All of the counter's routes: its pages, values, increments and
+/// accounts (session cookies), and its admin API (keys and scopes from
+/// `ready`).
+pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot, ready: tally_http::Ready) -> Router<S> {
     Router::new()
         .route("/counter/{name}", get(page))
         .route("/counter/{name}/value", get(value))
@@ -52,11 +56,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot) -> Router<S> {
         .route("/assets/counter.css", get(style))
         // Account forms are a few hundred bytes.
         .layer(DefaultBodyLimit::max(16 << 10))
-        .with_state(slot)
+        .with_state(slot.clone())
+        .merge(super::admin::routes(slot, ready))
 }
 
-fn app(slot: &Slot) -> Result<&Arc<CounterApp>, CounterError> {
-    slot.get().ok_or(CounterError::Starting)
+fn app(slot: &Slot) -> Result<&Arc<CounterApp>, ApiError> {
+    slot.app()
 }
 
 /// Runs a state change to its end on its own task. A client that hangs up
@@ -179,15 +184,12 @@ fn address(info: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
     )
 }
 
-async fn value(
-    State(slot): State<Slot>,
-    Path(name): Path<String>,
-) -> Result<Response, CounterError> {
+async fn value(State(slot): State<Slot>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let v = app(&slot)?.value(&name)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
 }
 
-async fn default_value(State(slot): State<Slot>) -> Result<Response, CounterError> {
+async fn default_value(State(slot): State<Slot>) -> Result<Response, ApiError> {
     let app = app(&slot)?;
     let v = app.value(app.default_counter())?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
@@ -197,7 +199,7 @@ async fn default_value(State(slot): State<Slot>) -> Result<Response, CounterErro
 async fn live(
     State(slot): State<Slot>,
     Path(name): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, CounterError> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let app = app(&slot)?;
     let rx = app.watch(&name)?;
     let guard = app
@@ -234,7 +236,7 @@ async fn increment(
     State(slot): State<Slot>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, CounterError> {
+) -> Result<Response, ApiError> {
     let app = app(&slot)?;
     // Without a session there is nothing to forge: 401 first.
     let user = session_user(app, &headers).ok_or(CounterError::NotLoggedIn)?;
@@ -281,7 +283,7 @@ async fn register(
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, CounterError> {
+) -> Result<Response, ApiError> {
     enter(Entry::Register, &slot, info, &headers, &body).await
 }
 
@@ -290,7 +292,7 @@ async fn login(
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, CounterError> {
+) -> Result<Response, ApiError> {
     enter(Entry::Login, &slot, info, &headers, &body).await
 }
 
@@ -301,7 +303,7 @@ async fn enter(
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, CounterError> {
+) -> Result<Response, ApiError> {
     let app = app(slot)?;
     check_csrf(headers)?;
     let c = credentials(body)?;
@@ -316,7 +318,7 @@ async fn enter(
     Ok(logged_in(app, headers, user, token))
 }
 
-async fn logout(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, CounterError> {
+async fn logout(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, ApiError> {
     let app = app(&slot)?;
     check_csrf(&headers)?;
     if let Some(token) = cookie_value(&headers, SESSION_COOKIE).map(str::to_string) {
@@ -334,7 +336,7 @@ async fn logout(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response
 }
 
 /// Who is logged in, and the CSRF token to send with changes.
-async fn account(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, CounterError> {
+async fn account(State(slot): State<Slot>, headers: HeaderMap) -> Result<Response, ApiError> {
     let app = app(&slot)?;
     let (csrf, new) = csrf_token(&headers);
     let body = Json(json!({ "user": session_user(app, &headers), "csrf": csrf }));
@@ -371,7 +373,7 @@ async fn page(
     State(slot): State<Slot>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, CounterError> {
+) -> Result<Response, ApiError> {
     let app = app(&slot)?;
     let v = app.value(&name)?;
     let (csrf, new) = csrf_token(&headers);

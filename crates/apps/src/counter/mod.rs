@@ -17,6 +17,7 @@
 //! Server-Sent Events.
 
 pub mod accounts;
+mod admin;
 pub mod error;
 pub mod events;
 pub mod gate;

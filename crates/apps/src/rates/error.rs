@@ -1,15 +1,11 @@
-//! The rates service's errors, and where they become HTTP answers: a status
-//! and `{"error": "...", "parameter": ...}`.
+//! The rates service's errors, and how they become the server's one
+//! [`ApiError`]: a kind (which decides the status) and the `parameter` a
+//! bad request is about.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
+use tally_http::{ApiError, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RatesError {
-    #[error("the server is starting; try again shortly")]
-    Starting,
     #[error("missing parameter {0}")]
     Missing(&'static str),
     #[error("{message}")]
@@ -30,54 +26,40 @@ pub enum RatesError {
     },
 }
 
-impl IntoResponse for RatesError {
-    fn into_response(self) -> Response {
-        let message = self.to_string();
-        let (status, parameter) = match &self {
-            RatesError::Starting => (StatusCode::SERVICE_UNAVAILABLE, None),
-            RatesError::Missing(p) => (StatusCode::BAD_REQUEST, Some(*p)),
-            RatesError::BadParameter { parameter, .. } => {
-                (StatusCode::BAD_REQUEST, Some(*parameter))
+impl From<RatesError> for ApiError {
+    fn from(e: RatesError) -> Self {
+        let message = e.to_string();
+        match e {
+            RatesError::Missing(parameter) | RatesError::BadParameter { parameter, .. } => {
+                ApiError::app(Kind::BadRequest, message).with("parameter", parameter)
             }
-            RatesError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
-            RatesError::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
-            RatesError::Query(_) => {
-                tracing::error!(error = %message, "rates query failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, None)
+            RatesError::Unavailable(_) => {
+                ApiError::app(Kind::Unavailable, message).retry_in(tally_http::DEFAULT_RETRY_AFTER)
             }
-        };
-        let mut body = json!({ "error": message });
-        if let Some(p) = parameter {
-            body["parameter"] = json!(p);
+            RatesError::Busy { retry_after, .. } => {
+                ApiError::app(Kind::TooManyRequests, message).retry_in(retry_after)
+            }
+            RatesError::Query(_) => ApiError::Internal(message),
         }
-        let mut resp = (status, Json(body)).into_response();
-        let retry_after = match &self {
-            RatesError::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
 
     #[test]
     fn a_full_query_pool_is_429_with_retry_after_as_on_the_sql_endpoint() {
-        let resp = RatesError::Busy {
+        let resp = ApiError::from(RatesError::Busy {
             message: "too many queries running".into(),
             retry_after: std::time::Duration::from_millis(1500),
-        }
+        })
         .into_response();
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
-        let resp = RatesError::Query("boom".into()).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let resp = ApiError::from(RatesError::Query("boom".into())).into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(resp.headers().get(header::RETRY_AFTER).is_none());
     }

@@ -1,16 +1,17 @@
 //! `GET /rates?date_from=YYYY-MM-DD&date_to=YYYY-MM-DD&origin=X&destination=Y`.
 
-use super::{RatesApp, RatesError};
+use super::RatesApp;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use tally_http::ApiError;
 
 /// Where the service is, once the query engine is up.
-pub type Slot = Arc<OnceLock<Arc<RatesApp>>>;
+pub type Slot = Arc<tally_http::Slot<RatesApp>>;
 
 /// The rates routes, for any router state.
 pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot) -> Router<S> {
@@ -20,8 +21,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>(slot: Slot) -> Router<S> {
 async fn rates(
     State(slot): State<Slot>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, RatesError> {
-    let app = slot.get().ok_or(RatesError::Starting)?;
+) -> Result<Response, ApiError> {
+    let app = slot.app()?;
     let p = |name: &str| params.get(name).map(String::as_str);
     let q = app.question(p("date_from"), p("date_to"), p("origin"), p("destination"))?;
     let days = app.answer(&q).await?;

@@ -14,6 +14,7 @@
 //! it holds is exactly what the trackers sent. It is an ordinary stream for
 //! reading: SQL, `/v1/query` and rollups work on it.
 
+mod admin;
 pub mod enrich;
 mod http;
 mod metrics;
@@ -77,6 +78,22 @@ pub enum WebError {
     /// error, as text (one failed write answers several waiting requests).
     #[error("web analytics: storing events failed: {0}")]
     Write(String),
+}
+
+impl From<WebError> for tally_http::ApiError {
+    fn from(e: WebError) -> Self {
+        use tally_http::{ApiError, Kind};
+        match e {
+            // Plausible's shape too: `{"errors": {"field": ["message"]}}`.
+            WebError::Payload(message) => {
+                let (field, msg) = message.split_once(": ").unwrap_or(("request", &message));
+                let errors = serde_json::json!({ field: [msg] });
+                ApiError::app(Kind::BadRequest, message.clone()).with("errors", errors)
+            }
+            WebError::Engine(e) => e.into(),
+            e @ (WebError::Setup(_) | WebError::Write(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 /// What happened to a tracker's event.

@@ -7,12 +7,12 @@
 
 use crate::error::ApiError;
 use axum::http::{header, HeaderMap};
-pub(crate) use tally_ingest::compression::Encoding;
+pub use tally_ingest::compression::Encoding;
 use tally_ingest::compression::InflateError;
 
 /// The body's encoding from `Content-Encoding`; 415 for one tally does not
 /// read.
-pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+pub fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let value = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"));
@@ -26,7 +26,7 @@ pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError
 /// The answer to a body that could not be inflated: 413 past the limit,
 /// 400 when it is not what its encoding says, `refused` when the caller
 /// stopped it.
-pub(crate) fn inflate_error(e: InflateError, refused: impl FnOnce() -> ApiError) -> ApiError {
+pub fn inflate_error(e: InflateError, refused: impl FnOnce() -> ApiError) -> ApiError {
     match e {
         InflateError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
         InflateError::Refused => refused(),
@@ -38,7 +38,7 @@ pub(crate) fn inflate_error(e: InflateError, refused: impl FnOnce() -> ApiError)
 }
 
 /// A whole body, inflated if it is compressed, to at most `limit` bytes.
-pub(crate) fn inflated(
+pub fn inflated(
     headers: &HeaderMap,
     body: axum::body::Bytes,
     limit: usize,
