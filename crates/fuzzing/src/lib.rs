@@ -46,11 +46,29 @@ pub fn parse_body(data: &[u8]) {
     }
 }
 
-/// Line protocol: no input panics; every accepted measurement has a valid
+/// Line protocol: no input panics; the one-pass reading of plain lines and
+/// the full scanner agree; every accepted measurement has a valid
 /// stream that maps back to its name, and its batch survives the codec.
 pub fn line_protocol(data: &[u8]) {
-    let Ok(ms) = tally_ingest::parse_line_protocol(data, tally_ingest::Precision::Nanoseconds, 0)
-    else {
+    let parsed = tally_ingest::parse_line_protocol(data, tally_ingest::Precision::Nanoseconds, 0);
+    // The one-pass reading of plain lines gives what the full scanner
+    // gives: the same points or the same error.
+    let scanned = tally_ingest::parse_line_protocol_scanner_only(
+        data,
+        tally_ingest::Precision::Nanoseconds,
+        0,
+    );
+    let show = |r: &tally_ingest::Result<Vec<tally_ingest::Measurement>>| match r {
+        Ok(ms) => format!(
+            "{:?}",
+            ms.iter()
+                .map(|m| (&m.stream, &m.measurement, &m.lines, &m.batch))
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => format!("error: {e}"),
+    };
+    assert_eq!(show(&parsed), show(&scanned));
+    let Ok(ms) = parsed else {
         return;
     };
     for m in ms {

@@ -24,7 +24,10 @@ mod time;
 pub use batch::{Batch, BatchBuilder, Column, ColumnData, ColumnType, NumColumn, StrColumn};
 pub use chunks::{Chunk, ChunkReader, FileFormat, MAX_LINE_BYTES};
 pub use error::{Error, Location, Result};
-pub use lineproto::{parse_line_protocol, Measurement, Precision, MAX_KEY_BYTES, MAX_POINT_BYTES};
+pub use lineproto::{
+    parse_line_protocol, parse_line_protocol_scanner_only, Measurement, Precision, MAX_KEY_BYTES,
+    MAX_POINT_BYTES,
+};
 pub use names::{
     is_internal_stream, measurement_of_stream, stream_for_measurement, validate_field_name,
     validate_public_stream_name, validate_stream_name, INTERNAL_STREAM_PREFIX,

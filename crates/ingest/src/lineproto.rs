@@ -116,6 +116,27 @@ pub fn parse_line_protocol(
     precision: Precision,
     now_us: i64,
 ) -> Result<Vec<Measurement>> {
+    parse(body, precision, now_us, true)
+}
+
+/// [`parse_line_protocol`] without the one-pass reading of plain lines:
+/// every point through the full scanner. For the tests and the fuzz
+/// target that check both give the same answer.
+#[doc(hidden)]
+pub fn parse_line_protocol_scanner_only(
+    body: &[u8],
+    precision: Precision,
+    now_us: i64,
+) -> Result<Vec<Measurement>> {
+    parse(body, precision, now_us, false)
+}
+
+fn parse(
+    body: &[u8],
+    precision: Precision,
+    now_us: i64,
+    shortcut: bool,
+) -> Result<Vec<Measurement>> {
     let mut out: Vec<(Measurement, BatchBuilder)> = Vec::new();
     // Checked once here, so that tokens are slices of it; a body that is
     // not UTF-8 is checked token by token, to name where.
@@ -126,6 +147,8 @@ pub fn parse_line_protocol(
     // Each tag's key `[start, eq)` and value `[eq + 1, end)`, per point
     // (one list reused).
     let mut tags: Vec<(usize, usize, usize)> = Vec::new();
+    // A plain point's fields (one list reused).
+    let mut fields: Vec<(usize, usize, plain::Value)> = Vec::new();
     while pos < body.len() {
         let (end, newlines, plain) = scan_line(body, pos);
         let block = &body[pos..end];
@@ -155,8 +178,18 @@ pub fn parse_line_protocol(
             plain,
             at,
         };
-        let scanned = point.scan(start, &mut tags)?;
-        let name = point.measurement(&scanned)?;
+        let read = match plain && shortcut && point.text.is_some() {
+            true => plain::read(block, start, precision, &mut tags, &mut fields),
+            false => None,
+        };
+        let read = match read {
+            Some(p) => Read::Plain(p),
+            None => Read::Scanned(point.scan(start, &mut tags)?),
+        };
+        let name = point.measurement(match &read {
+            Read::Plain(p) => p.measurement,
+            Read::Scanned(p) => p.measurement,
+        })?;
         // Points of one measurement usually come together.
         let i = match out.get(last) {
             Some((m, _)) if m.measurement == name => last,
@@ -183,7 +216,10 @@ pub fn parse_line_protocol(
         last = i;
         let (m, b) = &mut out[i];
         b.start_row(at_line)?;
-        point.fill(b, &scanned, &tags, precision, now_us)?;
+        match &read {
+            Read::Plain(p) => point.fill_plain(b, p, &tags, &fields, now_us)?,
+            Read::Scanned(p) => point.fill(b, p, &tags, precision, now_us)?,
+        }
         m.lines.push(at_line);
     }
     Ok(out
@@ -279,6 +315,13 @@ struct Scanned {
     fields: (usize, usize),
     /// `[start, end)` of the timestamp (empty: none).
     ts: (usize, usize),
+}
+
+/// A point's parts, as the one-pass reading of a plain line or the full
+/// scanner found them.
+enum Read {
+    Plain(plain::Plain),
+    Scanned(Scanned),
 }
 
 /// One point's line.
@@ -511,8 +554,7 @@ impl<'a> Point<'a> {
     /// The measurement's name as InfluxDB stores it: its text unescaped
     /// twice over (`\,`, `\"`, `\ ` and `\=` each time), which is what
     /// InfluxDB's key handling makes of it.
-    fn measurement(&self, p: &Scanned) -> Result<Cow<'a, str>> {
-        let (a, b) = p.measurement;
+    fn measurement(&self, (a, b): (usize, usize)) -> Result<Cow<'a, str>> {
         let raw = &self.s[a..b];
         if self.plain || !raw.contains(&b'\\') {
             return self.str(a, b, "measurement");
@@ -602,6 +644,32 @@ impl<'a> Point<'a> {
         Ok(())
     }
 
+    /// Puts a plain point's tags, fields and time into the row, as
+    /// [`Point::fill`] would.
+    fn fill_plain(
+        &self,
+        b: &mut BatchBuilder,
+        p: &plain::Plain,
+        tags: &[(usize, usize, usize)],
+        fields: &[(usize, usize, plain::Value)],
+        now_us: i64,
+    ) -> Result<()> {
+        for &(k, eq, end) in tags {
+            let key = self.str(k, eq, "tag key")?;
+            let value = self.str(eq + 1, end, "tag value")?;
+            b.push_str(&key, &value)?;
+        }
+        for &(k, eq, value) in fields {
+            let key = self.str(k, eq, "field key")?;
+            match value {
+                plain::Value::Num(n) => b.push_num(&key, n)?,
+                plain::Value::Bool(t) => b.push_str(&key, if t { "true" } else { "false" })?,
+            }
+        }
+        b.finish_row(p.ts.unwrap_or(now_us));
+        Ok(())
+    }
+
     /// `s[start..end]` with a backslash before any of `codes` removed.
     fn unescaped(
         &self,
@@ -686,6 +754,7 @@ fn unescape(raw: &[u8], codes: &[u8]) -> Vec<u8> {
 }
 
 mod numbers;
+mod plain;
 use numbers::{parse_int, scan_boolean, scan_number, small_whole_number};
 
 #[cfg(test)]

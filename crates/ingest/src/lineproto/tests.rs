@@ -297,3 +297,114 @@ proptest::proptest! {
         }
     }
 }
+
+/// The body through both paths: the same measurements, rows and lines, or
+/// the same error.
+fn same_with_and_without_shortcut(body: &[u8]) -> std::result::Result<(), String> {
+    let fast = parse_line_protocol(body, Precision::Nanoseconds, 5);
+    let full = parse_line_protocol_scanner_only(body, Precision::Nanoseconds, 5);
+    let show = |r: &Result<Vec<Measurement>>| match r {
+        Ok(ms) => ms
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {:?} {:?} {:?}",
+                    m.stream, m.measurement, m.lines, m.batch
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("error: {e}"),
+    };
+    let (a, b) = (show(&fast), show(&full));
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?}\nwith the shortcut: {a}\nscanner only: {b}",
+            String::from_utf8_lossy(body)
+        ))
+    }
+}
+
+#[test]
+fn plain_lines_read_the_same_in_one_pass() {
+    for body in [
+        "cpu,host=a,region=eu usage=1.5,n=3i,u=7u,ok=t,bad=FALSE 1700000000000000000\n",
+        "m f=1\nm f=2 -5\n\nm,t=x f=3 12 \n",
+        "m,a=1,a=2 f=1\n",
+        "m,a==1 f=1\n",
+        "m f=1,f=2\n",
+        "m,f=1 f=2\n",
+        "m f=NaN\n",
+        "m f=1e400\n",
+        "m f=9223372036854775808i\n",
+        "m f=-1u\n",
+        "m f=1 2 3\n",
+        "m f=1\t5\n",
+        "m\tf=1\n",
+        "m f=1,\n",
+        "m f= 1\n",
+        "m f=1 99999999999999999999\n",
+        ",m f=1\n",
+        "m, f=1\n",
+        "m,t f=1\n",
+        "m,t= f=1\n",
+        "m  f=1  5  \n",
+        "m f=.\n",
+        "m f=-\n",
+        "m f=tru\n",
+        "m f=1.5e3,g=-0.25,h=007\n",
+    ] {
+        same_with_and_without_shortcut(body.as_bytes()).unwrap();
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+    /// On any body of near-valid plain lines (and some that are not
+    /// plain), the one-pass reading and the full scanner agree.
+    #[test]
+    fn the_shortcut_reads_what_the_scanner_reads(
+        lines in proptest::collection::vec(
+            (
+                "[a-c]{0,2}[ ,=\t.]?[a-c]{0,2}",
+                proptest::collection::vec("[a-c]{0,2}[=,]?[a-c 1=]{0,2}", 0..3),
+                proptest::collection::vec(
+                    (
+                        "[a-c]{0,2}[ =,]?",
+                        proptest::sample::select(vec![
+                            "1", "-2.5", "1e3", "1E-2", "12i", "-3i", "7u", "-7u", "t", "T", "f",
+                            "F", "true", "True", "TRUE", "false", "False", "FALSE", "tRue", "NaN", "nan", "1.2.3", "", "-", ".", "1e",
+                            "9223372036854775808i", "18446744073709551616u", "1e400", "0x1",
+                            "\"s\"", "a\\,b", "123456789012345678", "00", "1i2",
+                        ]),
+                    ),
+                    0..3,
+                ),
+                proptest::sample::select(vec![
+                    "", " ", " 1700000000000000000", " -1", " 1 ", " 12x", " 1 2", "\t5",
+                    " 99999999999999999999", " -", "\r",
+                ]),
+            ),
+            1..4,
+        ),
+    ) {
+        let mut body = String::new();
+        for (m, tags, fields, ts) in lines {
+            body.push_str(&m);
+            for t in tags {
+                body.push(',');
+                body.push_str(&t);
+            }
+            body.push(' ');
+            let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            body.push_str(&fields.join(","));
+            body.push_str(ts);
+            body.push('\n');
+        }
+        if let Err(e) = same_with_and_without_shortcut(body.as_bytes()) {
+            return Err(proptest::test_runner::TestCaseError::fail(e));
+        }
+    }
+}
