@@ -1,4 +1,6 @@
-//! The store itself: applies records, flushes the tail to segments, compacts.
+//! The store itself: applies records and answers reads over the tail and
+//! the segments; flushing (`store/flush.rs`) and compaction
+//! (`store/compaction.rs`) are its children.
 
 use crate::catalog::{sync_dir, Catalog, SegmentMeta};
 use crate::memtable::{MemTable, PartitionBuffer};
@@ -19,12 +21,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_ingest::Batch;
 
+mod compaction;
+mod flush;
+#[cfg(test)]
+use compaction::compaction_candidate;
+
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The data directory (the catalog and `segments/` live here).
     pub dir: PathBuf,
     /// Compaction merges segments of similar size once a partition has this
-    /// many of them (see [`compaction_candidate`]).
+    /// many of them (see `store/compaction.rs`).
     pub compaction_fanout: usize,
     /// Segments this large are not merged further; a merge reads at most
     /// this many rows, which bounds its memory.
@@ -284,227 +291,6 @@ impl Store {
         (a.rows, a.bytes, a.created.elapsed())
     }
 
-    /// Writes the in-memory tail to Parquet segments and commits the catalog.
-    /// On failure the tail is kept in memory (and the log still holds it).
-    pub fn flush(&self) -> Result<FlushReport> {
-        let _m = self.maintenance.lock();
-        // Lock order everywhere: catalog, then frozen, then active. Each
-        // hand-over below holds both sides, so a reader holding the three
-        // read locks sees every row exactly once.
-        let frozen = {
-            let mut frozen_slot = self.frozen.write();
-            let mut active = self.active.write();
-            if active.rows == 0 {
-                drop(frozen_slot);
-                // Nothing new; the checkpoint may still advance over records
-                // that carried no rows.
-                let lsn = active.last_lsn;
-                drop(active);
-                if lsn > self.checkpoint_lsn() {
-                    let mut cat = self.catalog.read().clone();
-                    cat.checkpoint_lsn = lsn;
-                    cat.save(&self.opts.dir)?;
-                    *self.catalog.write() = cat;
-                }
-                return Ok(FlushReport {
-                    checkpoint_lsn: self.checkpoint_lsn(),
-                    ..Default::default()
-                });
-            }
-            let table = std::mem::take(&mut *active);
-            let last = table.last_lsn;
-            *active = MemTable {
-                last_lsn: last,
-                ..MemTable::new()
-            };
-            let table = Arc::new(table);
-            *frozen_slot = Some(table.clone());
-            table
-        };
-        let t = Instant::now();
-        match self.write_frozen(&frozen) {
-            Ok(report) => {
-                FLUSHES.inc();
-                FLUSHED_ROWS.inc_by(report.rows as u64);
-                FLUSH_SECONDS.observe(t.elapsed().as_secs_f64());
-                self.update_segment_gauges();
-                tracing::debug!(
-                    rows = report.rows,
-                    segments = report.segments,
-                    bytes = report.bytes,
-                    "flushed"
-                );
-                Ok(report)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "flush failed; keeping the tail in memory");
-                let mut frozen_slot = self.frozen.write();
-                self.active.write().absorb(&frozen);
-                *frozen_slot = None;
-                Err(e)
-            }
-        }
-    }
-
-    fn write_frozen(&self, frozen: &MemTable) -> Result<FlushReport> {
-        let schemas = self.schemas.all();
-        let mut cat = self.catalog.read().clone();
-        let mut report = FlushReport::default();
-        let mut written = Vec::new();
-        let result = (|| {
-            for ((stream, partition), part) in &frozen.partitions {
-                let empty = StreamSchema::default();
-                let schema = schemas.get(stream).unwrap_or(&empty);
-                let batch = part.to_segment_batch(schema)?;
-                let id = cat.next_segment_id;
-                cat.next_segment_id += 1;
-                let rel = segment_path(stream, *partition, id);
-                let path = self.opts.dir.join(&rel);
-                written.push(path.clone());
-                let bytes =
-                    write_segment(&path, &batch, self.opts.row_group_rows, FLUSH_ZSTD_LEVEL)?;
-                let (min_ts, max_ts) = min_max(&part.ts);
-                cat.segments.push(SegmentMeta {
-                    id,
-                    stream: stream.clone(),
-                    partition: *partition,
-                    path: rel,
-                    rows: part.rows() as u64,
-                    min_ts,
-                    max_ts,
-                    bytes,
-                });
-                report.rows += part.rows();
-                report.segments += 1;
-                report.bytes += bytes;
-            }
-            // The new files' directory entries must be durable before the
-            // catalog names them.
-            let dirs: HashSet<_> = written
-                .iter()
-                .filter_map(|p| p.parent().map(Path::to_path_buf))
-                .collect();
-            for d in dirs {
-                sync_dir(&d)?;
-            }
-            cat.checkpoint_lsn = cat.checkpoint_lsn.max(frozen.last_lsn);
-            cat.streams = schemas.clone();
-            cat.save(&self.opts.dir)
-        })();
-        if let Err(e) = result {
-            for p in written {
-                let _ = fs::remove_file(p);
-            }
-            return Err(e);
-        }
-        report.checkpoint_lsn = cat.checkpoint_lsn;
-        // The segments and the end of the frozen tail swap in one step.
-        let mut catalog = self.catalog.write();
-        let mut frozen_slot = self.frozen.write();
-        self.sync_files(&cat, &[]);
-        *catalog = cat;
-        *frozen_slot = None;
-        Ok(report)
-    }
-
-    /// Merges the segments of every partition that has more than the limit.
-    /// Returns the number of partitions compacted.
-    pub fn compact(&self) -> Result<usize> {
-        let mut done = 0;
-        loop {
-            let _m = self.maintenance.lock();
-            let candidate = {
-                let cat = self.catalog.read();
-                compaction_candidate(
-                    &cat.segments,
-                    self.opts.compaction_fanout,
-                    self.opts.compaction_max_rows,
-                )
-            };
-            let Some(segs) = candidate else {
-                return Ok(done);
-            };
-            self.compact_partition(&segs)?;
-            done += 1;
-        }
-    }
-
-    fn compact_partition(&self, segs: &[SegmentMeta]) -> Result<()> {
-        let t = Instant::now();
-        let stream = segs[0].stream.clone();
-        let partition = segs[0].partition;
-        let schema = self.schemas.get(&stream).unwrap_or_default();
-        let mut batches = Vec::new();
-        for s in segs {
-            batches.extend(read_segment(&self.opts.dir.join(&s.path))?);
-        }
-        // Keep only the columns some input segment has, in schema order.
-        let present: HashSet<String> = batches
-            .iter()
-            .flat_map(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let full = arrow_schema(&schema);
-        let fields: Vec<Field> = full
-            .fields()
-            .iter()
-            .filter(|f| present.contains(f.name()))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let target = Arc::new(Schema::new(fields));
-        let merged = concat_aligned(&target, &batches)?;
-        let mut cat = self.catalog.read().clone();
-        let id = cat.next_segment_id;
-        cat.next_segment_id += 1;
-        let rel = segment_path(&stream, partition, id);
-        let path = self.opts.dir.join(&rel);
-        let bytes =
-            match write_segment(&path, &merged, self.opts.row_group_rows, COMPACT_ZSTD_LEVEL) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = fs::remove_file(&path);
-                    return Err(e);
-                }
-            };
-        if let Some(parent) = path.parent() {
-            sync_dir(parent)?;
-        }
-        let ids: HashSet<u64> = segs.iter().map(|s| s.id).collect();
-        cat.segments.retain(|s| !ids.contains(&s.id));
-        cat.segments.push(SegmentMeta {
-            id,
-            stream: stream.clone(),
-            partition,
-            path: rel,
-            rows: segs.iter().map(|s| s.rows).sum(),
-            min_ts: segs.iter().map(|s| s.min_ts).min().unwrap_or(partition),
-            max_ts: segs.iter().map(|s| s.max_ts).max().unwrap_or(partition),
-            bytes,
-        });
-        cat.save(&self.opts.dir)?;
-        let replaced: Vec<u64> = segs.iter().map(|s| s.id).collect();
-        let mut catalog = self.catalog.write();
-        self.sync_files(&cat, &replaced);
-        *catalog = cat;
-        drop(catalog);
-        COMPACTIONS.inc();
-        COMPACTED_SEGMENTS.inc_by(segs.len() as u64);
-        COMPACTION_SECONDS.observe(t.elapsed().as_secs_f64());
-        self.update_segment_gauges();
-        tracing::debug!(
-            stream,
-            partition,
-            merged = segs.len(),
-            "compacted partition"
-        );
-        Ok(())
-    }
-
     /// Every segment, with a handle that keeps its file until dropped, and
     /// the segments retired but not yet acknowledged (see
     /// [`Store::drop_segments`]), in one consistent view.
@@ -724,55 +510,6 @@ impl Versions {
             v.insert(*p, self.clock);
         }
     }
-}
-
-/// Size-tiered compaction: a segment's tier is log4 of its row count. When
-/// one tier of a partition holds `fanout` segments, they are merged into one
-/// segment of a higher tier. Each event is thus rewritten O(log n) times, not
-/// once per flush as "merge everything" would, and a partition holds at most
-/// (fanout - 1) segments per tier below the cap, plus one segment per
-/// `max_rows` rows above it. A merge holds its input in memory, so the cap
-/// bounds compaction's memory.
-fn compaction_candidate(
-    segments: &[SegmentMeta],
-    fanout: usize,
-    max_rows: u64,
-) -> Option<Vec<SegmentMeta>> {
-    let fanout = fanout.max(2);
-    let mut tiers: HashMap<(&str, i64, u32), Vec<&SegmentMeta>> = HashMap::new();
-    for s in segments {
-        // Segments at the size cap are final: merging them would need more
-        // memory than compaction may use.
-        if s.rows >= max_rows {
-            continue;
-        }
-        let tier = s.rows.max(1).ilog(4);
-        tiers
-            .entry((s.stream.as_str(), s.partition, tier))
-            .or_default()
-            .push(s);
-    }
-    let mut best: Option<Vec<&SegmentMeta>> = None;
-    for (_, mut segs) in tiers {
-        if segs.len() < fanout {
-            continue;
-        }
-        // Smallest first, as many as fit under the row cap.
-        segs.sort_by_key(|s| (s.rows, s.id));
-        let mut total = 0;
-        let take = segs.iter().take_while(|s| {
-            total += s.rows;
-            total <= max_rows
-        });
-        let picked: Vec<&SegmentMeta> = take.copied().collect();
-        if picked.len() >= 2 && best.as_ref().is_none_or(|b| picked.len() > b.len()) {
-            best = Some(picked);
-        }
-    }
-    best.map(|mut segs| {
-        segs.sort_by_key(|s| s.id);
-        segs.into_iter().cloned().collect()
-    })
 }
 
 /// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
