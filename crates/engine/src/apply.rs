@@ -105,16 +105,20 @@ fn apply_rollups(rollups: &RollupSet, lsn: Lsn, parts: &[(String, Batch)]) {
     ROLLUP_APPLY_SECONDS.observe(t.elapsed().as_secs_f64());
 }
 
+/// One record's batches for the rollup worker: its LSN and each stream's
+/// batch.
+type RollupJob = (Lsn, Arc<Vec<(String, Batch)>>);
+
 /// A thread that counts one record at a time into the rollups, for the
 /// apply thread, which waits for it before the record is acknowledged.
 pub(crate) struct RollupWorker {
-    jobs: std::sync::mpsc::SyncSender<(Lsn, Arc<Vec<(String, Batch)>>)>,
+    jobs: std::sync::mpsc::SyncSender<RollupJob>,
     done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl RollupWorker {
     pub(crate) fn spawn(rollups: Arc<RollupSet>, faults: Arc<Faults>) -> Result<Arc<RollupWorker>> {
-        let (jobs, inbox) = std::sync::mpsc::sync_channel::<(Lsn, Arc<Vec<(String, Batch)>>)>(1);
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<RollupJob>(1);
         let (finished, done) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("tally-rollup-apply".into())

@@ -53,7 +53,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResp
         let _ = e.log_queue_depth();
         e.export_rollup_metrics();
     }
-    if let Some(q) = state.query().ok() {
+    if let Ok(q) = state.query() {
         q.jobs().export_metrics();
     }
     let families = prometheus::gather();
