@@ -13,4 +13,4 @@ mod slot;
 
 pub use auth::{hash_token, new_token, ApiKey, Keys, Scope};
 pub use error::{created_status, json_body, retry_secs, ApiError, Kind, DEFAULT_RETRY_AFTER};
-pub use slot::{Ready, Slot};
+pub use slot::{Admin, Ready, Slot};

@@ -78,3 +78,28 @@ impl Ready {
         self.query.get().ok_or(ApiError::NotReady)
     }
 }
+
+/// What an app's admin and read routes hold: the app's slot, and what the
+/// server lends them.
+pub struct Admin<A> {
+    pub slot: Arc<Slot<A>>,
+    pub ready: Ready,
+}
+
+impl<A> Clone for Admin<A> {
+    fn clone(&self) -> Self {
+        Admin {
+            slot: self.slot.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<A> Admin<A> {
+    /// The app, once the engine has opened (503 before; 404 when the app
+    /// is turned off).
+    pub fn app(&self) -> Result<&Arc<A>, ApiError> {
+        self.ready.query()?;
+        self.slot.app()
+    }
+}

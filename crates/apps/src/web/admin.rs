@@ -13,24 +13,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 use tally_http::{created_status, json_body, ApiError, Ready, Scope};
 
-/// What these routes hold: the app, and what the server lends them.
-#[derive(Clone)]
-struct Admin {
-    slot: Slot,
-    ready: Ready,
-}
-
-impl Admin {
-    /// The app, once the engine has opened (503 before; 404 when web
-    /// analytics is turned off).
-    fn app(&self) -> Result<&Arc<WebApp>, ApiError> {
-        self.ready.query()?;
-        self.slot.app()
-    }
-}
+type Admin = tally_http::Admin<WebApp>;
 
 /// The admin and read routes, for any router state.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>(slot: Slot, ready: Ready) -> Router<S> {

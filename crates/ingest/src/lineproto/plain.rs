@@ -57,14 +57,8 @@ pub(super) fn read(
         loop {
             i += 1;
             let key = i;
-            while i < n && !matches!(s[i], b'=' | b',' | b' ') {
-                i += 1;
-            }
-            if i == key || i >= n || s[i] != b'=' {
-                return None;
-            }
-            let eq = i;
-            i += 1;
+            let eq = key_end(s, key)?;
+            i = eq + 1;
             let value = i;
             while i < n && !matches!(s[i], b',' | b' ' | b'=') {
                 i += 1;
@@ -89,14 +83,8 @@ pub(super) fn read(
     fields.clear();
     loop {
         let key = i;
-        while i < n && !matches!(s[i], b'=' | b',' | b' ') {
-            i += 1;
-        }
-        if i == key || i >= n || s[i] != b'=' {
-            return None;
-        }
-        let eq = i;
-        i += 1;
+        let eq = key_end(s, key)?;
+        i = eq + 1;
         let first = *s.get(i)?;
         let (value, end) = if first.is_ascii_digit() || matches!(first, b'-' | b'.') {
             let end = scan_number(s, i).ok()?;
@@ -132,6 +120,16 @@ pub(super) fn read(
         Some(precision.to_us(parse_int(&s[t0..t])?)?)
     };
     Some(Plain { measurement, ts })
+}
+
+/// Where a tag or field key starting at `key` ends: its `=`, if the key
+/// is not empty and no comma, space or line end comes first.
+fn key_end(s: &[u8], key: usize) -> Option<usize> {
+    let eq = key
+        + s[key..]
+            .iter()
+            .position(|&c| matches!(c, b'=' | b',' | b' '))?;
+    (eq > key && s[eq] == b'=').then_some(eq)
 }
 
 /// A number `scan_number` accepted, as the full scanner's `field_value`
