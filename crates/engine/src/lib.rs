@@ -30,6 +30,8 @@ mod inspect;
 mod lock;
 mod record;
 mod rollups;
+mod settings;
+pub use settings::{LogSettings, SyncPolicy, TailSettings};
 use apply::{RollupWorker, Sinks};
 pub use backup::{restore, BackupReport, MANIFEST as BACKUP_MANIFEST};
 use faults::Faults;
@@ -105,29 +107,6 @@ pub struct EngineOptions {
     /// A batch import buffers about this many bytes of rows before it
     /// writes them to its staged files: its memory, whatever the file size.
     pub import_spill_bytes: usize,
-}
-
-impl EngineOptions {
-    /// Defaults, with no archive (`tally serve` and the demo add the
-    /// default one, [`ArchiveOptions::in_data_dir`]).
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        EngineOptions {
-            archive: None,
-            data_dir: data_dir.into(),
-            sync: SyncMode::Always,
-            flush_bytes: 48 << 20,
-            flush_interval: Duration::from_secs(60),
-            memory_limit_bytes: 128 << 20,
-            memory_wait: Duration::from_secs(2),
-            log_queue: 4096,
-            log_segment_bytes: 64 << 20,
-            max_record_bytes: 64 << 20,
-            compaction_fanout: 4,
-            rollups: Vec::new(),
-            retention: Default::default(),
-            import_spill_bytes: 64 << 20,
-        }
-    }
 }
 
 /// What `ingest` returns once a batch is durable and applied.

@@ -23,11 +23,13 @@ pub mod limits;
 mod metrics;
 mod provider;
 mod rollup_tables;
+mod settings;
 pub mod tables;
 pub mod timeseries;
 
 pub use error::{QueryError, Result};
 pub use limits::SqlLimits;
+pub use settings::QuerySettings;
 pub use metrics::init as init_metrics;
 pub use tables::{DimTable, DimTables, TableFormat, TableSpec};
 
@@ -75,16 +77,7 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions {
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_concurrent: 16,
-            timeout: Duration::from_secs(30),
-            memory_limit: 512 << 20,
-            max_result_rows: 100_000,
-            cache_bytes: 64 << 20,
-            jobs: Vec::new(),
-            sql_limits: SqlLimits::default(),
-        }
+        QuerySettings::default().options()
     }
 }
 

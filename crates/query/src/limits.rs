@@ -41,12 +41,7 @@ pub struct SqlLimits {
 
 impl Default for SqlLimits {
     fn default() -> Self {
-        SqlLimits {
-            max_bytes: 256 << 10,
-            max_depth: 256,
-            max_nodes: 50_000,
-            max_in_list: 10_000,
-        }
+        crate::QuerySettings::default().sql_limits()
     }
 }
 

@@ -1,10 +1,64 @@
 //! Server configuration, as assembled by the CLI from flags, environment and
-//! the config file.
+//! the config file, and the HTTP layer's own settings.
 
 use crate::auth::ApiKey;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tally_engine::EngineOptions;
 use tally_query::QueryOptions;
+use tally_settings::{duration, size, to_usize, ByteSize};
+
+/// The HTTP layer: where it listens, and the sizes and times a request may
+/// take. Each field is a flag of `tally serve`, a `TALLY_*` variable and a
+/// config file key at once (see `tally-settings`); the `default_value`s
+/// here are the only defaults, and [`ServerConfig::new`] starts from them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpSettings {
+    /// Address to listen on. A non-loopback address needs API keys or
+    /// --allow-unauthenticated.
+    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Serve a non-loopback address with no API keys.
+    #[arg(long, env = "TALLY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, env = "TALLY_MAX_BODY_BYTES", value_name = "SIZE",
+          value_parser = size, default_value = "16MiB")]
+    pub max_body_bytes: ByteSize,
+
+    /// Memory for request bodies being parsed and written at once (each
+    /// request reserves 3x its size); past it, ingest answers 503 with
+    /// Retry-After.
+    #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES", value_name = "SIZE",
+          value_parser = size, default_value = "192MiB")]
+    pub ingest_budget_bytes: ByteSize,
+
+    /// A request body slower than this to arrive gets 408, on every route
+    /// (ingest counts from when the request holds its share of the ingest
+    /// budget; batch imports time each wait for the next chunk instead), so
+    /// a trickling client holds neither a budget share nor a handler.
+    #[arg(long, env = "TALLY_BODY_READ_TIMEOUT", value_name = "DURATION",
+          value_parser = duration, default_value = "30s")]
+    pub body_read_timeout: Duration,
+
+    /// Largest file a batch import (`POST /v1/import`) takes; larger ones
+    /// get 413. Imports stream, so this bounds disk, not memory.
+    #[arg(long, env = "TALLY_MAX_IMPORT_BYTES", value_name = "SIZE",
+          value_parser = size, default_value = "64GiB")]
+    pub max_import_bytes: ByteSize,
+
+    /// Batch imports running at once; more get 429 with Retry-After.
+    #[arg(long, env = "TALLY_IMPORT_CONCURRENCY", default_value = "2")]
+    pub import_concurrency: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        tally_settings::defaults()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -17,7 +71,7 @@ pub struct ServerConfig {
     pub ingest_budget_bytes: usize,
     /// Longest a request body may take to arrive once it holds its share of
     /// the budget (408 past it), so a trickling client cannot hold it forever.
-    pub body_read_timeout: std::time::Duration,
+    pub body_read_timeout: Duration,
     pub keys: Vec<ApiKey>,
     pub allow_unauthenticated: bool,
     pub query: QueryOptions,
@@ -37,20 +91,35 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr, engine: EngineOptions) -> Self {
-        ServerConfig {
+        let http = HttpSettings {
             listen,
+            ..HttpSettings::default()
+        };
+        Self::with_settings(&http, engine, QueryOptions::default())
+    }
+
+    /// The HTTP layer's settings over `engine` and `query`; the apps'
+    /// defaults.
+    pub fn with_settings(http: &HttpSettings, engine: EngineOptions, query: QueryOptions) -> Self {
+        let max_body_bytes = to_usize(http.max_body_bytes);
+        let mut engine = engine;
+        // A record holds a body's events; leave room for its framing.
+        engine.max_record_bytes = engine.max_record_bytes.max(max_body_bytes.saturating_mul(2));
+        ServerConfig {
+            listen: http.listen,
             engine,
-            max_body_bytes: 16 << 20,
-            ingest_budget_bytes: 192 << 20,
-            body_read_timeout: std::time::Duration::from_secs(30),
+            max_body_bytes,
+            ingest_budget_bytes: to_usize(http.ingest_budget_bytes).min(u32::MAX as usize),
+            body_read_timeout: http.body_read_timeout.max(Duration::from_secs(1)),
             keys: Vec::new(),
-            allow_unauthenticated: false,
-            query: QueryOptions::default(),
+            allow_unauthenticated: http.allow_unauthenticated,
+            query,
             counter: Some(Default::default()),
             rates: Default::default(),
-            max_import_bytes: 64 << 30,
-            import_concurrency: 2,
+            max_import_bytes: http.max_import_bytes.as_u64(),
+            import_concurrency: http.import_concurrency.max(1),
             time_fields: Default::default(),
             web: Some(Default::default()),
         }

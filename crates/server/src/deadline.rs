@@ -1,5 +1,5 @@
 //! A deadline on every request body: a client that sends its body slower
-//! than `--body-read-timeout-secs` allows (a slow-loris) gets 408, and
+//! than `--body-read-timeout` allows (a slow-loris) gets 408, and
 //! its handler stops waiting, whichever route it chose. Ingest routes
 //! also time their own read (from the moment they hold their share of
 //! the ingest budget); batch imports, whose files may take hours, time

@@ -19,7 +19,7 @@ mod query;
 mod rollups;
 mod state;
 
-pub use config::ServerConfig;
+pub use config::{HttpSettings, ServerConfig};
 pub use tally_http::{hash_token, new_token, ApiError, ApiKey, Keys, Scope};
 // The shared HTTP pieces, under the names the handlers use.
 use tally_http::{auth, encoding, error};

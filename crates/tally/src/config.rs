@@ -1,166 +1,125 @@
 //! `tally serve` flags and the TOML config file.
 //!
 //! Every setting has a flag, a `TALLY_*` environment twin and a config-file
-//! key of the same name; a flag or variable wins over the file, the file over
-//! the default. Keys (API keys) live only in the file, as hashes.
+//! key of the same name, all three from one definition: the stages'
+//! settings structs (`HttpSettings`, `LogSettings`, `TailSettings`,
+//! `QuerySettings`, see `tally-settings`), flattened here. A flag or
+//! variable wins over the file, the file over the default. The file's
+//! tables (`[[keys]]`, `[[rollup]]`, `[archive]`, the apps' tables ...)
+//! are read by serde. `docs/configuration.md`'s table is rendered from the
+//! same definitions (a test fails when it differs).
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{Args, Command, FromArgMatches};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-use tally_engine::{EngineOptions, SyncMode};
-use tally_server::{ApiKey, Scope, ServerConfig};
+use tally_engine::{EngineOptions, LogSettings, TailSettings};
+use tally_query::QuerySettings;
+use tally_server::{ApiKey, HttpSettings, Scope, ServerConfig};
 
-#[derive(Args, Debug, Default)]
+/// The settings the config file's top-level keys set too.
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Where the log (`wal/`), segments (`segments/`) and `catalog.json`
+    /// live; one process per directory (an `flock` on `LOCK` enforces it).
+    #[arg(long, env = "TALLY_DATA_DIR", default_value = "tally-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+    #[command(flatten)]
+    pub tail: TailSettings,
+    #[command(flatten)]
+    pub query: QuerySettings,
+    #[command(flatten)]
+    pub older: OlderSpellings,
+}
+
+/// Earlier names of settings that now take a duration with its unit; each
+/// still reads a bare number in the unit its name says, and applies when
+/// the new name is given nowhere.
+#[derive(Args, Debug, Clone)]
+pub struct OlderSpellings {
+    /// `--sync-interval` in milliseconds.
+    #[arg(long, env = "TALLY_SYNC_INTERVAL_MS", hide = true)]
+    sync_interval_ms: Option<u64>,
+    /// `--flush-interval` in seconds.
+    #[arg(long, env = "TALLY_FLUSH_INTERVAL_SECS", hide = true)]
+    flush_interval_secs: Option<u64>,
+    /// `--memory-wait` in milliseconds.
+    #[arg(long, env = "TALLY_MEMORY_WAIT_MS", hide = true)]
+    memory_wait_ms: Option<u64>,
+    /// `--body-read-timeout` in seconds.
+    #[arg(long, env = "TALLY_BODY_READ_TIMEOUT_SECS", hide = true)]
+    body_read_timeout_secs: Option<u64>,
+    /// `--query-timeout` in seconds.
+    #[arg(long, env = "TALLY_QUERY_TIMEOUT_SECS", hide = true)]
+    query_timeout_secs: Option<f64>,
+}
+
+impl Settings {
+    /// Applies each older spelling given (flag, variable or file key) whose
+    /// new name `given` says was given nowhere.
+    fn apply_older_spellings(&mut self, given: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        let o = self.older.clone();
+        let older = |old: &str, new: &str, value: Option<Duration>| -> Option<Duration> {
+            let v = value?;
+            if given(new) {
+                tracing::warn!("both {old} and {new} are set; {new} applies");
+                return None;
+            }
+            tracing::info!("{old} is read as {new} = {v:?}; write {new} with a unit (\"30s\", \"100ms\")");
+            Some(v)
+        };
+        if let Some(v) = older("sync_interval_ms", "sync_interval", o.sync_interval_ms.map(Duration::from_millis)) {
+            self.log.sync_interval = v;
+        }
+        if let Some(v) = older("flush_interval_secs", "flush_interval", o.flush_interval_secs.map(Duration::from_secs)) {
+            self.tail.flush_interval = v;
+        }
+        if let Some(v) = older("memory_wait_ms", "memory_wait", o.memory_wait_ms.map(Duration::from_millis)) {
+            self.tail.memory_wait = v;
+        }
+        if let Some(v) = older("body_read_timeout_secs", "body_read_timeout", o.body_read_timeout_secs.map(Duration::from_secs)) {
+            self.http.body_read_timeout = v;
+        }
+        let timeout = match o.query_timeout_secs {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                bail!("--query-timeout-secs must be a positive number, not {v}")
+            }
+            Some(v) => Some(Duration::from_secs_f64(v)),
+            None => None,
+        };
+        if let Some(v) = older("query_timeout_secs", "query_timeout", timeout) {
+            self.query.query_timeout = v;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// TOML config file; its keys have the same names as these flags
-    /// (with '_' for '-'), plus [[keys]] entries.
+    /// TOML file with the keys below (each flag's name with `_` for `-`),
+    /// `[[keys]]`, `[[rollup]]`, `[[job]]`, `[archive]`, `[retention]`,
+    /// `[time]` and the apps' tables.
     #[arg(long, env = "TALLY_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Directory for the log, segments and catalog. [default: ./tally-data]
-    #[arg(long, env = "TALLY_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
 
-    /// Address to listen on. A non-loopback address needs API keys or
-    /// --allow-unauthenticated. [default: 127.0.0.1:8080]
-    #[arg(long, env = "TALLY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-
-    /// When an acknowledged write is on disk: `always` fsyncs before every
-    /// acknowledgement (survives power loss; group commit keeps it fast);
-    /// `interval` acknowledges after the OS has the data and fsyncs every
-    /// --sync-interval-ms (survives a killed process, not a power loss);
-    /// `never` is for throwaway data. [default: always]
-    #[arg(long, env = "TALLY_SYNC")]
-    pub sync: Option<String>,
-
-    /// fsync period for --sync interval, in milliseconds. [default: 100]
-    #[arg(long, env = "TALLY_SYNC_INTERVAL_MS")]
-    pub sync_interval_ms: Option<u64>,
-
-    /// Largest request body accepted; bigger ones get 413. [default: 16777216]
-    #[arg(long, env = "TALLY_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-
-    /// Memory for request bodies being parsed and written at once; past it,
-    /// ingest answers 503 with Retry-After. [default: 201326592]
-    #[arg(long, env = "TALLY_INGEST_BUDGET_BYTES")]
-    pub ingest_budget_bytes: Option<usize>,
-
-    /// Seconds a request body may take to arrive, on every route (ingest
-    /// counts from when the request holds its share of the ingest budget;
-    /// imports, from each chunk to the next); slower ones get 408.
-    /// [default: 30]
-    #[arg(long, env = "TALLY_BODY_READ_TIMEOUT_SECS")]
-    pub body_read_timeout_secs: Option<u64>,
-
-    /// Largest file a batch import (`POST /v1/import`) accepts; bigger ones
-    /// get 413. [default: 68719476736]
-    #[arg(long, env = "TALLY_MAX_IMPORT_BYTES")]
-    pub max_import_bytes: Option<u64>,
-
-    /// Batch imports that may run at once; more get 429. [default: 2]
-    #[arg(long, env = "TALLY_IMPORT_CONCURRENCY")]
-    pub import_concurrency: Option<usize>,
-
-    /// Bytes of rows a batch import buffers before writing them to its
-    /// staged files: its memory, whatever the file's size. [default: 67108864]
-    #[arg(long, env = "TALLY_IMPORT_SPILL_BYTES")]
-    pub import_spill_bytes: Option<usize>,
-
-    /// Flush the in-memory tail to Parquet once it holds this many bytes.
-    /// Larger means fewer, bigger segments and a longer log replay after a
-    /// crash. [default: 50331648]
-    #[arg(long, env = "TALLY_FLUSH_BYTES")]
-    pub flush_bytes: Option<usize>,
-
-    /// ... or once its oldest event is this many seconds old. [default: 60]
-    #[arg(long, env = "TALLY_FLUSH_INTERVAL_SECS")]
-    pub flush_interval_secs: Option<u64>,
-
-    /// While the in-memory tail holds more than this (flushing falls
-    /// behind), writes wait for a flush, then are refused (503).
-    /// [default: 134217728]
-    #[arg(long, env = "TALLY_MEMORY_LIMIT_BYTES")]
-    pub memory_limit_bytes: Option<usize>,
-
-    /// How long a write waits for a flush to make room in a full tail
-    /// before 503; 0 refuses at once and leaves flushes to size and age.
-    /// [default: 2000]
-    #[arg(long, env = "TALLY_MEMORY_WAIT_MS")]
-    pub memory_wait_ms: Option<u64>,
-
-    /// Batches that may wait for the log writer before ingest answers 503.
-    /// [default: 4096]
-    #[arg(long, env = "TALLY_LOG_QUEUE")]
-    pub log_queue: Option<usize>,
-
-    /// Allow listening on a non-loopback address with no API keys.
-    #[arg(long, env = "TALLY_ALLOW_UNAUTHENTICATED")]
-    pub allow_unauthenticated: bool,
-
-    /// Threads executing queries (a pool of their own, at lower CPU
-    /// priority than ingestion). [default: the number of cores]
-    #[arg(long, env = "TALLY_QUERY_WORKERS")]
-    pub query_workers: Option<usize>,
-
-    /// Queries executing at once; more get 429 with Retry-After. Cached
-    /// answers do not count. [default: 16]
-    #[arg(long, env = "TALLY_QUERY_MAX_CONCURRENT")]
-    pub query_max_concurrent: Option<usize>,
-
-    /// A query running longer is stopped with 422 (limit "timeout").
-    /// [default: 30]
-    #[arg(long, env = "TALLY_QUERY_TIMEOUT_SECS")]
-    pub query_timeout_secs: Option<f64>,
-
-    /// Memory one query's aggregations, sorts and joins may hold; past it
-    /// the query fails with 422 (limit "memory") rather than spill to disk.
-    /// [default: 536870912]
-    #[arg(long, env = "TALLY_QUERY_MEMORY_LIMIT_BYTES")]
-    pub query_memory_limit_bytes: Option<usize>,
-
-    /// Rows one answer may have (422, limit "rows", past it). [default: 100000]
-    #[arg(long, env = "TALLY_QUERY_MAX_ROWS")]
-    pub query_max_rows: Option<usize>,
-
-    /// Bytes of SQL text one statement may have (413, limit "sql_bytes",
-    /// past it). The query threads' stacks are sized for the deepest
-    /// expression this many bytes can write. [default: 262144]
-    #[arg(long, env = "TALLY_SQL_MAX_BYTES")]
-    pub sql_max_bytes: Option<usize>,
-
-    /// Nesting of expressions and subqueries one statement may have (400,
-    /// limit "sql_depth"). [default: 256]
-    #[arg(long, env = "TALLY_SQL_MAX_DEPTH")]
-    pub sql_max_depth: Option<usize>,
-
-    /// Expressions one statement may hold in all (400, limit
-    /// "sql_nodes"). [default: 50000]
-    #[arg(long, env = "TALLY_SQL_MAX_NODES")]
-    pub sql_max_nodes: Option<usize>,
-
-    /// Items of one IN list or `in` filter (400, limit "sql_in_list").
-    /// [default: 10000]
-    #[arg(long, env = "TALLY_SQL_MAX_IN_LIST")]
-    pub sql_max_in_list: Option<usize>,
-
-    /// Bytes of answers kept by the result cache (0 disables it).
-    /// [default: 67108864]
-    #[arg(long, env = "TALLY_QUERY_CACHE_BYTES")]
-    pub query_cache_bytes: Option<usize>,
-
-    /// Where raw segments are archived: an absolute directory, file:///DIR or
-    /// s3://BUCKET[/PREFIX] (settings in the file's [archive] table);
-    /// "none" keeps no archive. Default: DATA_DIR/archive.
+    /// Where sealed segments are copied: a directory, `file:///DIR`,
+    /// `s3://BUCKET[/PREFIX]` (settings in the file's `[archive]` table), or
+    /// `none`. [default: DATA_DIR/archive]
     #[arg(long, env = "TALLY_ARCHIVE")]
     pub archive: Option<String>,
 
-    /// The counter app's window: how long after a user's accepted increment
-    /// their next one is refused ("24h", "90s"). [default: 24h]
+    /// The counter app's window: how long after a user's accepted
+    /// increment their next one is refused (`24h`, `90s`). [default: 24h]
     #[arg(long, env = "TALLY_COUNTER_WINDOW")]
     pub counter_window: Option<String>,
 
@@ -180,33 +139,8 @@ pub struct ServeArgs {
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
+/// The config file's tables; its top-level keys are [`Settings`]'.
 struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    sync: Option<String>,
-    sync_interval_ms: Option<u64>,
-    max_body_bytes: Option<usize>,
-    ingest_budget_bytes: Option<usize>,
-    body_read_timeout_secs: Option<u64>,
-    max_import_bytes: Option<u64>,
-    import_concurrency: Option<usize>,
-    import_spill_bytes: Option<usize>,
-    flush_bytes: Option<usize>,
-    flush_interval_secs: Option<u64>,
-    memory_limit_bytes: Option<usize>,
-    memory_wait_ms: Option<u64>,
-    log_queue: Option<usize>,
-    allow_unauthenticated: Option<bool>,
-    query_workers: Option<usize>,
-    query_max_concurrent: Option<usize>,
-    query_timeout_secs: Option<f64>,
-    query_memory_limit_bytes: Option<usize>,
-    query_max_rows: Option<usize>,
-    query_cache_bytes: Option<usize>,
-    sql_max_bytes: Option<usize>,
-    sql_max_depth: Option<usize>,
-    sql_max_nodes: Option<usize>,
-    sql_max_in_list: Option<usize>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
     /// `[[rollup]]` tables: continuous rollups (docs/rollups.md).
@@ -354,53 +288,51 @@ struct KeyConfig {
 }
 
 impl ServeArgs {
-    pub fn into_server_config(self) -> anyhow::Result<ServerConfig> {
-        let file: FileConfig = match &self.config {
+    /// The server's configuration from `argv` (the arguments after
+    /// `serve`), the environment and the config file `--config` names.
+    pub fn into_server_config(self, argv: &[OsString]) -> anyhow::Result<ServerConfig> {
+        let (mut table, origin) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                let table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                (table, path.display().to_string())
             }
-            None => FileConfig::default(),
+            None => (toml::Table::new(), String::new()),
         };
-        let data_dir = self
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("tally-data"));
-        let listen = self
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let mut engine = EngineOptions::new(data_dir);
-        let interval = Duration::from_millis(
-            self.sync_interval_ms
-                .or(file.sync_interval_ms)
-                .unwrap_or(100),
-        );
-        engine.sync = match self.sync.or(file.sync).as_deref().unwrap_or("always") {
-            "always" => SyncMode::Always,
-            "interval" => SyncMode::Interval(interval),
-            "never" => SyncMode::Never,
-            other => bail!("--sync must be always, interval or never, not {other:?}"),
+        let keys = tally_settings::ids::<Settings>();
+        let in_file: Vec<String> = keys
+            .iter()
+            .filter(|k| table.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        let cmd = Self::augment_args(Command::new("tally serve").no_binary_name(true));
+        let cmd = tally_settings::file_values_as_defaults(cmd, &mut table, &keys, &origin)
+            .map_err(anyhow::Error::msg)?;
+        let matches = cmd
+            .try_get_matches_from(argv)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let args = Self::from_arg_matches(&matches).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let given = |id: &str| {
+            in_file.iter().any(|k| k == id)
+                || matches!(
+                    matches.value_source(id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
         };
-        if let Some(v) = self.flush_bytes.or(file.flush_bytes) {
-            engine.flush_bytes = v;
-        }
-        if let Some(v) = self.flush_interval_secs.or(file.flush_interval_secs) {
-            engine.flush_interval = Duration::from_secs(v);
-        }
-        if let Some(v) = self.memory_limit_bytes.or(file.memory_limit_bytes) {
-            engine.memory_limit_bytes = v;
-        }
-        if let Some(v) = self.memory_wait_ms.or(file.memory_wait_ms) {
-            engine.memory_wait = Duration::from_millis(v);
-        }
-        if let Some(v) = self.import_spill_bytes.or(file.import_spill_bytes) {
-            engine.import_spill_bytes = v;
-        }
-        if let Some(v) = self.log_queue.or(file.log_queue) {
-            engine.log_queue = v.max(1);
-        }
+        let file: FileConfig = table.try_into().with_context(|| {
+            format!(
+                "{origin}: the settings are the flags' names with '_' for '-' (tally serve --help)"
+            )
+        })?;
+        let mut settings = args.settings.clone();
+        settings.apply_older_spellings(given)?;
+        args.build(settings, file)
+    }
+
+    fn build(self, s: Settings, file: FileConfig) -> anyhow::Result<ServerConfig> {
+        let mut engine = EngineOptions::with_settings(&s.data_dir, &s.log, &s.tail);
         for r in &file.rollups {
             r.validate()
                 .with_context(|| format!("[[rollup]] {:?}", r.name))?;
@@ -439,7 +371,15 @@ impl ServeArgs {
                 .retention
                 .insert(stream, Duration::from_micros(us as u64));
         }
-        let mut config = ServerConfig::new(listen, engine);
+        let mut query = s.query.options();
+        for spec in file.jobs {
+            let def = spec.into_def(&query.sql_limits).context("[[job]]")?;
+            if query.jobs.iter().any(|j| j.name == def.name) {
+                bail!("[[job]] {:?} is defined twice", def.name);
+            }
+            query.jobs.push(def);
+        }
+        let mut config = ServerConfig::with_settings(&s.http, engine, query);
         for (stream, t) in file.time {
             let format = match t.format.as_deref() {
                 None => tally_ingest::TimeFormat::Auto,
@@ -459,72 +399,6 @@ impl ServeArgs {
                     format,
                 },
             );
-        }
-        if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
-            config.max_body_bytes = v;
-        }
-        config.engine.max_record_bytes = config
-            .engine
-            .max_record_bytes
-            .max(config.max_body_bytes * 2);
-        if let Some(v) = self.ingest_budget_bytes.or(file.ingest_budget_bytes) {
-            config.ingest_budget_bytes = v.min(u32::MAX as usize);
-        }
-        if let Some(v) = self.body_read_timeout_secs.or(file.body_read_timeout_secs) {
-            config.body_read_timeout = Duration::from_secs(v.max(1));
-        }
-        if let Some(v) = self.max_import_bytes.or(file.max_import_bytes) {
-            config.max_import_bytes = v;
-        }
-        if let Some(v) = self.import_concurrency.or(file.import_concurrency) {
-            config.import_concurrency = v.max(1);
-        }
-        config.allow_unauthenticated =
-            self.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
-        let q = &mut config.query;
-        if let Some(v) = self.query_workers.or(file.query_workers) {
-            q.workers = v.max(1);
-        }
-        if let Some(v) = self.query_max_concurrent.or(file.query_max_concurrent) {
-            q.max_concurrent = v.max(1);
-        }
-        if let Some(v) = self.query_timeout_secs.or(file.query_timeout_secs) {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("--query-timeout-secs must be a positive number, not {v}");
-            }
-            q.timeout = Duration::from_secs_f64(v);
-        }
-        if let Some(v) = self
-            .query_memory_limit_bytes
-            .or(file.query_memory_limit_bytes)
-        {
-            q.memory_limit = v;
-        }
-        if let Some(v) = self.query_max_rows.or(file.query_max_rows) {
-            q.max_result_rows = v.max(1);
-        }
-        let l = &mut q.sql_limits;
-        if let Some(v) = self.sql_max_bytes.or(file.sql_max_bytes) {
-            l.max_bytes = v.max(16);
-        }
-        if let Some(v) = self.sql_max_depth.or(file.sql_max_depth) {
-            l.max_depth = v.max(4);
-        }
-        if let Some(v) = self.sql_max_nodes.or(file.sql_max_nodes) {
-            l.max_nodes = v.max(4);
-        }
-        if let Some(v) = self.sql_max_in_list.or(file.sql_max_in_list) {
-            l.max_in_list = v.max(1);
-        }
-        if let Some(v) = self.query_cache_bytes.or(file.query_cache_bytes) {
-            q.cache_bytes = v;
-        }
-        for spec in file.jobs {
-            let def = spec.into_def(&q.sql_limits).context("[[job]]")?;
-            if q.jobs.iter().any(|j| j.name == def.name) {
-                bail!("[[job]] {:?} is defined twice", def.name);
-            }
-            q.jobs.push(def);
         }
         let rates = file.rates.unwrap_or_default();
         let r = &mut config.rates;
@@ -582,5 +456,132 @@ impl ServeArgs {
             });
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_engine::SyncMode;
+
+    /// A setting's key in the config file, where it has one.
+    fn file_key(id: &str) -> Option<String> {
+        match id {
+            "config" => None,
+            "archive" => Some("[archive] url".into()),
+            "counter_window" => Some("[counter] window".into()),
+            "web_sites" => Some("[web] sites".into()),
+            "web_geoip" => Some("[web] geoip".into()),
+            _ => Some(id.into()),
+        }
+    }
+
+    const BEGIN: &str = "<!-- BEGIN flags: rendered from `tally serve`'s definitions; \
+                         TALLY_WRITE_DOCS=1 cargo test -p tally the_configuration_table rewrites it -->\n";
+    const END: &str = "<!-- END flags -->\n";
+
+    #[test]
+    fn the_configuration_table_in_the_docs_is_made_from_the_flags() {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let table = format!(
+            "| flag / file key | env | default | what it trades |\n|---|---|---|---|\n{}",
+            tally_settings::markdown_rows(&cmd, file_key)
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let (start, end) = (
+            docs.find(BEGIN).expect("docs/configuration.md has the BEGIN line") + BEGIN.len(),
+            docs.find(END).expect("docs/configuration.md has the END line"),
+        );
+        if docs[start..end] != table && std::env::var_os("TALLY_WRITE_DOCS").is_some() {
+            std::fs::write(path, format!("{}{table}{}", &docs[..start], &docs[end..])).unwrap();
+            return;
+        }
+        assert!(
+            docs[start..end] == table,
+            "docs/configuration.md's table differs from the flags; it should read:\n{table}"
+        );
+    }
+
+    fn config(file: Option<&str>, argv: &[&str]) -> anyhow::Result<ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        if let Some(text) = file {
+            let path = dir.path().join("tally.toml");
+            std::fs::write(&path, text).unwrap();
+            argv.push("--config".into());
+            argv.push(path.into());
+        }
+        let cmd = ServeArgs::augment_args(Command::new("serve").no_binary_name(true));
+        let args = ServeArgs::from_arg_matches(&cmd.try_get_matches_from(&argv)?)?;
+        args.into_server_config(&argv)
+    }
+
+    #[test]
+    fn with_nothing_given_the_server_gets_the_libraries_defaults() {
+        let c = config(None, &[]).unwrap();
+        let mut d = ServerConfig::new(c.listen, EngineOptions::new("tally-data"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        // The CLI adds the default archive; the library has none.
+        d.engine.archive = c.engine.archive.clone();
+        assert!(d.engine.archive.is_some());
+        assert_eq!(format!("{:?}", c.engine), format!("{:?}", d.engine));
+        assert_eq!(format!("{:?}", c.query), format!("{:?}", d.query));
+        assert_eq!(
+            (c.max_body_bytes, c.ingest_budget_bytes, c.body_read_timeout),
+            (16 << 20, 192 << 20, Duration::from_secs(30))
+        );
+        assert_eq!(
+            (c.max_body_bytes, c.ingest_budget_bytes, c.body_read_timeout, c.max_import_bytes),
+            (d.max_body_bytes, d.ingest_budget_bytes, d.body_read_timeout, d.max_import_bytes)
+        );
+        assert_eq!(c.engine.sync, SyncMode::Always);
+    }
+
+    #[test]
+    fn sizes_and_durations_read_with_units_and_flags_win_over_the_file() {
+        let file = "sync = \"interval\"\nsync_interval = \"250ms\"\nflush_bytes = 4096\n\
+                    max_body_bytes = \"1MiB\"\nquery_timeout = \"1m 30s\"\nallow_unauthenticated = true\n";
+        let c = config(Some(file), &["--max-body-bytes", "2MiB", "--log-queue", "7"]).unwrap();
+        assert_eq!(c.engine.sync, SyncMode::Interval(Duration::from_millis(250)));
+        assert_eq!(c.engine.flush_bytes, 4096);
+        assert_eq!(c.max_body_bytes, 2 << 20);
+        assert_eq!(c.engine.log_queue, 7);
+        assert_eq!(c.query.timeout, Duration::from_secs(90));
+        assert!(c.allow_unauthenticated);
+    }
+
+    #[test]
+    fn older_spellings_read_in_the_unit_of_their_name() {
+        let c = config(
+            None,
+            &[
+                "--flush-interval-secs", "3", "--memory-wait-ms", "0",
+                "--query-timeout-secs", "0.5", "--sync", "interval", "--sync-interval-ms", "20",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.engine.flush_interval, Duration::from_secs(3));
+        assert_eq!(c.engine.memory_wait, Duration::ZERO);
+        assert_eq!(c.query.timeout, Duration::from_millis(500));
+        assert_eq!(c.engine.sync, SyncMode::Interval(Duration::from_millis(20)));
+        let c = config(Some("body_read_timeout_secs = 4\nflush_interval = \"9s\""), &["--flush-interval-secs", "3"])
+            .unwrap();
+        assert_eq!(c.body_read_timeout, Duration::from_secs(4));
+        assert_eq!(c.engine.flush_interval, Duration::from_secs(9), "the new name wins");
+        let e = config(None, &["--query-timeout-secs", "0"]).unwrap_err();
+        assert!(e.to_string().contains("positive"), "{e}");
+    }
+
+    #[test]
+    fn bad_file_values_and_unknown_keys_are_named() {
+        let e = config(Some("flush_interval = 60"), &[]).unwrap_err().to_string();
+        assert!(e.contains("tally.toml: flush_interval = 60: ") && e.contains("unit"), "{e}");
+        let e = config(Some("max_body_bytes = \"big\""), &[]).unwrap_err().to_string();
+        assert!(e.contains("max_body_bytes = \"big\""), "{e}");
+        let e = config(Some("sync = \"sometimes\""), &[]).unwrap_err().to_string();
+        assert!(e.contains("sync = \"sometimes\""), "{e}");
+        let e = format!("{:#}", config(Some("flush_byte = 3"), &[]).unwrap_err());
+        assert!(e.contains("flush_byte"), "{e}");
     }
 }

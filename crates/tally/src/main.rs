@@ -108,7 +108,10 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => {
-            let config = args.into_server_config()?;
+            // The arguments after `serve`: read again with the config file's
+            // values as their defaults.
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+            let config = args.into_server_config(&argv)?;
             runtime()?.block_on(async {
                 tally_server::run(config, tally_server::shutdown_signal()).await
             })?;
