@@ -62,18 +62,43 @@ pub enum Aggregate {
     Quantiles(String),
 }
 
+/// The quantile ranks a request may ask for, as `pNN(f)`; a rollup's
+/// `quantiles(f)` sketch answers every one.
+pub const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p75", 0.75),
+    ("p90", 0.9),
+    ("p95", 0.95),
+    ("p99", 0.99),
+];
+
 impl Aggregate {
+    /// A rollup's aggregate: `count`, `count(f)`, `sum(f)`, `min(f)`,
+    /// `max(f)`, `avg(f)`, `uniq(f)` or `quantiles(f)`.
     pub fn parse(s: &str) -> Result<Aggregate> {
+        match Self::parse_with_rank(s)? {
+            (a, None) => Ok(a),
+            (_, Some(_)) => Err(Error::Invalid {
+                message: format!(
+                    "aggregate {:?}: a rollup keeps quantiles(f), which answers every pNN(f)",
+                    s.trim()
+                ),
+            }),
+        }
+    }
+
+    /// The one aggregate grammar, of rollups and requests alike: a
+    /// rollup's aggregates, and `pNN(f)` (NN one of 50, 75, 90, 95, 99),
+    /// read as `quantiles(f)` at that rank.
+    pub fn parse_with_rank(s: &str) -> Result<(Aggregate, Option<f64>)> {
         let s = s.trim();
         if s == "count" || s == "count()" || s == "count(*)" {
-            return Ok(Aggregate::Count);
+            return Ok((Aggregate::Count, None));
         }
-        let bad = || {
-            Error::Invalid {
+        let bad = || Error::Invalid {
             message: format!(
                 "aggregate {s:?}: use count, count(f), sum(f), min(f), max(f), avg(f), uniq(f) or quantiles(f)"
             ),
-        }
         };
         let (func, rest) = s.split_once('(').ok_or_else(bad)?;
         let field = rest.strip_suffix(')').ok_or_else(bad)?.trim();
@@ -81,7 +106,11 @@ impl Aggregate {
             return Err(bad());
         }
         let f = field.to_string();
-        Ok(match func.trim() {
+        let func = func.trim();
+        if let Some((_, q)) = PERCENTILES.iter().find(|(name, _)| *name == func) {
+            return Ok((Aggregate::Quantiles(f), Some(*q)));
+        }
+        let a = match func {
             "count" => Aggregate::CountOf(f),
             "sum" => Aggregate::Sum(f),
             "min" => Aggregate::Min(f),
@@ -90,7 +119,8 @@ impl Aggregate {
             "uniq" => Aggregate::Uniq(f),
             "quantiles" => Aggregate::Quantiles(f),
             _ => return Err(bad()),
-        })
+        };
+        Ok((a, None))
     }
 
     /// The field it reads, if any.

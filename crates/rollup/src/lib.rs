@@ -13,8 +13,8 @@ pub mod snapshot;
 mod state;
 
 pub use aggregate::{Acc, Cell, GroupKey, State, HLL_LG_K, QUANTILE_ALPHA};
-pub use def::{parse_period, Aggregate, Grain, RollupDef};
-pub use filter::{Condition, Op};
+pub use def::{parse_period, Aggregate, Grain, RollupDef, PERCENTILES};
+pub use filter::{Compiled, Condition, Datum, Op, Operand, Scalar};
 pub use set::{Building, Entry, Loaded, RollupSet};
 pub use state::Rollup;
 

@@ -17,9 +17,12 @@
 
 mod buckets;
 mod execute;
+mod filter;
 mod rollup;
 
 pub use buckets::{bucket_start, bucket_udf, parse_time, Interval};
+/// A filter's operator, as the shared model reads it.
+pub use tally_rollup::Op;
 
 use crate::{QueryEngine, QueryError, Result};
 use buckets::parse_tz;
@@ -104,36 +107,27 @@ enum Agg {
 }
 
 impl Agg {
+    /// Reads a request's aggregate with the one grammar rollups use too
+    /// (`tally_rollup::Aggregate::parse_with_rank`); a request asks for
+    /// percentiles by rank (`p95(f)`), not for the sketch.
     fn parse(s: &str) -> Result<Agg> {
-        let s = s.trim();
-        if s == "count" || s == "count()" || s == "count(*)" {
-            return Ok(Agg::Count);
-        }
-        let bad = || {
-            QueryError::Invalid {
+        use tally_rollup::Aggregate as A;
+        let bad = || QueryError::Invalid {
             message: format!(
-                "aggregate {s:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p75(f), p90(f), p95(f), p99(f)"
+                "aggregate {:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p75(f), p90(f), p95(f), p99(f)",
+                s.trim()
             ),
-        }
         };
-        let open = s.find('(').ok_or_else(bad)?;
-        let field = s[open + 1..].strip_suffix(')').ok_or_else(bad)?.to_string();
-        if field.is_empty() {
-            return Err(bad());
-        }
-        Ok(match &s[..open] {
-            "count" => Agg::CountOf(field),
-            "sum" => Agg::Sum(field),
-            "avg" => Agg::Avg(field),
-            "min" => Agg::Min(field),
-            "max" => Agg::Max(field),
-            "uniq" => Agg::Uniq(field),
-            "p50" => Agg::Quantile(0.5, field),
-            "p75" => Agg::Quantile(0.75, field),
-            "p90" => Agg::Quantile(0.9, field),
-            "p95" => Agg::Quantile(0.95, field),
-            "p99" => Agg::Quantile(0.99, field),
-            _ => return Err(bad()),
+        Ok(match A::parse_with_rank(s).map_err(|_| bad())? {
+            (A::Count, _) => Agg::Count,
+            (A::CountOf(f), _) => Agg::CountOf(f),
+            (A::Sum(f), _) => Agg::Sum(f),
+            (A::Avg(f), _) => Agg::Avg(f),
+            (A::Min(f), _) => Agg::Min(f),
+            (A::Max(f), _) => Agg::Max(f),
+            (A::Uniq(f), _) => Agg::Uniq(f),
+            (A::Quantiles(f), Some(q)) => Agg::Quantile(q, f),
+            (A::Quantiles(_), None) => return Err(bad()),
         })
     }
 
@@ -193,6 +187,9 @@ struct Plan {
     tz: Option<Tz>,
     tz_name: String,
     aggs: Vec<(String, Agg)>,
+    /// The request's filters, read into the shared model ...
+    conditions: Vec<tally_rollup::Compiled>,
+    /// ... and as expressions, with the time range's.
     filters: Vec<Expr>,
     group_by: Vec<String>,
     limit: usize,
@@ -309,7 +306,7 @@ impl QueryEngine {
                     why.push(format!("{name}: still building"));
                     continue;
                 }
-                rollup::route(&e.rollup, req, plan, &field_type)
+                rollup::route(&e.rollup, plan, &field_type)
             };
             match r {
                 Ok(route) => {
@@ -415,9 +412,12 @@ impl QueryEngine {
             column("ts").gt_eq(ts_lit(from)),
             column("ts").lt(ts_lit(to)),
         ];
+        let mut conditions = Vec::new();
         for (i, f) in req.filters.iter().enumerate() {
             let ty = field_type(&f.field)?;
-            filters.push(self.filter_expr(i, f, ty, &mut versions)?);
+            let c = self.condition(i, f, ty, &mut versions)?;
+            filters.push(filter::expr(&c));
+            conditions.push(c);
         }
         for g in &req.group_by {
             field_type(g)?;
@@ -465,6 +465,7 @@ impl QueryEngine {
             tz,
             tz_name,
             aggs,
+            conditions,
             filters,
             group_by: req.group_by.clone(),
             limit,
@@ -475,79 +476,48 @@ impl QueryEngine {
         })
     }
 
-    fn filter_expr(
+    /// Request filter `i` in the shared model; `under` becomes `in` the
+    /// node's descendants in its tree dimension table.
+    fn condition(
         &self,
         i: usize,
         f: &Filter,
         ty: ColumnType,
         versions: &mut Vec<(String, u64)>,
-    ) -> Result<Expr> {
+    ) -> Result<tally_rollup::Compiled> {
+        if f.op != "under" {
+            return filter::compile(i, f, ty);
+        }
         let bad = |what: &str| QueryError::Invalid {
             message: format!("filters[{i}] on '{}': {what}", f.field),
         };
-        let c = column(&f.field);
-        let scalar = |v: &Value| -> Result<Expr> {
-            match (ty, v) {
-                (ColumnType::Dim, Value::String(s)) => Ok(lit(s.clone())),
-                (ColumnType::Value, Value::Number(n)) => Ok(lit(n.as_f64().unwrap_or(f64::NAN))),
-                (ColumnType::Dim, _) => Err(bad("the field is text; give a string value")),
-                (ColumnType::Value, _) => Err(bad("the field is a number; give a numeric value")),
-            }
+        let table = f
+            .table
+            .as_deref()
+            .ok_or_else(|| bad("'under' needs \"table\": the tree dimension table"))?;
+        let node = match (ty, &f.value) {
+            (ColumnType::Dim, Value::String(s)) => s.clone(),
+            _ => return Err(bad("this operator takes a text field and a string value")),
         };
-        let list = |v: &Value| -> Result<Vec<Expr>> {
-            match v {
-                Value::Array(items) if !items.is_empty() => items.iter().map(scalar).collect(),
-                _ => Err(bad("give a non-empty array of values")),
-            }
-        };
-        let text = |v: &Value| -> Result<String> {
-            match (ty, v) {
-                (ColumnType::Dim, Value::String(s)) => Ok(s.clone()),
-                _ => Err(bad("this operator takes a text field and a string value")),
-            }
-        };
-        Ok(match f.op.as_str() {
-            "=" | "==" | "eq" => c.eq(scalar(&f.value)?),
-            "!=" | "<>" | "ne" => c.clone().not_eq(scalar(&f.value)?).or(c.is_null()),
-            "in" => c.in_list(list(&f.value)?, false),
-            "not_in" => c.clone().in_list(list(&f.value)?, true).or(c.is_null()),
-            "prefix" => datafusion::functions::expr_fn::starts_with(c, lit(text(&f.value)?)),
-            "contains" => {
-                datafusion::functions::expr_fn::strpos(c, lit(text(&f.value)?)).gt(lit(0i64))
-            }
-            ">" | ">=" | "<" | "<=" => {
-                if ty != ColumnType::Value {
-                    return Err(bad("numeric comparisons need a numeric field"));
-                }
-                let v = scalar(&f.value)?;
-                match f.op.as_str() {
-                    ">" => c.gt(v),
-                    ">=" => c.gt_eq(v),
-                    "<" => c.lt(v),
-                    _ => c.lt_eq(v),
-                }
-            }
-            "exists" => c.is_not_null(),
-            "missing" => c.is_null(),
-            "under" => {
-                let table = f
-                    .table
-                    .as_deref()
-                    .ok_or_else(|| bad("'under' needs \"table\": the tree dimension table"))?;
-                let node = text(&f.value)?;
-                let dim = self
-                    .inner
-                    .tables
-                    .get(table)
-                    .ok_or_else(|| QueryError::NotFound {
-                        what: "table",
-                        name: table.to_string(),
-                    })?;
-                let nodes = dim.descendants(&node)?;
-                versions.push((format!("table:{table}"), dim.version));
-                c.in_list(nodes.into_iter().map(|(n, _)| lit(n)).collect(), false)
-            }
-            other => return Err(bad(&format!("unknown operator {other:?}"))),
+        let dim = self
+            .inner
+            .tables
+            .get(table)
+            .ok_or_else(|| QueryError::NotFound {
+                what: "table",
+                name: table.to_string(),
+            })?;
+        let nodes = dim.descendants(&node)?;
+        versions.push((format!("table:{table}"), dim.version));
+        Ok(tally_rollup::Compiled {
+            field: f.field.clone(),
+            op: tally_rollup::Op::In,
+            operand: tally_rollup::Operand::List(
+                nodes
+                    .into_iter()
+                    .map(|(n, _)| tally_rollup::Scalar::Text(n))
+                    .collect(),
+            ),
         })
     }
 }

@@ -17,7 +17,7 @@
 
 use super::buckets::bucket_start;
 use super::execute::{shape, GroupKey};
-use super::{Agg, Filter, Plan, Request};
+use super::{Agg, Plan};
 use crate::{QueryState, Result};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tally_ingest::ColumnType;
-use tally_rollup::{Acc, Aggregate, Cell, Grain, Op, Rollup, RollupDef};
+use tally_rollup::{Acc, Aggregate, Cell, Compiled, Grain, Rollup, RollupDef};
 
 /// How a rollup answers a request.
 #[derive(Debug, Clone)]
@@ -40,86 +40,17 @@ pub(super) struct Route {
     keys: Vec<usize>,
     /// Request filters applied to cells: (position in the rollup's key,
     /// condition).
-    key_filters: Vec<(usize, KeyFilter)>,
+    key_filters: Vec<(usize, Compiled)>,
     grain: Grain,
     /// Whole buckets of the finest interval: [lo, hi).
     lo: i64,
     hi: i64,
 }
 
-#[derive(Debug, Clone)]
-enum KeyFilter {
-    Eq(String),
-    Ne(String),
-    In(Vec<String>),
-    NotIn(Vec<String>),
-    Prefix(String),
-    Contains(String),
-    Exists,
-    Missing,
-}
-
-impl KeyFilter {
-    fn parse(f: &Filter) -> Option<KeyFilter> {
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let list = |v: &Value| -> Option<Vec<String>> {
-            v.as_array()?
-                .iter()
-                .map(|x| x.as_str().map(str::to_string))
-                .collect()
-        };
-        Some(match f.op.as_str() {
-            "=" | "==" | "eq" => KeyFilter::Eq(text(&f.value)?),
-            "!=" | "<>" | "ne" => KeyFilter::Ne(text(&f.value)?),
-            "in" => KeyFilter::In(list(&f.value)?),
-            "not_in" => KeyFilter::NotIn(list(&f.value)?),
-            "prefix" => KeyFilter::Prefix(text(&f.value)?),
-            "contains" => KeyFilter::Contains(text(&f.value)?),
-            "exists" => KeyFilter::Exists,
-            "missing" => KeyFilter::Missing,
-            _ => return None,
-        })
-    }
-
-    /// The API's semantics: a missing value fails every test but `!=`,
-    /// `not_in` and `missing`.
-    fn test(&self, v: Option<&str>) -> bool {
-        match (self, v) {
-            (KeyFilter::Exists, v) => v.is_some(),
-            (KeyFilter::Missing, v) => v.is_none(),
-            (KeyFilter::Ne(_) | KeyFilter::NotIn(_), None) => true,
-            (_, None) => false,
-            (KeyFilter::Eq(x), Some(v)) => v == x,
-            (KeyFilter::Ne(x), Some(v)) => v != x,
-            (KeyFilter::In(xs), Some(v)) => xs.iter().any(|x| x == v),
-            (KeyFilter::NotIn(xs), Some(v)) => !xs.iter().any(|x| x == v),
-            (KeyFilter::Prefix(x), Some(v)) => v.starts_with(x.as_str()),
-            (KeyFilter::Contains(x), Some(v)) => v.contains(x.as_str()),
-        }
-    }
-}
-
-/// Whether rollup filter condition `c` is request filter `f`.
-fn same_condition(c: &tally_rollup::Condition, f: &Filter) -> bool {
-    let op = match c.op {
-        Op::Eq => "=",
-        Op::Ne => "!=",
-        Op::In => "in",
-        Op::NotIn => "not_in",
-        Op::Prefix => "prefix",
-        Op::Contains => "contains",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Exists => "exists",
-        Op::Missing => "missing",
-    };
-    let same_value = match (&c.value, &f.value) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (a, b) => a == b,
-    };
-    c.field == f.field && op == f.op && same_value && f.table.is_none()
+/// Whether rollup filter condition `c` is request condition `f` (numbers
+/// compared as numbers, so `1` is `1.0`).
+fn same_condition(c: &tally_rollup::Condition, f: &Compiled) -> bool {
+    Compiled::new(c).is_ok_and(|c| c == *f)
 }
 
 /// The rollup aggregate answering request aggregate `a`, if the rollup
@@ -163,7 +94,6 @@ fn find_agg(def: &RollupDef, a: &Agg) -> Option<(usize, Aggregate, f64)> {
 /// Why `def` cannot answer, or how it can.
 pub(super) fn route(
     rollup: &Rollup,
-    req: &Request,
     plan: &Plan,
     field_type: &dyn Fn(&str) -> Option<ColumnType>,
 ) -> std::result::Result<Route, String> {
@@ -189,7 +119,7 @@ pub(super) fn route(
     // Every rollup condition must be a request filter; the other request
     // filters must apply to text group-by dimensions.
     for c in &def.filter {
-        if !req.filters.iter().any(|f| same_condition(c, f)) {
+        if !plan.conditions.iter().any(|f| same_condition(c, f)) {
             return Err(format!(
                 "the rollup filters on {} and the request does not",
                 c.field
@@ -197,7 +127,7 @@ pub(super) fn route(
         }
     }
     let mut key_filters = Vec::new();
-    for f in &req.filters {
+    for f in &plan.conditions {
         if def.filter.iter().any(|c| same_condition(c, f)) {
             continue;
         }
@@ -207,8 +137,7 @@ pub(super) fn route(
             .position(|d| *d == f.field)
             .filter(|_| field_type(&f.field) == Some(ColumnType::Dim))
             .ok_or_else(|| format!("filter on {} is not on a text group-by dimension", f.field))?;
-        let kf = KeyFilter::parse(f).ok_or_else(|| format!("filter op {} on cells", f.op))?;
-        key_filters.push((pos, kf));
+        key_filters.push((pos, f.clone()));
     }
     let grains = def.grains();
     let finest = *grains.first().ok_or("no intervals")?;
@@ -331,7 +260,7 @@ pub(super) async fn answer(
                 route
                     .key_filters
                     .iter()
-                    .all(|(p, f)| f.test(key[*p].as_deref()))
+                    .all(|(p, f)| f.test_key(key[*p].as_deref()))
             })
             .map(|(b, key, cell)| {
                 let group: Vec<Option<String>> =

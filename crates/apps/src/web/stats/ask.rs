@@ -6,7 +6,7 @@ use super::params::{month_start, Cond, Metric, Value_};
 use super::{invalid, Result};
 use chrono::{Datelike, Duration, NaiveDate};
 use serde_json::{json, Value};
-use tally_query::timeseries::{Filter, Request};
+use tally_query::timeseries::{Filter, Op, Request};
 use tally_query::QueryEngine;
 
 /// One question to the time-series API.
@@ -19,10 +19,10 @@ pub(super) struct Ask<'a> {
     pub(super) filters: Vec<Filter>,
 }
 
-pub(super) fn filter(field: &str, op: &str, value: Value) -> Filter {
+pub(super) fn filter(field: &str, op: Op, value: Value) -> Filter {
     Filter {
         field: field.into(),
-        op: op.into(),
+        op: op.as_str().into(),
         value,
         table: None,
     }
@@ -68,16 +68,16 @@ pub(super) fn ts_filters(
         match (c.negated, others.as_slice()) {
             (_, []) => out.push(filter(
                 f,
-                if c.negated { "not_in" } else { "in" },
+                if c.negated { Op::NotIn } else { Op::In },
                 Value::Array(exact),
             )),
             (true, [Value_::Absent]) if exact.is_empty() => {
-                out.push(filter(f, "exists", Value::Null))
+                out.push(filter(f, Op::Exists, Value::Null))
             }
             (false, [one]) if exact.is_empty() => out.push(match one {
-                Value_::Absent => filter(f, "missing", Value::Null),
-                Value_::Prefix(p) => filter(f, "prefix", Value::String(p.clone())),
-                Value_::Contains(p) => filter(f, "contains", Value::String(p.clone())),
+                Value_::Absent => filter(f, Op::Missing, Value::Null),
+                Value_::Prefix(p) => filter(f, Op::Prefix, Value::String(p.clone())),
+                Value_::Contains(p) => filter(f, Op::Contains, Value::String(p.clone())),
                 Value_::Exact(_) => return unsupported(),
             }),
             _ => return unsupported(),

@@ -30,6 +30,7 @@ use params::{metrics, parse_filters, period, prop, rfc3339, Cond, Period, Value_
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use tally_engine::{Aggregate, Grain, RollupDef};
+use tally_query::timeseries::Op;
 use tally_query::{QueryEngine, QueryError};
 
 /// Errors of a stats request.
@@ -264,7 +265,7 @@ impl Stats<'_> {
         let Some(more) = ts_filters(conds, &self.has(stream))? else {
             return Ok(None);
         };
-        let mut filters = vec![filter("site", "=", Value::String(site.to_string()))];
+        let mut filters = vec![filter("site", Op::Eq, Value::String(site.to_string()))];
         filters.extend(more);
         Ok(Some(Ask {
             query: self.query,
@@ -292,7 +293,7 @@ impl Stats<'_> {
         };
         let a = ev
             .run(
-                vec![filter("name", "!=", json!(ENGAGEMENT))],
+                vec![filter("name", Op::Ne, json!(ENGAGEMENT))],
                 &["uniq(visitor)"],
                 &[],
                 1,
@@ -326,7 +327,7 @@ impl Stats<'_> {
             {
                 let a = ev
                     .run(
-                        vec![filter("name", "!=", json!(ENGAGEMENT))],
+                        vec![filter("name", Op::Ne, json!(ENGAGEMENT))],
                         &["count", "uniq(visitor)"],
                         &[],
                         1,
@@ -343,7 +344,7 @@ impl Stats<'_> {
             if metrics.contains(&Metric::Pageviews) {
                 let a = ev
                     .run(
-                        vec![filter("name", "=", json!(PAGEVIEW))],
+                        vec![filter("name", Op::Eq, json!(PAGEVIEW))],
                         &["count"],
                         &[],
                         1,
@@ -483,7 +484,7 @@ impl Stats<'_> {
         if event_level {
             if let Some(ev) = &ev {
                 let has = self.has(&self.streams.events);
-                let name_filter = filter("name", "!=", json!(ENGAGEMENT));
+                let name_filter = filter("name", Op::Ne, json!(ENGAGEMENT));
                 // The top groups are those of the aggregate behind the
                 // first metric (the time-series API ranks by the first).
                 // Sketches only for the metrics asked (merging them is
@@ -523,8 +524,8 @@ impl Stats<'_> {
                     let a = ev
                         .run(
                             vec![
-                                filter("name", "=", json!(PAGEVIEW)),
-                                filter(&prop.field, "in", Value::Array(keys.clone())),
+                                filter("name", Op::Eq, json!(PAGEVIEW)),
+                                filter(&prop.field, Op::In, Value::Array(keys.clone())),
                             ],
                             &["count"],
                             &group_by,
@@ -542,7 +543,7 @@ impl Stats<'_> {
                     if let Some(vi) = &vi {
                         let a = vi
                             .run(
-                                vec![filter("entry_page", "in", Value::Array(keys.clone()))],
+                                vec![filter("entry_page", Op::In, Value::Array(keys.clone()))],
                                 &["sum(sign)", "sum(bounce)"],
                                 &["entry_page".to_string()],
                                 keys.len(),
