@@ -29,8 +29,8 @@ pub mod timeseries;
 
 pub use error::{QueryError, Result};
 pub use limits::SqlLimits;
-pub use settings::QuerySettings;
 pub use metrics::init as init_metrics;
+pub use settings::QuerySettings;
 pub use tables::{DimTable, DimTables, TableFormat, TableSpec};
 
 use arrow::datatypes::SchemaRef;

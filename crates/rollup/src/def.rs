@@ -95,10 +95,12 @@ impl Aggregate {
         if s == "count" || s == "count()" || s == "count(*)" {
             return Ok((Aggregate::Count, None));
         }
-        let bad = || Error::Invalid {
+        let bad = || {
+            Error::Invalid {
             message: format!(
                 "aggregate {s:?}: use count, count(f), sum(f), min(f), max(f), avg(f), uniq(f) or quantiles(f)"
             ),
+        }
         };
         let (func, rest) = s.split_once('(').ok_or_else(bad)?;
         let field = rest.strip_suffix(')').ok_or_else(bad)?.trim();
@@ -196,17 +198,13 @@ pub struct RollupDef {
     pub retention: std::collections::BTreeMap<Grain, String>,
 }
 
-/// A retention period in µs: a number and `h`, `d` or `w`.
+/// A retention period in µs: a whole positive number of hours, days or
+/// weeks (`"36h"`, `"30d"`, `"2w"`).
 pub fn parse_period(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let unit = match s.chars().last()? {
-        'h' => 3_600_000_000,
-        'd' => 86_400_000_000,
-        'w' => 7 * 86_400_000_000,
-        _ => return None,
-    };
-    let n: i64 = s[..s.len() - 1].parse().ok().filter(|n| *n > 0)?;
-    n.checked_mul(unit)
+    use crate::span::{Span, Unit};
+    Span::parse(s.trim())
+        .filter(|p| p.n > 0 && matches!(p.unit, Unit::Hour | Unit::Day | Unit::Week))?
+        .micros()
 }
 
 impl RollupDef {

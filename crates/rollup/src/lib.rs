@@ -10,12 +10,14 @@ mod filter;
 mod groups;
 mod set;
 pub mod snapshot;
+mod span;
 mod state;
 
 pub use aggregate::{Acc, Cell, GroupKey, State, HLL_LG_K, QUANTILE_ALPHA};
 pub use def::{parse_period, Aggregate, Grain, RollupDef, PERCENTILES};
 pub use filter::{Compiled, Condition, Datum, Op, Operand, Scalar};
 pub use set::{Building, Entry, Loaded, RollupSet};
+pub use span::{Span, Unit};
 pub use state::Rollup;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,6 +15,7 @@ use chrono_tz::Tz;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
 use std::sync::Arc;
+use tally_rollup::{Span, Unit};
 
 /// A bucket width.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,18 +36,14 @@ impl Interval {
             ),
         }
         };
-        let (num, unit) = s
-            .find(|c: char| !c.is_ascii_digit())
-            .map(|i| s.split_at(i))
-            .ok_or_else(bad)?;
-        let n: i64 = num.parse().map_err(|_| bad())?;
+        let Span { n, unit } = Span::parse(s).ok_or_else(bad)?;
         match (unit, n) {
-            ("m" | "min", 1 | 2 | 5 | 10 | 15 | 20 | 30) => Ok(Interval::Minutes(n)),
-            ("h", 1 | 2 | 3 | 4 | 6 | 8 | 12) => Ok(Interval::Hours(n)),
-            ("m" | "min", 60) => Ok(Interval::Hours(1)),
-            ("d", 1) | ("h", 24) => Ok(Interval::Day),
-            ("w", 1) | ("d", 7) => Ok(Interval::Week),
-            ("mo", 1) => Ok(Interval::Month),
+            (Unit::Minute, 1 | 2 | 5 | 10 | 15 | 20 | 30) => Ok(Interval::Minutes(n)),
+            (Unit::Hour, 1 | 2 | 3 | 4 | 6 | 8 | 12) => Ok(Interval::Hours(n)),
+            (Unit::Minute, 60) => Ok(Interval::Hours(1)),
+            (Unit::Day, 1) | (Unit::Hour, 24) => Ok(Interval::Day),
+            (Unit::Week, 1) | (Unit::Day, 7) => Ok(Interval::Week),
+            (Unit::Month, 1) => Ok(Interval::Month),
             _ => Err(bad()),
         }
     }
@@ -274,18 +271,9 @@ pub fn parse_time(s: &str, now_us: i64, tz: Option<&Tz>) -> Result<i64> {
             b'+' => (1, &rest[1..]),
             _ => return Err(bad()),
         };
-        let i = amount.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: i64 = amount[..i].parse().map_err(|_| bad())?;
-        let unit = match &amount[i..] {
-            "s" => 1_000_000,
-            "m" | "min" => 60_000_000,
-            "h" => 3_600_000_000,
-            "d" => 86_400_000_000,
-            "w" => 7 * 86_400_000_000,
-            _ => return Err(bad()),
-        };
-        return n
-            .checked_mul(unit)
+        // Months have no fixed length: not taken here.
+        return Span::parse(amount)
+            .and_then(Span::micros)
             .and_then(|d| now_us.checked_add(sign * d))
             .ok_or_else(bad);
     }

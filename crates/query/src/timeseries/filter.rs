@@ -82,7 +82,10 @@ pub(super) fn expr(c: &Compiled) -> Expr {
         Op::Eq => col.eq(one(&c.operand)),
         Op::Ne => col.clone().not_eq(one(&c.operand)).or(col.is_null()),
         Op::In => col.in_list(list(&c.operand), false),
-        Op::NotIn => col.clone().in_list(list(&c.operand), true).or(col.is_null()),
+        Op::NotIn => col
+            .clone()
+            .in_list(list(&c.operand), true)
+            .or(col.is_null()),
         Op::Prefix => datafusion::functions::expr_fn::starts_with(col, lit(text(&c.operand))),
         Op::Contains => {
             datafusion::functions::expr_fn::strpos(col, lit(text(&c.operand))).gt(lit(0i64))
@@ -157,7 +160,10 @@ mod tests {
     type Rows = Vec<(Option<String>, Option<f64>)>;
 
     fn rows() -> impl Strategy<Value = Rows> {
-        prop::collection::vec((prop::option::of(text()), prop::option::of(number())), 1..12)
+        prop::collection::vec(
+            (prop::option::of(text()), prop::option::of(number())),
+            1..12,
+        )
     }
 
     fn tally_batch(rows: &Rows) -> Batch {

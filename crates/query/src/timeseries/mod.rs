@@ -112,11 +112,13 @@ impl Agg {
     /// percentiles by rank (`p95(f)`), not for the sketch.
     fn parse(s: &str) -> Result<Agg> {
         use tally_rollup::Aggregate as A;
-        let bad = || QueryError::Invalid {
+        let bad = || {
+            QueryError::Invalid {
             message: format!(
                 "aggregate {:?}: use count, count(f), sum(f), avg(f), min(f), max(f), uniq(f), p50(f), p75(f), p90(f), p95(f), p99(f)",
                 s.trim()
             ),
+        }
         };
         Ok(match A::parse_with_rank(s).map_err(|_| bad())? {
             (A::Count, _) => Agg::Count,
