@@ -154,6 +154,10 @@ pub fn line_protocol_vs_influxdb(data: &[u8]) {
                 // InfluxDB 1.x refuses it ("missing tag value") as tally
                 // does; the crate reads on to the next '='.
                 "has no '=value'",
+                // An empty tag key between two commas (`m,,k=v`): InfluxDB
+                // 1.x refuses it ("missing tag key") as tally does; the
+                // crate skips it.
+                "missing tag key",
                 // A field key that is empty after a comma or space
                 // (`m ,=1`): InfluxDB 1.x refuses it ("missing field key")
                 // as tally does; the crate takes it.
