@@ -158,6 +158,9 @@ pub fn line_protocol_vs_influxdb(data: &[u8]) {
                 // 1.x refuses it ("missing tag key") as tally does; the
                 // crate skips it.
                 "missing tag key",
+                // A tag key given twice (`m,t=a,t=b`): InfluxDB 1.x refuses
+                // it ("duplicate tags") as tally does; the crate keeps both.
+                "duplicate tags",
                 // A field key that is empty after a comma or space
                 // (`m ,=1`): InfluxDB 1.x refuses it ("missing field key")
                 // as tally does; the crate takes it.
