@@ -31,7 +31,6 @@ mod lock;
 mod record;
 mod rollups;
 mod settings;
-pub use settings::{LogSettings, SyncPolicy, TailSettings};
 use apply::{RollupWorker, Sinks};
 pub use backup::{restore, BackupReport, MANIFEST as BACKUP_MANIFEST};
 use faults::Faults;
@@ -44,6 +43,7 @@ pub use inspect::{
     RollupError, RollupState, RollupStatus, SchemaConflict, StreamInfo, StreamSchema,
 };
 use lock::DirLock;
+pub use settings::{LogSettings, SyncPolicy, TailSettings};
 mod maintain;
 pub use maintain::Maintenance;
 mod metrics;

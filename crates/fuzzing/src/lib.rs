@@ -119,6 +119,10 @@ pub fn line_protocol_vs_influxdb(data: &[u8]) {
         .map(|l| l.map(|p| crate_point(&p)).map_err(|e| e.to_string()))
         .collect();
     match (ours, theirs) {
+        // InfluxDB 1.x skips a NUL as whitespace after a space or tab
+        // (its `skipWhitespace`), as tally does (the suite checks it
+        // against InfluxDB itself); the crate keeps it in the next key.
+        (Ok(_), Ok(_)) if text.contains(" \0") || text.contains("\t\0") => {}
         (Ok(ms), Ok(points)) => assert_eq!(tally_points(&ms), points, "{text:?}"),
         (Ok(ms), Err(e)) => {
             // InfluxDB 1.x reads floats with no digit on one side of their

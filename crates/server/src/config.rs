@@ -106,7 +106,9 @@ impl ServerConfig {
         let max_body_bytes = to_usize(http.max_body_bytes);
         let mut engine = engine;
         // A record holds a body's events; leave room for its framing.
-        engine.max_record_bytes = engine.max_record_bytes.max(max_body_bytes.saturating_mul(2));
+        engine.max_record_bytes = engine
+            .max_record_bytes
+            .max(max_body_bytes.saturating_mul(2));
         ServerConfig {
             listen: http.listen,
             engine,

@@ -25,8 +25,8 @@ pub use bytesize::ByteSize;
 /// The settings `T` holds when nothing is given: its defaults, with neither
 /// flags nor environment read.
 pub fn defaults<T: Args + FromArgMatches>() -> T {
-    let cmd = T::augment_args(Command::new("defaults").no_binary_name(true))
-        .mut_args(|a| a.env(None));
+    let cmd =
+        T::augment_args(Command::new("defaults").no_binary_name(true)).mut_args(|a| a.env(None));
     let matches = cmd
         .try_get_matches_from(std::iter::empty::<String>())
         .unwrap_or_else(|e| panic!("a setting has no default: {e}"));
@@ -89,9 +89,7 @@ pub fn file_values_as_defaults(
         if arg.get_action().takes_values() {
             check(&arg, &text).map_err(|e| format!("{origin}: {key} = {value}: {e}"))?;
         } else if !matches!(value, toml::Value::Boolean(_)) {
-            return Err(format!(
-                "{origin}: {key} = {value}: write true or false"
-            ));
+            return Err(format!("{origin}: {key} = {value}: write true or false"));
         }
         cmd = cmd.mut_arg(key, |a| a.default_value(text));
     }
@@ -236,7 +234,11 @@ mod tests {
         assert_eq!(s.room, ByteSize::b(1000));
         assert_eq!(s.count, 4);
         assert!(s.open);
-        let s = parse("wait = \"150ms\"\ncount = 9", &["--wait", "1m", "--room", "2 KiB"]).unwrap();
+        let s = parse(
+            "wait = \"150ms\"\ncount = 9",
+            &["--wait", "1m", "--room", "2 KiB"],
+        )
+        .unwrap();
         assert_eq!(s.wait, Duration::from_secs(60));
         assert_eq!(s.room, ByteSize::kib(2));
         assert_eq!(s.count, 9);
@@ -277,6 +279,9 @@ mod tests {
             rows.contains("| `--wait` / `wait` | `TALLY_SETTINGS_TEST_WAIT` | `2s` | How long. |"),
             "{rows}"
         );
-        assert!(rows.contains("| `--open` / `open` |  | off | Whether. |"), "{rows}");
+        assert!(
+            rows.contains("| `--open` / `open` |  | off | Whether. |"),
+            "{rows}"
+        );
     }
 }

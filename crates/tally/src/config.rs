@@ -72,19 +72,37 @@ impl Settings {
                 tracing::warn!("both {old} and {new} are set; {new} applies");
                 return None;
             }
-            tracing::info!("{old} is read as {new} = {v:?}; write {new} with a unit (\"30s\", \"100ms\")");
+            tracing::info!(
+                "{old} is read as {new} = {v:?}; write {new} with a unit (\"30s\", \"100ms\")"
+            );
             Some(v)
         };
-        if let Some(v) = older("sync_interval_ms", "sync_interval", o.sync_interval_ms.map(Duration::from_millis)) {
+        if let Some(v) = older(
+            "sync_interval_ms",
+            "sync_interval",
+            o.sync_interval_ms.map(Duration::from_millis),
+        ) {
             self.log.sync_interval = v;
         }
-        if let Some(v) = older("flush_interval_secs", "flush_interval", o.flush_interval_secs.map(Duration::from_secs)) {
+        if let Some(v) = older(
+            "flush_interval_secs",
+            "flush_interval",
+            o.flush_interval_secs.map(Duration::from_secs),
+        ) {
             self.tail.flush_interval = v;
         }
-        if let Some(v) = older("memory_wait_ms", "memory_wait", o.memory_wait_ms.map(Duration::from_millis)) {
+        if let Some(v) = older(
+            "memory_wait_ms",
+            "memory_wait",
+            o.memory_wait_ms.map(Duration::from_millis),
+        ) {
             self.tail.memory_wait = v;
         }
-        if let Some(v) = older("body_read_timeout_secs", "body_read_timeout", o.body_read_timeout_secs.map(Duration::from_secs)) {
+        if let Some(v) = older(
+            "body_read_timeout_secs",
+            "body_read_timeout",
+            o.body_read_timeout_secs.map(Duration::from_secs),
+        ) {
             self.http.body_read_timeout = v;
         }
         let timeout = match o.query_timeout_secs {
@@ -295,8 +313,8 @@ impl ServeArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let table: toml::Table = toml::from_str(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?;
+                let table: toml::Table =
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
                 (table, path.display().to_string())
             }
             None => (toml::Table::new(), String::new()),
@@ -490,8 +508,11 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
         let docs = std::fs::read_to_string(path).unwrap();
         let (start, end) = (
-            docs.find(BEGIN).expect("docs/configuration.md has the BEGIN line") + BEGIN.len(),
-            docs.find(END).expect("docs/configuration.md has the END line"),
+            docs.find(BEGIN)
+                .expect("docs/configuration.md has the BEGIN line")
+                + BEGIN.len(),
+            docs.find(END)
+                .expect("docs/configuration.md has the END line"),
         );
         if docs[start..end] != table && std::env::var_os("TALLY_WRITE_DOCS").is_some() {
             std::fs::write(path, format!("{}{table}{}", &docs[..start], &docs[end..])).unwrap();
@@ -532,8 +553,18 @@ mod tests {
             (16 << 20, 192 << 20, Duration::from_secs(30))
         );
         assert_eq!(
-            (c.max_body_bytes, c.ingest_budget_bytes, c.body_read_timeout, c.max_import_bytes),
-            (d.max_body_bytes, d.ingest_budget_bytes, d.body_read_timeout, d.max_import_bytes)
+            (
+                c.max_body_bytes,
+                c.ingest_budget_bytes,
+                c.body_read_timeout,
+                c.max_import_bytes
+            ),
+            (
+                d.max_body_bytes,
+                d.ingest_budget_bytes,
+                d.body_read_timeout,
+                d.max_import_bytes
+            )
         );
         assert_eq!(c.engine.sync, SyncMode::Always);
     }
@@ -542,8 +573,15 @@ mod tests {
     fn sizes_and_durations_read_with_units_and_flags_win_over_the_file() {
         let file = "sync = \"interval\"\nsync_interval = \"250ms\"\nflush_bytes = 4096\n\
                     max_body_bytes = \"1MiB\"\nquery_timeout = \"1m 30s\"\nallow_unauthenticated = true\n";
-        let c = config(Some(file), &["--max-body-bytes", "2MiB", "--log-queue", "7"]).unwrap();
-        assert_eq!(c.engine.sync, SyncMode::Interval(Duration::from_millis(250)));
+        let c = config(
+            Some(file),
+            &["--max-body-bytes", "2MiB", "--log-queue", "7"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.engine.sync,
+            SyncMode::Interval(Duration::from_millis(250))
+        );
         assert_eq!(c.engine.flush_bytes, 4096);
         assert_eq!(c.max_body_bytes, 2 << 20);
         assert_eq!(c.engine.log_queue, 7);
@@ -556,8 +594,16 @@ mod tests {
         let c = config(
             None,
             &[
-                "--flush-interval-secs", "3", "--memory-wait-ms", "0",
-                "--query-timeout-secs", "0.5", "--sync", "interval", "--sync-interval-ms", "20",
+                "--flush-interval-secs",
+                "3",
+                "--memory-wait-ms",
+                "0",
+                "--query-timeout-secs",
+                "0.5",
+                "--sync",
+                "interval",
+                "--sync-interval-ms",
+                "20",
             ],
         )
         .unwrap();
@@ -565,21 +611,37 @@ mod tests {
         assert_eq!(c.engine.memory_wait, Duration::ZERO);
         assert_eq!(c.query.timeout, Duration::from_millis(500));
         assert_eq!(c.engine.sync, SyncMode::Interval(Duration::from_millis(20)));
-        let c = config(Some("body_read_timeout_secs = 4\nflush_interval = \"9s\""), &["--flush-interval-secs", "3"])
-            .unwrap();
+        let c = config(
+            Some("body_read_timeout_secs = 4\nflush_interval = \"9s\""),
+            &["--flush-interval-secs", "3"],
+        )
+        .unwrap();
         assert_eq!(c.body_read_timeout, Duration::from_secs(4));
-        assert_eq!(c.engine.flush_interval, Duration::from_secs(9), "the new name wins");
+        assert_eq!(
+            c.engine.flush_interval,
+            Duration::from_secs(9),
+            "the new name wins"
+        );
         let e = config(None, &["--query-timeout-secs", "0"]).unwrap_err();
         assert!(e.to_string().contains("positive"), "{e}");
     }
 
     #[test]
     fn bad_file_values_and_unknown_keys_are_named() {
-        let e = config(Some("flush_interval = 60"), &[]).unwrap_err().to_string();
-        assert!(e.contains("tally.toml: flush_interval = 60: ") && e.contains("unit"), "{e}");
-        let e = config(Some("max_body_bytes = \"big\""), &[]).unwrap_err().to_string();
+        let e = config(Some("flush_interval = 60"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tally.toml: flush_interval = 60: ") && e.contains("unit"),
+            "{e}"
+        );
+        let e = config(Some("max_body_bytes = \"big\""), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_body_bytes = \"big\""), "{e}");
-        let e = config(Some("sync = \"sometimes\""), &[]).unwrap_err().to_string();
+        let e = config(Some("sync = \"sometimes\""), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sync = \"sometimes\""), "{e}");
         let e = format!("{:#}", config(Some("flush_byte = 3"), &[]).unwrap_err());
         assert!(e.contains("flush_byte"), "{e}");

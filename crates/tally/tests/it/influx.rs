@@ -672,6 +672,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         r"n29,,ss]=d51 v=1 1700000000000000000",
         r"n30,cnv=oig,cnv=1 v=1 1700000000000000000",
         "#\n n31 rrrrrr=1 1700000000000000000 ",
+        "n32,ho=tem \0\0e=-2 1700000000000000000",
         "n23\0\0x,t=a\0b v=1 1700000000000000000",
     ]
     .iter()
