@@ -90,9 +90,7 @@ fn table_schema(def: &RollupDef) -> SchemaRef {
     );
     for a in &def.aggregates {
         match a {
-            Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_) => {
-                fields.push(Field::new(a.to_string(), DataType::Int64, false))
-            }
+            a if a.whole() => fields.push(Field::new(a.to_string(), DataType::Int64, false)),
             Aggregate::Quantiles(f) => {
                 for (p, _) in QUANTILES {
                     fields.push(Field::new(format!("p{p}({f})"), DataType::Float64, true));
@@ -164,7 +162,7 @@ impl TableProvider for RollupTable {
             .aggregates
             .iter()
             .map(|a| match a {
-                Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_) => {
+                a if a.whole() => {
                     ints.push(Int64Builder::new());
                     Out::Int(ints.len() - 1)
                 }

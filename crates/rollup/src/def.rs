@@ -139,6 +139,21 @@ impl Aggregate {
         }
     }
 
+    /// Whether its value is a whole number (a count, exact or estimated).
+    pub fn whole(&self) -> bool {
+        matches!(
+            self,
+            Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_)
+        )
+    }
+
+    /// Whether a rollup keeping `kept` can answer this aggregate: the same
+    /// field, kept in a state of the same kind (`sum(f)` and `avg(f)` both
+    /// keep a sum and its count, so either answers both).
+    pub fn answered_by(&self, kept: &Aggregate) -> bool {
+        self.field() == kept.field() && crate::State::new(self).same_kind(&crate::State::new(kept))
+    }
+
     /// Whether it reads a number (the others read any field).
     pub fn numeric(&self) -> bool {
         matches!(

@@ -4,12 +4,10 @@
 //! loaded and the log replayed past its position, so every event is
 //! counted exactly once; a damaged snapshot is refused, never half-read.
 
-use crate::aggregate::{new_quantiles, Cell, GroupKey, State};
+use crate::aggregate::{Cell, GroupKey, State};
 use crate::def::{Grain, RollupDef};
 use crate::state::Rollup;
 use crate::{Error, Result};
-use datasketches::hll::HllSketch;
-use sketches_ddsketch::DDSketch;
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
@@ -58,7 +56,7 @@ pub fn encode(rollup: &Rollup, lsn: u64) -> Vec<u8> {
                     }
                 }
                 for s in &cell.states {
-                    put_state(&mut w, s);
+                    s.encode(&mut w);
                 }
             }
         }
@@ -120,7 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Rollup, u64)> {
                 }
                 let states = (0..n_aggs)
                     .map(|i| {
-                        let s = r.state()?;
+                        let s = State::decode(&mut r)?;
                         match s.same_kind(&State::new(&rollup.def().aggregates[i])) {
                             true => Ok(s),
                             false => Err(corrupt("a state of the wrong kind")),
@@ -178,24 +176,24 @@ fn grain_tag(g: Grain) -> u8 {
     }
 }
 
-fn put_u32(w: &mut Vec<u8>, v: u32) {
+pub(crate) fn put_u32(w: &mut Vec<u8>, v: u32) {
     w.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(w: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_u64(w: &mut Vec<u8>, v: u64) {
     w.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_f64(w: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_f64(w: &mut Vec<u8>, v: f64) {
     w.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
     put_u32(w, b.len() as u32);
     w.extend_from_slice(b);
 }
 
-fn put_opt(w: &mut Vec<u8>, v: Option<f64>) {
+pub(crate) fn put_opt(w: &mut Vec<u8>, v: Option<f64>) {
     match v {
         None => w.push(0),
         Some(x) => {
@@ -205,43 +203,18 @@ fn put_opt(w: &mut Vec<u8>, v: Option<f64>) {
     }
 }
 
-fn put_state(w: &mut Vec<u8>, s: &State) {
-    match s {
-        State::Count(n) => {
-            w.push(0);
-            put_u64(w, *n);
-        }
-        State::Sum { sum, n } => {
-            w.push(1);
-            put_f64(w, *sum);
-            put_u64(w, *n);
-        }
-        State::Min(v) => {
-            w.push(2);
-            put_opt(w, *v);
-        }
-        State::Max(v) => {
-            w.push(3);
-            put_opt(w, *v);
-        }
-        State::Uniq(h) => {
-            w.push(4);
-            put_bytes(w, &h.serialize());
-        }
-        State::Quantiles(d) => {
-            w.push(5);
-            put_bytes(w, &d.to_java_bytes());
-        }
-    }
-}
-
-struct Reader<'a> {
+/// A snapshot's bytes, read in order.
+pub struct Reader<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    #[cfg(test)]
+    pub(crate) fn new(b: &'a [u8]) -> Reader<'a> {
+        Reader { b, at: 0 }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());
         let Some(end) = end else {
             return Err(Error::Corrupt {
@@ -252,64 +225,32 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn f64(&mut self) -> Result<f64> {
+    pub(crate) fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn opt(&mut self) -> Result<Option<f64>> {
+    pub(crate) fn opt(&mut self) -> Result<Option<f64>> {
         Ok(match self.u8()? {
             0 => None,
             _ => Some(self.f64()?),
-        })
-    }
-    fn state(&mut self) -> Result<State> {
-        let sketch = |e: datasketches::error::Error| Error::Corrupt {
-            message: format!("sketch: {e}"),
-        };
-        Ok(match self.u8()? {
-            0 => State::Count(self.u64()?),
-            1 => State::Sum {
-                sum: self.f64()?,
-                n: self.u64()?,
-            },
-            2 => State::Min(self.opt()?),
-            3 => State::Max(self.opt()?),
-            4 => State::Uniq(HllSketch::deserialize(self.bytes()?).map_err(sketch)?),
-            5 => {
-                let d = DDSketch::from_java_bytes(self.bytes()?).map_err(|e| Error::Corrupt {
-                    message: format!("quantile sketch: {e}"),
-                })?;
-                // Decoded with the configuration this build merges with.
-                if new_quantiles().merge(&d).is_err() {
-                    return Err(Error::Corrupt {
-                        message: "quantile sketch of another configuration".into(),
-                    });
-                }
-                State::Quantiles(d)
-            }
-            t => {
-                return Err(Error::Corrupt {
-                    message: format!("state tag {t}"),
-                })
-            }
         })
     }
 }

@@ -367,7 +367,7 @@ impl Rollup {
                     .values()
                     .flat_map(|g| g.values())
                     .map(|c| match &c.states[i] {
-                        State::Count(n) => *n,
+                        State::Count(n) => n.0,
                         _ => 0,
                     })
                     .sum();

@@ -740,3 +740,128 @@ fn snapshots_due_by_age_bound_what_the_log_may_drop() {
         .unwrap();
     assert_eq!(written, again, "an unchanged rollup is not rewritten");
 }
+
+/// Every kind of aggregate is one definition used three ways: rows added to
+/// a rollup's state, cell states merged (`State::merge`, as coarser
+/// buckets are), and states folded by a query's accumulator (`Acc`). For
+/// each kind, over random events cut into random parts, all three give the
+/// value of one state that took every row, and every state reads back from
+/// its snapshot bytes with the same value.
+#[test]
+fn every_kind_updates_merges_and_folds_to_one_answer() {
+    use crate::aggregate::{update_rows, State};
+    use crate::snapshot::Reader;
+    let aggs: Vec<Aggregate> = [
+        "count",
+        "count(ms)",
+        "count(user)",
+        "sum(ms)",
+        "avg(ms)",
+        "min(ms)",
+        "max(ms)",
+        "uniq(user)",
+        "uniq(ms)",
+        "quantiles(ms)",
+        "sum(user)",
+        "count(absent)",
+    ]
+    .iter()
+    .map(|a| Aggregate::parse(a).unwrap())
+    .collect();
+    let mut rng = StdRng::seed_from_u64(29);
+    for case in 0..40 {
+        let n = rng.random_range(0..3000);
+        let evs = events(&mut rng, n);
+        let b = batch(&evs);
+        // Random cut points: some parts empty.
+        let mut cuts: Vec<u32> = (0..rng.random_range(0..6))
+            .map(|_| rng.random_range(0..=evs.len() as u32))
+            .collect();
+        cuts.extend([0, evs.len() as u32]);
+        cuts.sort_unstable();
+        for agg in &aggs {
+            let col = agg.field().and_then(|f| b.column(f));
+            let coupons = match (agg, col) {
+                (Aggregate::Uniq(_), Some(c)) => {
+                    let all: Vec<u32> = (0..evs.len() as u32).collect();
+                    crate::aggregate::coupons_of(c, &all, evs.len())
+                }
+                _ => Vec::new(),
+            };
+            let state_of = |rows: &[u32]| {
+                let mut s = State::new(agg);
+                update_rows(&mut s, agg, col, rows, &coupons);
+                s
+            };
+            let all: Vec<u32> = (0..evs.len() as u32).collect();
+            let whole = state_of(&all);
+            let parts: Vec<State> = cuts
+                .windows(2)
+                .map(|w| state_of(&(w[0]..w[1]).collect::<Vec<u32>>()))
+                .collect();
+            let mut merged = State::new(agg);
+            let mut acc = Acc::new(agg);
+            for p in &parts {
+                merged.merge(p);
+                acc.add(p);
+            }
+            let q = rng.random_range(0.0..=1.0);
+            let want = whole.value(agg, q);
+            let close = |got: Option<f64>, how: &str| match (got, want) {
+                (Some(g), Some(w)) => {
+                    // Sums add in another order; distinct counts estimate
+                    // the same registers two ways (within the sketch's
+                    // error); the rest are exact.
+                    let tol = match agg {
+                        Aggregate::Uniq(_) => 0.02 * w.max(50.0),
+                        _ => 1e-9 * w.abs().max(1.0),
+                    };
+                    assert!((g - w).abs() <= tol, "case {case} {agg} {how}: {g} vs {w}");
+                }
+                (g, w) => assert_eq!(g, w, "case {case} {agg} {how}"),
+            };
+            close(merged.value(agg, q), "merged");
+            close(acc.value(agg, q), "folded");
+            close(acc.clone().into_state().value(agg, q), "folded state");
+            for s in [&whole, &merged] {
+                let mut bytes = Vec::new();
+                s.encode(&mut bytes);
+                let back = State::decode(&mut Reader::new(&bytes)).unwrap();
+                assert_eq!(back.value(agg, q), s.value(agg, q), "case {case} {agg}");
+            }
+            // Each aggregate's own meaning, against the events themselves.
+            let numbers = || evs.iter().filter_map(|e| e.ms);
+            let exact = match agg {
+                Aggregate::Count => Some(evs.len() as f64),
+                Aggregate::CountOf(f) if f == "ms" => Some(numbers().count() as f64),
+                Aggregate::CountOf(f) if f == "user" => {
+                    Some(evs.iter().filter(|e| e.user.is_some()).count() as f64)
+                }
+                Aggregate::CountOf(_) => None,
+                Aggregate::Min(_) => numbers().reduce(f64::min),
+                Aggregate::Max(_) => numbers().reduce(f64::max),
+                _ => None,
+            };
+            if let Some(x) = exact {
+                assert_eq!(want, Some(x), "case {case} {agg}");
+            }
+            if matches!(agg, Aggregate::CountOf(f) if f == "absent") {
+                assert_eq!(want, Some(0.0), "case {case} {agg}");
+            }
+            let n = numbers().count() as f64;
+            let sum = (n > 0.0).then(|| numbers().sum::<f64>());
+            let mean = sum.map(|s| s / n);
+            let near = match agg {
+                Aggregate::Sum(f) if f == "ms" => Some(sum),
+                Aggregate::Avg(_) => Some(mean),
+                _ => None,
+            };
+            if let Some(x) = near {
+                match (want, x) {
+                    (Some(w), Some(x)) => assert!((w - x).abs() <= 1e-9 * x.abs().max(1.0)),
+                    (w, x) => assert_eq!(w, x, "case {case} {agg}"),
+                }
+            }
+        }
+    }
+}

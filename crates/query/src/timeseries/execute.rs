@@ -3,7 +3,7 @@
 //! bucket filled).
 
 use super::buckets::{bucket_start, bucket_udf, next_bucket};
-use super::{column, Agg, Fill, Plan, MAX_BUCKETS};
+use super::{column, Fill, Plan, MAX_BUCKETS};
 use crate::{collect_plan, QueryState, Result};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
@@ -385,9 +385,9 @@ fn json_number(a: &ArrayRef, r: usize) -> Value {
 pub(super) fn empty_values(plan: &Plan, fill: Fill) -> Vec<Value> {
     plan.aggs
         .iter()
-        .map(|(_, a)| match (a, fill) {
-            (Agg::Count | Agg::CountOf(_) | Agg::Uniq(_) | Agg::UniqNumber(_), _) => json!(0),
-            (Agg::Sum(_), Fill::Zero) => json!(0.0),
+        .map(|(_, a)| match (&a.of, fill) {
+            (a, _) if a.whole() => json!(0),
+            (tally_rollup::Aggregate::Sum(_), Fill::Zero) => json!(0.0),
             (_, Fill::Zero) => json!(0),
             _ => Value::Null,
         })

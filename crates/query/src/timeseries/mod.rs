@@ -36,6 +36,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use tally_ingest::ColumnType;
+use tally_rollup::Aggregate;
 
 /// Most buckets one answer may have.
 pub const MAX_BUCKETS: usize = 10_000;
@@ -91,27 +92,22 @@ pub struct Filter {
     pub table: Option<String>,
 }
 
-/// One aggregate of a request.
+/// One aggregate of a request: the aggregate (read with the one grammar
+/// rollups use too, `tally_rollup::Aggregate::parse_with_rank`), the rank
+/// a percentile asks for, and whether a distinct count is of numbers.
 #[derive(Debug, Clone, PartialEq)]
-enum Agg {
-    Count,
-    CountOf(String),
-    Sum(String),
-    Avg(String),
-    Min(String),
-    Max(String),
-    Uniq(String),
+struct Agg {
+    of: Aggregate,
+    /// For `pNN(f)`: the rank (0..=1); 0 otherwise.
+    rank: f64,
     /// `uniq(f)` of a numeric field (DataFusion's estimator takes text).
-    UniqNumber(String),
-    Quantile(f64, String),
+    of_numbers: bool,
 }
 
 impl Agg {
-    /// Reads a request's aggregate with the one grammar rollups use too
-    /// (`tally_rollup::Aggregate::parse_with_rank`); a request asks for
-    /// percentiles by rank (`p95(f)`), not for the sketch.
+    /// A request asks for percentiles by rank (`p95(f)`), not for the
+    /// sketch (`quantiles(f)`).
     fn parse(s: &str) -> Result<Agg> {
-        use tally_rollup::Aggregate as A;
         let bad = || {
             QueryError::Invalid {
             message: format!(
@@ -120,56 +116,35 @@ impl Agg {
             ),
         }
         };
-        Ok(match A::parse_with_rank(s).map_err(|_| bad())? {
-            (A::Count, _) => Agg::Count,
-            (A::CountOf(f), _) => Agg::CountOf(f),
-            (A::Sum(f), _) => Agg::Sum(f),
-            (A::Avg(f), _) => Agg::Avg(f),
-            (A::Min(f), _) => Agg::Min(f),
-            (A::Max(f), _) => Agg::Max(f),
-            (A::Uniq(f), _) => Agg::Uniq(f),
-            (A::Quantiles(f), Some(q)) => Agg::Quantile(q, f),
-            (A::Quantiles(_), None) => return Err(bad()),
-        })
-    }
-
-    fn field(&self) -> Option<&str> {
-        match self {
-            Agg::Count => None,
-            Agg::CountOf(f)
-            | Agg::Sum(f)
-            | Agg::Avg(f)
-            | Agg::Min(f)
-            | Agg::Max(f)
-            | Agg::Uniq(f)
-            | Agg::UniqNumber(f)
-            | Agg::Quantile(_, f) => Some(f),
+        match Aggregate::parse_with_rank(s).map_err(|_| bad())? {
+            (Aggregate::Quantiles(_), None) => Err(bad()),
+            (of, rank) => Ok(Agg {
+                of,
+                rank: rank.unwrap_or(0.0),
+                of_numbers: false,
+            }),
         }
     }
 
-    fn needs_number(&self) -> bool {
-        !matches!(
-            self,
-            Agg::Count | Agg::CountOf(_) | Agg::Uniq(_) | Agg::UniqNumber(_)
-        )
-    }
-
+    /// The aggregate on the raw path, as DataFusion's own.
     fn expr(&self) -> Expr {
-        match self {
-            Agg::Count => agg::count(lit(1i64)),
-            Agg::CountOf(f) => agg::count(column(f)),
-            Agg::Sum(f) => agg::sum(column(f)),
-            Agg::Avg(f) => agg::avg(column(f)),
-            Agg::Min(f) => agg::min(column(f)),
-            Agg::Max(f) => agg::max(column(f)),
-            Agg::Uniq(f) => agg::approx_distinct(column(f)),
-            Agg::UniqNumber(f) => agg::approx_distinct(datafusion::logical_expr::cast(
-                column(f),
-                arrow::datatypes::DataType::Utf8,
-            )),
-            Agg::Quantile(q, f) => {
-                agg::approx_percentile_cont(SortExpr::new(column(f), true, false), lit(*q), None)
-            }
+        let field = || column(self.of.field().unwrap_or_default());
+        match &self.of {
+            Aggregate::Count => agg::count(lit(1i64)),
+            Aggregate::CountOf(_) => agg::count(field()),
+            Aggregate::Sum(_) => agg::sum(field()),
+            Aggregate::Avg(_) => agg::avg(field()),
+            Aggregate::Min(_) => agg::min(field()),
+            Aggregate::Max(_) => agg::max(field()),
+            Aggregate::Uniq(_) if self.of_numbers => agg::approx_distinct(
+                datafusion::logical_expr::cast(field(), arrow::datatypes::DataType::Utf8),
+            ),
+            Aggregate::Uniq(_) => agg::approx_distinct(field()),
+            Aggregate::Quantiles(_) => agg::approx_percentile_cont(
+                SortExpr::new(field(), true, false),
+                lit(self.rank),
+                None,
+            ),
         }
     }
 }
@@ -386,14 +361,10 @@ impl QueryEngine {
         let mut aggs = Vec::new();
         for text in texts {
             let mut a = Agg::parse(&text)?;
-            if let Agg::Uniq(f) = &a {
-                if field_type(f)? == ColumnType::Value {
-                    a = Agg::UniqNumber(f.clone());
-                }
-            }
-            if let Some(f) = a.field() {
+            if let Some(f) = a.of.field() {
                 let ty = field_type(f)?;
-                if a.needs_number() && ty != ColumnType::Value {
+                a.of_numbers = ty == ColumnType::Value;
+                if a.of.numeric() && ty != ColumnType::Value {
                     return Err(QueryError::Invalid {
                         message: format!(
                             "aggregate {text}: field '{f}' is a dimension (text), not a number"
@@ -539,9 +510,13 @@ mod tests {
     fn aggregates_parse_or_say_why_not() {
         assert_eq!(
             Agg::parse("p95(rtt)").unwrap(),
-            Agg::Quantile(0.95, "rtt".into())
+            Agg {
+                of: Aggregate::Quantiles("rtt".into()),
+                rank: 0.95,
+                of_numbers: false
+            }
         );
-        assert_eq!(Agg::parse("count").unwrap(), Agg::Count);
+        assert_eq!(Agg::parse("count").unwrap().of, Aggregate::Count);
         assert!(Agg::parse("median(x)").is_err());
         assert!(Agg::parse("sum()").is_err());
     }

@@ -56,39 +56,8 @@ fn same_condition(c: &tally_rollup::Condition, f: &Compiled) -> bool {
 /// The rollup aggregate answering request aggregate `a`, if the rollup
 /// has one: (its index, the aggregate to compute, the quantile rank).
 fn find_agg(def: &RollupDef, a: &Agg) -> Option<(usize, Aggregate, f64)> {
-    let pos = |want: &dyn Fn(&Aggregate) -> bool| def.aggregates.iter().position(want);
-    let (i, as_, q) = match a {
-        Agg::Count => (pos(&|x| *x == Aggregate::Count)?, Aggregate::Count, 0.0),
-        Agg::CountOf(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::CountOf(g) if g == f))?;
-            (i, Aggregate::CountOf(f.clone()), 0.0)
-        }
-        Agg::Sum(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Sum(g) | Aggregate::Avg(g) if g == f))?;
-            (i, Aggregate::Sum(f.clone()), 0.0)
-        }
-        Agg::Avg(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Sum(g) | Aggregate::Avg(g) if g == f))?;
-            (i, Aggregate::Avg(f.clone()), 0.0)
-        }
-        Agg::Min(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Min(g) if g == f))?;
-            (i, Aggregate::Min(f.clone()), 0.0)
-        }
-        Agg::Max(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Max(g) if g == f))?;
-            (i, Aggregate::Max(f.clone()), 0.0)
-        }
-        Agg::Uniq(f) | Agg::UniqNumber(f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Uniq(g) if g == f))?;
-            (i, Aggregate::Uniq(f.clone()), 0.0)
-        }
-        Agg::Quantile(q, f) => {
-            let i = pos(&|x| matches!(x, Aggregate::Quantiles(g) if g == f))?;
-            (i, Aggregate::Quantiles(f.clone()), *q)
-        }
-    };
-    Some((i, as_, q))
+    let i = def.aggregates.iter().position(|k| a.of.answered_by(k))?;
+    Some((i, a.of.clone(), a.rank))
 }
 
 /// Why `def` cannot answer, or how it can.
@@ -204,9 +173,7 @@ fn json_values(route: &Route, value: impl Fn(usize, &Aggregate, f64) -> Option<f
         .enumerate()
         .map(|(k, (_, a, q))| match (a, value(k, a, *q)) {
             (_, None) => Value::Null,
-            (Aggregate::Count | Aggregate::CountOf(_) | Aggregate::Uniq(_), Some(v)) => {
-                json!(v as i64)
-            }
+            (a, Some(v)) if a.whole() => json!(v as i64),
             (_, Some(v)) if v.is_finite() => json!(v),
             _ => Value::Null,
         })
