@@ -529,8 +529,15 @@ static UNREADABLE: std::sync::LazyLock<std::collections::BTreeMap<String, String
 
 /// Equal answers; where InfluxDB cannot read its point back, equal names.
 fn same(theirs: &Stored, ours: &Stored) -> bool {
+    // A point without a timestamp is stored at its arrival: each server's
+    // own clock, read moments apart.
+    let now = chrono::Utc::now().timestamp_micros();
+    let arrived = |t: i64| (now - t).abs() < 120_000_000;
     match (theirs, ours) {
         (Some((n1, k1, _)), Some((n2, _, _))) if *k1 == *UNREADABLE => n1 == n2,
+        (Some((n1, k1, t1)), Some((n2, k2, t2))) if arrived(*t1) && arrived(*t2) => {
+            n1 == n2 && k1 == k2
+        }
         _ => theirs == ours,
     }
 }
@@ -674,6 +681,20 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         "#\n n31 rrrrrr=1 1700000000000000000 ",
         "n32,ho=tem \0\0e=-2 1700000000000000000",
         "n23\0\0x,t=a\0b v=1 1700000000000000000",
+        // Found by the differential fuzz target (fork mode): comment lines
+        // cut as points are cut, quotes the scanner does not open, keys
+        // with commas, quotes after a string.
+        "# com&o mgsg=\"o99\n\n&o mgsg=\"o999###*]#\nn33% sii=\"9\" 1700000000000000000",
+        "#]=#lo g=\"g0eOa=\n##%0\n#00000\ng msg]=",
+        " # \"s`=\"s# # \"z`=\"\n\n\nf\n\nount=3irote=\"_i\" 1700t=7930333667576385\n\nunt=3\n\ni,k=t,not",
+        "n34,ho=tsrocn,i=e r,io,note=\"?(icu,ho=tsrooht=a,reggioi\" 3",
+        "n35,huot=a usage=0.5,co~~3i,k=t,n~~~=\"~~unt=3i,k=\"",
+        "\tn36=\"zzzeu usagez.zzz,o!yzsiregi=\"on=\"",
+        "n37 fimsi=\"msy\"\"\"\"\"\"\"\"\"",
+        "n38 fregj,1=\"ak--0%-n=1",
+        "!n39        -||,oht=\"--co~u$nt=89 3",
+        "n40 t,3k=t,nn=t,msi3~=\"oUUUk=t",
+        " gsi=\"onetwuotwuooK4t=\"\"\nl=og sym=\"\"\nn41\n ",
     ]
     .iter()
     .map(|l| l.to_string())
