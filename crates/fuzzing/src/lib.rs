@@ -243,39 +243,24 @@ fn quote_after_leading_space(text: &str) -> bool {
         .any(|l| l.starts_with(' ') && l.contains('"'))
 }
 
-/// Whether a line has a '"' in its fields that InfluxDB 1.x's scanner does
-/// not take as opening a string: it counts '=' and ',' outside quotes in
-/// the fields and opens a string only while there are more '=' than ','
-/// (so in `m a,b="x" 1` the quote is plain text, and InfluxDB refuses the
-/// line, as tally does: the suite checks it against InfluxDB itself). The
-/// crate has no such rule in its field reader and may accept the line.
-fn quote_not_opened(text: &str) -> bool {
-    text.split('\n').any(|line| {
-        let Some((_, fields)) = line.split_once(' ') else {
-            return false;
-        };
-        let (mut equals, mut commas, mut quoted) = (0, 0, false);
-        for c in fields.chars() {
-            match c {
-                '=' if !quoted => equals += 1,
-                ',' if !quoted => commas += 1,
-                '"' if equals > commas => quoted = !quoted,
-                '"' => return true,
-                _ => {}
-            }
-        }
-        false
-    })
+/// How InfluxDB 1.x's line scanner reads `text`: after a line's first
+/// space it counts '=' and ',' outside strings, and a '"' opens or closes a
+/// string only while there are more '=' than ','; a newline inside a
+/// string does not end the line.
+#[derive(Default)]
+struct Scan {
+    /// A line went on past a newline.
+    runs_on: bool,
+    /// The body ends inside a string.
+    ends_open: bool,
+    /// A '"' in the fields that opened no string (in `m a,b="x" 1` it is
+    /// plain text, and InfluxDB refuses the line).
+    unopened_quote: bool,
 }
 
-/// How InfluxDB 1.x's line scanner reads `text`: a '"' in the fields
-/// opens or closes a string while there are more '=' than ',' outside
-/// strings, and a newline inside a string does not end the line. Returns
-/// whether a line went on past a newline, and whether the body ends inside
-/// a string.
-fn scan_lines(text: &str) -> (bool, bool) {
+fn scan_lines(text: &str) -> Scan {
     let (mut fields, mut quoted, mut equals, mut commas) = (false, false, 0, 0);
-    let mut spans = false;
+    let mut scan = Scan::default();
     for c in text.chars() {
         if c == ' ' {
             fields = true;
@@ -285,17 +270,27 @@ fn scan_lines(text: &str) -> (bool, bool) {
                 '=' if !quoted => equals += 1,
                 ',' if !quoted => commas += 1,
                 '"' if equals > commas => quoted = !quoted,
+                '"' => scan.unopened_quote = true,
                 _ => {}
             }
         }
         if c == '\n' {
             match quoted {
-                true => spans = true,
+                true => scan.runs_on = true,
                 false => (fields, equals, commas) = (false, 0, 0),
             }
         }
     }
-    (spans, quoted)
+    scan.ends_open = quoted;
+    scan
+}
+
+/// Whether a line has a '"' InfluxDB's scanner does not take as opening a
+/// string ([`Scan::unopened_quote`]): InfluxDB refuses such lines, as tally
+/// does (the suite checks it against InfluxDB itself); the crate has no
+/// such rule in its field reader and may accept the line.
+fn quote_not_opened(text: &str) -> bool {
+    scan_lines(text).unopened_quote
 }
 
 /// Whether InfluxDB 1.x reads a line of `text` on past a newline (a quote
@@ -306,8 +301,8 @@ fn scan_lines(text: &str) -> (bool, bool) {
 /// itself); the crate ends every name at a newline and refuses an open
 /// string.
 fn lines_run_on(text: &str) -> bool {
-    let (spans, open) = scan_lines(text);
-    spans || open
+    let scan = scan_lines(text);
+    scan.runs_on || scan.ends_open
 }
 
 /// Whether a line's first field key holds a ',' (`m a,b=1`): InfluxDB 1.x
