@@ -696,6 +696,7 @@ async fn line_protocol_is_read_as_influxdb_reads_it() {
         "n40 t,3k=t,nn=t,msi3~=\"oUUUk=t",
         " gsi=\"onetwuotwuooK4t=\"\"\nl=og sym=\"\"\nn41\n ",
         " n44=\"on0,#xwo=2xe no00i,msg=\"on0,#xwo=2xeone,#xwo=7^746\"",
+        "n45 a=95,-K--0--15,not:=\"n0000no=00000 1700000000000000000",
         " n42\"cg=\"cm;\nGGGGG=\" v=40 1700000000000000000",
         " n43=\"cmc...:..m\ncm\n;\n.GGG_t=a,region=eu us\"ge=0.50000002 1700000000000000000",
     ]
