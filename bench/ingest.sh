@@ -28,8 +28,9 @@ run() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 command -v influxd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
-cargo build --release -q
-TALLY=target/release/tally
+# TALLY_BIN=path measures that build (e.g. an earlier commit's) instead.
+if [ -z "${TALLY_BIN:-}" ]; then cargo build --release -q; fi
+TALLY=${TALLY_BIN:-target/release/tally}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 RESULTS="$WORK/results.jsonl"

@@ -10,8 +10,9 @@ EVENTS=${1:-20000000}
 REPEATS=${2:-5}
 python3 -c "import duckdb, pytz" 2>/dev/null || pip install --quiet duckdb pytz
 python3 -c "import chdb" 2>/dev/null || pip install --quiet chdb || echo "chdb unavailable; its column will say n/a"
-cargo build --release --quiet
-BIN=target/release/tally
+# TALLY_BIN=path measures that build (e.g. an earlier commit's) instead.
+if [ -z "${TALLY_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${TALLY_BIN:-target/release/tally}
 DIR=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$DIR"' EXIT
 start() { # port, extra args...
