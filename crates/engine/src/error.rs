@@ -58,6 +58,12 @@ pub enum Error {
     #[error("batch {batch_id} was committed but could not be applied ({reason}); it is not visible, and a retry with the same batch id imports it")]
     ImportNotApplied { batch_id: String, reason: String },
 
+    #[error("{what} is not available in cluster mode yet: {instead}")]
+    NotInCluster {
+        what: &'static str,
+        instead: &'static str,
+    },
+
     #[error("data directory {dir} is in use by another tally process")]
     Locked { dir: PathBuf },
 
@@ -77,6 +83,10 @@ impl From<tally_log::Error> for Error {
             },
             tally_log::Error::TooLarge { size, limit } => Error::TooLarge { size, limit },
             tally_log::Error::Closed => Error::Closed,
+            tally_log::Error::Unavailable(reason) => Error::Overloaded {
+                reason: format!("the cluster log is unavailable: {reason}"),
+                retry_after: Duration::from_secs(2),
+            },
             other => Error::Log(other),
         }
     }

@@ -213,6 +213,14 @@ impl Engine {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if self.opts.cluster.is_some() {
+            // Its staged files are on this node's disk only: the other
+            // nodes could not adopt them.
+            return Err(Error::NotInCluster {
+                what: "a batch import",
+                instead: "send the file's rows to POST /v1/events/{stream} (NDJSON or CSV) in batches, each with an Idempotency-Key",
+            });
+        }
         validate_batch_id(batch_id).map_err(|reason| Error::BadBatchId {
             batch_id: batch_id.to_string(),
             reason,

@@ -43,7 +43,7 @@ pub use inspect::{
     RollupError, RollupState, RollupStatus, SchemaConflict, StreamInfo, StreamSchema,
 };
 use lock::DirLock;
-pub use settings::{LogSettings, SyncPolicy, TailSettings};
+pub use settings::{ClusterSettings, LogSettings, SyncPolicy, TailSettings};
 mod maintain;
 pub use maintain::Maintenance;
 mod metrics;
@@ -59,8 +59,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{Batch, ColumnType};
-use tally_log::{LocalLog, LocalLogOptions, Log, OpenReport};
-pub use tally_log::{Lsn, SyncMode};
+pub use tally_log::{ClusterStatus, JetStreamOptions, Lsn, SyncMode};
+use tally_log::{JetStreamLog, LocalLog, LocalLogOptions, Log, OpenReport};
 use tally_rollup::{Loaded, RollupSet};
 pub use tally_store::{FlushReport, StreamStats};
 use tally_store::{Store, StoreOptions};
@@ -107,6 +107,9 @@ pub struct EngineOptions {
     /// A batch import buffers about this many bytes of rows before it
     /// writes them to its staged files: its memory, whatever the file size.
     pub import_spill_bytes: usize,
+    /// Cluster mode: the log is this JetStream stream, shared by every
+    /// node, instead of `wal/` (docs/cluster.md).
+    pub cluster: Option<JetStreamOptions>,
 }
 
 /// What `ingest` returns once a batch is durable and applied.
@@ -170,7 +173,15 @@ impl Engine {
         let store = Arc::new(Store::open(sopts)?);
         let checkpoint = store.checkpoint_lsn();
         let archive = match &opts.archive {
-            Some(a) => Some(Arc::new(Archive::open(a)?)),
+            Some(a) => {
+                let mut a = a.clone();
+                if let Some(c) = &opts.cluster {
+                    // One writer per archive prefix: until one node archives
+                    // for all under a lease, each node keeps its own copy.
+                    a.url = format!("{}/nodes/{}", a.url.trim_end_matches('/'), c.node_id);
+                }
+                Some(Arc::new(Archive::open(&a)?))
+            }
             None => None,
         };
         let (rollups, loaded) = RollupSet::open(&opts.data_dir.join("rollups"), &opts.rollups)?;
@@ -198,14 +209,23 @@ impl Engine {
             beside: Some(RollupWorker::spawn(rollups.clone(), faults.clone())?),
             ..sinks.clone()
         };
-        let (log, report) = LocalLog::open(
-            lopts,
-            replay_from,
-            &mut |lsn, payload| sinks.apply(lsn, payload, None),
-            Box::new(move |lsn, payload, attachment: Option<Live>| {
-                live.apply(lsn, payload, attachment)
-            }),
-        )?;
+        let mut replay = |lsn, payload: &[u8]| sinks.apply(lsn, payload, None);
+        let hook = Box::new(move |lsn, payload: &[u8], attachment: Option<Live>| {
+            live.apply(lsn, payload, attachment)
+        });
+        let (log, report): (Arc<dyn Log<Live>>, OpenReport) = match &opts.cluster {
+            None => {
+                let (log, report) = LocalLog::open(lopts, replay_from, &mut replay, hook)?;
+                (Arc::new(log), report)
+            }
+            Some(c) => {
+                let mut c = c.clone();
+                c.max_record_bytes = c.max_record_bytes.min(opts.max_record_bytes);
+                c.queue_capacity = opts.log_queue;
+                let (log, report) = JetStreamLog::open(c, replay_from, &mut replay, hook)?;
+                (Arc::new(log), report)
+            }
+        };
         // Imports whose commit record the log does not hold were rolled back.
         let dropped = store.remove_unadopted_imports()?;
         if dropped > 0 {
@@ -255,7 +275,7 @@ impl Engine {
             rollups,
             applied,
             builders: Mutex::new(Vec::new()),
-            log: Arc::new(log),
+            log,
             opts,
             recovery,
             flusher: Mutex::new(None),
@@ -415,6 +435,18 @@ impl Engine {
     /// schema before anything is written, so a bad body writes nothing.
     /// Returns once the record is in the log and visible.
     pub async fn ingest_all(&self, batches: Vec<(String, Batch)>) -> Result<Receipt> {
+        self.ingest_all_once(batches, None).await
+    }
+
+    /// As [`Self::ingest_all`], under the client's idempotency key when it
+    /// gives one: in cluster mode a second write with the same key inside
+    /// the stream's duplicate window stores nothing and is answered with
+    /// the first one's sequence. (The local log keeps no such window.)
+    pub async fn ingest_all_once(
+        &self,
+        batches: Vec<(String, Batch)>,
+        key: Option<&str>,
+    ) -> Result<Receipt> {
         self.check_writable()?;
         self.wait_for_room().await?;
         let events: usize = batches.iter().map(|(_, b)| b.len()).sum();
@@ -439,7 +471,13 @@ impl Engine {
             record,
             outcome: None,
         };
-        let lsn = match self.log.append(payload, Some(live)).await {
+        let append = match key {
+            Some(k) => self
+                .log
+                .append_once(format!("key:{k}"), payload, Some(live)),
+            None => self.log.append(payload, Some(live)),
+        };
+        let lsn = match append.await {
             Ok(lsn) => lsn,
             Err(e) => {
                 let e = Error::from(e);
@@ -548,6 +586,28 @@ impl Engine {
 
     pub fn last_lsn(&self) -> Lsn {
         self.log.last_lsn()
+    }
+
+    /// The cluster's state as this node sees it; `None` on a single node.
+    pub fn cluster(&self) -> Option<ClusterStatus> {
+        self.log.cluster()
+    }
+
+    /// Waits until this node has applied `lsn` (a write another node
+    /// acknowledged), up to `timeout`; false when it has not by then.
+    pub async fn wait_applied(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.log.last_lsn() >= lsn {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline || self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 }
 

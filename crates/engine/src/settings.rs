@@ -7,7 +7,7 @@
 use crate::EngineOptions;
 use std::path::PathBuf;
 use std::time::Duration;
-use tally_log::SyncMode;
+use tally_log::{JetStreamOptions, SyncMode};
 use tally_settings::{duration, size, to_usize, ByteSize};
 
 /// When an acknowledged write is on disk.
@@ -132,6 +132,156 @@ impl EngineOptions {
             compaction_fanout: 4,
             rollups: Vec::new(),
             retention: Default::default(),
+            cluster: None,
         }
+    }
+}
+
+/// Cluster mode: the log on a NATS JetStream stream that every node
+/// applies (docs/cluster.md). Without `--cluster` nothing here applies.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterSettings {
+    /// Runs this node as part of a cluster whose log is a JetStream stream
+    /// on these NATS servers (`nats://HOST:PORT`, comma-separated; one is
+    /// enough, the others are learnt). Needs --node-id and a shared
+    /// --archive; nats-server 2.12 or later, run with `sync_interval:
+    /// always` for acknowledged writes to survive a power loss.
+    #[arg(long, env = "TALLY_CLUSTER", value_name = "URLS")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster (unique per node; in its NATS
+    /// connection name and in /v1/cluster).
+    #[arg(long, env = "TALLY_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// Copies JetStream keeps of each record when it creates the stream:
+    /// 3 survives the loss of one NATS server, 5 of two. An existing
+    /// stream keeps its own.
+    #[arg(long, env = "TALLY_CLUSTER_REPLICAS", default_value = "3",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_replicas: u8,
+
+    /// The JetStream stream that holds the log (its subject is
+    /// `tally.log.<name>`); every node of one cluster names the same.
+    #[arg(
+        long,
+        env = "TALLY_CLUSTER_STREAM",
+        value_name = "NAME",
+        default_value = "TALLY"
+    )]
+    pub cluster_stream: String,
+
+    /// A retried write with the same Idempotency-Key within this window is
+    /// stored once (the stream's duplicate window).
+    #[arg(long, env = "TALLY_CLUSTER_DEDUP_WINDOW", value_name = "DURATION",
+          value_parser = duration, default_value = "2m")]
+    pub cluster_dedup_window: Duration,
+
+    /// Records older than this leave the stream; a node further behind
+    /// must bootstrap from the archive. The stream's limits apply when it
+    /// is created.
+    #[arg(long, env = "TALLY_CLUSTER_MAX_AGE", value_name = "DURATION",
+          value_parser = duration, default_value = "7d")]
+    pub cluster_max_age: Duration,
+
+    /// The stream's size limit: past it, the oldest records leave. Each
+    /// NATS server holding a replica must have this much JetStream storage
+    /// free (its `max_file_store`), or the stream cannot be created.
+    #[arg(long, env = "TALLY_CLUSTER_MAX_BYTES", value_name = "SIZE",
+          value_parser = size, default_value = "16GiB")]
+    pub cluster_max_bytes: ByteSize,
+
+    /// A NATS credentials file (`.creds`: a user JWT and its NKey seed).
+    #[arg(long, env = "TALLY_CLUSTER_CREDS", value_name = "FILE")]
+    pub cluster_creds: Option<PathBuf>,
+
+    /// A CA certificate (PEM) to trust for the NATS servers; requires TLS.
+    #[arg(long, env = "TALLY_CLUSTER_TLS_CA", value_name = "FILE")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
+    /// This node's client certificate (PEM), for servers that verify
+    /// clients; with --cluster-tls-key.
+    #[arg(long, env = "TALLY_CLUSTER_TLS_CERT", value_name = "FILE")]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// The key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "TALLY_CLUSTER_TLS_KEY", value_name = "FILE")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// How long a write keeps publishing while no NATS server acknowledges
+    /// it (a server lost, a leader being elected) before it answers 503.
+    #[arg(long, env = "TALLY_CLUSTER_PUBLISH_TIMEOUT", value_name = "DURATION",
+          value_parser = duration, default_value = "15s")]
+    pub cluster_publish_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        tally_settings::defaults()
+    }
+}
+
+impl ClusterSettings {
+    /// The log's options in cluster mode; `None` without `--cluster`.
+    pub fn options(&self) -> Result<Option<JetStreamOptions>, String> {
+        let Some(urls) = &self.cluster else {
+            return Ok(None);
+        };
+        let servers: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if servers.is_empty() {
+            return Err("--cluster: name at least one NATS server, as nats://HOST:PORT".into());
+        }
+        for s in &servers {
+            if !(s.starts_with("nats://") || s.starts_with("tls://")) {
+                return Err(format!(
+                    "--cluster: {s:?} is not a NATS URL; write nats://HOST:PORT (or tls://HOST:PORT)"
+                ));
+            }
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .ok_or("cluster mode needs --node-id (TALLY_NODE_ID): a name unique to this node")?;
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(format!(
+                "--node-id {node_id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        let stream = &self.cluster_stream;
+        if stream.is_empty()
+            || stream.len() > 64
+            || !stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "--cluster-stream {stream:?}: use 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        if self.cluster_tls_cert.is_some() != self.cluster_tls_key.is_some() {
+            return Err("--cluster-tls-cert and --cluster-tls-key go together".into());
+        }
+        let mut o = JetStreamOptions::new(servers, node_id);
+        o.stream = stream.clone();
+        o.replicas = self.cluster_replicas as usize;
+        o.duplicate_window = self.cluster_dedup_window;
+        o.max_age = self.cluster_max_age;
+        o.max_bytes = self.cluster_max_bytes.as_u64();
+        o.credentials = self.cluster_creds.clone();
+        o.tls_ca = self.cluster_tls_ca.clone();
+        o.tls_cert = self.cluster_tls_cert.clone();
+        o.tls_key = self.cluster_tls_key.clone();
+        o.publish_timeout = self.cluster_publish_timeout;
+        Ok(Some(o))
     }
 }

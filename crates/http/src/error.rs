@@ -50,6 +50,9 @@ pub enum Kind {
     TooManyRequests,
     /// A fault of the server (logged).
     Internal,
+    /// The server cannot do this in the mode it runs in (a batch import
+    /// in cluster mode); the message says what to do instead.
+    NotImplemented,
     /// Overloaded, starting, shutting down, or a store it needs is
     /// unreachable: retry after `retry_after` seconds (header
     /// `Retry-After`).
@@ -71,6 +74,7 @@ impl Kind {
             Kind::QueryLimit => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -375,6 +379,7 @@ impl From<tally_engine::Error> for ApiError {
             E::AlreadyImported { .. } | E::ImportInProgress { .. } => ApiError::Conflict {
                 message: e.to_string(),
             },
+            e @ E::NotInCluster { .. } => ApiError::app(Kind::NotImplemented, e.to_string()),
             E::BadBatchId { .. } | E::StreamTwice { .. } => ApiError::BadRequest {
                 message: e.to_string(),
                 stream: None,

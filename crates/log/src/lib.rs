@@ -12,6 +12,7 @@
 //! (per the configured [`SyncMode`]) *and* has been delivered to the hook, so
 //! an acknowledged write is visible to readers.
 
+mod jetstream;
 mod local;
 mod metrics;
 
@@ -19,6 +20,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub use jetstream::{
+    server_version, ClusterStatus, JetStreamLog, JetStreamOptions, PeerStatus, ServerStatus,
+    MIN_SERVER_VERSION,
+};
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
 /// Registers the log's metrics.
 pub use metrics::init as init_metrics;
@@ -54,6 +59,19 @@ pub enum Error {
 
     #[error("log has failed and refuses writes until restart: {0}")]
     Failed(String),
+
+    /// The cluster's log cannot be reached, or did not acknowledge in time.
+    #[error("the cluster log is unavailable: {0}")]
+    Unavailable(String),
+
+    /// The stream no longer holds the records right after what this node
+    /// has applied: it must bootstrap.
+    #[error("this node has applied the stream up to {applied}, but the stream now starts at {first}: the records between left it (by age or size); start the node on an empty data directory to bootstrap")]
+    Behind { applied: Lsn, first: Lsn },
+
+    /// The stream and the node's data disagree about the past.
+    #[error("{0}")]
+    Diverged(String),
 }
 
 impl Error {
@@ -81,6 +99,15 @@ pub trait Log<A>: Send + Sync {
     /// applied.
     fn append(&self, payload: Vec<u8>, attachment: Option<A>) -> AppendFuture;
 
+    /// As [`Self::append`], under an id the log stores once: a second
+    /// append with the same id inside the log's duplicate window stores
+    /// nothing and resolves to the first one's LSN. Logs that keep no such
+    /// window append as [`Self::append`] does.
+    fn append_once(&self, id: String, payload: Vec<u8>, attachment: Option<A>) -> AppendFuture {
+        let _ = id;
+        self.append(payload, attachment)
+    }
+
     /// Allows the log to drop every record with an LSN at or below `lsn`:
     /// their effects are persisted elsewhere.
     fn truncate_through(&self, lsn: Lsn) -> Result<()>;
@@ -94,4 +121,9 @@ pub trait Log<A>: Send + Sync {
     /// Stops accepting appends, writes and applies what is queued, and
     /// waits for the log's threads to finish.
     fn close(&self);
+
+    /// The cluster's state, for a log shared by a cluster.
+    fn cluster(&self) -> Option<ClusterStatus> {
+        None
+    }
 }

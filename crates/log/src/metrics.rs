@@ -88,3 +88,39 @@ pub fn init() {
     LazyLock::force(&TORN_BYTES);
     LazyLock::force(&REPLAYED);
 }
+
+pub(crate) static DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_duplicate_publishes_total",
+        "Appends JetStream found already stored (a retried message id)"
+    )
+    .unwrap()
+});
+pub(crate) static PUBLISH_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_publish_retries_total",
+        "Publishes sent again (same message id) after no acknowledgement came"
+    )
+    .unwrap()
+});
+pub(crate) static APPLIED_SEQ: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_cluster_applied_seq",
+        "The last stream sequence this node applied"
+    )
+    .unwrap()
+});
+pub(crate) static STREAM_LAST_SEQ: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_cluster_stream_last_seq",
+        "The stream's last sequence, as last seen by this node"
+    )
+    .unwrap()
+});
+pub(crate) static APPLY_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_cluster_apply_lag_records",
+        "Records the stream holds that this node has not applied yet"
+    )
+    .unwrap()
+});

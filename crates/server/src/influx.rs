@@ -23,6 +23,7 @@
 //! parameter (1.x); it needs the `ingest` scope.
 
 use crate::auth::Scope;
+use crate::cluster::{idempotency_key, seq_header};
 use crate::error::ApiError;
 use crate::ingest::read_body;
 use crate::state::AppState;
@@ -81,9 +82,9 @@ pub(crate) async fn write_v2(
     )
 }
 
-fn answer(result: Result<(), ApiError>, api: Api) -> Response {
+fn answer(result: Result<u64, ApiError>, api: Api) -> Response {
     let e = match result {
-        Ok(()) => return StatusCode::NO_CONTENT.into_response(),
+        Ok(seq) => return (StatusCode::NO_CONTENT, seq_header(seq)).into_response(),
         Err(e) => e,
     };
     let mut extra = Map::new();
@@ -141,10 +142,11 @@ async fn write(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     state
         .keys()
         .authorize_token(token(headers, params).as_deref(), Scope::Ingest)?;
+    let key = idempotency_key(headers)?;
     let bad = |message: String| ApiError::BadRequest {
         message,
         stream: None,
@@ -189,8 +191,8 @@ async fn write(
         .into_iter()
         .map(|m| (m.stream, m.batch))
         .collect();
-    match engine.ingest_all(batches).await {
-        Ok(_) => Ok(()),
+    match engine.ingest_all_once(batches, key.as_deref()).await {
+        Ok(receipt) => Ok(receipt.lsn),
         Err(tally_engine::Error::Schema(SchemaConflict::Type {
             stream,
             field,

@@ -7,6 +7,7 @@
 //! `{"accepted": N}` comes only once the batch is durable.
 
 use crate::auth::Scope;
+use crate::cluster::{idempotency_key, seq_header};
 use crate::encoding::{content_encoding, inflate_error, Encoding};
 use crate::error::ApiError;
 use crate::metrics::BUDGET_IN_USE;
@@ -14,8 +15,9 @@ use crate::state::{AppState, TimeParams};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use tally_ingest::{validate_public_stream_name, Format};
 
@@ -29,8 +31,9 @@ pub(crate) async fn post_events(
     Query(params): Query<TimeParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     state.keys().authorize(&headers, Scope::Ingest)?;
+    let key = idempotency_key(&headers)?;
     validate_public_stream_name(&stream).map_err(|message| ApiError::BadRequest {
         message,
         stream: None,
@@ -68,9 +71,15 @@ pub(crate) async fn post_events(
         })?
     };
     drop(bytes);
-    let receipt = engine.ingest(&stream, batch).await?;
+    let receipt = engine
+        .ingest_all_once(vec![(stream, batch)], key.as_deref())
+        .await?;
     drop(permit);
-    Ok(Json(json!({ "accepted": receipt.accepted })))
+    let body = match engine.cluster() {
+        Some(_) => json!({ "accepted": receipt.accepted, "seq": receipt.lsn }),
+        None => json!({ "accepted": receipt.accepted }),
+    };
+    Ok((seq_header(receipt.lsn), Json(body)).into_response())
 }
 
 /// A request's share of the ingest memory budget, given back when dropped.

@@ -5,6 +5,7 @@
 //! replayed. Every error that reaches HTTP is mapped to one status in one
 //! place ([`error::ApiError`]) and answered as JSON.
 
+mod cluster;
 mod config;
 mod dashboard;
 mod deadline;
@@ -72,6 +73,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/maintain", post(ops::maintain))
         .route("/v1/admin/backup", post(ops::backup))
         .route("/v1/archive", get(ops::archive))
+        .route("/v1/cluster", get(cluster::get_cluster))
         .route("/v1/sql", post(query::post_sql))
         .route("/v1/query", get(query::get_query).post(query::post_query))
         .route(
@@ -110,6 +112,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             deadline::body_deadline,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::min_seq,
         ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(ops::not_found)

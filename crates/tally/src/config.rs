@@ -16,7 +16,7 @@ use serde::Deserialize;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-use tally_engine::{EngineOptions, LogSettings, TailSettings};
+use tally_engine::{ClusterSettings, EngineOptions, LogSettings, TailSettings};
 use tally_query::QuerySettings;
 use tally_server::{ApiKey, HttpSettings, Scope, ServerConfig};
 
@@ -35,6 +35,8 @@ pub struct Settings {
     pub tail: TailSettings,
     #[command(flatten)]
     pub query: QuerySettings,
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
     #[command(flatten)]
     pub older: OlderSpellings,
 }
@@ -357,7 +359,14 @@ impl ServeArgs {
         }
         engine.rollups = file.rollups;
         let archive = file.archive.unwrap_or_default();
-        engine.archive = match self.archive.or(archive.url) {
+        engine.cluster = s.cluster.options().map_err(anyhow::Error::msg)?;
+        let archive_url = self.archive.or(archive.url);
+        if engine.cluster.is_some() && archive_url.as_deref().is_none_or(|u| u == "none") {
+            bail!(
+                "cluster mode needs a shared archive: --archive s3://BUCKET[/PREFIX] (or a directory every node shares), the same on every node (docs/cluster.md)"
+            );
+        }
+        engine.archive = match archive_url {
             Some(url) if url == "none" => None,
             Some(url) => Some(tally_engine::ArchiveOptions::new(url)),
             None => Some(tally_engine::ArchiveOptions::in_data_dir(&engine.data_dir)),

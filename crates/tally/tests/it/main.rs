@@ -6,6 +6,7 @@ mod archive;
 mod auth;
 mod backup;
 mod browser;
+mod cluster;
 mod compressed;
 mod counter;
 mod crash;
