@@ -565,10 +565,12 @@ async fn connect(
     let version = client.server_info().version;
     match server_version(&version) {
         Some(v) if v >= MIN_SERVER_VERSION => {}
-        _ => return Err(Error::Unavailable(format!(
+        _ => {
+            return Err(Error::Unavailable(format!(
             "nats-server {version} is too old: cluster mode needs {}.{} or later (docs/cluster.md)",
             MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
-        ))),
+        )))
+        }
     }
     let js = jetstream::new(client.clone());
     let config = stream::Config {

@@ -393,3 +393,31 @@ print(json.dumps(out))
     }
     drop(keep);
 }
+
+#[tokio::test]
+async fn a_read_waits_for_its_min_seq_and_refuses_rather_than_answer_without_it() {
+    let s = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let seq = write(&client, &s.base, "{\"ts\":1,\"id\":\"a\",\"v\":1}\n", "k1")
+        .await
+        .unwrap();
+    let (st, v) = get_json(&s.url("/v1/cluster")).await;
+    assert_eq!((st, v["cluster"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(v["applied_seq"].as_u64(), Some(seq));
+    // The parameter is taken out before the handler reads the query.
+    let (st, v) = get_json(&s.url(&format!(
+        "/v1/query?stream=ev&aggregates=count&min_seq={seq}"
+    )))
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let r = client
+        .get(s.url("/v1/streams/ev"))
+        .header("tally-min-seq", (seq + 1000).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let (st, v) = get_json(&s.url("/v1/streams/ev?min_seq=soon")).await;
+    assert_eq!(st, 400, "{v}");
+}
