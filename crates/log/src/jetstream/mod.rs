@@ -30,131 +30,18 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// The oldest nats-server release cluster mode runs on: earlier ones lack
-/// the mirror and acknowledgement fixes, per-message TTLs and atomic
-/// batches that cluster mode relies on.
-pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
-
-/// Where the cluster's log lives and how it is kept.
-#[derive(Debug, Clone)]
-pub struct JetStreamOptions {
-    /// `nats://HOST:PORT` of one or more servers of the NATS cluster.
-    pub servers: Vec<String>,
-    /// This node's name: in its NATS connection's name and its message ids.
-    pub node_id: String,
-    /// The JetStream stream holding the log (created when missing).
-    pub stream: String,
-    /// Copies of each record JetStream keeps (1, 3 or 5).
-    pub replicas: usize,
-    /// A retried publish with the same id inside this window is stored once.
-    pub duplicate_window: Duration,
-    /// Records older than this leave the stream (0: kept by size only).
-    pub max_age: Duration,
-    /// The stream's size limit: past it, the oldest records leave.
-    pub max_bytes: u64,
-    /// A NATS credentials file (`.creds`), for servers that require one.
-    pub credentials: Option<PathBuf>,
-    /// Trusts this CA for the servers' certificates (and requires TLS).
-    pub tls_ca: Option<PathBuf>,
-    /// This node's client certificate and key, for servers that verify it.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Appends waiting for JetStream's acknowledgement before new ones are
-    /// refused with [`Error::Busy`].
-    pub queue_capacity: usize,
-    /// Records larger than this are refused (the server's `max_payload`
-    /// lowers it).
-    pub max_record_bytes: usize,
-    /// How long an append keeps publishing (the same id) while no server
-    /// acknowledges, before it fails; how long opening waits for NATS.
-    pub publish_timeout: Duration,
-}
-
-impl JetStreamOptions {
-    pub fn new(servers: Vec<String>, node_id: impl Into<String>) -> Self {
-        JetStreamOptions {
-            servers,
-            node_id: node_id.into(),
-            stream: "TALLY".into(),
-            replicas: 3,
-            duplicate_window: Duration::from_secs(120),
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            max_bytes: 16 << 30,
-            credentials: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            queue_capacity: 4096,
-            max_record_bytes: 8 << 20,
-            publish_timeout: Duration::from_secs(15),
-        }
-    }
-
-    /// The one subject the stream holds.
-    pub fn subject(&self) -> String {
-        format!("tally.log.{}", self.stream)
-    }
-}
-
-/// What the stream and the node's connection look like now.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ClusterStatus {
-    pub node_id: String,
-    pub stream: String,
-    pub subject: String,
-    /// The last sequence this node applied.
-    pub applied_seq: Lsn,
-    /// The stream's last sequence, as last seen (0 when never seen).
-    pub stream_last_seq: Lsn,
-    /// The stream's first sequence still held.
-    pub stream_first_seq: Lsn,
-    pub stream_messages: u64,
-    pub stream_bytes: u64,
-    /// Records the stream holds that this node has not applied.
-    pub lag: u64,
-    pub replicas: usize,
-    /// The stream's leader and replicas as JetStream reports them.
-    pub leader: Option<String>,
-    pub peers: Vec<PeerStatus>,
-    /// `connected`, `disconnected` or `pending`.
-    pub connection: String,
-    pub server: Option<ServerStatus>,
-    /// Why this node stopped applying, when it has.
-    pub failed: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PeerStatus {
-    pub name: String,
-    pub current: bool,
-    pub lag: Option<u64>,
-    pub active_ms: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ServerStatus {
-    pub name: String,
-    pub version: String,
-    pub max_payload: usize,
-}
-
-/// A stream-state snapshot kept up to date by the log's own refresher.
-#[derive(Debug, Clone, Default)]
-struct StreamState {
-    first: Lsn,
-    last: Lsn,
-    messages: u64,
-    bytes: u64,
-    leader: Option<String>,
-    peers: Vec<PeerStatus>,
-}
+mod connect;
+mod status;
+use connect::connect;
+pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
+use status::{refresh, stream_state, StreamState};
+pub use status::{ClusterStatus, PeerStatus, ServerStatus};
 
 struct Shared<A> {
     applied: AtomicU64,
@@ -507,147 +394,6 @@ fn boot_nonce() -> u64 {
     h.finish()
 }
 
-/// Reads `"2.12.1"` (or `"v2.14.0-beta"`) as (major, minor).
-pub fn server_version(text: &str) -> Option<(u64, u64)> {
-    let mut parts = text.trim_start_matches('v').split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts
-        .next()?
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()?;
-    Some((major, minor))
-}
-
-async fn connect(
-    opts: &JetStreamOptions,
-    subject: &str,
-) -> Result<(async_nats::Client, jetstream::Context, stream::Info)> {
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Unavailable(format!("{what} ({}): {e}", opts.servers.join(",")))
-    };
-    let mut co = async_nats::ConnectOptions::new()
-        .name(format!("tally {}", opts.node_id))
-        .connection_timeout(Duration::from_secs(5))
-        .ping_interval(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                other => tracing::info!(event = %other, "NATS"),
-            }
-        });
-    if let Some(path) = &opts.credentials {
-        co = co
-            .credentials_file(path)
-            .await
-            .map_err(|e| unavailable(&format!("reading {}", path.display()), &e))?;
-    }
-    if let Some(ca) = &opts.tls_ca {
-        co = co.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&opts.tls_cert, &opts.tls_key) {
-        co = co.add_client_certificate(cert.clone(), key.clone());
-    }
-    let deadline = Instant::now() + opts.publish_timeout;
-    let client = loop {
-        match co.clone().connect(opts.servers.as_slice()).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, "cannot reach NATS yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(unavailable("connecting to NATS", &e)),
-        }
-    };
-    let version = client.server_info().version;
-    match server_version(&version) {
-        Some(v) if v >= MIN_SERVER_VERSION => {}
-        _ => {
-            return Err(Error::Unavailable(format!(
-            "nats-server {version} is too old: cluster mode needs {}.{} or later (docs/cluster.md)",
-            MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
-        )))
-        }
-    }
-    let js = jetstream::new(client.clone());
-    let config = stream::Config {
-        name: opts.stream.clone(),
-        subjects: vec![subject.to_string()],
-        storage: stream::StorageType::File,
-        num_replicas: opts.replicas,
-        duplicate_window: opts.duplicate_window,
-        max_age: opts.max_age,
-        max_bytes: i64::try_from(opts.max_bytes).unwrap_or(i64::MAX),
-        discard: stream::DiscardPolicy::Old,
-        retention: stream::RetentionPolicy::Limits,
-        allow_direct: true,
-        ..Default::default()
-    };
-    // Several nodes may start at once, and the meta leader may be being
-    // elected: retry until the deadline.
-    loop {
-        let attempt = async {
-            let mut s = js
-                .get_or_create_stream(config.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            let info = s.info().await.map_err(|e| e.to_string())?.clone();
-            Ok::<_, String>(info)
-        };
-        match attempt.await {
-            Ok(info) => {
-                if !info.config.subjects.iter().any(|s| s == subject) {
-                    return Err(Error::Diverged(format!(
-                        "stream {} exists with subjects {:?}, not {subject}: name another stream (--cluster-stream)",
-                        opts.stream, info.config.subjects
-                    )));
-                }
-                if info.config.num_replicas != opts.replicas {
-                    tracing::warn!(
-                        stream = %opts.stream,
-                        has = info.config.num_replicas,
-                        asked = opts.replicas,
-                        "the stream exists with another replica count; it is kept as it is"
-                    );
-                }
-                return Ok((client, js, info));
-            }
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, stream = %opts.stream, "cannot open the stream yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(unavailable(&format!("opening stream {}", opts.stream), &e)),
-        }
-    }
-}
-
-fn stream_state(info: &stream::Info) -> StreamState {
-    let cluster = info.cluster.as_ref();
-    StreamState {
-        first: info.state.first_sequence,
-        last: info.state.last_sequence,
-        messages: info.state.messages,
-        bytes: info.state.bytes,
-        leader: cluster.and_then(|c| c.leader.clone()),
-        peers: cluster
-            .map(|c| {
-                c.replicas
-                    .iter()
-                    .map(|r| PeerStatus {
-                        name: r.name.clone(),
-                        current: r.current,
-                        lag: r.lag,
-                        active_ms: r.active.as_millis() as u64,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
 /// Publishes `payload` with message id `id` until a server acknowledges
 /// it. Each attempt waits for its acknowledgement; a lost acknowledgement
 /// (a server killed, a leader elected) is retried with the same id, which
@@ -778,28 +524,6 @@ async fn consume(
     }
 }
 
-/// Keeps the stream's state (for the lag and `/v1/cluster`) fresh.
-async fn refresh<A>(
-    mut s: jetstream::stream::Stream,
-    shared: Arc<Shared<A>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if let Ok(info) = s.info().await {
-            let st = stream_state(info);
-            crate::metrics::STREAM_LAST_SEQ.set(st.last as i64);
-            *shared.state.lock() = st;
-        }
-        let applied = shared.applied.load(Ordering::Acquire);
-        let last = shared.state.lock().last;
-        crate::metrics::APPLY_LAG.set(last.saturating_sub(applied) as i64);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 fn apply_loop<A>(
     shared: Arc<Shared<A>>,
     mut rx: mpsc::Receiver<Delivered>,
@@ -813,20 +537,5 @@ fn apply_loop<A>(
         shared.applied.store(d.seq, Ordering::Release);
         shared.applied_tx.send_replace(d.seq);
         crate::metrics::APPLIED_SEQ.set(d.seq as i64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_versions_are_read_and_compared() {
-        assert_eq!(server_version("2.12.1"), Some((2, 12)));
-        assert_eq!(server_version("v2.14.0-beta.2"), Some((2, 14)));
-        assert_eq!(server_version("2.9.10"), Some((2, 9)));
-        assert!(server_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
-        assert!(server_version("3.0.0").unwrap() >= MIN_SERVER_VERSION);
-        assert_eq!(server_version("garbage"), None);
     }
 }
