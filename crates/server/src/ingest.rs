@@ -75,9 +75,9 @@ pub(crate) async fn post_events(
         .ingest_all_once(vec![(stream, batch)], key.as_deref())
         .await?;
     drop(permit);
-    let body = match engine.cluster() {
-        Some(_) => json!({ "accepted": receipt.accepted, "seq": receipt.lsn }),
-        None => json!({ "accepted": receipt.accepted }),
+    let body = match engine.options().cluster.is_some() {
+        true => json!({ "accepted": receipt.accepted, "seq": receipt.lsn }),
+        false => json!({ "accepted": receipt.accepted }),
     };
     Ok((seq_header(receipt.lsn), Json(body)).into_response())
 }
