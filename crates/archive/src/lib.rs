@@ -28,6 +28,8 @@
 //! One process writes one archive (one data directory per archive prefix).
 
 mod metrics;
+mod shared;
+pub use shared::{Listed, Shared};
 
 pub use metrics::init as init_metrics;
 
@@ -525,11 +527,8 @@ impl Archive {
         self.block_on(self.store.put(key, payload))
             .map_err(|e| self.err("put", key, e))?;
         if let Some(root) = &self.local_root {
-            let path = root.join(key.as_ref());
-            let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&path)
-                .and_then(|()| sync(path.parent().unwrap_or(root)))
-                .map_err(|e| Error::Local(tally_store::Error::io(&path, e)))?;
+            sync_put(root, key)
+                .map_err(|(path, e)| Error::Local(tally_store::Error::io(&path, e)))?;
         }
         Ok(())
     }
@@ -655,6 +654,16 @@ fn build_store(opts: &ArchiveOptions) -> Result<(Arc<dyn ObjectStore>, Option<Pa
             Ok((Arc::new(fs), Some(dir)))
         }
     }
+}
+
+/// Makes an object put in a local directory durable: the file system store
+/// does not fsync.
+fn sync_put(root: &Path, key: &ObjectPath) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+    let path = root.join(key.as_ref());
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(&path)
+        .and_then(|()| sync(path.parent().unwrap_or(root)))
+        .map_err(|e| (path.clone(), e))
 }
 
 /// The default archive of a data directory.

@@ -20,6 +20,7 @@
 
 mod apply;
 mod backup;
+mod checkpoint;
 mod error;
 pub use error::{Error, Result};
 mod faults;
@@ -45,6 +46,7 @@ pub use inspect::{
 use lock::DirLock;
 pub use settings::{ClusterSettings, LogSettings, SyncPolicy, TailSettings};
 mod maintain;
+pub use checkpoint::CheckpointReport;
 pub use maintain::Maintenance;
 mod metrics;
 
@@ -165,9 +167,37 @@ impl Engine {
     /// Opens the data directory: loads the catalog, replays the log past the
     /// checkpoint, starts the log and the flusher. Blocking; may take a while
     /// when the log holds many unflushed events.
+    ///
+    /// In cluster mode an empty data directory is first filled from the
+    /// shared archive's newest bootstrap checkpoint; and one whose data is
+    /// older than the stream's first record is emptied and filled so, once.
     pub fn open(opts: EngineOptions) -> Result<Engine> {
+        match Self::open_once(opts.clone()) {
+            Err(Error::Log(tally_log::Error::Behind { applied, first }))
+                if opts.cluster.is_some() && opts.archive.is_some() =>
+            {
+                tracing::error!(
+                    applied,
+                    stream_first = first,
+                    data_dir = %opts.data_dir.display(),
+                    "this node's data ends before the stream's first record: replacing it with the shared archive's newest checkpoint"
+                );
+                {
+                    let _lock = DirLock::acquire(&opts.data_dir)?;
+                    checkpoint::clear(&opts.data_dir)?;
+                }
+                Self::open_once(opts)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(opts: EngineOptions) -> Result<Engine> {
         let t = Instant::now();
         let lock = DirLock::acquire(&opts.data_dir)?;
+        if opts.cluster.is_some() && checkpoint::is_empty(&opts.data_dir) {
+            checkpoint::bootstrap(&opts)?;
+        }
         let mut sopts = StoreOptions::new(&opts.data_dir);
         sopts.compaction_fanout = opts.compaction_fanout;
         let store = Arc::new(Store::open(sopts)?);
@@ -222,6 +252,11 @@ impl Engine {
                 let mut c = c.clone();
                 c.max_record_bytes = c.max_record_bytes.min(opts.max_record_bytes);
                 c.queue_capacity = opts.log_queue;
+                // Records too large for one NATS message go to the shared
+                // archive's root, a pointer on the stream.
+                if let Some(a) = &opts.archive {
+                    c.claims = Some(Arc::new(tally_archive::Shared::open(a)?));
+                }
                 let (log, report) = JetStreamLog::open(c, replay_from, &mut replay, hook)?;
                 (Arc::new(log), report)
             }

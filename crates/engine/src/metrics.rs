@@ -134,3 +134,17 @@ pub fn init() {
     LazyLock::force(&ROLLUP_BUILDS);
     LazyLock::force(&IMPORTS);
 }
+pub(crate) static CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_checkpoints_uploaded_total",
+        "Bootstrap checkpoints this node uploaded to the shared archive (as the maintenance lease's holder)"
+    )
+    .unwrap()
+});
+pub(crate) static BOOTSTRAPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_bootstraps_total",
+        "Times this node filled its data directory from a checkpoint in the shared archive"
+    )
+    .unwrap()
+});

@@ -213,6 +213,20 @@ pub struct ClusterSettings {
     #[arg(long, env = "TALLY_CLUSTER_PUBLISH_TIMEOUT", value_name = "DURATION",
           value_parser = duration, default_value = "15s")]
     pub cluster_publish_timeout: Duration,
+
+    /// How often the node holding the maintenance lease uploads a
+    /// bootstrap checkpoint (its data at one stream sequence) to the shared
+    /// archive, for nodes that join on an empty disk; 0 turns it off.
+    #[arg(long, env = "TALLY_CLUSTER_CHECKPOINT_INTERVAL", value_name = "DURATION",
+          value_parser = duration, default_value = "10m")]
+    pub cluster_checkpoint_interval: Duration,
+
+    /// Work done by one node at a time (checkpoints, sweeping) passes to
+    /// another node when its holder has not renewed its lease for this
+    /// long (killed, paused, cut off).
+    #[arg(long, env = "TALLY_CLUSTER_LEASE_TTL", value_name = "DURATION",
+          value_parser = duration, default_value = "10s")]
+    pub cluster_lease_ttl: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -282,6 +296,11 @@ impl ClusterSettings {
         o.tls_cert = self.cluster_tls_cert.clone();
         o.tls_key = self.cluster_tls_key.clone();
         o.publish_timeout = self.cluster_publish_timeout;
+        o.checkpoint_interval = self.cluster_checkpoint_interval;
+        if self.cluster_lease_ttl < Duration::from_secs(1) {
+            return Err("--cluster-lease-ttl: at least 1s".into());
+        }
+        o.lease_ttl = self.cluster_lease_ttl;
         Ok(Some(o))
     }
 }

@@ -21,12 +21,35 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use jetstream::{
-    server_version, ClusterStatus, JetStreamLog, JetStreamOptions, PeerStatus, ServerStatus,
-    MIN_SERVER_VERSION,
+    server_version, ClusterStatus, JetStreamLog, JetStreamOptions, Lease, LeaseStatus, PeerStatus,
+    ServerStatus, MAINTENANCE_LEASE, MIN_SERVER_VERSION,
 };
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
 /// Registers the log's metrics.
 pub use metrics::init as init_metrics;
+
+/// Where cluster mode keeps records too large for one NATS message (the
+/// claim check): the shared archive. Keys are relative to its root. A
+/// `put` resolves only when the object is durable.
+pub trait ClaimStore: Send + Sync + std::fmt::Debug {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+    /// `None` when no such object exists.
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<bytes::Bytes>, String>>;
+    /// Removes the objects under `prefix` last written longer ago than
+    /// `age`; how many.
+    fn remove_older_than<'a>(
+        &'a self,
+        prefix: &'a str,
+        age: std::time::Duration,
+    ) -> futures::future::BoxFuture<'a, Result<usize, String>>;
+}
 
 /// Log sequence number: 1 for the first record ever appended, dense after.
 pub type Lsn = u64;
@@ -125,5 +148,11 @@ pub trait Log<A>: Send + Sync {
     /// The cluster's state, for a log shared by a cluster.
     fn cluster(&self) -> Option<ClusterStatus> {
         None
+    }
+
+    /// Whether this node is the one to do the work done once per log (a
+    /// node alone always is; in a cluster, the maintenance lease's holder).
+    fn holds_maintenance_lease(&self) -> bool {
+        true
     }
 }

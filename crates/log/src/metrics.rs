@@ -124,3 +124,17 @@ pub(crate) static APPLY_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub(crate) static CLAIMS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_claim_records_total",
+        "Records this node put in the shared archive (too large for one NATS message) and published as a pointer"
+    )
+    .unwrap()
+});
+pub(crate) static CLAIMS_REMOVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_claims_removed_total",
+        "Claim objects removed from the shared archive once older than the stream's history"
+    )
+    .unwrap()
+});

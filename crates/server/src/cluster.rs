@@ -51,6 +51,46 @@ pub(crate) async fn get_cluster(
     }))
 }
 
+/// `POST /v1/admin/checkpoint` (admin): uploads a bootstrap checkpoint now
+/// when this node holds the maintenance lease; `"uploaded": null` when it
+/// does not (the answer names the holder) or outside cluster mode.
+pub(crate) async fn post_checkpoint(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys().authorize(&headers, Scope::Admin)?;
+    let engine = state.engine()?.clone();
+    let e = engine.clone();
+    let report = tokio::task::spawn_blocking(move || e.upload_checkpoint())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let leases = engine.cluster().map(|c| c.leases).unwrap_or_default();
+    Ok(Json(json!({ "uploaded": report, "leases": leases })))
+}
+
+/// Uploads a bootstrap checkpoint every `every` while this node holds the
+/// maintenance lease, until the server stops.
+pub(crate) async fn checkpoints(
+    engine: Arc<tally_engine::Engine>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.upload_checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "uploading a bootstrap checkpoint failed; will retry")
+            }
+            Err(e) => tracing::warn!(error = %e, "the checkpoint upload stopped"),
+        }
+    }
+}
+
 /// The header that tells a writer its record's sequence.
 pub(crate) fn seq_header(seq: u64) -> [(HeaderName, HeaderValue); 1] {
     [(HeaderName::from_static(SEQ_HEADER), HeaderValue::from(seq))]

@@ -62,9 +62,6 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
-        .route("/v1/events/{stream}", post(ingest::post_events))
-        .route("/write", post(influx::write_v1))
-        .route("/api/v2/write", post(influx::write_v2))
         .route("/ping", get(influx::ping))
         .route("/v1/import/{stream}", post(import::post_import))
         .route("/v1/streams", get(ops::list_streams))
@@ -72,6 +69,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/flush", post(ops::flush))
         .route("/v1/admin/maintain", post(ops::maintain))
         .route("/v1/admin/backup", post(ops::backup))
+        .route("/v1/admin/checkpoint", post(cluster::post_checkpoint))
         .route("/v1/archive", get(ops::archive))
         .route("/v1/cluster", get(cluster::get_cluster))
         .route("/v1/sql", post(query::post_sql))
@@ -107,16 +105,27 @@ fn router(state: Arc<AppState>) -> Router {
             state.ready.clone(),
         ))
         .merge(dashboard::routes())
-        // The timestamp recorder (S0): `curl -X POST http://host/app`.
-        .route("/{stream}", post(ingest::post_events))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             deadline::body_deadline,
         ))
+        // Reads may name a write they must include; writes wait for none.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cluster::min_seq,
         ))
+        .merge(
+            Router::new()
+                .route("/v1/events/{stream}", post(ingest::post_events))
+                .route("/write", post(influx::write_v1))
+                .route("/api/v2/write", post(influx::write_v2))
+                // The timestamp recorder (S0): `curl -X POST http://host/app`.
+                .route("/{stream}", post(ingest::post_events))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    deadline::body_deadline,
+                )),
+        )
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(ops::not_found)
         .with_state(state)
@@ -206,6 +215,16 @@ pub async fn run(
                 query.clone(),
                 rates,
             )));
+            // The maintenance lease's holder uploads bootstrap checkpoints.
+            if let Some(c) = &engine.options().cluster {
+                if !c.checkpoint_interval.is_zero() {
+                    tokio::spawn(cluster::checkpoints(
+                        engine.clone(),
+                        c.checkpoint_interval,
+                        state.stopping.subscribe(),
+                    ));
+                }
+            }
             // Each job runs its windows as they come due, until shutdown.
             for job in query.jobs().all() {
                 tokio::spawn(tally_query::jobs::schedule(

@@ -1,10 +1,23 @@
-//! `tally bench ingest`: the HTTP load generator behind `bench/`.
+//! `tally bench`: the load generator behind `bench/`.
 //!
 //! It sends the same synthetic page-view events either to tally (NDJSON to
 //! `/v1/events/{stream}`) or to InfluxDB (line protocol to `/write`), over a
 //! fixed number of keep-alive connections, closed-loop (as fast as answers
 //! come back) or open-loop at a fixed rate, and prints throughput and latency
 //! percentiles as one JSON line so scripts can compare peers in one run.
+//! Several `--url`s share the connections (a cluster's nodes).
+//!
+//! `--target jetstream` is the plain publisher of `bench/cluster.sh`: it
+//! copies records a tally cluster wrote (`--source-stream`) and publishes
+//! those same messages straight to a new JetStream stream with the source
+//! stream's settings, as many in flight as `--connections`.
+//!
+//! `--lag-nodes` samples each listed node's applied sequence while the load
+//! runs and reports how long each node took to apply what the first node
+//! to apply it had applied (its apply lag).
+
+mod jetstream;
+mod lag;
 
 use crate::sample::PageView;
 use clap::{Args, ValueEnum};
@@ -13,7 +26,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Base URL of the server under test.
+    /// Base URL of the server under test; several, comma-separated, share
+    /// the connections in turn. For `--target jetstream`: NATS URLs.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Which wire format and endpoint to use.
@@ -50,12 +64,21 @@ pub struct BenchArgs {
     /// API key for tally.
     #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// `--target jetstream`: the stream whose messages are published again.
+    #[arg(long, default_value = "TALLY")]
+    pub source_stream: String,
+    /// tally nodes (comma-separated base URLs) whose apply lag is sampled
+    /// while the load runs.
+    #[arg(long)]
+    pub lag_nodes: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
 pub enum Target {
     Tally,
     Influx,
+    /// Straight to a JetStream stream, no tally in between.
+    Jetstream,
 }
 
 /// Pre-built request bodies, so the generator spends its CPU on sending.
@@ -74,8 +97,8 @@ fn bodies(
             for _ in 0..batch {
                 let pv = PageView::random(&mut rng, base, span_ms);
                 match target {
-                    Target::Tally => pv.push_ndjson(&mut s),
                     Target::Influx => pv.push_line_protocol(stream, &mut s),
+                    Target::Tally | Target::Jetstream => pv.push_ndjson(&mut s),
                 }
             }
             bytes::Bytes::from(s)
@@ -84,6 +107,22 @@ fn bodies(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let lag = args
+        .lag_nodes
+        .as_deref()
+        .map(|nodes| lag::Sampler::start(nodes.split(',').map(str::to_string).collect()));
+    let mut out = match args.target {
+        Target::Jetstream => jetstream::run(&args).await?,
+        Target::Tally | Target::Influx => http(&args).await?,
+    };
+    if let Some(lag) = lag {
+        out["apply_lag_ms"] = lag.finish().await;
+    }
+    println!("{out}");
+    Ok(())
+}
+
+async fn http(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let span_ms = (args.span_hours * 3_600_000.0).max(1.0) as i64;
     let bodies = std::sync::Arc::new(bodies(
         args.target,
@@ -98,20 +137,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         i64::MAX
     }));
-    let url = match args.target {
-        Target::Tally => format!(
-            "{}/v1/events/{}",
-            args.url.trim_end_matches('/'),
-            args.stream
-        ),
-        Target::Influx => format!(
-            "{}/write?db=bench&precision=ms",
-            args.url.trim_end_matches('/')
-        ),
-    };
+    let urls: Vec<String> = args
+        .url
+        .split(',')
+        .map(|base| match args.target {
+            Target::Influx => format!("{}/write?db=bench&precision=ms", base.trim_end_matches('/')),
+            _ => format!("{}/v1/events/{}", base.trim_end_matches('/'), args.stream),
+        })
+        .collect();
     let ct = match args.target {
-        Target::Tally => "application/x-ndjson",
         Target::Influx => "text/plain",
+        _ => "application/x-ndjson",
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
@@ -125,15 +161,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for c in 0..args.connections {
         let (client, url, bodies, key, budget) = (
             client.clone(),
-            url.clone(),
+            urls[c % urls.len()].clone(),
             bodies.clone(),
             args.api_key.clone(),
             budget.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut lat_us: Vec<u32> = Vec::new();
-            let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
-            let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut statuses = Statuses::new();
+            let mut errors = Errors::new();
             let mut i = c;
             let mut next = Instant::now();
             while (by_count || Instant::now() < deadline)
@@ -187,8 +223,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }));
     }
     let mut lat = Vec::new();
-    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
-    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut statuses = Statuses::new();
+    let mut errors = Errors::new();
     for t in tasks {
         let (l, s, e) = t.await?;
         lat.extend(l);
@@ -199,7 +235,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             *statuses.entry(k).or_default() += v;
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    Ok(summary(
+        args,
+        started.elapsed().as_secs_f64(),
+        lat,
+        &statuses,
+        &errors,
+    ))
+}
+
+/// Requests counted by status (0: a transport error).
+type Statuses = std::collections::BTreeMap<u16, u64>;
+/// Transport errors counted by message.
+type Errors = std::collections::BTreeMap<String, u64>;
+
+/// One run's figures as the JSON line the scripts read.
+fn summary(
+    args: &BenchArgs,
+    secs: f64,
+    mut lat: Vec<u32>,
+    statuses: &Statuses,
+    errors: &Errors,
+) -> serde_json::Value {
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -213,7 +270,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map(|(_, n)| n)
         .sum();
     let total: u64 = statuses.values().sum();
-    let out = json!({
+    json!({
         "label": args.label,
         "target": format!("{:?}", args.target).to_lowercase(),
         "connections": args.connections,
@@ -227,7 +284,5 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "events_per_sec": (ok as f64 * args.batch as f64) / secs,
         "requests_per_sec": ok as f64 / secs,
         "latency_ms": { "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0) },
-    });
-    println!("{out}");
-    Ok(())
+    })
 }

@@ -44,6 +44,15 @@ pub struct JetStreamOptions {
     /// How long an append keeps publishing (the same id) while no server
     /// acknowledges, before it fails; how long opening waits for NATS.
     pub publish_timeout: Duration,
+    /// Where records larger than one NATS message go, a pointer to them
+    /// on the stream (the claim check); without it such records are
+    /// refused.
+    pub claims: Option<std::sync::Arc<dyn crate::ClaimStore>>,
+    /// A lease not renewed for this long passes to another node.
+    pub lease_ttl: Duration,
+    /// How often the maintenance lease's holder uploads a bootstrap
+    /// checkpoint to the shared archive (the engine does; 0: never).
+    pub checkpoint_interval: Duration,
 }
 
 impl JetStreamOptions {
@@ -63,12 +72,20 @@ impl JetStreamOptions {
             queue_capacity: 4096,
             max_record_bytes: 8 << 20,
             publish_timeout: Duration::from_secs(15),
+            claims: None,
+            lease_ttl: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(600),
         }
     }
 
     /// The one subject the stream holds.
     pub fn subject(&self) -> String {
         format!("tally.log.{}", self.stream)
+    }
+
+    /// Where the stream's claim objects live in the shared archive.
+    pub fn claim_prefix(&self) -> String {
+        format!("claims/{}", self.stream)
     }
 }
 

@@ -18,12 +18,18 @@
 //! node has applied the acknowledged sequence: read-your-writes on the node
 //! that took the write, as with the local log.
 //!
+//! A record larger than one NATS message (the server's `max_payload`) is
+//! put in the shared archive first, under its SHA-256, and the stream gets
+//! a pointer to it (a `Tally-Claim` header, no payload): the claim check.
+//! Every node fetches and checks it before applying, so the batch stays
+//! one record. Claims older than the stream's history are removed.
+//!
 //! The NATS client runs on the log's own small tokio runtime, so the log
 //! works the same from any caller (the engine opens it from a blocking
 //! thread, requests append from the server's runtime).
 
 use crate::metrics::{APPEND_BYTES, APPEND_RECORDS, QUEUE_DEPTH, REPLAYED};
-use crate::{AppendFuture, ApplyHook, Error, Log, Lsn, OpenReport, Result};
+use crate::{AppendFuture, ApplyHook, ClaimStore, Error, Log, Lsn, OpenReport, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -37,11 +43,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 mod connect;
+mod lease;
 mod status;
 use connect::connect;
 pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
+pub use lease::{Lease, LeaseStatus};
 use status::{refresh, stream_state, StreamState};
 pub use status::{ClusterStatus, PeerStatus, ServerStatus};
+
+/// The lease for work done by one node at a time: the bootstrap
+/// checkpoint, sweeping claim objects.
+pub const MAINTENANCE_LEASE: &str = "maintenance";
 
 struct Shared<A> {
     applied: AtomicU64,
@@ -78,8 +90,16 @@ pub struct JetStreamLog<A> {
     shared: Arc<Shared<A>>,
     apply: Mutex<Option<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
+    /// The largest record taken (larger ones are refused).
     max_record_bytes: usize,
+    /// The largest record sent as one message (larger ones as a claim).
+    message_limit: usize,
+    maintenance: Lease,
 }
+
+/// The header naming a record's claim object (the record is not in the
+/// message).
+const CLAIM: &str = "Tally-Claim";
 
 /// Records between the consumer and the apply thread.
 struct Delivered {
@@ -113,9 +133,11 @@ impl<A: Send + 'static> JetStreamLog<A> {
         let (client, js, info) = runtime.block_on(connect(&opts, &subject))?;
         let max_payload = client.server_info().max_payload;
         // Headers (the message id) take a little of the server's limit.
-        let max_record_bytes = opts
-            .max_record_bytes
-            .min(max_payload.saturating_sub(1024).max(1024));
+        let message_limit = max_payload.saturating_sub(1024).max(1024);
+        let max_record_bytes = match opts.claims {
+            Some(_) => opts.max_record_bytes,
+            None => opts.max_record_bytes.min(message_limit),
+        };
         let state = &info.state;
         let (first, last) = (state.first_sequence, state.last_sequence);
         if after > last {
@@ -151,6 +173,22 @@ impl<A: Send + 'static> JetStreamLog<A> {
             state: Mutex::new(stream_state(&info)),
         });
         let (stop, stop_rx) = watch::channel(false);
+        let leases = runtime
+            .block_on(lease::bucket(
+                &js,
+                &opts.stream,
+                opts.lease_ttl,
+                opts.replicas,
+            ))
+            .map_err(Error::Unavailable)?;
+        let maintenance = lease::spawn(
+            &handle,
+            leases,
+            MAINTENANCE_LEASE,
+            &opts.node_id,
+            opts.lease_ttl,
+            stop_rx.clone(),
+        );
         let (tx, mut rx) = mpsc::channel::<Delivered>(1024);
         handle.spawn(consume(
             js.clone(),
@@ -158,8 +196,18 @@ impl<A: Send + 'static> JetStreamLog<A> {
             after + 1,
             tx,
             shared.clone(),
+            opts.claims.clone(),
             stop_rx.clone(),
         ));
+        if let (Some(claims), false) = (&opts.claims, opts.max_age.is_zero()) {
+            handle.spawn(sweep_claims(
+                claims.clone(),
+                maintenance.clone(),
+                opts.claim_prefix(),
+                opts.max_age,
+                stop_rx.clone(),
+            ));
+        }
         let stream_handle = runtime.block_on(js.get_stream(&opts.stream)).ok();
         if let Some(s) = stream_handle {
             handle.spawn(refresh(s, shared.clone(), stop_rx.clone()));
@@ -206,6 +254,8 @@ impl<A: Send + 'static> JetStreamLog<A> {
                 apply: Mutex::new(Some(apply)),
                 stop,
                 max_record_bytes,
+                message_limit,
+                maintenance,
                 opts,
             },
             report,
@@ -242,7 +292,13 @@ impl<A: Send + 'static> JetStreamLog<A> {
                 max_payload: info.max_payload,
             }),
             failed: self.shared.failed.lock().clone(),
+            leases: vec![self.maintenance.status()],
         }
+    }
+
+    /// The lease for work done once in the cluster.
+    pub fn maintenance_lease(&self) -> &Lease {
+        &self.maintenance
     }
 
     fn publish(&self, id: String, payload: Vec<u8>) -> AppendFuture {
@@ -253,9 +309,23 @@ impl<A: Send + 'static> JetStreamLog<A> {
         let payload = Bytes::from(payload);
         let size = payload.len() as u64;
         let limit = self.max_record_bytes;
+        let claim = (payload.len() > self.message_limit)
+            .then(|| self.opts.claims.clone())
+            .flatten()
+            .map(|store| (store, self.opts.claim_prefix()));
         let task = self.handle.spawn(async move {
-            let result =
-                publish_until_acknowledged(&js, &subject, &id, payload, limit, deadline).await;
+            let result = match claim {
+                Some((store, prefix)) => {
+                    publish_claim(
+                        &js, &subject, &id, payload, &*store, &prefix, limit, deadline,
+                    )
+                    .await
+                }
+                None => {
+                    publish_until_acknowledged(&js, &subject, &id, payload, None, limit, deadline)
+                        .await
+                }
+            };
             let seq = match result {
                 Ok(ack) => {
                     if ack.duplicate {
@@ -363,6 +433,10 @@ impl<A: Send + 'static> Log<A> for JetStreamLog<A> {
     fn cluster(&self) -> Option<ClusterStatus> {
         Some(self.status())
     }
+
+    fn holds_maintenance_lease(&self) -> bool {
+        self.maintenance.held()
+    }
 }
 
 impl<A> Drop for JetStreamLog<A> {
@@ -403,6 +477,7 @@ async fn publish_until_acknowledged(
     subject: &str,
     id: &str,
     payload: Bytes,
+    claim: Option<&str>,
     limit: usize,
     deadline: Instant,
 ) -> Result<jetstream::publish::PublishAck> {
@@ -410,6 +485,9 @@ async fn publish_until_acknowledged(
     loop {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        if let Some(key) = claim {
+            headers.insert(CLAIM, key);
+        }
         let attempt = async {
             let ack = js
                 .publish_with_headers(subject.to_string(), headers, payload.clone())
@@ -446,6 +524,123 @@ async fn publish_until_acknowledged(
     }
 }
 
+/// The claim check: puts the record in the shared archive under its
+/// SHA-256 (a retry puts the same object again), then publishes a pointer
+/// to it under the record's message id.
+#[allow(clippy::too_many_arguments)]
+async fn publish_claim(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    payload: Bytes,
+    store: &dyn ClaimStore,
+    prefix: &str,
+    limit: usize,
+    deadline: Instant,
+) -> Result<jetstream::publish::PublishAck> {
+    use sha2::Digest;
+    let key = format!("{prefix}/{}", hex::encode(sha2::Sha256::digest(&payload)));
+    let put = tokio::time::timeout_at(deadline.into(), store.put(&key, payload));
+    match put.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(Error::Unavailable(format!(
+                "putting a large record in the shared archive: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(Error::Unavailable(
+                "putting a large record in the shared archive timed out".into(),
+            ))
+        }
+    }
+    let ack =
+        publish_until_acknowledged(js, subject, id, Bytes::new(), Some(&key), limit, deadline)
+            .await?;
+    crate::metrics::CLAIMS.inc();
+    Ok(ack)
+}
+
+/// Fetches a claimed record from the shared archive and checks it against
+/// the SHA-256 its key names, retrying while the archive cannot be read
+/// (this node waits rather than skip a record); `None` when stopped or the
+/// record is gone (then the log has failed).
+async fn fetch_claim<A>(
+    store: Option<&dyn ClaimStore>,
+    key: &str,
+    seq: Lsn,
+    shared: &Shared<A>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Bytes> {
+    use sha2::Digest;
+    let Some(store) = store else {
+        shared.fail(format!(
+            "record {seq} is in the shared archive ({key}), and this node has no archive to read it from"
+        ));
+        return None;
+    };
+    let want = key.rsplit('/').next().unwrap_or_default();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.get(key).await {
+            Ok(Some(bytes)) if hex::encode(sha2::Sha256::digest(&bytes)) == want => {
+                return Some(bytes)
+            }
+            Ok(Some(_)) => {
+                shared.fail(format!(
+                    "record {seq}'s object {key} in the shared archive does not match its checksum"
+                ));
+                return None;
+            }
+            Ok(None) => {
+                shared.fail(format!(
+                    "record {seq}'s object {key} is missing from the shared archive"
+                ));
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key, seq, "cannot read a record from the shared archive; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return None,
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Removes claim objects older than the stream's history (plus an hour):
+/// no record still in the stream points at them. The node holding the
+/// maintenance lease sweeps.
+async fn sweep_claims(
+    store: Arc<dyn ClaimStore>,
+    lease: Lease,
+    prefix: String,
+    max_age: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if !lease.held() {
+            wait = Duration::from_secs(60);
+            continue;
+        }
+        match store
+            .remove_older_than(&prefix, max_age + Duration::from_secs(3600))
+            .await
+        {
+            Ok(n) => crate::metrics::CLAIMS_REMOVED.inc_by(n as u64),
+            Err(e) => tracing::warn!(error = %e, "removing old claim objects"),
+        }
+        wait = Duration::from_secs(3600);
+    }
+}
+
 /// Reads the stream from `from` in order and forwards each record to the
 /// apply thread. The ordered consumer recreates itself after a server or
 /// leader change; when it ends, it is made again from the next sequence.
@@ -455,6 +650,7 @@ async fn consume(
     from: Lsn,
     tx: mpsc::Sender<Delivered>,
     shared: Arc<Shared<impl Send + 'static>>,
+    claims: Option<Arc<dyn ClaimStore>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next = from;
@@ -510,12 +706,22 @@ async fn consume(
                 ));
                 return;
             }
-            let id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().to_string());
-            let payload = m.payload.clone();
+            let header = |name: &str| {
+                m.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let id = header(async_nats::header::NATS_MESSAGE_ID.as_ref());
+            let payload = match header(CLAIM) {
+                None => m.payload.clone(),
+                Some(key) => {
+                    match fetch_claim(claims.as_deref(), &key, seq, &shared, &mut stop).await {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            };
             if tx.send(Delivered { seq, id, payload }).await.is_err() {
                 return;
             }

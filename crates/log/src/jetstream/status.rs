@@ -33,6 +33,8 @@ pub struct ClusterStatus {
     pub server: Option<ServerStatus>,
     /// Why this node stopped applying, when it has.
     pub failed: Option<String>,
+    /// The leases for work done by one node at a time.
+    pub leases: Vec<super::LeaseStatus>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

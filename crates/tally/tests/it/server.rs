@@ -149,6 +149,12 @@ impl TestServer {
 
     /// Keeps the data directory alive after the server is gone.
     pub fn into_data_dir(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        self.kill9_keeping_data()
+    }
+
+    /// SIGKILL, handing over the data directory (and its temporary owner)
+    /// for a restart.
+    pub fn kill9_keeping_data(&mut self) -> (PathBuf, Option<tempfile::TempDir>) {
         self.kill9();
         (self.data_dir.clone(), self._tmp.take())
     }
