@@ -35,26 +35,30 @@ trap 'kill $(jobs -p) 2>/dev/null; kill $(cat "$WORK"/nats/n*.pid 2>/dev/null) 2
 RESULTS="$WORK/results.jsonl"
 LOAD=(--batch 2000 --connections 8 --duration "$SECS")
 
-wait_ready() { until curl -sf "$1/readyz" >/dev/null; do sleep 0.05; done; }
+wait_ready() { # URL LOG
+  for _ in $(seq 1200); do curl -sf "$1/readyz" >/dev/null && return; sleep 0.05; done
+  echo "$1 not ready within 60 s:" >&2; tail -20 "$2" >&2; exit 1
+}
 bench() { $TALLY bench "$@" | tee -a "$RESULTS"; }
 
 echo "== single: one node, no cluster"
 TALLY_LOG=warn $TALLY serve --data-dir "$WORK/single" --listen 127.0.0.1:18300 >"$WORK/single.log" 2>&1 &
 PID=$!
-wait_ready http://127.0.0.1:18300
+wait_ready http://127.0.0.1:18300 "$WORK/single.log"
 bench --url http://127.0.0.1:18300 "${LOAD[@]}" --label single
 kill -TERM $PID; wait $PID || true
 
 echo "== starting three nats-servers and three tally nodes"
 NATS=$(scripts/nats-cluster.sh "$WORK/nats" 18400)
 NODES=()
+# One after another: the first creates the stream.
 for i in 1 2 3; do
   TALLY_LOG=warn $TALLY serve --data-dir "$WORK/node$i" --listen 127.0.0.1:1831$i \
     --cluster "$NATS" --node-id "node$i" --archive "$WORK/archive" \
-    --cluster-max-bytes 32GiB >"$WORK/node$i.log" 2>&1 &
+    --cluster-max-bytes 8GiB >"$WORK/node$i.log" 2>&1 &
   NODES+=("http://127.0.0.1:1831$i")
+  wait_ready "http://127.0.0.1:1831$i" "$WORK/node$i.log"
 done
-for n in "${NODES[@]}"; do wait_ready "$n"; done
 ALL=$(IFS=,; echo "${NODES[*]}")
 
 # Records for the plain publisher to send again: tally's own.

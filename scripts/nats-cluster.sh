@@ -11,8 +11,7 @@
 set -euo pipefail
 dir=$1 base=${2:-14222}
 mkdir -p "$dir"
-routes=""
-for i in 0 1 2; do routes+="nats-route://127.0.0.1:$((base + 10 + i)) "; done
+routes=$(for i in 0 1 2; do echo "nats-route://127.0.0.1:$((base + 10 + i))"; done | paste -sd, -)
 urls=()
 for i in 0 1 2; do
   cat >"$dir/n$i.conf" <<CONF
