@@ -284,15 +284,23 @@ fn spawn_writers(
                     let key = format!("c{cycle}-w{w}-{batch}");
                     let deadline = Instant::now() + Duration::from_secs(60);
                     let mut target = w;
+                    // The last refusal from each node, for the failure message.
+                    let mut last_errors = vec![String::new(); bases.len()];
                     loop {
-                        match write(&client, &bases[target % bases.len()], &body, &key).await {
+                        let node = target % bases.len();
+                        match write(&client, &bases[node], &body, &key).await {
                             Ok(seq) => {
                                 max_seq = max_seq.max(seq);
                                 acked.extend(lines);
                                 break;
                             }
                             Err(e) => {
-                                assert!(Instant::now() < deadline, "writer {w}: {e}");
+                                last_errors[node] = e;
+                                assert!(
+                                    Instant::now() < deadline,
+                                    "writer {w}: no node acknowledged batch {key} within 60 s; last answers: {:?}",
+                                    bases.iter().zip(&last_errors).collect::<Vec<_>>()
+                                );
                                 target += 1;
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
