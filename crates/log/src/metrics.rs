@@ -138,3 +138,10 @@ pub(crate) static CLAIMS_REMOVED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub(crate) static APPLY_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_apply_timeouts_total",
+        "Writes JetStream acknowledged that this node had not applied within the publish timeout (answered 503)"
+    )
+    .unwrap()
+});

@@ -306,6 +306,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
         let subject = self.subject.clone();
         let shared = self.shared.clone();
         let deadline = Instant::now() + self.opts.publish_timeout;
+        let wait_for_apply = self.opts.publish_timeout;
         let payload = Bytes::from(payload);
         let size = payload.len() as u64;
         let limit = self.max_record_bytes;
@@ -344,8 +345,12 @@ impl<A: Send + 'static> JetStreamLog<A> {
                     return Err(e);
                 }
             };
-            // Read-your-writes: answer once this node has applied it.
+            // Read-your-writes: answer once this node has applied it, or
+            // say, after as long again as a publish may take, that it is
+            // stored but not yet applied here (a retry with the same key
+            // stores nothing more).
             let mut applied = shared.applied_tx.subscribe();
+            let apply_deadline = tokio::time::Instant::now() + wait_for_apply;
             loop {
                 if *applied.borrow_and_update() >= seq {
                     return Ok(seq);
@@ -353,8 +358,17 @@ impl<A: Send + 'static> JetStreamLog<A> {
                 if let Some(why) = shared.failed.lock().clone() {
                     return Err(Error::Failed(why));
                 }
-                if applied.changed().await.is_err() {
-                    return Err(Error::Closed);
+                match tokio::time::timeout_at(apply_deadline, applied.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Error::Closed),
+                    Err(_) => {
+                        crate::metrics::APPLY_TIMEOUTS.inc();
+                        return Err(Error::Unavailable(format!(
+                            "JetStream stored the record as sequence {seq}, but this node has not applied it within {} s (it has applied up to {}); retry with the same Idempotency-Key, or read elsewhere",
+                            wait_for_apply.as_secs(),
+                            *applied.borrow()
+                        )));
+                    }
                 }
             }
         });
