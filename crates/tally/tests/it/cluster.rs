@@ -380,20 +380,28 @@ async fn check_cycle(
     let (mut lost, mut duplicated, mut extra) = (0, 0, 0);
     for n in nodes {
         wait_applied(n, last).await;
-        let rows = sql(
-            n,
-            &format!("select id, count(*) as n from ev where c = {cycle} group by id"),
-        )
-        .await;
-        let held: std::collections::HashMap<String, u64> = rows
-            .iter()
-            .map(|r| {
+        // In pages: an answer holds at most 100,000 rows.
+        let mut held: std::collections::HashMap<String, u64> = Default::default();
+        loop {
+            let rows = sql(
+                n,
+                &format!(
+                    "select id, count(*) as n from ev where c = {cycle} group by id order by id limit 50000 offset {}",
+                    held.len()
+                ),
+            )
+            .await;
+            let page = rows.len();
+            held.extend(rows.iter().map(|r| {
                 (
                     r["id"].as_str().unwrap().to_string(),
                     r["n"].as_u64().unwrap(),
                 )
-            })
-            .collect();
+            }));
+            if page < 50000 {
+                break;
+            }
+        }
         lost += ids.iter().filter(|id| !held.contains_key(*id)).count();
         duplicated += held.values().map(|n| (*n - 1) as usize).sum::<usize>();
         extra += held.keys().filter(|id| !ids.contains(*id)).count();
