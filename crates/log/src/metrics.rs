@@ -145,3 +145,10 @@ pub(crate) static APPLY_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub(crate) static READER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_reader_restarts_total",
+        "Times this node made its stream reader again because it delivered nothing for a while the stream held records it had not applied"
+    )
+    .unwrap()
+});

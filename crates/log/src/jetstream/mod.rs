@@ -655,9 +655,24 @@ async fn sweep_claims(
     }
 }
 
+/// How long each pull of the stream reader lasts. The client library
+/// derives the idle heartbeat from it (half of it) and makes the consumer
+/// again after two missed heartbeats: an ordered consumer is one replica,
+/// in memory, on one server, and when that server is killed or paused its
+/// reader goes silent. With the library's 30 s pulls that took a minute to
+/// notice; with these, about four seconds.
+const READER_PULL_EXPIRY: Duration = Duration::from_secs(2);
+
+/// A reader that has delivered nothing for this long while the stream holds
+/// records this node has not applied is made again from the next sequence
+/// (a backstop for the library's own recovery, whose retries back off to
+/// ten seconds apart).
+const READER_STALL: Duration = Duration::from_secs(8);
+
 /// Reads the stream from `from` in order and forwards each record to the
 /// apply thread. The ordered consumer recreates itself after a server or
-/// leader change; when it ends, it is made again from the next sequence.
+/// leader change; when it ends or stalls, it is made again from the next
+/// sequence.
 async fn consume(
     js: jetstream::Context,
     stream: String,
@@ -679,6 +694,7 @@ async fn consume(
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: next,
                     },
+                    max_expires: READER_PULL_EXPIRY,
                     ..Default::default()
                 })
                 .await
@@ -695,11 +711,28 @@ async fn consume(
                 }
             }
         };
+        let mut progress = Instant::now();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             let m = tokio::select! {
                 m = messages.next() => m,
+                _ = check.tick() => {
+                    let last = shared.state.lock().last;
+                    if last >= next && progress.elapsed() >= READER_STALL {
+                        tracing::warn!(
+                            next,
+                            stream_last = last,
+                            idle_s = progress.elapsed().as_secs(),
+                            "the stream reader delivered nothing while records wait; making it again"
+                        );
+                        crate::metrics::READER_RESTARTS.inc();
+                        break;
+                    }
+                    continue;
+                }
                 _ = stop.changed() => return,
             };
+            progress = Instant::now();
             let m = match m {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -740,6 +773,7 @@ async fn consume(
                 return;
             }
             next = seq + 1;
+            progress = Instant::now();
         }
     }
 }

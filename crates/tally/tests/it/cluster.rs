@@ -254,12 +254,12 @@ const QUESTIONS: [&str; 3] = [
 /// One writer per node for one fault cycle: each batch (events tagged with
 /// the cycle) is retried under its key until acknowledged, through
 /// whichever node answers. Returns the acknowledged lines and the highest
-/// sequence answered.
+/// sequence answered, and when each acknowledgement came.
 fn spawn_writers(
     bases: &[String],
     cycle: usize,
     stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(Vec<String>, u64)>> {
+) -> Vec<tokio::task::JoinHandle<(Vec<String>, u64, Vec<Instant>)>> {
     (0..bases.len())
         .map(|w| {
             let (stop, bases) = (stop.clone(), bases.to_vec());
@@ -267,6 +267,7 @@ fn spawn_writers(
                 let client = reqwest::Client::new();
                 let mut rng = rand::rngs::StdRng::seed_from_u64((cycle * 31 + w) as u64);
                 let (mut acked, mut max_seq, mut batch) = (Vec::new(), 0, 0);
+                let mut times = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let mut body = String::new();
                     let mut lines = Vec::new();
@@ -292,6 +293,7 @@ fn spawn_writers(
                             Ok(seq) => {
                                 max_seq = max_seq.max(seq);
                                 acked.extend(lines);
+                                times.push(Instant::now());
                                 break;
                             }
                             Err(e) => {
@@ -308,7 +310,7 @@ fn spawn_writers(
                     }
                     batch += 1;
                 }
-                (acked, max_seq)
+                (acked, max_seq, times)
             })
         })
         .collect()
@@ -317,14 +319,16 @@ fn spawn_writers(
 /// One fault cycle under writers on every node: a NATS server killed and
 /// restarted, another paused for 3 s, a tally node killed and restarted on
 /// its disk; which ones turns with the cycle. Returns the acknowledged
-/// lines and the highest sequence answered.
+/// lines, the highest sequence answered and the longest time in which no
+/// node acknowledged a write.
 async fn fault_cycle(
     nats: &mut NatsCluster,
     nodes: &mut [TestServer],
     archive: &Path,
     cycle: usize,
     keep: &mut Vec<tempfile::TempDir>,
-) -> (Vec<String>, u64) {
+) -> (Vec<String>, u64, Duration) {
+    let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let writers = spawn_writers(&bases, cycle, &stop);
@@ -350,13 +354,21 @@ async fn fault_cycle(
     nodes[node] = start_node(nats, &id, archive, Some(&data)).await;
     pause().await;
     stop.store(true, Ordering::Relaxed);
-    let (mut acked, mut last) = (Vec::new(), 0);
+    let ended = Instant::now();
+    let (mut acked, mut last, mut times) = (Vec::new(), 0, vec![started, ended]);
     for w in writers {
-        let (lines, seq) = w.await.unwrap();
+        let (lines, seq, t) = w.await.unwrap();
         acked.extend(lines);
         last = last.max(seq);
+        times.extend(t);
     }
-    (acked, last)
+    times.sort();
+    let gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    (acked, last, gap)
 }
 
 /// Per node, the cycle's acknowledged events it lacks, and the copies
@@ -433,9 +445,11 @@ async fn every_acknowledged_event_is_on_every_node_once_through_nats_and_node_fa
     let (mut acked, mut last) = (Vec::new(), 0);
     let (mut total_lost, mut total_duplicated, mut total_extra) = (0, 0, 0);
     let started = Instant::now();
+    let mut longest_gap = Duration::ZERO;
     for cycle in 0..cycles {
-        let (lines, seq) =
+        let (lines, seq, gap) =
             fault_cycle(&mut nats, &mut nodes, archive.path(), cycle, &mut keep).await;
+        longest_gap = longest_gap.max(gap);
         assert!(
             lines.len() > 50,
             "cycle {cycle}: only {} events acknowledged",
@@ -443,10 +457,15 @@ async fn every_acknowledged_event_is_on_every_node_once_through_nats_and_node_fa
         );
         let (lost, duplicated, extra) = check_cycle(&nodes, cycle, &lines, seq).await;
         eprintln!(
-            "cluster cycle {}/{cycles}: acknowledged {}, lost {lost}, duplicated {duplicated}, unacknowledged stored {extra} (on {} nodes; {:.0} s so far)",
+            "cluster cycle {}/{cycles}: acknowledged {}, lost {lost}, duplicated {duplicated}, unacknowledged stored {extra} (on {} nodes); longest time without an acknowledgement {:.1} s; stream readers made again so far {}; {:.0} s so far",
             cycle + 1,
             lines.len(),
             nodes.len(),
+            gap.as_secs_f64(),
+            nodes
+                .iter()
+                .map(|n| n.stderr_log().matches("making it again").count())
+                .sum::<usize>(),
             started.elapsed().as_secs_f64()
         );
         (total_lost, total_duplicated, total_extra) = (
@@ -458,8 +477,9 @@ async fn every_acknowledged_event_is_on_every_node_once_through_nats_and_node_fa
         last = last.max(seq);
     }
     eprintln!(
-        "cluster: {cycles} cycles, {} events acknowledged, lost {total_lost}, duplicated {total_duplicated}, unacknowledged stored {total_extra}",
-        acked.len()
+        "cluster: {cycles} cycles, {} events acknowledged, lost {total_lost}, duplicated {total_duplicated}, unacknowledged stored {total_extra}; longest time without an acknowledgement {:.1} s",
+        acked.len(),
+        longest_gap.as_secs_f64()
     );
     assert_eq!((total_lost, total_duplicated, total_extra), (0, 0, 0));
 
