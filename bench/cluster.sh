@@ -14,6 +14,9 @@
 #                the same with 64 at once
 #   cluster1   - three tally nodes on the cluster, all load through node 1
 #   cluster3   - the same load spread over the three nodes
+#   alone      - nodes 2 and 3 stopped, all load through node 1: one node
+#                applying every record, as on a machine of its own, beside
+#                the same three NATS servers the plain publisher had
 #
 # While cluster1 and cluster3 run, every node's applied sequence is sampled
 # every 5 ms (`tally bench --lag-nodes`): a node's apply lag is the time
@@ -51,12 +54,14 @@ kill -TERM $PID; wait $PID || true
 echo "== starting three nats-servers and three tally nodes"
 NATS=$(scripts/nats-cluster.sh "$WORK/nats" 18400)
 NODES=()
+PIDS=()
 # One after another: the first creates the stream.
 for i in 1 2 3; do
   TALLY_LOG=warn $TALLY serve --data-dir "$WORK/node$i" --listen 127.0.0.1:1831$i \
     --cluster "$NATS" --node-id "node$i" --archive "$WORK/archive" \
     --cluster-max-bytes 8GiB >"$WORK/node$i.log" 2>&1 &
   NODES+=("http://127.0.0.1:1831$i")
+  PIDS+=($!)
   wait_ready "http://127.0.0.1:1831$i" "$WORK/node$i.log"
 done
 ALL=$(IFS=,; echo "${NODES[*]}")
@@ -73,6 +78,9 @@ echo "== cluster1: all load through node 1"
 bench --url "${NODES[0]}" "${LOAD[@]}" --lag-nodes "$ALL" --label cluster1
 echo "== cluster3: load spread over three nodes"
 bench --url "$ALL" "${LOAD[@]}" --lag-nodes "$ALL" --label cluster3
+echo "== alone: nodes 2 and 3 stopped, all load through node 1"
+kill -TERM "${PIDS[1]}" "${PIDS[2]}"; wait "${PIDS[1]}" "${PIDS[2]}" || true
+bench --url "${NODES[0]}" "${LOAD[@]}" --label alone
 
 python3 - "$RESULTS" "${NODES[@]}" <<'PY'
 import json, sys
@@ -81,12 +89,12 @@ nodes = sys.argv[2:]
 eps = lambda l: rows[l]["events_per_sec"]
 print("\n| run | events/s | requests/s | p50 ms | p99 ms | non-2xx |")
 print("|---|---:|---:|---:|---:|---:|")
-for l in ["single", "jetstream", "jetstream64", "cluster1", "cluster3"]:
+for l in ["single", "jetstream", "jetstream64", "cluster1", "cluster3", "alone"]:
     r = rows[l]
     bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2"))
     print(f"| {l} | {eps(l):,.0f} | {r['requests_per_sec']:,.1f} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {bad} |")
 print()
-for l in ["cluster1", "cluster3"]:
+for l in ["cluster1", "cluster3", "alone"]:
     print(f"{l}: {eps(l) / eps('jetstream'):.0%} of the plain publisher at the same 8 in flight, "
           f"{eps(l) / eps('jetstream64'):.0%} of it at 64, {eps(l) / eps('single'):.0%} of single-node tally")
 for l, followers in [("cluster1", nodes[1:]), ("cluster3", nodes)]:
