@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 /// batches that cluster mode relies on.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 12);
 
+/// How long opening the log waits for NATS and the stream at least.
+const OPEN_WAIT: Duration = Duration::from_secs(60);
+
 /// Where the cluster's log lives and how it is kept.
 #[derive(Debug, Clone)]
 pub struct JetStreamOptions {
@@ -42,7 +45,8 @@ pub struct JetStreamOptions {
     /// lowers it).
     pub max_record_bytes: usize,
     /// How long an append keeps publishing (the same id) while no server
-    /// acknowledges, before it fails; how long opening waits for NATS.
+    /// acknowledges, before it fails; opening waits for NATS this long,
+    /// and at least a minute.
     pub publish_timeout: Duration,
     /// Where records larger than one NATS message go, a pointer to them
     /// on the stream (the claim check); without it such records are
@@ -133,7 +137,9 @@ pub(super) async fn connect(
     if let (Some(cert), Some(key)) = (&opts.tls_cert, &opts.tls_key) {
         co = co.add_client_certificate(cert.clone(), key.clone());
     }
-    let deadline = Instant::now() + opts.publish_timeout;
+    // At start, NATS may still be coming up, its meta leader being
+    // elected, or several nodes creating the stream at once.
+    let deadline = Instant::now() + opts.publish_timeout.max(OPEN_WAIT);
     let client = loop {
         match co.clone().connect(opts.servers.as_slice()).await {
             Ok(c) => break c,

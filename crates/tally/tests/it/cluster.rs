@@ -810,3 +810,31 @@ async fn a_read_waits_for_its_min_seq_and_refuses_rather_than_answer_without_it(
     let (st, v) = get_json(&s.url("/v1/streams/ev?min_seq=soon")).await;
     assert_eq!(st, 400, "{v}");
 }
+
+/// Cluster mode without a shared archive would leave claim-checked records
+/// and bootstrap checkpoints nowhere every node can read: tally says so
+/// and does not start (before it even reaches for NATS).
+#[test]
+fn cluster_mode_refuses_to_start_without_a_shared_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    for archive in [None, Some("none")] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--cluster", "nats://127.0.0.1:1", "--node-id", "n1"]);
+        if let Some(a) = archive {
+            cmd.args(["--archive", a]);
+        }
+        let out = cmd.output().expect("tally");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "started without an archive ({archive:?})"
+        );
+        assert!(
+            stderr.contains("cluster mode needs a shared archive"),
+            "{archive:?}: {stderr}"
+        );
+    }
+}
