@@ -210,6 +210,8 @@ pub struct ClusterSettings {
 
     /// How long a write keeps publishing while no NATS server acknowledges
     /// it (a server lost, a leader being elected) before it answers 503.
+    /// At start, a node waits this long, and at least a minute, for NATS
+    /// and the stream.
     #[arg(long, env = "TALLY_CLUSTER_PUBLISH_TIMEOUT", value_name = "DURATION",
           value_parser = duration, default_value = "15s")]
     pub cluster_publish_timeout: Duration,

@@ -62,30 +62,45 @@ impl NatsServer {
     }
 
     /// Waits for the server's JetStream to be up.
-    async fn wait_healthy(&self) {
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         self.wait_health("js-enabled-only=true").await
     }
 
     /// Waits until the server's copies of every stream are current (a
     /// server back from a crash has caught up): one failure at a time is
     /// what an R3 stream is built to survive.
-    async fn wait_current(&self) {
-        self.wait_health("").await
+    async fn wait_current(&mut self) {
+        if let Err(e) = self.wait_health("").await {
+            panic!("{e}");
+        }
     }
 
-    async fn wait_health(&self, query: &str) {
+    /// Polls the server's health endpoint for up to 60 s; fails early,
+    /// with the end of its log, when the server has exited (another
+    /// process took one of its ports between `free_port` and its start).
+    async fn wait_health(&mut self, query: &str) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/healthz?{query}", self.monitor);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = reqwest::get(&url).await {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server not healthy within 60 s: {url}"
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() >= deadline {
+                let log =
+                    std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                return Err(format!(
+                    "nats-server {} within 60 s ({url}); its log ends:\n{}",
+                    if exited { "exited" } else { "not healthy" },
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -109,8 +124,24 @@ impl NatsCluster {
         Self::start_n(3).await
     }
 
-    /// `n` servers: one alone, or several in one cluster.
+    /// `n` servers: one alone, or several in one cluster. A server that
+    /// cannot start (a port taken by another test's process in the
+    /// meantime) makes the whole cluster start again on other ports.
     async fn start_n(n: usize) -> NatsCluster {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(n).await {
+                Ok(c) => return c,
+                Err(e) if attempt < 3 => {
+                    eprintln!("NATS cluster start {attempt} failed, again on other ports: {e}");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    async fn try_start(n: usize) -> Result<NatsCluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::new();
@@ -155,10 +186,10 @@ jetstream {{
             s.spawn();
             servers.push(s);
         }
-        for s in &servers {
-            s.wait_healthy().await;
+        for s in &mut servers {
+            s.wait_healthy().await?;
         }
-        NatsCluster { servers, _dir: dir }
+        Ok(NatsCluster { servers, _dir: dir })
     }
 
     fn urls(&self) -> String {
