@@ -16,6 +16,7 @@ mod import;
 mod influx;
 mod ingest;
 mod jobs;
+mod nats;
 mod ops;
 mod query;
 mod rates;
