@@ -26,6 +26,12 @@
 //! retention" into "replaced by compaction".
 //!
 //! One process writes one archive (one data directory per archive prefix).
+//! In cluster mode the archive is shared ([`ArchiveOptions::shared`]): every
+//! node holds the same segments under the same ids (the log cuts them), the
+//! node holding the maintenance lease writes the archive, and the others
+//! read its manifest again at each pass. A node takes over from the
+//! manifest as the last holder left it, once its own segments have caught
+//! up with the manifest's checkpoint.
 
 mod metrics;
 mod shared;
@@ -103,6 +109,9 @@ pub struct ArchiveOptions {
     pub settle: Duration,
     /// Time between archive passes.
     pub interval: Duration,
+    /// Cluster mode: nodes share this archive and the one allowed by
+    /// [`Archive::set_writer`] writes it.
+    pub shared: bool,
 }
 
 impl ArchiveOptions {
@@ -116,6 +125,7 @@ impl ArchiveOptions {
             allow_http: false,
             settle: Duration::from_secs(600),
             interval: Duration::from_secs(30),
+            shared: false,
         }
     }
 }
@@ -135,6 +145,7 @@ impl std::fmt::Debug for ArchiveOptions {
             .field("allow_http", &self.allow_http)
             .field("settle", &self.settle)
             .field("interval", &self.interval)
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -153,6 +164,11 @@ pub struct Entry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
+    /// The catalog checkpoint of the store whose segments the manifest
+    /// names, when it was written. In a shared archive a node whose own
+    /// checkpoint is behind it does not write the manifest yet.
+    #[serde(default)]
+    pub checkpoint_lsn: u64,
     pub segments: Vec<Entry>,
 }
 
@@ -160,10 +176,19 @@ impl Default for Manifest {
     fn default() -> Self {
         Manifest {
             format: FORMAT,
+            checkpoint_lsn: 0,
             segments: Vec::new(),
         }
     }
 }
+
+/// In a shared archive: whether this node may write it now.
+pub type Writer = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Objects the manifest does not name are removed from a shared archive
+/// only once this old: a holder that lost its lease mid-pass may still be
+/// putting them.
+const UNNAMED_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -179,6 +204,9 @@ pub struct SyncReport {
     /// Archived segments put again under the key their local file moved
     /// to (imports adopted before they lived in their stream's directory).
     pub relocated: usize,
+    /// A shared archive: this node did not write it (another holds the
+    /// lease, or this node's segments are behind the manifest).
+    pub skipped: Option<&'static str>,
 }
 
 /// The archive's state, for status pages.
@@ -211,6 +239,11 @@ pub struct Archive {
     /// Always `Some` until dropped (taken then, to be shut down without
     /// blocking: the archive may be dropped inside an async context).
     rt: Option<tokio::runtime::Runtime>,
+    shared: bool,
+    writer: RwLock<Option<Writer>>,
+    /// Whether this node wrote the shared archive at its last pass (a new
+    /// term starts with a sweep of old unnamed objects).
+    writing: Mutex<bool>,
 }
 
 impl Drop for Archive {
@@ -250,15 +283,38 @@ impl Archive {
             pass: Mutex::new(()),
             last: Mutex::new((None, None, 0)),
             rt: Some(rt),
+            shared: opts.shared,
+            writer: RwLock::new(None),
+            writing: Mutex::new(false),
         };
         let manifest = archive.block_on(archive.load_manifest())?;
         *archive.manifest.write() = Arc::new(manifest);
-        let removed = archive.block_on(archive.remove_unnamed())?;
-        if removed > 0 {
-            tracing::info!(url = %archive.url, objects = removed, "removed archive objects the manifest does not name");
+        // Another node may be writing a shared archive right now.
+        if !archive.shared {
+            archive.sweep(Duration::ZERO)?;
         }
         archive.export_gauges();
         Ok(archive)
+    }
+
+    /// Removes objects the manifest does not name that are at least
+    /// `min_age` old.
+    fn sweep(&self, min_age: Duration) -> Result<()> {
+        let removed = self.block_on(self.remove_unnamed(min_age))?;
+        if removed > 0 {
+            tracing::info!(url = %self.url, objects = removed, "removed archive objects the manifest does not name");
+        }
+        Ok(())
+    }
+
+    /// A shared archive: says when this node may write it (the holder of
+    /// the maintenance lease). Until set, it does not.
+    pub fn set_writer(&self, writer: Writer) {
+        *self.writer.write() = Some(writer);
+    }
+
+    fn may_write(&self) -> bool {
+        !self.shared || self.writer.read().as_ref().is_some_and(|w| w())
     }
 
     /// Runs archive I/O to completion on the archive's runtime.
@@ -300,24 +356,37 @@ impl Archive {
     /// (µs, inclusive) reads here rather than locally: those retention
     /// removed from the data directory (`retired` are removed but not yet
     /// recorded as such), except any the reader's `local` view still has.
+    ///
+    /// Retention removes only archived segments, so a retired one is read
+    /// here even when this copy of the manifest does not name it yet (a
+    /// shared archive's manifest, read again at the next pass, on a node
+    /// that applied the retention first): its key is its path, the same on
+    /// every node.
     pub fn segments_for(
         &self,
         stream: &str,
         lo: Option<i64>,
         hi: Option<i64>,
         local: &HashSet<u64>,
-        retired: &[u64],
+        retired: &[SegmentMeta],
     ) -> Vec<SegmentMeta> {
         let (lo, hi) = (lo.unwrap_or(i64::MIN), hi.unwrap_or(i64::MAX));
-        self.manifest
-            .read()
+        let in_range = |m: &SegmentMeta| m.stream == stream && m.max_ts >= lo && m.min_ts <= hi;
+        let manifest = self.manifest.read();
+        let mut out: Vec<SegmentMeta> = manifest
             .segments
             .iter()
-            .filter(|e| e.meta.stream == stream && e.meta.max_ts >= lo && e.meta.min_ts <= hi)
-            .filter(|e| !e.local || retired.contains(&e.meta.id))
+            .filter(|e| in_range(&e.meta))
+            .filter(|e| !e.local || retired.iter().any(|r| r.id == e.meta.id))
             .filter(|e| !local.contains(&e.meta.id))
             .map(|e| e.meta.clone())
-            .collect()
+            .collect();
+        for r in retired {
+            if in_range(r) && !local.contains(&r.id) && !out.iter().any(|m| m.id == r.id) {
+                out.push(r.clone());
+            }
+        }
+        out
     }
 
     /// Reads one archived segment. Blocking: not for async contexts.
@@ -373,6 +442,31 @@ impl Archive {
     }
 
     fn sync_inner(&self, local: &Store, now_us: i64) -> Result<SyncReport> {
+        if self.shared {
+            // Another node may have written it since this one last read it.
+            let m = self.block_on(self.load_manifest())?;
+            *self.manifest.write() = Arc::new(m);
+            let writing = self.may_write();
+            let new_term = writing && !std::mem::replace(&mut *self.writing.lock(), writing);
+            if !writing {
+                self.forget_archived_retired(local)?;
+                return Ok(SyncReport {
+                    skipped: Some("another node holds the maintenance lease"),
+                    ..Default::default()
+                });
+            }
+            if local.checkpoint_lsn() < self.manifest().checkpoint_lsn {
+                return Ok(SyncReport {
+                    skipped: Some("this node's segments are behind the manifest"),
+                    ..Default::default()
+                });
+            }
+            if new_term {
+                self.sweep(UNNAMED_MIN_AGE)?;
+            }
+        }
+        // Read before the listing, which then holds every record up to it.
+        let checkpoint_lsn = local.checkpoint_lsn();
         let (files, retired) = local.segment_files();
         let current = self.manifest();
         let mut report = SyncReport::default();
@@ -415,7 +509,10 @@ impl Archive {
         }
         let in_store: HashSet<u64> = files.iter().map(|f| f.meta.id).collect();
         let retired_ids: HashSet<u64> = retired.iter().map(|m| m.id).collect();
-        let mut next = Manifest::default();
+        let mut next = Manifest {
+            checkpoint_lsn: checkpoint_lsn.max(current.checkpoint_lsn),
+            ..Manifest::default()
+        };
         let mut doomed = Vec::new();
         for e in &current.segments {
             let id = e.meta.id;
@@ -445,8 +542,15 @@ impl Archive {
             }
         }
         next.segments.extend(added);
-        if report.uploaded + report.retired + report.replaced + report.relocated > 0 {
+        let changed = report.uploaded + report.retired + report.replaced + report.relocated > 0;
+        if changed || (self.shared && next.checkpoint_lsn > current.checkpoint_lsn) {
             next.segments.sort_by_key(|e| e.meta.id);
+            if !self.may_write() {
+                return Err(Error::Manifest {
+                    url: self.url.clone(),
+                    reason: "this node lost the maintenance lease during the pass; the manifest is left as it was".into(),
+                });
+            }
             self.save_manifest(&next)?;
             *self.manifest.write() = Arc::new(next);
         }
@@ -464,6 +568,25 @@ impl Archive {
             }
         }
         Ok(report)
+    }
+
+    /// A shared archive, on a node that does not write it: forgets the
+    /// retired segments the manifest already records as archive-only.
+    fn forget_archived_retired(&self, local: &Store) -> Result<()> {
+        let (_, retired) = local.segment_files();
+        if retired.is_empty() {
+            return Ok(());
+        }
+        let m = self.manifest();
+        let recorded: Vec<u64> = retired
+            .iter()
+            .filter(|r| m.segments.iter().any(|e| e.meta.id == r.id && !e.local))
+            .map(|r| r.id)
+            .collect();
+        if !recorded.is_empty() {
+            local.acknowledge_retired(&recorded)?;
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Status {
@@ -533,7 +656,9 @@ impl Archive {
         Ok(())
     }
 
-    async fn remove_unnamed(&self) -> Result<usize> {
+    async fn remove_unnamed(&self, min_age: Duration) -> Result<usize> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::zero());
         let named: HashSet<String> = self
             .manifest()
             .segments
@@ -545,7 +670,7 @@ impl Archive {
         let mut unnamed = Vec::new();
         while let Some(item) = listing.next().await {
             let meta = item.map_err(|e| self.err("list", &prefix, e))?;
-            if !named.contains(meta.location.as_ref()) {
+            if !named.contains(meta.location.as_ref()) && meta.last_modified <= cutoff {
                 unnamed.push(meta.location);
             }
         }

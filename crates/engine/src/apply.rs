@@ -64,6 +64,7 @@ impl Sinks {
         match record {
             Record::Events(parts) => self.apply_events(lsn, parts),
             Record::Import(staged) => self.apply_import(lsn, &staged, outcome.as_deref()),
+            Record::Seal { retire } => self.apply_seal(lsn, retire),
         }
     }
 
@@ -94,6 +95,25 @@ impl Sinks {
                 to_store(&parts);
             }
         }
+        *applied = (*applied).max(lsn);
+    }
+}
+
+impl Sinks {
+    /// A seal: the store cuts its tail here (writing the previous cut
+    /// first, if it is still waiting). A store that cannot write stops
+    /// applying: it must not cut anywhere else than the log says.
+    fn apply_seal(&self, lsn: Lsn, retire: Vec<u64>) {
+        let mut applied = self.applied.lock();
+        if lsn > self.store_after {
+            if let Err(e) = self.store.seal(lsn, retire) {
+                panic!("cannot write the segments cut at {lsn}: {e}");
+            }
+        }
+        // It holds no events: every rollup has counted everything up to it
+        // (so their snapshots cover it, and a node starting from them does
+        // not ask the stream for it).
+        self.rollups.advance(lsn);
         *applied = (*applied).max(lsn);
     }
 }

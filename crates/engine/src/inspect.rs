@@ -161,14 +161,19 @@ impl Engine {
 
     /// Segments the data directory no longer holds (retention removed
     /// them), which the archive alone answers for.
-    fn retired_segments(&self) -> Vec<u64> {
+    fn retired_segments(&self) -> Vec<tally_store::SegmentMeta> {
         if self.archive.is_none() {
             return Vec::new();
         }
-        self.store.segment_files().1.iter().map(|m| m.id).collect()
+        self.store.segment_files().1
     }
 
-    fn stream_info(&self, name: String, stats: crate::StreamStats, retired: &[u64]) -> StreamInfo {
+    fn stream_info(
+        &self,
+        name: String,
+        stats: crate::StreamStats,
+        retired: &[tally_store::SegmentMeta],
+    ) -> StreamInfo {
         let archived = match &self.archive {
             Some(a) => a.segments_for(&name, None, None, &HashSet::new(), retired),
             None => Vec::new(),

@@ -200,16 +200,16 @@ impl Engine {
         }
         let mut sopts = StoreOptions::new(&opts.data_dir);
         sopts.compaction_fanout = opts.compaction_fanout;
+        // Segments the same on every node: cut where the log's seals say.
+        sopts.sealed = opts.cluster.is_some();
         let store = Arc::new(Store::open(sopts)?);
         let checkpoint = store.checkpoint_lsn();
         let archive = match &opts.archive {
             Some(a) => {
                 let mut a = a.clone();
-                if let Some(c) = &opts.cluster {
-                    // One writer per archive prefix: until one node archives
-                    // for all under a lease, each node keeps its own copy.
-                    a.url = format!("{}/nodes/{}", a.url.trim_end_matches('/'), c.node_id);
-                }
+                // One archive for the cluster, written by the maintenance
+                // lease's holder; the others read it.
+                a.shared = opts.cluster.is_some();
                 Some(Arc::new(Archive::open(&a)?))
             }
             None => None,
@@ -261,6 +261,10 @@ impl Engine {
                 (Arc::new(log), report)
             }
         };
+        if let (Some(a), Some(_)) = (&archive, &opts.cluster) {
+            let log = log.clone();
+            a.set_writer(Arc::new(move || log.holds_maintenance_lease()));
+        }
         // Imports whose commit record the log does not hold were rolled back.
         let dropped = store.remove_unadopted_imports()?;
         if dropped > 0 {
@@ -322,16 +326,17 @@ impl Engine {
             imports_in_flight: Default::default(),
             faults,
         };
-        *engine.flusher.lock() = flush::spawn_flusher(
-            engine.faults.clone(),
-            engine.store.clone(),
-            engine.rollups.clone(),
-            engine.applied.clone(),
-            engine.log.clone(),
-            engine.stopping.clone(),
-            engine.opts.clone(),
-            engine.room.clone(),
-        );
+        *engine.flusher.lock() = flush::spawn_flusher(flush::FlusherParts {
+            faults: engine.faults.clone(),
+            store: engine.store.clone(),
+            rollups: engine.rollups.clone(),
+            applied: engine.applied.clone(),
+            log: engine.log.clone(),
+            archive: engine.archive.clone(),
+            stopping: engine.stopping.clone(),
+            opts: engine.opts.clone(),
+            room: engine.room.clone(),
+        });
         engine.start_maintainer();
         for (name, why) in rebuild {
             tracing::info!(rollup = %name, reason = %why, "building rollup from stored events");
@@ -411,7 +416,12 @@ impl Engine {
     /// keeps (only segments the archive holds, when there is an archive).
     /// The maintenance thread runs this every archive interval (or minute).
     pub fn maintain(&self) -> Result<Maintenance> {
-        maintain::maintain(&self.store, self.archive.as_deref(), &self.opts.retention)
+        maintain::maintain(
+            &self.store,
+            self.archive.as_deref(),
+            &self.opts.retention,
+            self.opts.cluster.is_some(),
+        )
     }
 
     /// The type `field` already has in `stream` (for typing CSV cells).
@@ -561,8 +571,29 @@ impl Engine {
     }
 
     /// Flushes the tail to segments, lets the log drop what they hold, and
-    /// compacts.
+    /// compacts. In cluster mode the log decides where the tail is cut: on
+    /// the maintenance lease's holder this appends a seal first (so the
+    /// whole tail is written, here and on every node); elsewhere it writes
+    /// what the last seal cut off. Blocking: not for async contexts.
     pub fn flush(&self) -> Result<FlushReport> {
+        if self.opts.cluster.is_some() && self.log.holds_maintenance_lease() {
+            let rt = flush::seal_runtime().map_err(|source| Error::Io {
+                dir: PathBuf::from("runtime"),
+                source,
+            })?;
+            flush::append_seal(
+                &self.store,
+                self.archive.as_deref(),
+                &self.opts.retention,
+                self.log.as_ref(),
+                &rt,
+            )?;
+        }
+        self.flush_tail()
+    }
+
+    /// Writes what may be written without appending to the log.
+    fn flush_tail(&self) -> Result<FlushReport> {
         if let Some(f) = self.faults.list().into_iter().next() {
             // Derived state may be wrong: keep the log whole for the next
             // start to replay.
@@ -606,7 +637,9 @@ impl Engine {
             );
             return Ok(());
         }
-        let r = self.flush()?;
+        // In cluster mode only what a seal cut is written: the records
+        // after it stay in the stream, which the next start applies.
+        let r = self.flush_tail()?;
         tracing::info!(
             rows = r.rows,
             checkpoint_lsn = r.checkpoint_lsn,

@@ -4,8 +4,9 @@
 use crate::{Archive, Engine, Result, SyncReport};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_store::Store;
+use tally_store::{SegmentFile, Store};
 
 impl Engine {
     pub(crate) fn start_maintainer(&self) {
@@ -15,6 +16,7 @@ impl Engine {
         let store = self.store.clone();
         let archive = self.archive.clone();
         let retention = self.opts.retention.clone();
+        let cluster = self.opts.cluster.is_some();
         let stopping = self.stopping.clone();
         let faults = self.faults.clone();
         let every = archive
@@ -31,7 +33,7 @@ impl Engine {
                         continue;
                     }
                     match faults.run("maintainer", || {
-                        maintain(&store, archive.as_deref(), &retention)
+                        maintain(&store, archive.as_deref(), &retention, cluster)
                     }) {
                         None => return,
                         Some(Err(e)) => {
@@ -56,23 +58,24 @@ pub struct Maintenance {
     pub dropped_rows: u64,
 }
 
-pub(crate) fn maintain(
-    store: &Store,
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The segments retention removes now: those whose hour is past their
+/// stream's retention and, with an archive, that the archive holds.
+pub(crate) fn expired(
+    files: &[Arc<SegmentFile>],
     archive: Option<&Archive>,
     retention: &BTreeMap<String, Duration>,
-) -> Result<Maintenance> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let mut out = Maintenance {
-        archive: archive.map(|a| a.sync(store, now)).transpose()?,
-        ..Default::default()
-    };
+    now: i64,
+) -> Vec<u64> {
     if retention.is_empty() {
-        return Ok(out);
+        return Vec::new();
     }
-    let (files, _) = store.segment_files();
-    let expired: Vec<u64> = files
+    files
         .iter()
         .filter(|f| {
             // The apps' own streams (accounts, say) are kept unless named.
@@ -88,7 +91,36 @@ pub(crate) fn maintain(
         // With an archive, a segment leaves only once it is archived.
         .filter(|f| archive.is_none_or(|a| a.holds(f.meta.id)))
         .map(|f| f.meta.id)
-        .collect();
+        .collect()
+}
+
+/// One pass. In cluster mode the archive is shared: the maintenance
+/// lease's holder writes it, the others read its manifest again; and
+/// retention is not decided here but by the seals the holder appends
+/// (see `flush.rs`), so every node removes the same segments.
+pub(crate) fn maintain(
+    store: &Store,
+    archive: Option<&Archive>,
+    retention: &BTreeMap<String, Duration>,
+    cluster: bool,
+) -> Result<Maintenance> {
+    let now = now_us();
+    if cluster {
+        let archive = match archive {
+            Some(a) => Some(a.sync(store, now)?),
+            None => None,
+        };
+        return Ok(Maintenance {
+            archive,
+            ..Default::default()
+        });
+    }
+    let mut out = Maintenance {
+        archive: archive.map(|a| a.sync(store, now)).transpose()?,
+        ..Default::default()
+    };
+    let (files, _) = store.segment_files();
+    let expired = expired(&files, archive, retention, now);
     drop(files);
     if expired.is_empty() {
         return Ok(out);

@@ -7,6 +7,8 @@
 //! 2     the events of several streams, applied together:
 //!       u16 parts | per part: u32 length | a version-1 batch encoding
 //! 0xA1  a batch import's commit: its staged files, as JSON
+//! 0xA2  a seal (cluster mode): every node writes the tail up to here as
+//!       segments; u32 count | count u64 ids of segments retention removes
 //! ```
 //!
 //! A request's events are one record whatever the number of streams they
@@ -25,6 +27,8 @@ const EVENTS_ONE: u8 = codec::VERSION;
 const EVENTS_MANY: u8 = 2;
 /// The first byte of an import's commit.
 const IMPORT: u8 = 0xA1;
+/// The first byte of a seal.
+const SEAL: u8 = 0xA2;
 
 /// One log record.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +37,10 @@ pub enum Record {
     Events(Vec<(String, Batch)>),
     /// A batch import's commit: its staged files join the stream.
     Import(StagedImport),
+    /// Cluster mode: the tail up to this record becomes segments on every
+    /// node, and the segments named leave by retention (the maintenance
+    /// lease's holder writes these; docs/cluster.md, "The archive").
+    Seal { retire: Vec<u64> },
 }
 
 impl Record {
@@ -56,6 +64,15 @@ impl Record {
                 let mut out = vec![IMPORT];
                 // Plain structs of strings and numbers always serialize.
                 out.extend(serde_json::to_vec(staged).unwrap_or_default());
+                out
+            }
+            Record::Seal { retire } => {
+                let mut out = Vec::with_capacity(5 + 8 * retire.len());
+                out.push(SEAL);
+                out.extend_from_slice(&(retire.len() as u32).to_le_bytes());
+                for id in retire {
+                    out.extend_from_slice(&id.to_le_bytes());
+                }
                 out
             }
         }
@@ -96,6 +113,25 @@ impl Record {
             Some(&IMPORT) => serde_json::from_slice(&payload[1..])
                 .map(Record::Import)
                 .map_err(|e| format!("an import commit record: {e}")),
+            Some(&SEAL) => {
+                let rest = &payload[1..];
+                let count = rest
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or("a seal record is cut short")?;
+                let ids = &rest[4..];
+                if ids.len() != count.saturating_mul(8) {
+                    return Err(format!(
+                        "a seal record names {count} segments in {} bytes",
+                        ids.len()
+                    ));
+                }
+                let retire = ids
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect();
+                Ok(Record::Seal { retire })
+            }
             Some(k) => Err(format!("unknown record kind {k}")),
             None => Err("an empty record".into()),
         }
@@ -130,7 +166,11 @@ mod tests {
         let one = Record::Events(vec![("a".into(), a.clone())]);
         assert_eq!(one.encode(), codec::encode("a", &a));
         let many = Record::Events(vec![("a".into(), a), ("b".into(), b)]);
-        for r in [one, many] {
+        let seal = Record::Seal {
+            retire: vec![1, 5 << 24 | 3],
+        };
+        let empty_seal = Record::Seal { retire: vec![] };
+        for r in [one, many, seal, empty_seal] {
             assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         }
     }
@@ -155,5 +195,12 @@ mod tests {
         .encode();
         assert!(Record::decode(&twice).unwrap_err().contains("twice"));
         assert!(Record::decode(&[7]).unwrap_err().contains("kind 7"));
+        let seal = Record::Seal {
+            retire: vec![9, 10],
+        }
+        .encode();
+        for cut in 0..seal.len() {
+            assert!(Record::decode(&seal[..cut]).is_err(), "seal cut at {cut}");
+        }
     }
 }

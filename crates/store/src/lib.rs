@@ -25,12 +25,14 @@ mod store;
 pub use catalog::{Catalog, ImportEntry, SegmentMeta};
 pub use error::{Error, Result};
 pub use import::{discard_stage, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR};
-pub use memtable::{MemTable, PartitionBuffer};
+pub use memtable::{MemTable, PartitionBuffer, Seal};
 /// Registers the store's metrics.
 pub use metrics::init as init_metrics;
 pub use schema::{ColumnDef, SchemaConflict, Schemas, StreamSchema, MAX_COLUMNS_PER_STREAM};
 pub use segment::{arrow_schema, batch_from_arrow, read_segment, write_segment};
-pub use store::{FlushReport, SegmentFile, Snapshot, Store, StoreOptions, StreamStats};
+pub use store::{
+    sealed_segment_id, FlushReport, SegmentFile, Snapshot, Store, StoreOptions, StreamStats,
+};
 
 /// Microseconds in one hour: the partition width.
 pub const HOUR_US: i64 = 3_600_000_000;

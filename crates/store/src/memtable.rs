@@ -308,6 +308,17 @@ pub struct MemTable {
     pub created: Instant,
     /// Bytes of the Arrow chunks readers have built (see the module comment).
     pub chunk_bytes: AtomicUsize,
+    /// Set when a seal record cut this table (cluster mode, see
+    /// [`crate::Store::seal`]).
+    pub seal: Option<Seal>,
+}
+
+/// Where the log cut the tail in cluster mode: the seal record's position,
+/// and the segments the record tells every node to retire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seal {
+    pub lsn: u64,
+    pub retire: Vec<u64>,
 }
 
 impl Default for MemTable {
@@ -319,6 +330,7 @@ impl Default for MemTable {
             last_lsn: 0,
             created: Instant::now(),
             chunk_bytes: AtomicUsize::new(0),
+            seal: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (`store/compaction.rs`) are its children.
 
 use crate::catalog::{sync_dir, Catalog, SegmentMeta};
-use crate::memtable::{MemTable, PartitionBuffer};
+use crate::memtable::{MemTable, PartitionBuffer, Seal};
 use crate::metrics::*;
 use crate::schema::{Schemas, StreamSchema};
 use crate::segment::{
@@ -38,6 +38,11 @@ pub struct StoreOptions {
     pub compaction_max_rows: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Cluster mode: the tail is cut only where a seal record in the log
+    /// cuts it ([`Store::seal`]), and segment ids are a function of the
+    /// log ([`sealed_segment_id`]), so every node that applied the same
+    /// records holds the same segments under the same ids.
+    pub sealed: bool,
 }
 
 impl StoreOptions {
@@ -47,6 +52,7 @@ impl StoreOptions {
             compaction_fanout: 4,
             compaction_max_rows: 1 << 20,
             row_group_rows: 1 << 20,
+            sealed: false,
         }
     }
 }
@@ -123,7 +129,7 @@ pub struct Snapshot {
     /// Segments of the stream retention removed from the data directory
     /// that an archive holds but has not yet recorded as gone: a reader of
     /// the archive reads them there.
-    pub retired: Vec<u64>,
+    pub retired: Vec<SegmentMeta>,
     /// In-memory rows as record batches, each with `ts` and a subset of the
     /// schema's columns (the ones that existed when it was built).
     pub memory: Vec<arrow::record_batch::RecordBatch>,
@@ -266,7 +272,7 @@ impl Store {
             .retired
             .iter()
             .filter(|m| m.stream == stream)
-            .map(|m| m.id)
+            .cloned()
             .collect();
         let mut memory = Vec::new();
         for table in frozen.iter().map(|f| f.as_ref()).chain([&*active]) {
@@ -311,16 +317,10 @@ impl Store {
     /// once no reader holds them. Returns the rows removed.
     pub fn drop_segments(&self, ids: &[u64], archived: bool) -> Result<u64> {
         let _m = self.maintenance.lock();
-        let ids: HashSet<u64> = ids.iter().copied().collect();
         let mut cat = self.catalog.read().clone();
-        let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
-            cat.segments.drain(..).partition(|s| ids.contains(&s.id));
+        let gone = take_segments(&mut cat, ids, archived);
         if gone.is_empty() {
             return Ok(0);
-        }
-        cat.segments = kept;
-        if archived {
-            cat.retired.extend(gone.iter().cloned());
         }
         cat.save(&self.opts.dir)?;
         let replaced: Vec<u64> = gone.iter().map(|s| s.id).collect();
@@ -328,9 +328,15 @@ impl Store {
         self.sync_files(&cat, &replaced);
         *catalog = cat;
         drop(catalog);
-        // Cached answers over these partitions are no longer answers.
+        Ok(self.retired(&gone))
+    }
+
+    /// After a catalog commit that removed `gone` by retention: cached
+    /// answers over their partitions are dropped, metrics count them.
+    /// Returns the rows removed.
+    fn retired(&self, gone: &[SegmentMeta]) -> u64 {
         let mut versions = self.versions.lock();
-        for s in &gone {
+        for s in gone {
             versions.bump(&s.stream, &[s.partition], 0);
         }
         drop(versions);
@@ -338,7 +344,7 @@ impl Store {
         RETENTION_SEGMENTS.inc_by(gone.len() as u64);
         RETENTION_ROWS.inc_by(rows);
         self.update_segment_gauges();
-        Ok(rows)
+        rows
     }
 
     /// Forgets retired segments the archive has recorded as gone.
@@ -513,6 +519,47 @@ impl Versions {
 }
 
 /// `segments/<stream>/<YYYY-MM-DD>/<HH>/<id>.parquet`
+/// Takes the segments `ids` names out of `cat` (retention); with
+/// `archived` they are listed as retired until the archive records them.
+fn take_segments(cat: &mut Catalog, ids: &[u64], archived: bool) -> Vec<SegmentMeta> {
+    let ids: HashSet<u64> = ids.iter().copied().collect();
+    let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+        cat.segments.drain(..).partition(|s| ids.contains(&s.id));
+    cat.segments = kept;
+    if archived {
+        cat.retired.extend(gone.iter().cloned());
+    }
+    gone
+}
+
+/// Segment ids in cluster mode are a function of the log, the same on
+/// every node: `lsn << 24 | generation << 16 | index`. A seal at `lsn`
+/// writes its partitions, in (stream, partition) order, as generation 0
+/// with index 0, 1, …; a merge takes the id of its highest input one
+/// generation up (an input is merged once, so no two merges share it).
+/// Positions up to 2^40 and 65,536 partitions per seal fit.
+pub fn sealed_segment_id(lsn: u64, index: usize) -> Result<u64> {
+    if lsn >= 1 << 40 || index >= 1 << 16 {
+        return Err(Error::Format(format!(
+            "a seal at position {lsn} with {} partitions is past what segment ids hold (2^40 positions, 65,536 partitions a seal)",
+            index + 1
+        )));
+    }
+    Ok(lsn << 24 | index as u64)
+}
+
+/// The id of a merge of `inputs` in cluster mode (see [`sealed_segment_id`]).
+pub(crate) fn merged_segment_id(inputs: &[SegmentMeta]) -> Result<u64> {
+    let top = inputs.iter().map(|s| s.id).max().unwrap_or(0);
+    let generation = (top >> 16) & 0xff;
+    if generation == 0xff {
+        return Err(Error::Format(format!(
+            "segment {top} is merged past the last generation an id holds"
+        )));
+    }
+    Ok((top & !(0xff << 16)) | (generation + 1) << 16)
+}
+
 pub(crate) fn segment_path(stream: &str, partition: i64, id: u64) -> String {
     let t: DateTime<Utc> = DateTime::from_timestamp_micros(partition).unwrap_or_default();
     format!(

@@ -301,3 +301,190 @@ mod imports {
         assert_eq!(store.segments()[0].path, segs[0].path);
     }
 }
+
+/// Cluster mode: the log cuts the tail (seal records), and every store that
+/// applies the same records holds the same segments under the same ids,
+/// however its flushes were timed and wherever it stopped and restarted.
+mod sealed {
+    use super::super::*;
+    use tally_ingest::{parse, Format};
+
+    enum Rec {
+        Events(&'static str, Batch),
+        Seal,
+    }
+
+    /// Records over two streams and three hours, a seal every few.
+    fn records() -> Vec<Rec> {
+        let mut out = Vec::new();
+        let mut x: u64 = 7;
+        for i in 0..240u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if i % 9 == 8 {
+                out.push(Rec::Seal);
+                continue;
+            }
+            let stream = if x >> 60 & 1 == 0 { "a" } else { "b" };
+            let rows = 1 + (x >> 40) % 40;
+            let body: String = (0..rows)
+                .map(|r| {
+                    let ts = ((x >> 20) % 3) * 3_600_000 + r * 1000 + i;
+                    format!("{{\"ts\":{ts},\"v\":{r},\"k\":\"k{}\"}}\n", (x >> 8) % 5)
+                })
+                .collect();
+            let b = parse(body.as_bytes(), Format::Ndjson, 0, &|_| None).unwrap();
+            out.push(Rec::Events(stream, b));
+        }
+        out
+    }
+
+    fn open(dir: &Path) -> Store {
+        let mut opts = StoreOptions::new(dir);
+        opts.sealed = true;
+        opts.compaction_fanout = 3;
+        Store::open(opts).unwrap()
+    }
+
+    /// Applies the records at positions `from + 1 ..= upto`; the retire
+    /// list of the seal at position `lsn` is what `retire` says. `eager`
+    /// writes each cut at once, else a cut waits for the next seal.
+    fn apply(
+        store: &Store,
+        recs: &[Rec],
+        (from, upto): (u64, u64),
+        retire: &dyn Fn(u64) -> Vec<u64>,
+        eager: bool,
+    ) {
+        for (i, r) in recs.iter().enumerate().take(upto as usize) {
+            let lsn = i as u64 + 1;
+            if lsn <= from {
+                continue;
+            }
+            match r {
+                Rec::Events(s, b) => {
+                    store.schemas().reserve(s, b).unwrap();
+                    store.apply(lsn, s, b);
+                }
+                Rec::Seal => {
+                    store.seal(lsn, retire(lsn)).unwrap();
+                    if eager {
+                        store.flush_sealed().unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Segments (sizes aside: a segment written later may carry, all
+    /// null, a column a record after its seal added), retired ones, and
+    /// the checkpoint.
+    fn catalog(store: &Store) -> (Vec<SegmentMeta>, Vec<SegmentMeta>, u64) {
+        let c = store.catalog_read();
+        let mut segs: Vec<SegmentMeta> = c
+            .segments
+            .iter()
+            .map(|s| SegmentMeta {
+                bytes: 0,
+                ..s.clone()
+            })
+            .collect();
+        segs.sort_by_key(|s| s.id);
+        (segs, c.retired.clone(), c.checkpoint_lsn)
+    }
+
+    #[test]
+    fn every_store_that_applies_the_same_records_holds_the_same_segments() {
+        let recs = records();
+        let n = recs.len() as u64;
+        // The "holder" decides retirement: the seal at 90 retires the
+        // lowest segment id then present, as the eager store sees it.
+        let eager_dir = tempfile::tempdir().unwrap();
+        let eager = open(eager_dir.path());
+        apply(&eager, &recs, (0, 89), &|_| vec![], true);
+        let victim = catalog(&eager).0[0].id;
+        let retire = move |lsn: u64| if lsn == 90 { vec![victim] } else { vec![] };
+        apply(&eager, &recs, (89, n), &retire, true);
+        eager.flush_sealed().unwrap();
+
+        // One that writes a cut tail only when the next seal comes.
+        let lazy_dir = tempfile::tempdir().unwrap();
+        let lazy = open(lazy_dir.path());
+        apply(&lazy, &recs, (0, n), &retire, false);
+        lazy.flush_sealed().unwrap();
+
+        // One that stops (its cut tail unwritten, its merges not run) and
+        // starts again from its checkpoint, twice.
+        let crash_dir = tempfile::tempdir().unwrap();
+        for upto in [60, 151] {
+            let s = open(crash_dir.path());
+            apply(&s, &recs, (s.checkpoint_lsn(), upto), &retire, false);
+            drop(s);
+        }
+        let crashed = open(crash_dir.path());
+        apply(
+            &crashed,
+            &recs,
+            (crashed.checkpoint_lsn(), n),
+            &retire,
+            false,
+        );
+        crashed.flush_sealed().unwrap();
+
+        let want = catalog(&eager);
+        assert!(want.0.len() > 3, "{:?}", want.0);
+        assert!(
+            want.0.iter().any(|s| (s.id >> 16) & 0xff > 0),
+            "some segments are merges"
+        );
+        assert_eq!(
+            want.1.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![victim]
+        );
+        assert_eq!(catalog(&lazy), want);
+        assert_eq!(catalog(&crashed), want);
+        // Every event is in exactly one segment, bar the retired ones.
+        let applied: u64 = recs
+            .iter()
+            .map(|r| match r {
+                Rec::Events(_, b) => b.len() as u64,
+                Rec::Seal => 0,
+            })
+            .sum();
+        let kept: u64 = want.0.iter().map(|s| s.rows).sum();
+        let retired: u64 = want.1.iter().map(|s| s.rows).sum();
+        let last_seal = recs.iter().rposition(|r| matches!(r, Rec::Seal)).unwrap();
+        let after: u64 = recs[last_seal..]
+            .iter()
+            .map(|r| match r {
+                Rec::Events(_, b) => b.len() as u64,
+                Rec::Seal => 0,
+            })
+            .sum();
+        assert_eq!(kept + retired + after, applied);
+        assert_eq!(want.2, last_seal as u64 + 1);
+    }
+
+    #[test]
+    fn segment_ids_follow_the_log() {
+        assert_eq!(sealed_segment_id(5, 2).unwrap(), 5 << 24 | 2);
+        assert!(sealed_segment_id(1 << 40, 0).is_err());
+        assert!(sealed_segment_id(1, 1 << 16).is_err());
+        let seg = |id| SegmentMeta {
+            id,
+            stream: "s".into(),
+            partition: 0,
+            path: String::new(),
+            rows: 1,
+            min_ts: 0,
+            max_ts: 0,
+            bytes: 0,
+        };
+        let merged = merged_segment_id(&[seg(5 << 24 | 2), seg(9 << 24 | 1)]).unwrap();
+        assert_eq!(merged, 9 << 24 | 1 << 16 | 1);
+        let again = merged_segment_id(&[seg(merged), seg(3 << 24)]).unwrap();
+        assert_eq!(again, 9 << 24 | 2 << 16 | 1);
+        assert!(merged_segment_id(&[seg(0xff << 16)]).is_err());
+    }
+}

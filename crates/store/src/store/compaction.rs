@@ -10,20 +10,40 @@ impl Store {
         let mut done = 0;
         loop {
             let _m = self.maintenance.lock();
-            let candidate = {
-                let cat = self.catalog.read();
-                compaction_candidate(
-                    &cat.segments,
-                    self.opts.compaction_fanout,
-                    self.opts.compaction_max_rows,
-                )
-            };
-            let Some(segs) = candidate else {
+            if !self.compact_one()? {
                 return Ok(done);
-            };
-            self.compact_partition(&segs)?;
+            }
             done += 1;
         }
+    }
+
+    /// Merges segments until no partition needs it, with the maintenance
+    /// lock held. Where that ends is a function of the catalog alone, which
+    /// is what makes segments come out the same on every node in cluster
+    /// mode (see [`Store::flush_sealed`]).
+    pub(super) fn compact_locked(&self) -> Result<usize> {
+        let mut done = 0;
+        while self.compact_one()? {
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// One merge, if a partition needs one.
+    fn compact_one(&self) -> Result<bool> {
+        let candidate = {
+            let cat = self.catalog.read();
+            compaction_candidate(
+                &cat.segments,
+                self.opts.compaction_fanout,
+                self.opts.compaction_max_rows,
+            )
+        };
+        let Some(segs) = candidate else {
+            return Ok(false);
+        };
+        self.compact_partition(&segs)?;
+        Ok(true)
     }
 
     pub(super) fn compact_partition(&self, segs: &[SegmentMeta]) -> Result<()> {
@@ -56,8 +76,12 @@ impl Store {
         let target = Arc::new(Schema::new(fields));
         let merged = concat_aligned(&target, &batches)?;
         let mut cat = self.catalog.read().clone();
-        let id = cat.next_segment_id;
-        cat.next_segment_id += 1;
+        let id = if self.opts.sealed {
+            merged_segment_id(segs)?
+        } else {
+            cat.next_segment_id
+        };
+        cat.next_segment_id = cat.next_segment_id.max(id + 1);
         let rel = segment_path(&stream, partition, id);
         let path = self.opts.dir.join(&rel);
         let bytes =
@@ -116,7 +140,8 @@ pub(super) fn compaction_candidate(
     max_rows: u64,
 ) -> Option<Vec<SegmentMeta>> {
     let fanout = fanout.max(2);
-    let mut tiers: HashMap<(&str, i64, u32), Vec<&SegmentMeta>> = HashMap::new();
+    // Ordered, so that ties go the same way on every node (cluster mode).
+    let mut tiers: BTreeMap<(&str, i64, u32), Vec<&SegmentMeta>> = BTreeMap::new();
     for s in segments {
         // Segments at the size cap are final: merging them would need more
         // memory than compaction may use.

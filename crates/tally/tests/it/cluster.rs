@@ -25,7 +25,7 @@ async fn start_node(
 }
 
 /// A tally node on `nats`, with its archive at `archive`, more flags after.
-async fn start_node_with(
+pub(crate) async fn start_node_with(
     nats: &NatsCluster,
     id: &str,
     archive: &Path,
@@ -52,7 +52,12 @@ async fn start_node_with(
 }
 
 /// Posts NDJSON to `base` with an idempotency key; the sequence when 200.
-async fn write(client: &reqwest::Client, base: &str, body: &str, key: &str) -> Result<u64, String> {
+pub(crate) async fn write(
+    client: &reqwest::Client,
+    base: &str,
+    body: &str,
+    key: &str,
+) -> Result<u64, String> {
     let r = client
         .post(format!("{base}/v1/events/ev"))
         .header("content-type", "application/x-ndjson")
@@ -75,13 +80,13 @@ async fn write(client: &reqwest::Client, base: &str, body: &str, key: &str) -> R
     }
 }
 
-async fn applied(s: &TestServer) -> u64 {
+pub(crate) async fn applied(s: &TestServer) -> u64 {
     let (st, v) = get_json(&s.url("/v1/cluster")).await;
     assert_eq!(st, 200, "{v}");
     v["applied_seq"].as_u64().unwrap()
 }
 
-async fn wait_applied(s: &TestServer, seq: u64) {
+pub(crate) async fn wait_applied(s: &TestServer, seq: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while applied(s).await < seq {
         assert!(Instant::now() < deadline, "{} did not apply {seq}", s.base);
@@ -468,7 +473,11 @@ async fn lease_holder(nodes: &[TestServer], within: Duration) -> usize {
     lease_holder_among(nodes, &all, within).await
 }
 
-async fn lease_holder_among(nodes: &[TestServer], among: &[usize], within: Duration) -> usize {
+pub(crate) async fn lease_holder_among(
+    nodes: &[TestServer],
+    among: &[usize],
+    within: Duration,
+) -> usize {
     let deadline = Instant::now() + within;
     loop {
         for &i in among {

@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod browser;
 mod cluster;
+mod cluster_archive;
 mod compressed;
 mod counter;
 mod crash;

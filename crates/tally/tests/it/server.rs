@@ -110,13 +110,25 @@ impl TestServer {
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
         loop {
             if let Ok(r) = client.get(self.url("/readyz")).send().await {
                 if r.status().is_success() {
                     return;
                 }
+                last = r.text().await.unwrap_or_default();
             }
-            assert!(Instant::now() < deadline, "tally not ready within 60 s");
+            if Instant::now() >= deadline {
+                let log = self.stderr_log();
+                // Its own lines, not the frames of a backtrace.
+                let lines = log.lines().filter(|l| !l.starts_with("  "));
+                let tail: Vec<&str> = lines.rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "tally not ready within 60 s: {last}\nits log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
