@@ -254,3 +254,138 @@ fn a_segment_whose_local_name_moved_is_archived_again_under_it() {
     // Nothing moved since: nothing changes.
     assert_eq!(archive.sync(&store, NOW).unwrap(), SyncReport::default());
 }
+
+/// Cluster mode: two nodes' stores, fed the same records and cut by the
+/// same seals, share one archive. Only the node allowed to write it does;
+/// the other reads its manifest; the lease moving makes the other carry the
+/// archive on, once its own segments reach the manifest's checkpoint,
+/// without uploading anything twice.
+#[test]
+fn a_shared_archive_has_one_writer_and_the_next_one_carries_it_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let open_store = |name: &str| {
+        let mut o = StoreOptions::new(dir.path().join(name));
+        o.sealed = true;
+        o.compaction_fanout = 3;
+        Store::open(o).unwrap()
+    };
+    let (a, b) = (open_store("a"), open_store("b"));
+    let mut aopts = ArchiveOptions::new(dir.path().join("archive").to_string_lossy());
+    aopts.settle = Duration::ZERO;
+    aopts.shared = true;
+    let holds = [
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    ];
+    let archives: Vec<Archive> = holds
+        .iter()
+        .map(|h| {
+            let archive = Archive::open(&aopts).unwrap();
+            let h = h.clone();
+            archive.set_writer(Arc::new(move || h.load(Ordering::SeqCst)));
+            archive
+        })
+        .collect();
+    // Records 1..=n: events of two hours, a seal every fourth.
+    let feed = |store: &Store, from: u64, to: u64, retire: &[u64]| {
+        for lsn in from..=to {
+            if lsn % 4 == 0 {
+                store.seal(lsn, retire.to_vec()).unwrap();
+                continue;
+            }
+            let body: String = (0..10)
+                .map(|i| {
+                    format!(
+                        "{{\"ts\":{},\"n\":{}}}\n",
+                        (lsn as i64 % 2) * 3_600_000 + i,
+                        lsn * 100 + i as u64
+                    )
+                })
+                .collect();
+            let b = batch(&body);
+            store.schemas().reserve("s", &b).unwrap();
+            store.apply(lsn, "s", &b);
+        }
+        store.flush_sealed().unwrap();
+    };
+    feed(&a, 1, 24, &[]);
+    feed(&b, 1, 24, &[]);
+    let r = archives[0].sync(&a, NOW).unwrap();
+    assert!(r.uploaded > 0 && r.skipped.is_none(), "{r:?}");
+    let r = archives[1].sync(&b, NOW).unwrap();
+    assert_eq!(r.skipped, Some("another node holds the maintenance lease"));
+    assert_eq!(
+        archives[1].manifest().segments,
+        archives[0].manifest().segments
+    );
+    let rows = |m: &Manifest| m.segments.iter().map(|e| e.meta.rows).sum::<u64>();
+    assert_eq!(rows(&archives[0].manifest()), 18 * 10);
+
+    // a moves on; the lease moves to b, which is behind the manifest.
+    feed(&a, 25, 40, &[]);
+    archives[0].sync(&a, NOW).unwrap();
+    assert_eq!(archives[0].manifest().checkpoint_lsn, 40);
+    holds[0].store(false, Ordering::SeqCst);
+    holds[1].store(true, Ordering::SeqCst);
+    let r = archives[1].sync(&b, NOW).unwrap();
+    assert_eq!(
+        r.skipped,
+        Some("this node's segments are behind the manifest")
+    );
+    // Caught up, b finds everything a archived under its own ids: nothing
+    // to upload but what came after.
+    feed(&b, 25, 48, &[]);
+    feed(&a, 41, 48, &[]);
+    let r = archives[1].sync(&b, NOW).unwrap();
+    assert_eq!(r.skipped, None);
+    assert_eq!(r.relocated, 0);
+    let m = archives[1].manifest();
+    assert_eq!(rows(&m), 36 * 10);
+    assert_eq!(m.checkpoint_lsn, 48);
+    let ids: Vec<u64> = a.segments().iter().map(|s| s.id).collect();
+    let mut named: Vec<u64> = m.segments.iter().map(|e| e.meta.id).collect();
+    named.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(named, ids, "the manifest names a's segments too");
+    assert_eq!(objects(&dir.path().join("archive")), m.segments.len());
+
+    // Retention by seal, on both: the writer records them archive-only,
+    // the other forgets them once its copy of the manifest says so, and
+    // reads them there meanwhile.
+    let old: Vec<u64> = m
+        .segments
+        .iter()
+        .filter(|e| e.meta.partition == 0)
+        .map(|e| e.meta.id)
+        .collect();
+    feed(&a, 49, 52, &old);
+    feed(&b, 49, 52, &old);
+    let (_, retired) = a.segment_files();
+    assert_eq!(retired.len(), old.len());
+    let snap = a.snapshot("s", None, None).unwrap().unwrap();
+    let local: HashSet<u64> = snap.segments.iter().map(|f| f.meta.id).collect();
+    let there = archives[0].segments_for("s", None, None, &local, &snap.retired);
+    assert_eq!(
+        there.len(),
+        old.len(),
+        "read from the archive before it records them"
+    );
+    archives[1].sync(&b, NOW).unwrap();
+    assert!(
+        b.segment_files().1.is_empty(),
+        "the writer acknowledged its own"
+    );
+    archives[0].sync(&a, NOW).unwrap();
+    assert!(a.segment_files().1.is_empty(), "the other forgot them");
+    assert!(
+        archives[0]
+            .manifest()
+            .segments
+            .iter()
+            .filter(|e| !e.local)
+            .count()
+            == old.len()
+    );
+}
