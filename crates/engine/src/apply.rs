@@ -27,6 +27,8 @@ pub(crate) struct Sinks {
     /// takes them (live records only).
     pub(crate) beside: Option<Arc<RollupWorker>>,
     pub(crate) faults: Arc<Faults>,
+    /// Cluster mode: the shared archive, where imports' staged files are.
+    pub(crate) shared: Option<Arc<tally_archive::Shared>>,
 }
 
 /// Records of at least this many events have their rollups counted beside
@@ -186,6 +188,9 @@ impl Sinks {
         let mut applied = self.applied.lock();
         let dir = self.store.dir().to_path_buf();
         let adopted = self.store.imported(&staged.batch_id).is_some();
+        if !adopted {
+            self.fetch_staged(lsn, staged);
+        }
         let present = staged.files.iter().all(|f| dir.join(&f.path).is_file());
         let result = if !adopted && !present {
             // The log took the record but its writer was told it failed
@@ -237,6 +242,60 @@ impl Sinks {
             let _ = o.set(result);
         }
         *applied = (*applied).max(lsn);
+    }
+}
+
+impl Sinks {
+    /// Cluster mode: puts the import's staged files that are not on this
+    /// node's disk (it was staged on another node) where staging would have
+    /// put them, from the shared archive. A file that cannot be fetched is
+    /// retried, then left missing: the import then counts as rolled back
+    /// here, which the log says it was not, so it is logged as an error.
+    fn fetch_staged(&self, lsn: Lsn, staged: &StagedImport) {
+        let (Some(shared), Some(prefix)) = (&self.shared, &staged.shared) else {
+            return;
+        };
+        let dir = self.store.dir().to_path_buf();
+        let missing: Vec<&tally_store::StagedFile> = staged
+            .files
+            .iter()
+            .filter(|f| !dir.join(&f.path).is_file())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let fetch = || -> std::result::Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            for f in &missing {
+                let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+                let key = format!("{prefix}/{name}");
+                let mut tries = 0;
+                let bytes = loop {
+                    match rt.block_on(shared.get(&key)) {
+                        Ok(Some(b)) => break b,
+                        Ok(None) => return Err(format!("{key} is not in the shared archive")),
+                        Err(e) if tries < 5 => {
+                            tries += 1;
+                            tracing::warn!(key, error = %e, "fetching an import's staged file; will retry");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                tally_store::put_staged_file(&dir, &staged.batch_id, &f.path, &bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        // On a thread of its own: this may run inside the log's runtime.
+        let fetched = std::thread::scope(|s| s.spawn(fetch).join())
+            .unwrap_or_else(|_| Err("the fetching thread panicked".into()));
+        if let Err(e) = fetched {
+            tracing::error!(batch_id = %staged.batch_id, lsn, error = %e, "cannot fetch a committed import's staged files");
+        }
     }
 }
 

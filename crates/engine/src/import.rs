@@ -206,20 +206,57 @@ impl ImportTxn {
 }
 
 impl Engine {
+    /// Cluster mode: puts the staged files in the shared archive, under
+    /// the stream's claim prefix (so they are swept, as claims are, once no
+    /// record in the stream can point at them). Returns the prefix.
+    async fn share_staged(
+        &self,
+        c: &tally_log::JetStreamOptions,
+        staged: &StagedImport,
+    ) -> Result<String> {
+        let Some(a) = &self.opts.archive else {
+            return Err(Error::NotInCluster {
+                what: "a batch import without a shared archive",
+                instead: "configure --archive",
+            });
+        };
+        let attempt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let prefix = format!(
+            "{}/imports/{}/{}-{attempt}",
+            c.claim_prefix(),
+            staged.batch_id,
+            c.node_id
+        );
+        let shared = tally_archive::Shared::open(a)?;
+        let failed = |what: String| Error::Overloaded {
+            reason: format!(
+                "staging import {} in the shared archive: {what}",
+                staged.batch_id
+            ),
+            retry_after: std::time::Duration::from_secs(5),
+        };
+        for f in &staged.files {
+            let path = self.store.dir().join(&f.path);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+            shared
+                .put(&format!("{prefix}/{name}"), bytes.into())
+                .await
+                .map_err(failed)?;
+        }
+        Ok(prefix)
+    }
+
     /// Starts an import of `batch_id` into `stream`. Refused when the batch
     /// id was already imported (with what was imported), or is being
     /// imported right now.
     pub fn begin_import(&self, stream: &str, batch_id: &str) -> Result<ImportTxn> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed);
-        }
-        if self.opts.cluster.is_some() {
-            // Its staged files are on this node's disk only: the other
-            // nodes could not adopt them.
-            return Err(Error::NotInCluster {
-                what: "a batch import",
-                instead: "send the file's rows to POST /v1/events/{stream} (NDJSON or CSV) in batches, each with an Idempotency-Key",
-            });
         }
         validate_batch_id(batch_id).map_err(|reason| Error::BadBatchId {
             batch_id: batch_id.to_string(),
@@ -264,11 +301,16 @@ impl Engine {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let staged = import.staged.clone();
+        let mut staged = import.staged.clone();
         // A column another writer gave another type since the check.
         self.store
             .schemas()
             .reserve(&staged.stream, &staged.column_batch())?;
+        if let Some(c) = &self.opts.cluster {
+            // Every node adopts the files: they go to the shared archive
+            // first, under a prefix of this attempt's own.
+            staged.shared = Some(self.share_staged(c, &staged).await?);
+        }
         let outcome = Arc::new(OnceLock::new());
         let record = Record::Import(staged.clone());
         let payload = record.encode();
@@ -276,13 +318,26 @@ impl Engine {
             record,
             outcome: Some(outcome.clone()),
         };
-        let lsn = self
-            .log
-            .append(payload, Some(live))
-            .await
-            .map_err(Error::from)?;
+        // In cluster mode the batch id is the message id: a retry through
+        // another node within the duplicate window stores nothing more.
+        let append =
+            self.log
+                .append_once(format!("import:{}", staged.batch_id), payload, Some(live));
+        let lsn = append.await.map_err(Error::from)?;
         import.committed = true;
         import._in_flight.committed = true;
+        if outcome.get().is_none() {
+            if let Some(done) = self.store.imported(&staged.batch_id) {
+                // The log already held this batch id's commit (another
+                // attempt's): this attempt's files are not needed.
+                discard_stage(self.store.dir(), &staged.batch_id);
+                return Err(Error::AlreadyImported {
+                    batch_id: staged.batch_id,
+                    stream: done.stream,
+                    rows: done.rows,
+                });
+            }
+        }
         match outcome.get() {
             Some(Ok(_)) => {
                 IMPORTS.with_label_values(&["committed"]).inc();

@@ -226,7 +226,13 @@ impl Engine {
         lopts.max_record_bytes = opts.max_record_bytes;
         let applied = Arc::new(Mutex::new(replay_from));
         let faults = Arc::new(Faults::default());
+        // Cluster mode: claim-checked records and imports' staged files.
+        let shared = match (&opts.cluster, &opts.archive) {
+            (Some(_), Some(a)) => Some(Arc::new(tally_archive::Shared::open(a)?)),
+            _ => None,
+        };
         let sinks = Sinks {
+            shared: shared.clone(),
             store: store.clone(),
             rollups: rollups.clone(),
             applied: applied.clone(),
@@ -254,8 +260,8 @@ impl Engine {
                 c.queue_capacity = opts.log_queue;
                 // Records too large for one NATS message go to the shared
                 // archive's root, a pointer on the stream.
-                if let Some(a) = &opts.archive {
-                    c.claims = Some(Arc::new(tally_archive::Shared::open(a)?));
+                if let Some(s) = &shared {
+                    c.claims = Some(s.clone());
                 }
                 let (log, report) = JetStreamLog::open(c, replay_from, &mut replay, hook)?;
                 (Arc::new(log), report)

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
-use tally_engine::{Engine, FinishedImport};
+use tally_engine::FinishedImport;
 use tally_ingest::{validate_public_stream_name, ChunkReader, FileFormat};
 
 /// Rows parsed, checked and staged at a time.
@@ -114,11 +114,7 @@ async fn import(
     let txn = match engine.begin_import(stream, batch_id) {
         Ok(t) => t,
         Err(tally_engine::Error::AlreadyImported { rows, stream, .. }) => {
-            let mut m = Map::new();
-            m.insert("outcome".into(), json!("already_imported"));
-            m.insert("rows".into(), json!(rows));
-            m.insert("imported_into".into(), json!(stream));
-            return Ok(m);
+            return Ok(already_imported(rows, &stream));
         }
         Err(e) => return Err(refused(e.into())),
     };
@@ -197,11 +193,28 @@ async fn import(
     // An upload that failed wins over the parse error it caused.
     upload.map_err(rolled_back)?;
     let finished = parsed.map_err(rolled_back)?;
-    let receipt = commit(&engine, finished).await?;
+    let receipt = match engine.commit_import(finished).await {
+        // In cluster mode another node may have committed this batch id
+        // meanwhile (a client's retry): the log kept that one.
+        Err(tally_engine::Error::AlreadyImported { rows, stream, .. }) => {
+            return Ok(already_imported(rows, &stream));
+        }
+        r => r.map_err(|e| {
+            let outcome = if matches!(e, tally_engine::Error::ImportNotApplied { .. }) {
+                "not_applied"
+            } else {
+                "rolled_back"
+            };
+            (ApiError::from(e), outcome)
+        })?,
+    };
     let secs = started.elapsed().as_secs_f64();
     let mut m = Map::new();
     m.insert("outcome".into(), json!("committed"));
     m.insert("rows".into(), json!(receipt.rows));
+    // The log position of its commit: a read elsewhere in a cluster may
+    // ask for it (`min_seq`).
+    m.insert("seq".into(), json!(receipt.lsn));
     m.insert("files".into(), json!(receipt.files));
     m.insert("bytes".into(), json!(received));
     m.insert("seconds".into(), json!((secs * 1000.0).round() / 1000.0));
@@ -212,18 +225,13 @@ async fn import(
     Ok(m)
 }
 
-async fn commit(
-    engine: &Engine,
-    finished: FinishedImport,
-) -> Result<tally_engine::ImportReceipt, Failure> {
-    engine.commit_import(finished).await.map_err(|e| {
-        let outcome = if matches!(e, tally_engine::Error::ImportNotApplied { .. }) {
-            "not_applied"
-        } else {
-            "rolled_back"
-        };
-        (e.into(), outcome)
-    })
+/// The answer to a batch id imported before: what it imported.
+fn already_imported(rows: u64, stream: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("outcome".into(), json!("already_imported"));
+    m.insert("rows".into(), json!(rows));
+    m.insert("imported_into".into(), json!(stream));
+    m
 }
 
 fn txn_stream(txn: &tally_engine::ImportTxn) -> String {

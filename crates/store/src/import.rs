@@ -49,6 +49,11 @@ pub struct StagedImport {
     pub columns: Vec<ColumnDef>,
     pub files: Vec<StagedFile>,
     pub rows: u64,
+    /// Cluster mode: where in the shared archive the staged files were put
+    /// (each under this prefix by its file name), for every node to fetch
+    /// before it adopts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 impl StagedImport {
@@ -208,6 +213,7 @@ impl ImportStage {
             batch_id: self.batch_id.clone(),
             columns: self.schema.columns.clone(),
             files: std::mem::take(&mut self.files),
+            shared: None,
             rows: self.rows,
         })
     }
@@ -289,6 +295,34 @@ pub(crate) fn relocate_adopted_imports(dir: &Path, cat: &mut Catalog) -> Result<
     Ok(moved)
 }
 
+/// Cluster mode: writes, durably, a staged file of `batch_id` that another
+/// node staged (fetched from the shared archive), at `rel` in the data
+/// directory, which must be a file directly in the batch's stage.
+pub fn put_staged_file(data_dir: &Path, batch_id: &str, rel: &str, bytes: &[u8]) -> Result<()> {
+    let stage = stage_dir(batch_id);
+    let name = rel
+        .strip_prefix(stage.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'));
+    let Some(name) = name else {
+        return Err(Error::Format(format!(
+            "a staged file of import {batch_id} is named {rel:?}, not a file in {stage}"
+        )));
+    };
+    let dir = data_dir.join(&stage);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io(&path, e))?;
+    sync_dir(&dir)
+}
+
 /// Deletes a batch's staged files (an import rolled back, or adopted).
 pub fn discard_stage(data_dir: &Path, batch_id: &str) {
     let dir = data_dir.join(stage_dir(batch_id));
@@ -310,6 +344,11 @@ impl Store {
     /// Returns false (and changes nothing) when the batch id is already
     /// adopted: a commit record replayed after the catalog took it.
     pub fn adopt(&self, lsn: u64, staged: &StagedImport) -> Result<bool> {
+        if self.sealed() {
+            // A cut before this record is written first, so segments meet
+            // in the same order on every node.
+            self.flush_sealed()?;
+        }
         let _m = self.maintenance_lock();
         if self.catalog_read().imports.contains_key(&staged.batch_id) {
             return Ok(false);
@@ -333,15 +372,19 @@ impl Store {
         // catalog names it. A crash before the catalog write leaves names
         // no catalog holds: the next start deletes them and replays the
         // commit record, which links the staged files again.
-        let first_segment = cat.next_segment_id;
+        // In cluster mode the ids come from the commit record's position,
+        // the same on every node (see `sealed_segment_id`).
+        let first_segment = if self.sealed() {
+            crate::store::sealed_segment_id(lsn, staged.files.len().saturating_sub(1))?;
+            crate::store::sealed_segment_id(lsn, 0)?
+        } else {
+            cat.next_segment_id
+        };
         let mut dirs = HashSet::new();
         let mut paths = Vec::with_capacity(staged.files.len());
         for (i, f) in staged.files.iter().enumerate() {
-            let rel = crate::store::segment_path(
-                &staged.stream,
-                f.partition,
-                cat.next_segment_id + i as u64,
-            );
+            let rel =
+                crate::store::segment_path(&staged.stream, f.partition, first_segment + i as u64);
             let to = self.dir().join(&rel);
             link_or_copy(&self.dir().join(&f.path), &to)?;
             if let Some(parent) = to.parent() {
@@ -352,9 +395,9 @@ impl Store {
         for d in &dirs {
             sync_dir(d)?;
         }
-        for (f, path) in staged.files.iter().zip(paths) {
-            let id = cat.next_segment_id;
-            cat.next_segment_id += 1;
+        for (i, (f, path)) in staged.files.iter().zip(paths).enumerate() {
+            let id = first_segment + i as u64;
+            cat.next_segment_id = cat.next_segment_id.max(id + 1);
             cat.segments.push(SegmentMeta {
                 id,
                 stream: staged.stream.clone(),

@@ -24,7 +24,9 @@ mod store;
 
 pub use catalog::{Catalog, ImportEntry, SegmentMeta};
 pub use error::{Error, Result};
-pub use import::{discard_stage, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR};
+pub use import::{
+    discard_stage, put_staged_file, stage_dir, ImportStage, StagedFile, StagedImport, IMPORTS_DIR,
+};
 pub use memtable::{MemTable, PartitionBuffer, Seal};
 /// Registers the store's metrics.
 pub use metrics::init as init_metrics;

@@ -179,6 +179,11 @@ impl Store {
         &self.opts.dir
     }
 
+    /// Whether the log cuts the tail (cluster mode, [`StoreOptions::sealed`]).
+    pub fn sealed(&self) -> bool {
+        self.opts.sealed
+    }
+
     pub fn schemas(&self) -> &Schemas {
         &self.schemas
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A node's segments as its catalog names them: id to (path, rows).
-fn segments(data: &Path) -> BTreeMap<u64, (String, u64)> {
+pub(crate) fn segments(data: &Path) -> BTreeMap<u64, (String, u64)> {
     let text = std::fs::read_to_string(data.join("catalog.json")).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     v["segments"]

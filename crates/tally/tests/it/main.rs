@@ -8,6 +8,7 @@ mod backup;
 mod browser;
 mod cluster;
 mod cluster_archive;
+mod cluster_import;
 mod compressed;
 mod counter;
 mod crash;
