@@ -79,6 +79,50 @@ async fn until<T: std::fmt::Debug>(
     }
 }
 
+/// Waits until every node's catalog names the same segments (holding
+/// `rows` rows in all, when given).
+async fn same_segments(nodes: &[TestServer], rows: Option<u64>) {
+    let datas: Vec<_> = nodes.iter().map(|n| n.data_dir.clone()).collect();
+    until(
+        "every node holds the same segments",
+        nodes,
+        Duration::from_secs(30),
+        || {
+            let all: Vec<_> = datas.iter().map(|d| segments(d)).collect();
+            let counts: Vec<u64> = all.iter().map(|s| s.values().map(|s| s.1).sum()).collect();
+            let same = !all[0].is_empty() && all.iter().all(|s| *s == all[0]);
+            (
+                same && rows.is_none_or(|r| counts.iter().all(|&c| c == r)),
+                counts,
+            )
+        },
+    )
+    .await;
+}
+
+/// Waits until the archive's manifest names `acked` events.
+async fn archive_holds(nodes: &[TestServer], dir: &Path, acked: u64) {
+    until(
+        "the archive holds every event",
+        nodes,
+        Duration::from_secs(60),
+        || {
+            let m = manifest(dir);
+            (m.1 == acked, m.1)
+        },
+    )
+    .await;
+}
+
+/// Every node's SQL counts each acknowledged event once.
+async fn every_node_counts(nodes: &[TestServer], acked: u64) {
+    for n in nodes {
+        let rows = sql(n, "select count(*) as n, count(distinct id) as ids from ev").await;
+        assert_eq!(rows[0]["n"].as_u64(), Some(acked), "{}: {rows:?}", n.base);
+        assert_eq!(rows[0]["ids"].as_u64(), Some(acked), "{}", n.base);
+    }
+}
+
 /// Events with unique ids: half five days old (past the 72 h retention),
 /// half two hours old.
 fn body(batch: usize, n: usize) -> String {
@@ -132,39 +176,14 @@ async fn the_shared_archive_is_written_once_under_the_lease_and_taken_over() {
     // The archive holds every event once; every node holds the same
     // segments under the same ids, the old ones retired on all of them.
     let dir = archive.path().to_path_buf();
-    until(
-        "the archive holds every event",
-        &nodes,
-        Duration::from_secs(60),
-        || {
-            let m = manifest(&dir);
-            (m.1 == acked, m.1)
-        },
-    )
-    .await;
+    archive_holds(&nodes, &dir, acked).await;
     for n in &nodes {
         wait_applied(n, last).await;
     }
-    let datas: Vec<_> = nodes.iter().map(|n| n.data_dir.clone()).collect();
     // Retention removes the five-day-old half, the same segments on every
     // node; the two-hour-old half stays.
-    until(
-        "every node holds the holder's segments, the old half retired",
-        &nodes,
-        Duration::from_secs(30),
-        || {
-            let all: Vec<_> = datas.iter().map(|d| segments(d)).collect();
-            let rows: Vec<u64> = all.iter().map(|s| s.values().map(|s| s.1).sum()).collect();
-            let same = all.iter().all(|s| *s == all[holder]);
-            (same && rows.iter().all(|&r| r == acked / 2), rows)
-        },
-    )
-    .await;
-    for n in &nodes {
-        let rows = sql(n, "select count(*) as n, count(distinct id) as ids from ev").await;
-        assert_eq!(rows[0]["n"].as_u64(), Some(acked), "{}: {rows:?}", n.base);
-        assert_eq!(rows[0]["ids"].as_u64(), Some(acked), "{}", n.base);
-    }
+    same_segments(&nodes, Some(acked / 2)).await;
+    every_node_counts(&nodes, acked).await;
     let before = manifest(&dir).0;
 
     // The holder dies; another takes the lease and carries the archive on.
@@ -180,16 +199,7 @@ async fn the_shared_archive_is_written_once_under_the_lease_and_taken_over() {
     let t = Instant::now();
     let next = lease_holder_among(&nodes, &alive, Duration::from_secs(15)).await;
     println!("lease taken over in {:.1} s", t.elapsed().as_secs_f64());
-    until(
-        "the new holder archives the new events",
-        &nodes,
-        Duration::from_secs(60),
-        || {
-            let m = manifest(&dir);
-            (m.1 == acked, m.1)
-        },
-    )
-    .await;
+    archive_holds(&nodes, &dir, acked).await;
     let (checkpoint, _, files) = manifest(&dir);
     assert!(
         checkpoint > before && checkpoint <= applied(&nodes[next]).await,
@@ -223,23 +233,6 @@ async fn the_shared_archive_is_written_once_under_the_lease_and_taken_over() {
     for n in &nodes {
         wait_applied(n, last).await;
     }
-    let datas: Vec<_> = nodes.iter().map(|n| n.data_dir.clone()).collect();
-    until(
-        "every node holds the same segments again",
-        &nodes,
-        Duration::from_secs(30),
-        || {
-            let all: Vec<_> = datas.iter().map(|d| segments(d)).collect();
-            (
-                all.iter().all(|s| *s == all[next]),
-                all.iter().map(|s| s.len()).collect::<Vec<_>>(),
-            )
-        },
-    )
-    .await;
-    for n in &nodes {
-        let rows = sql(n, "select count(*) as n, count(distinct id) as ids from ev").await;
-        assert_eq!(rows[0]["n"].as_u64(), Some(acked), "{}: {rows:?}", n.base);
-        assert_eq!(rows[0]["ids"].as_u64(), Some(acked), "{}", n.base);
-    }
+    same_segments(&nodes, None).await;
+    every_node_counts(&nodes, acked).await;
 }
