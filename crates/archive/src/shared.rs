@@ -1,9 +1,9 @@
-//! The shared archive's root in cluster mode: what every node reads and
-//! one node writes besides the nodes' own archives. It holds the claim
-//! objects of records too large for one NATS message (put by the node
-//! that took them, read by every node that applies them:
-//! `tally_log::ClaimStore`) and the bootstrap checkpoints a node on an
-//! empty disk starts from.
+//! The shared archive's root in cluster mode, for what lives beside the
+//! archive itself (which [`crate::Archive`] writes on one node): the claim
+//! objects of records too large for one NATS message and the staged files
+//! of batch imports (put by the node that took them, read by every node
+//! that applies them: `tally_log::ClaimStore`), and the bootstrap
+//! checkpoints a node on an empty disk starts from.
 
 use crate::{build_store, sync_put, ArchiveOptions, Result};
 use bytes::Bytes;
