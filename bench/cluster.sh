@@ -17,6 +17,15 @@
 #   alone      - nodes 2 and 3 stopped, all load through node 1: one node
 #                applying every record, as on a machine of its own, beside
 #                the same three NATS servers the plain publisher had
+#   jetstream_pinned, alone_pinned - the plain publisher and then node 1
+#                alone again, with the three NATS servers held to CPU 0
+#                and the load generator and node 1 to CPU 1 (taskset): the
+#                same NATS capacity for both, and neither tally's nor the
+#                publisher's work taken from it, as when NATS runs on
+#                machines of its own. Unpinned, every process shares both
+#                cores, and tally's parsing and segment writing take CPU
+#                the servers would otherwise have (the plain publisher
+#                sends ready-made records and takes almost none).
 #
 # While cluster1 and cluster3 run, every node's applied sequence is sampled
 # every 5 ms (`tally bench --lag-nodes`): a node's apply lag is the time
@@ -81,6 +90,12 @@ bench --url "$ALL" "${LOAD[@]}" --lag-nodes "$ALL" --label cluster3
 echo "== alone: nodes 2 and 3 stopped, all load through node 1"
 kill -TERM "${PIDS[1]}" "${PIDS[2]}"; wait "${PIDS[1]}" "${PIDS[2]}" || true
 bench --url "${NODES[0]}" "${LOAD[@]}" --label alone
+echo "== pinned: NATS servers on CPU 0; the load and node 1 on CPU 1"
+for p in $(cat "$WORK"/nats/n*.pid); do taskset -a -pc 0 "$p" >/dev/null; done
+taskset -a -pc 1 "${PIDS[0]}" >/dev/null
+taskset -c 1 $TALLY bench --target jetstream --url "$NATS" --stream BENCH "${LOAD[@]}" \
+  --label jetstream_pinned | tee -a "$RESULTS"
+taskset -c 1 $TALLY bench --url "${NODES[0]}" "${LOAD[@]}" --label alone_pinned | tee -a "$RESULTS"
 
 python3 - "$RESULTS" "${NODES[@]}" <<'PY'
 import json, sys
@@ -89,7 +104,7 @@ nodes = sys.argv[2:]
 eps = lambda l: rows[l]["events_per_sec"]
 print("\n| run | events/s | requests/s | p50 ms | p99 ms | non-2xx |")
 print("|---|---:|---:|---:|---:|---:|")
-for l in ["single", "jetstream", "jetstream64", "cluster1", "cluster3", "alone"]:
+for l in ["single", "jetstream", "jetstream64", "cluster1", "cluster3", "alone", "jetstream_pinned", "alone_pinned"]:
     r = rows[l]
     bad = sum(v for k, v in r["statuses"].items() if not k.startswith("2"))
     print(f"| {l} | {eps(l):,.0f} | {r['requests_per_sec']:,.1f} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {bad} |")
@@ -97,6 +112,8 @@ print()
 for l in ["cluster1", "cluster3", "alone"]:
     print(f"{l}: {eps(l) / eps('jetstream'):.0%} of the plain publisher at the same 8 in flight, "
           f"{eps(l) / eps('jetstream64'):.0%} of it at 64, {eps(l) / eps('single'):.0%} of single-node tally")
+print(f"alone_pinned: {eps('alone_pinned') / eps('jetstream_pinned'):.0%} of the plain publisher, "
+      "each with the NATS servers on a core of their own")
 for l, followers in [("cluster1", nodes[1:]), ("cluster3", nodes)]:
     lag = rows[l]["apply_lag_ms"]
     for n in followers:
