@@ -273,6 +273,7 @@ impl Archive {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        WRITER.set(!opts.shared as i64);
         let archive = Archive {
             url: opts.url.clone(),
             store,
@@ -447,6 +448,7 @@ impl Archive {
             let m = self.block_on(self.load_manifest())?;
             *self.manifest.write() = Arc::new(m);
             let writing = self.may_write();
+            WRITER.set(writing as i64);
             let new_term = writing && !std::mem::replace(&mut *self.writing.lock(), writing);
             if !writing {
                 self.forget_archived_retired(local)?;

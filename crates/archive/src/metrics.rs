@@ -74,7 +74,16 @@ pub(crate) static PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 /// Registers every metric of the archive so it is exported from the start.
+pub(crate) static WRITER: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_archive_writer",
+        "1 while this node writes the archive: always alone; in a cluster, while it holds the maintenance lease (at its last pass)"
+    )
+    .unwrap()
+});
+
 pub fn init() {
+    LazyLock::force(&WRITER);
     LazyLock::force(&UPLOADED_SEGMENTS);
     LazyLock::force(&UPLOADED_BYTES);
     LazyLock::force(&PASSES);

@@ -198,6 +198,7 @@ pub(crate) fn append_seal(
     // The timer is made inside the runtime, which drives it.
     match rt.block_on(async { tokio::time::timeout(SEAL_WAIT, append).await }) {
         Ok(Ok(lsn)) => {
+            crate::metrics::SEALS.inc();
             tracing::debug!(lsn, "sealed the tail");
             Ok(lsn)
         }

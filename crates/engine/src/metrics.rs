@@ -141,6 +141,13 @@ pub(crate) static CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .unwrap()
 });
+pub(crate) static SEALS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_cluster_seals_total",
+        "Seal records this node appended (as the maintenance lease's holder): each cuts every node's tail into segments"
+    )
+    .unwrap()
+});
 pub(crate) static BOOTSTRAPS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tally_cluster_bootstraps_total",

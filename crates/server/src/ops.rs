@@ -209,6 +209,7 @@ pub(crate) async fn maintain(
             "retired_segments": a.retired,
             "replaced_segments": a.replaced,
             "pending_segments": a.pending,
+            "skipped": a.skipped,
         })),
         "retention": {
             "dropped_segments": r.dropped_segments,
