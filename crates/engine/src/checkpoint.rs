@@ -123,6 +123,37 @@ fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 impl Engine {
     /// Uploads a bootstrap checkpoint when this node holds the maintenance
+    /// lease and the archive's newest finished one is at least `every` old
+    /// (or there is none). Timed by the archive, not by this process: nodes
+    /// restart and the lease moves, and a timer of each node's own might
+    /// never run out.
+    pub fn upload_checkpoint_if_due(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<Option<CheckpointReport>> {
+        let (Some(c), Some(a)) = (&self.opts.cluster, &self.opts.archive) else {
+            return Ok(None);
+        };
+        if !self.log.holds_maintenance_lease() {
+            return Ok(None);
+        }
+        let shared = Shared::open(a)?;
+        let rt = runtime()?;
+        let newest = rt
+            .block_on(shared.list(&prefix(&c.stream)))
+            .map_err(archive_err)?
+            .into_iter()
+            .filter(|o| o.key.ends_with(&format!("/{MANIFEST}")))
+            .map(|o| o.modified)
+            .max();
+        let age = newest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default());
+        if age.is_some_and(|age| age < every) {
+            return Ok(None);
+        }
+        self.upload_checkpoint()
+    }
+
+    /// Uploads a bootstrap checkpoint when this node holds the maintenance
     /// lease; `None` when it does not, or outside cluster mode.
     pub fn upload_checkpoint(&self) -> Result<Option<CheckpointReport>> {
         let (Some(c), Some(a)) = (&self.opts.cluster, &self.opts.archive) else {

@@ -101,6 +101,17 @@ impl FlusherParts {
                 || (rows > 0 && age >= self.opts.flush_interval)
                 || full;
             let flush = if cluster {
+                // The tail's age is the time since the last seal any holder
+                // appended (this node's own tail is as old as its start,
+                // and holders change): a node that has seen none since it
+                // started seals at once.
+                let due = bytes >= self.opts.flush_bytes
+                    || full
+                    || (rows > 0
+                        && self
+                            .store
+                            .since_last_seal()
+                            .is_none_or(|d| d >= self.opts.flush_interval));
                 if !self.store.sealed_pending() && self.log.holds_maintenance_lease() {
                     // A quiet tail is sealed too, once a second, when
                     // retention has segments to remove.

@@ -68,20 +68,23 @@ pub(crate) async fn post_checkpoint(
     Ok(Json(json!({ "uploaded": report, "leases": leases })))
 }
 
-/// Uploads a bootstrap checkpoint every `every` while this node holds the
-/// maintenance lease, until the server stops.
+/// While this node holds the maintenance lease, uploads a bootstrap
+/// checkpoint whenever the archive's newest is `every` old (or there is
+/// none), looking every 30 s (or `every`, if shorter), until the server
+/// stops.
 pub(crate) async fn checkpoints(
     engine: Arc<tally_engine::Engine>,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let tick = every.min(Duration::from_secs(30));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => return,
         }
         let e = engine.clone();
-        match tokio::task::spawn_blocking(move || e.upload_checkpoint()).await {
+        match tokio::task::spawn_blocking(move || e.upload_checkpoint_if_due(every)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "uploading a bootstrap checkpoint failed; will retry")

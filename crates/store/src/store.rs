@@ -95,6 +95,8 @@ pub struct Store {
     versions: Mutex<Versions>,
     /// One flush or compaction step at a time.
     maintenance: Mutex<()>,
+    /// When this store last applied a seal (cluster mode).
+    last_seal: Mutex<Option<Instant>>,
 }
 
 /// A segment file a reader may use. When compaction replaces it, it is
@@ -170,6 +172,7 @@ impl Store {
             frozen: RwLock::new(None),
             versions: Mutex::new(Versions::default()),
             maintenance: Mutex::new(()),
+            last_seal: Mutex::new(None),
         };
         store.update_segment_gauges();
         Ok(store)

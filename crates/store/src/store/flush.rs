@@ -90,7 +90,14 @@ impl Store {
             ..MemTable::new()
         };
         *frozen_slot = Some(Arc::new(table));
+        *self.last_seal.lock() = Some(Instant::now());
         Ok(())
+    }
+
+    /// How long ago this store applied its last seal; `None` before the
+    /// first since it opened.
+    pub fn since_last_seal(&self) -> Option<std::time::Duration> {
+        self.last_seal.lock().map(|t| t.elapsed())
     }
 
     /// Whether a table cut by a seal waits to be written.
