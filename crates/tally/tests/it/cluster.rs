@@ -431,8 +431,9 @@ async fn every_acknowledged_event_is_on_every_node_once_through_nats_and_node_fa
     std::fs::write(&file, acked.join("\n") + "\n").unwrap();
     let script = r#"
 import duckdb, json, sys
+con = duckdb.connect()
 # No progress bar: over millions of events it would print into the answer.
-con = duckdb.connect(config={"enable_progress_bar": False})
+con.execute("SET enable_progress_bar = false")
 con.execute(f"create table ev as select * from read_json_auto('{sys.argv[1]}', format='newline_delimited')")
 out = []
 for q in sys.argv[2:]:
