@@ -533,9 +533,13 @@ impl RollupSet {
     }
 
     fn write_manifest(&self) -> Result<()> {
+        // The definitions are read under the write lock: read before it, a
+        // list could be written after a newer one and drop a rollup
+        // defined in between from the disk (a build finishing as another
+        // rollup is defined).
+        let _w = self.write.lock();
         let defs = self.definitions();
         let bytes = serde_json::to_vec_pretty(&defs).expect("definitions serialize");
-        let _w = self.write.lock();
         snapshot::write_bytes(&self.dir.join(MANIFEST), &bytes)
     }
 }
