@@ -3,6 +3,7 @@
 
 use super::*;
 use std::collections::BTreeMap;
+use std::path::Path;
 use tally_ingest::{parse, Format};
 use tally_store::{batch_from_arrow, StoreOptions};
 
