@@ -9,6 +9,8 @@
 #     to check that tally reads line protocol as InfluxDB does,
 #   - PostgreSQL (Debian's postgresql), which runs the rates data set's
 #     dump as it is written, the reference for what examples/rates loads,
+#   - HAProxy (Debian's haproxy), the load balancer the elastic cluster
+#     test and examples/cluster put in front of tally nodes,
 #   - s3s-fs (crates.io), an S3-compatible server the archive is tested on,
 #   - Chromium (Debian's package) and playwright-core (npm, pinned in
 #     crates/tally/tests/browser/package-lock.json) for the browser tests.
@@ -18,11 +20,14 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Debian puts haproxy in /usr/sbin, not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

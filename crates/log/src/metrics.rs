@@ -1,8 +1,8 @@
 //! Prometheus metrics of the log stage.
 
 use prometheus::{
-    exponential_buckets, register_histogram, register_int_counter, register_int_gauge, Histogram,
-    IntCounter, IntGauge,
+    exponential_buckets, register_gauge, register_histogram, register_int_counter,
+    register_int_gauge, Gauge, Histogram, IntCounter, IntGauge,
 };
 use std::sync::LazyLock;
 
@@ -121,6 +121,20 @@ pub(crate) static APPLY_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "tally_cluster_apply_lag_records",
         "Records the stream holds that this node has not applied yet"
+    )
+    .unwrap()
+});
+pub(crate) static STALENESS: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "tally_cluster_staleness_seconds",
+        "Time since this node last knew it had applied every record the stream held (how old its answers may be)"
+    )
+    .unwrap()
+});
+pub(crate) static CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_cluster_nats_connected",
+        "1 while this node's NATS connection is up, 0 while it is lost"
     )
     .unwrap()
 });

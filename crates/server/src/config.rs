@@ -52,6 +52,14 @@ pub struct HttpSettings {
     /// Batch imports running at once; more get 429 with Retry-After.
     #[arg(long, env = "TALLY_IMPORT_CONCURRENCY", default_value = "2")]
     pub import_concurrency: usize,
+
+    /// On SIGTERM, how long `/readyz` answers 503 while the node still
+    /// serves every request, so a load balancer's health checks take it
+    /// out of rotation first; then it stops accepting, finishes in-flight
+    /// requests and exits. A second signal cuts the wait short.
+    /// [default: 5s with --cluster, else 0s]
+    #[arg(long, env = "TALLY_DRAIN_DELAY", value_name = "DURATION", value_parser = duration)]
+    pub drain_delay: Option<Duration>,
 }
 
 impl Default for HttpSettings {
@@ -88,7 +96,14 @@ pub struct ServerConfig {
     /// Per stream, the field holding its events' time and its format
     /// (others read `ts`).
     pub time_fields: std::collections::BTreeMap<String, tally_ingest::TimeField>,
+    /// On SIGTERM, how long `/readyz` says 503 before the server stops
+    /// accepting (see [`HttpSettings::drain_delay`]).
+    pub drain_delay: Duration,
 }
+
+/// The drain delay when none is set: a cluster node sits behind a load
+/// balancer, which needs a few health checks to take it out.
+pub const CLUSTER_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 impl ServerConfig {
     /// The defaults, listening on `listen`.
@@ -105,6 +120,7 @@ impl ServerConfig {
     pub fn with_settings(http: &HttpSettings, engine: EngineOptions, query: QueryOptions) -> Self {
         let max_body_bytes = to_usize(http.max_body_bytes);
         let mut engine = engine;
+        let engine_is_cluster = engine.cluster.is_some();
         // A record holds a body's events; leave room for its framing.
         engine.max_record_bytes = engine
             .max_record_bytes
@@ -124,6 +140,11 @@ impl ServerConfig {
             import_concurrency: http.import_concurrency.max(1),
             time_fields: Default::default(),
             web: Some(Default::default()),
+            drain_delay: http.drain_delay.unwrap_or(if engine_is_cluster {
+                CLUSTER_DRAIN_DELAY
+            } else {
+                Duration::ZERO
+            }),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The server binds first and opens the engine in the background, so
 //! `/healthz` answers at once while `/readyz` says 503 until the log has been
-//! replayed. Every error that reaches HTTP is mapped to one status in one
+//! replayed, and again from SIGTERM on, while the server drains (see
+//! [`HttpSettings::drain_delay`]). Every error that reaches HTTP is mapped to one status in one
 //! place ([`error::ApiError`]) and answered as JSON.
 
 mod cluster;
@@ -20,7 +21,7 @@ mod query;
 mod rollups;
 mod state;
 
-pub use config::{HttpSettings, ServerConfig};
+pub use config::{HttpSettings, ServerConfig, CLUSTER_DRAIN_DELAY};
 pub use tally_http::{hash_token, new_token, ApiError, ApiKey, Keys, Scope};
 // The shared HTTP pieces, under the names the handlers use.
 use tally_http::{auth, encoding, error};
@@ -271,11 +272,16 @@ pub async fn run(
         inner: listener,
         stop: accepting_rx,
     };
+    let draining = state.clone();
+    let drain_delay = config.drain_delay;
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
-        tokio::select! {
-            _ = shutdown => {}
-            _ = rx.wait_for(|v| *v) => {}
+        let told = tokio::select! {
+            _ = shutdown => true,
+            _ = rx.wait_for(|v| *v) => false,
+        };
+        if told {
+            drain(&draining, drain_delay).await;
         }
         // New connections stay in the socket's backlog (for the next
         // process, when the socket was handed over); those just accepted
@@ -314,6 +320,27 @@ pub async fn run(
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "stopped cleanly");
     }
     Ok(())
+}
+
+/// Says "not ready" while still serving every request for `delay`, so a
+/// load balancer's health checks move traffic away before the listener
+/// closes; a second signal ends the wait.
+async fn drain(state: &AppState, delay: std::time::Duration) {
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    metrics::DRAINING.set(1);
+    if delay.is_zero() {
+        return;
+    }
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "draining: /readyz answers 503 while this node still serves; it stops accepting after the delay"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown_signal() => tracing::info!("a second signal: stopping now"),
+    }
 }
 
 /// The listening socket a supervisor handed over, as systemd's socket

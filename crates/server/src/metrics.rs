@@ -48,6 +48,14 @@ pub(crate) static BUDGET_IN_USE: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static DRAINING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_draining",
+        "1 once the server was told to stop and is draining (/readyz answers 503)"
+    )
+    .unwrap()
+});
+
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -93,6 +101,7 @@ pub(crate) fn init() {
     LazyLock::force(&LATENCY);
     LazyLock::force(&BUDGET_IN_USE);
     LazyLock::force(&PANICS);
+    LazyLock::force(&DRAINING);
 }
 
 #[cfg(test)]

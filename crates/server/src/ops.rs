@@ -18,6 +18,17 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Response> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Still serving, about to stop: a load balancer should send new
+        // requests elsewhere.
+        return Err(ApiError::Overloaded {
+            reason:
+                "not ready: this node is shutting down (draining); send requests to another node"
+                    .into(),
+            retry_after: Duration::from_secs(5),
+        }
+        .into_response());
+    }
     let engine = state.engine().map_err(IntoResponse::into_response)?;
     let faults = engine.faults();
     if !faults.is_empty() {

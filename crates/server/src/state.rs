@@ -30,6 +30,9 @@ pub(crate) struct AppState {
     /// Turns true when the server starts shutting down (imports still
     /// uploading roll back and say so).
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Set on SIGTERM, before the server stops accepting: `/readyz` answers
+    /// 503 so a load balancer takes this node out while it still serves.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Web analytics, set once opened.
     pub web: tally_apps::web::Slot,
     /// The streams web analytics writes (public ingest into them is
@@ -93,6 +96,7 @@ impl AppState {
             max_import_bytes: config.max_import_bytes,
             import_slots: Arc::new(Semaphore::new(config.import_concurrency.max(1))),
             stopping: tokio::sync::watch::Sender::new(false),
+            draining: Default::default(),
             web: Default::default(),
             time_fields: config.time_fields.clone(),
             web_streams: config

@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// while the load runs.
     #[arg(long)]
     pub lag_nodes: Option<String>,
+    /// Send each request with its own `Idempotency-Key`, so a load
+    /// balancer or the node may send it again without storing it twice.
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
@@ -157,6 +161,8 @@ async fn http(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let per_conn_interval =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
     let by_count = args.events > 0;
+    let run_id: u64 = rand::random();
+    let keyed = args.idempotency_keys;
     let mut tasks = Vec::new();
     for c in 0..args.connections {
         let (client, url, bodies, key, budget) = (
@@ -194,6 +200,9 @@ async fn http(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                     .body(bodies[i % bodies.len()].clone());
                 if let Some(k) = &key {
                     req = req.bearer_auth(k);
+                }
+                if keyed {
+                    req = req.header("idempotency-key", format!("bench-{run_id:x}-{c}-{i}"));
                 }
                 let status = match req.send().await {
                     Ok(r) => {

@@ -636,6 +636,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_drains_for_a_few_health_checks_unless_told_otherwise() {
+        assert_eq!(config(None, &[]).unwrap().drain_delay, Duration::ZERO);
+        let cluster = [
+            "--cluster",
+            "nats://127.0.0.1:4222",
+            "--node-id",
+            "a",
+            "--archive",
+            "/srv/tally-archive",
+        ];
+        let c = config(None, &cluster).unwrap();
+        assert_eq!(c.drain_delay, tally_server::CLUSTER_DRAIN_DELAY);
+        let c = config(Some("drain_delay = \"1500ms\""), &cluster).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_millis(1500));
+        let c = config(None, &["--drain-delay", "2s"]).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_secs(2));
+    }
+
+    #[test]
     fn bad_file_values_and_unknown_keys_are_named() {
         let e = config(Some("flush_interval = 60"), &[])
             .unwrap_err()

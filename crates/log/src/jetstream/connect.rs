@@ -120,8 +120,14 @@ pub(super) async fn connect(
         .ping_interval(Duration::from_secs(5))
         .event_callback(|event| async move {
             match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => {
+                    crate::metrics::CONNECTED.set(1);
+                    tracing::info!("connected to NATS")
+                }
+                async_nats::Event::Disconnected => {
+                    crate::metrics::CONNECTED.set(0);
+                    tracing::warn!("disconnected from NATS")
+                }
                 other => tracing::info!(event = %other, "NATS"),
             }
         });
@@ -150,6 +156,7 @@ pub(super) async fn connect(
             Err(e) => return Err(unavailable("connecting to NATS", &e)),
         }
     };
+    crate::metrics::CONNECTED.set(1);
     let version = client.server_info().version;
     match server_version(&version) {
         Some(v) if v >= MIN_SERVER_VERSION => {}

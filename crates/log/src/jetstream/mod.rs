@@ -63,6 +63,8 @@ struct Shared<A> {
     pending: Mutex<HashMap<String, A>>,
     failed: Mutex<Option<String>>,
     state: Mutex<StreamState>,
+    /// When this node last knew it had applied everything the stream held.
+    current: Mutex<status::Currency>,
 }
 
 impl<A> Shared<A> {
@@ -171,6 +173,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
             pending: Mutex::new(HashMap::new()),
             failed: Mutex::new(None),
             state: Mutex::new(stream_state(&info)),
+            current: Mutex::new(status::Currency::default()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let leases = runtime
@@ -282,6 +285,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
             stream_messages: s.messages,
             stream_bytes: s.bytes,
             lag: s.last.saturating_sub(applied),
+            staleness_ms: self.shared.current.lock().staleness().as_millis() as u64,
             replicas: self.opts.replicas,
             leader: s.leader,
             peers: s.peers,

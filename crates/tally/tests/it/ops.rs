@@ -208,23 +208,6 @@ async fn sigterm_under_load_answers_every_accepted_request() {
 /// name metrics and labels a running server exports.
 #[tokio::test]
 async fn prometheus_rules_pass_promtool_and_name_real_series() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
-    for args in [
-        ["check", "rules", "tally-rules.yml"],
-        ["test", "rules", "tally-rules.test.yml"],
-    ] {
-        let out = Command::new("promtool")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("promtool is installed by the test command");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     // A server with a rollup, and a memory limit so small that the second
     // write is refused: every series the rules read then exists.
     // A job that fails at each run: its lag, window and run series exist.
@@ -276,7 +259,32 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let rules = std::fs::read_to_string(format!("{dir}/tally-rules.yml")).unwrap();
+    assert_eq!(
+        rules_pass_promtool_and_name_series("tally-rules", &metrics),
+        6
+    );
+}
+
+/// `deploy/prometheus/<name>.yml` passes `promtool check rules` and the unit
+/// tests of `<name>.test.yml`, and every rule's expression names a series
+/// (with its grouping label) that `metrics` holds. Returns the rules checked.
+pub(crate) fn rules_pass_promtool_and_name_series(name: &str, metrics: &str) -> usize {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
+    let (rules, tests) = (format!("{name}.yml"), format!("{name}.test.yml"));
+    for args in [["check", "rules", &rules], ["test", "rules", &tests]] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool is installed by the test command");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{dir}/{rules}")).unwrap();
     let mut checked = 0;
     for expr in rules
         .lines()
@@ -299,5 +307,5 @@ async fn prometheus_rules_pass_promtool_and_name_real_series() {
         assert!(metrics.contains(&series), "{expr}: no {series} in /metrics");
         checked += 1;
     }
-    assert_eq!(checked, 6);
+    checked
 }

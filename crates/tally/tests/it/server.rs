@@ -141,11 +141,23 @@ impl TestServer {
         }
     }
 
+    /// Sends `signal` to the process, which keeps running (as far as the
+    /// test knows).
+    pub fn signal(&self, signal: i32) {
+        let c = self.child.as_ref().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(c.id() as i32, signal) };
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits up to 60 s for the process to exit (after a signal).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
