@@ -61,7 +61,9 @@ wait_url() { # url seconds
 # --- three NATS servers, clustered, JetStream synced on every write ---------
 for i in 1 2 3; do
   routes=""
-  for j in 1 2 3; do [ "$j" != "$i" ] && routes="$routes nats-route://127.0.0.1:1622$j"; done
+  for j in 1 2 3; do
+    [ "$j" != "$i" ] && routes="$routes${routes:+, }nats-route://127.0.0.1:1622$j"
+  done
   cat >"$work/nats-$i.conf" <<EOF
 server_name: nats-$i
 listen: 127.0.0.1:1422$i
@@ -74,7 +76,7 @@ jetstream {
 cluster {
   name: tally-example
   listen: 127.0.0.1:1622$i
-  routes: [$routes ]
+  routes: [$routes]
 }
 EOF
   nats-server -c "$work/nats-$i.conf" 2>"$work/nats-$i.log" &
@@ -103,7 +105,7 @@ wait_ready() { wait_url "http://127.0.0.1:1808$1/readyz" 120; }
 
 # HAProxy's view of its servers, from its stats page.
 lb_state() { # server name
-  curl -fsS "http://127.0.0.1:18090/stats;csv" | awk -F, -v s="$1" '$1 == "tally_nodes" && $2 == s { print $18 }'
+  curl -fsS "http://127.0.0.1:18090/stats;csv" 2>/dev/null | awk -F, -v s="$1" '$1 == "tally_nodes" && $2 == s { print $18 }'
 }
 wait_lb() { # server state
   local i

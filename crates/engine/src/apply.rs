@@ -29,6 +29,8 @@ pub(crate) struct Sinks {
     pub(crate) faults: Arc<Faults>,
     /// Cluster mode: the shared archive, where imports' staged files are.
     pub(crate) shared: Option<Arc<tally_archive::Shared>>,
+    /// What follows some streams' records (see [`crate::follow`]).
+    pub(crate) followers: crate::follow::Followers,
 }
 
 /// Records of at least this many events have their rollups counted beside
@@ -91,10 +93,12 @@ impl Sinks {
                 if sent {
                     worker.wait();
                 }
+                crate::follow::deliver(&self.followers, lsn, &parts);
             }
             _ => {
                 apply_rollups(&self.rollups, lsn, &parts);
                 to_store(&parts);
+                crate::follow::deliver(&self.followers, lsn, &parts);
             }
         }
         *applied = (*applied).max(lsn);

@@ -25,6 +25,8 @@ mod error;
 pub use error::{Error, Result};
 mod faults;
 mod flush;
+mod follow;
+pub use follow::Follower;
 mod history;
 mod import;
 mod inspect;
@@ -154,6 +156,8 @@ pub struct Engine {
     imports_in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Background parts that panicked (see [`faults`]).
     faults: Arc<Faults>,
+    /// What follows some streams' records (see [`follow`]).
+    followers: follow::Followers,
 }
 
 impl Engine {
@@ -231,7 +235,9 @@ impl Engine {
             (Some(_), Some(a)) => Some(Arc::new(tally_archive::Shared::open(a)?)),
             _ => None,
         };
+        let followers = follow::Followers::default();
         let sinks = Sinks {
+            followers: followers.clone(),
             shared: shared.clone(),
             store: store.clone(),
             rollups: rollups.clone(),
@@ -331,6 +337,7 @@ impl Engine {
             room: Default::default(),
             imports_in_flight: Default::default(),
             faults,
+            followers,
         };
         *engine.flusher.lock() = flush::spawn_flusher(flush::FlusherParts {
             faults: engine.faults.clone(),
@@ -665,6 +672,18 @@ impl Engine {
     /// The cluster's state as this node sees it; `None` on a single node.
     pub fn cluster(&self) -> Option<ClusterStatus> {
         self.log.cluster()
+    }
+
+    /// Whether this node runs in cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        self.opts.cluster.is_some()
+    }
+
+    /// Whether the work done once per log is this node's to do now: always
+    /// on a single node; in a cluster, while it holds the maintenance
+    /// lease.
+    pub fn holds_maintenance_lease(&self) -> bool {
+        self.log.holds_maintenance_lease()
     }
 
     /// Waits until this node has applied `lsn` (a write another node

@@ -528,3 +528,77 @@ async fn a_data_directory_of_the_earlier_log_format_replays() {
     assert_eq!(sum("mem", "used"), 1500.0);
     assert_eq!(sum("b", "n"), 60.0);
 }
+
+/// The `i` values of a batch's rows.
+fn ints(b: &Batch) -> Vec<i64> {
+    match &b.column("i").expect("column i").data {
+        tally_ingest::ColumnData::Value(c) => {
+            (0..b.len()).map(|r| c.get(r).unwrap() as i64).collect()
+        }
+        other => panic!("i is not a number: {other:?}"),
+    }
+}
+
+/// A follower registered while writers run is given every event of its
+/// stream exactly once, and nothing of other streams: the stored ones
+/// (segments and tail) through `stored`, the rest as applied, in order of
+/// their sequence, all after the point `follow` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_is_given_every_event_once_whenever_it_registers() {
+    struct Seen(parking_lot::Mutex<Vec<(Lsn, i64)>>);
+    impl Follower for Seen {
+        fn applied(&self, lsn: Lsn, stream: &str, batch: &Batch) {
+            assert_eq!(stream, "f");
+            self.0
+                .lock()
+                .extend(ints(batch).into_iter().map(|i| (lsn, i)));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(Engine::open(EngineOptions::new(dir.path())).unwrap());
+    let write = |e: Arc<Engine>, from: i64, to: i64| async move {
+        for i in from..to {
+            e.ingest("f", batch(&format!("{{\"i\":{i}}}")))
+                .await
+                .unwrap();
+            e.ingest("other", batch("{\"x\":1}")).await.unwrap();
+        }
+    };
+    write(e.clone(), 0, 30).await;
+    e.flush().unwrap();
+    write(e.clone(), 30, 50).await;
+    let writer = tokio::spawn(write(e.clone(), 50, 400));
+    while e.last_lsn() < 120 {
+        tokio::task::yield_now().await;
+    }
+    let seen = Arc::new(Seen(Default::default()));
+    let (at, stored) = {
+        let (e, seen) = (e.clone(), seen.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut stored = Vec::new();
+            let at = e
+                .follow(&["f"], seen, &mut |stream, b| {
+                    assert_eq!(stream, "f");
+                    stored.extend(ints(b));
+                    Ok(())
+                })
+                .unwrap();
+            (at, stored)
+        })
+        .await
+        .unwrap()
+    };
+    writer.await.unwrap();
+    let live = seen.0.lock().clone();
+    assert!(
+        !live.is_empty() && stored.len() >= 50,
+        "{} {}",
+        live.len(),
+        stored.len()
+    );
+    assert!(live.windows(2).all(|w| w[0].0 < w[1].0), "in log order");
+    assert!(live.iter().all(|(lsn, _)| *lsn > at), "after the point");
+    let mut all: Vec<i64> = stored.into_iter().chain(live.iter().map(|x| x.1)).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<_>>());
+}

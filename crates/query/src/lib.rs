@@ -131,6 +131,11 @@ impl QueryEngine {
         let data_dir = &engine.options().data_dir;
         let tables = Arc::new(DimTables::open(data_dir.join("tables"))?);
         let jobs = Arc::new(jobs::Jobs::open(&data_dir.join("jobs"), &opts.jobs)?);
+        if engine.is_cluster() {
+            // Windows are committed through the log: every node keeps
+            // the same job tables.
+            jobs::follow(&engine, &jobs)?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .thread_name("tally-query")

@@ -140,9 +140,6 @@ async fn set_paused(
 ) -> Result<Json<Value>, ApiError> {
     state.keys().authorize(&headers, Scope::Admin)?;
     let job = job(&state, &name)?;
-    let j = job.clone();
-    tokio::task::spawn_blocking(move || j.set_paused(paused))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.query()?.set_job_paused(&name, paused).await?;
     Ok(Json(job.status_json()))
 }

@@ -201,6 +201,18 @@ impl Job {
         Some((start, start + self.def.every + self.def.delay))
     }
 
+    /// Whether window `start` has rows on this node's disk.
+    pub(super) fn has_window(&self, start: i64) -> bool {
+        self.rows.read().windows.contains_key(&start)
+    }
+
+    /// Pauses or resumes the schedule (kept across restarts) on this node
+    /// (in a cluster, [`crate::QueryEngine::set_job_paused`] does it on
+    /// every node through the log).
+    pub(super) fn set_paused_locally(&self, paused: bool) -> Result<()> {
+        self.set_paused(paused)
+    }
+
     /// Pauses or resumes the schedule (kept across restarts).
     pub fn set_paused(&self, paused: bool) -> Result<()> {
         let mut p = self.progress.lock();

@@ -16,10 +16,13 @@
 //! the new ones. Job tables are derived data, like rollups: the events they
 //! were computed from are still there to compute them again.
 
+mod cluster;
 mod job;
 mod run;
 mod table;
 
+pub(crate) use cluster::follow;
+pub use cluster::STREAM;
 pub use job::{Job, Jobs};
 pub use run::schedule;
 pub(crate) use table::JobSchema;
@@ -131,7 +134,7 @@ pub enum Trigger {
 }
 
 /// One run of one window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub window_start: i64,
     pub window_end: i64,

@@ -2,6 +2,7 @@
 //! stored as the window's rows; the scheduler that runs windows as they
 //! come due.
 
+use super::cluster::{encode_answer, Commit, STREAM};
 use super::{
     internal, now_us, rfc3339, Job, Jobs, RunRecord, Trigger, HISTORY, MICROS, WINDOW_COLUMNS,
 };
@@ -83,13 +84,12 @@ impl QueryEngine {
         *job.current.lock() = Some((window_start, Instant::now()));
         let started_at = now_us();
         let t = Instant::now();
-        let result = self.job_window(&job, window_start, window_end).await;
-        *job.current.lock() = None;
+        let answer = self.job_answer(&job, window_start, window_end).await;
         let duration = t.elapsed();
-        let (result, note) = match result {
-            Ok(Window::Done(rows)) => (Ok(rows), None),
-            Ok(Window::NoStream(names)) => (
-                Ok(0),
+        let (answer, note) = match answer {
+            Ok(Answer::Rows(schema, batches, rows)) => (Ok((Some((schema, batches)), rows)), None),
+            Ok(Answer::NoStream(names)) => (
+                Ok((None, 0)),
                 Some(format!(
                     "no events yet in stream {}: nothing to compute, the window's rows are left as they were",
                     names.join(", ")
@@ -97,16 +97,38 @@ impl QueryEngine {
             ),
             Err(e) => (Err(e), None),
         };
-        let record = RunRecord {
+        let mut record = RunRecord {
             window_start,
             window_end,
             started_at,
             duration_ms: duration.as_secs_f64() * 1e3,
-            rows: result.as_ref().ok().copied(),
-            error: result.as_ref().err().map(|e| e.to_string()),
+            rows: answer.as_ref().ok().map(|(_, rows)| *rows),
+            error: None,
             note: note.clone(),
             trigger,
         };
+        // Stored: in a cluster, through the log (every node applies it,
+        // this one before the append returns); alone, here.
+        let stored = match answer {
+            Ok((rows, _)) if self.engine().is_cluster() => {
+                self.commit_window(&job, &record, rows).await
+            }
+            Ok((Some((schema, batches)), _)) => {
+                let j = job.clone();
+                tokio::task::spawn_blocking(move || j.replace_window(window_start, schema, batches))
+                    .await
+                    .map_err(|e| QueryError::Internal(format!("writing a job window: {e}")))
+                    .and_then(|r| r)
+            }
+            Ok((None, _)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        *job.current.lock() = None;
+        let result = stored.map(|()| record.rows.unwrap_or(0));
+        if let Err(e) = &result {
+            record.rows = None;
+            record.error = Some(e.to_string());
+        }
         let name = job.def.name.as_str();
         let outcome = if result.is_ok() { "ok" } else { "error" };
         JOB_RUNS.with_label_values(&[name, outcome]).inc();
@@ -116,7 +138,10 @@ impl QueryEngine {
         JOB_LAST_DURATION
             .with_label_values(&[name])
             .set(duration.as_secs_f64());
-        {
+        let committed = result.is_ok() && self.engine().is_cluster();
+        if !committed {
+            // A committed window's progress moved when this node applied
+            // it; a failure, or a window run alone, is this node's.
             let mut p = job.progress.lock();
             match &result {
                 Ok(_) => {
@@ -146,13 +171,92 @@ impl QueryEngine {
         result.map(|_| record)
     }
 
-    /// Computes one window and stores its rows: the number of rows, or
-    /// the streams the job reads that do not exist yet. A stream exists
+    /// Cluster mode: appends a window's run to the log under the message
+    /// id `job:<name>:<window start>` (a manual run under its own id: it
+    /// means to run the window again). Returns once this node applied it.
+    async fn commit_window(
+        &self,
+        job: &Arc<Job>,
+        record: &RunRecord,
+        rows: Option<(SchemaRef, Vec<RecordBatch>)>,
+    ) -> Result<()> {
+        let answer = match rows {
+            Some((schema, batches)) => {
+                let text = encode_answer(&schema, &batches)?;
+                let limit = self.engine().options().max_record_bytes / 2;
+                if text.len() > limit {
+                    return Err(QueryError::Invalid {
+                        message: format!(
+                            "job {}: the answer of window {} is {} bytes as Arrow IPC (base64); a cluster commits a window as one log record, of at most {limit} bytes here: aggregate more, or shorten `every`",
+                            job.def.name,
+                            rfc3339(record.window_start),
+                            text.len()
+                        ),
+                    });
+                }
+                Some(text)
+            }
+            None => None,
+        };
+        let node = self
+            .engine()
+            .cluster()
+            .map(|c| c.node_id)
+            .unwrap_or_default();
+        let commit = Commit::Window {
+            job: job.def.name.clone(),
+            run: record.clone(),
+            node,
+            answer,
+        };
+        let key = match record.trigger {
+            Trigger::Schedule => format!("job:{}:{}", job.def.name, record.window_start),
+            Trigger::Manual => format!(
+                "job:{}:{}:manual:{}",
+                job.def.name, record.window_start, record.started_at
+            ),
+        };
+        self.engine()
+            .ingest_all_once(vec![(STREAM.to_string(), commit.to_batch())], Some(&key))
+            .await
+            .map_err(|e| QueryError::Internal(format!("committing the window to the log: {e}")))?;
+        Ok(())
+    }
+
+    /// Pauses or resumes a job's schedule: on every node, through the log,
+    /// in a cluster.
+    pub async fn set_job_paused(&self, name: &str, paused: bool) -> Result<()> {
+        let job = self
+            .jobs()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueryError::NotFound {
+                what: "job",
+                name: name.to_string(),
+            })?;
+        if self.engine().is_cluster() {
+            let commit = Commit::Paused {
+                job: name.to_string(),
+                paused,
+            };
+            self.engine()
+                .ingest(STREAM, commit.to_batch())
+                .await
+                .map_err(|e| QueryError::Internal(format!("appending to the log: {e}")))?;
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || job.set_paused(paused))
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+    }
+
+    /// Computes one window's rows (window columns first), or the
+    /// streams the job reads that do not exist yet. A stream exists
     /// from its first event, so before it the window has nothing to read
     /// (a new deployment's job must not fail, and alert, every window
     /// until the first event arrives); a misspelt stream shows the same
     /// way, in each run's note.
-    async fn job_window(&self, job: &Arc<Job>, start: i64, end: i64) -> Result<Window> {
+    async fn job_answer(&self, job: &Arc<Job>, start: i64, end: i64) -> Result<Answer> {
         let statement = parse_one(&job.def.sql)?;
         let ts = |us: i64| ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into()));
         let params = vec![("window_start", ts(start)), ("window_end", ts(end))];
@@ -169,7 +273,7 @@ impl QueryEngine {
             .await?;
         let answer = match answer {
             Ok(answer) => answer,
-            Err(absent) => return Ok(Window::NoStream(absent)),
+            Err(absent) => return Ok(Answer::NoStream(absent)),
         };
         for f in answer.schema.fields() {
             if WINDOW_COLUMNS.contains(&f.name().as_str()) {
@@ -188,19 +292,14 @@ impl QueryEngine {
             .iter()
             .map(|b| with_window(&schema, b, start, end))
             .collect::<Result<Vec<_>>>()?;
-        let rows = answer.rows as u64;
-        let job = job.clone();
-        tokio::task::spawn_blocking(move || job.replace_window(start, schema, batches))
-            .await
-            .map_err(|e| QueryError::Internal(format!("writing a job window: {e}")))??;
-        Ok(Window::Done(rows))
+        Ok(Answer::Rows(schema, batches, answer.rows as u64))
     }
 }
 
-/// How a window's run ended, short of an error.
-enum Window {
-    /// Its answer stored: this many rows.
-    Done(u64),
+/// A window's answer, short of an error.
+enum Answer {
+    /// Its rows, and how many.
+    Rows(SchemaRef, Vec<RecordBatch>, u64),
     /// Streams the statement reads have no events yet.
     NoStream(Vec<String>),
 }
@@ -234,22 +333,31 @@ fn absent_streams(q: &QueryState, statement: &Statement) -> Vec<String> {
 
 /// Runs each job's windows as they come due, until the process ends. A
 /// failed window is tried again after a pause that doubles up to a minute.
-/// Stops when `stop` turns true (a run under way finishes first).
+/// Stops when `stop` turns true (a run under way finishes first). In a
+/// cluster only the maintenance lease's holder runs windows; the others
+/// look again every second (see [`super::cluster`]).
 pub async fn schedule(
     query: Arc<QueryEngine>,
     job: Arc<Job>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
+    let engine = query.engine().clone();
     loop {
         if *stop.borrow() {
             return;
         }
+        let holder = !engine.is_cluster() || engine.holds_maintenance_lease();
         let wait = match job.due() {
+            _ if !holder => Some(LEASE_LOOK),
             None => None,
             Some((start, due)) => {
                 let now = now_us();
-                if due <= now {
+                if due <= now && engine.is_cluster() && !caught_up(&engine).await {
+                    // A new holder first applies what the last one
+                    // committed.
+                    Some(LEASE_LOOK)
+                } else if due <= now {
                     let run = AssertUnwindSafe(query.run_job(job.name(), start, Trigger::Schedule));
                     let ran = match run.catch_unwind().await {
                         Ok(r) => r,
@@ -288,6 +396,18 @@ pub async fn schedule(
             _ = stop.wait_for(|v| *v) => return,
         }
     }
+}
+
+/// How often a node that does not hold the maintenance lease looks again.
+const LEASE_LOOK: Duration = Duration::from_secs(1);
+
+/// Whether this node has applied every record the stream held a moment
+/// ago (waits up to a second for it).
+async fn caught_up(engine: &tally_engine::Engine) -> bool {
+    let Some(last) = engine.cluster().map(|c| c.stream_last_seq) else {
+        return true;
+    };
+    engine.wait_applied(last, LEASE_LOOK).await
 }
 
 /// `answer`'s schema behind the window columns.

@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_archive;
 mod cluster_elastic;
 mod cluster_import;
+mod cluster_jobs;
 mod compressed;
 mod counter;
 mod crash;
