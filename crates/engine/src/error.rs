@@ -18,6 +18,14 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// The cluster log could not be reached, or did not confirm a record
+    /// in time: a write answered this way may still have been stored.
+    #[error("the cluster log is unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+
     #[error("record of {size} bytes is larger than the log accepts ({limit})")]
     TooLarge { size: usize, limit: usize },
 
@@ -83,11 +91,20 @@ impl From<tally_log::Error> for Error {
             },
             tally_log::Error::TooLarge { size, limit } => Error::TooLarge { size, limit },
             tally_log::Error::Closed => Error::Closed,
-            tally_log::Error::Unavailable(reason) => Error::Overloaded {
-                reason: format!("the cluster log is unavailable: {reason}"),
+            tally_log::Error::Unavailable(reason) => Error::Unavailable {
+                reason,
                 retry_after: Duration::from_secs(2),
             },
             other => Error::Log(other),
         }
+    }
+}
+
+impl Error {
+    /// Whether a write that failed this way may still be in the log (and
+    /// so be applied): the cluster log did not confirm it, or failed after
+    /// taking it. Other failures refused the write before it was sent.
+    pub fn may_have_been_stored(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Log(_))
     }
 }

@@ -63,7 +63,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{Batch, ColumnType};
-pub use tally_log::{ClusterStatus, JetStreamOptions, Lsn, SyncMode};
+pub use tally_log::{
+    valid_key, ClusterStatus, Created, JetStreamOptions, Lsn, SharedEntry, SharedKeys, SyncMode,
+};
 use tally_log::{JetStreamLog, LocalLog, LocalLogOptions, Log, OpenReport};
 use tally_rollup::{Loaded, RollupSet};
 pub use tally_store::{FlushReport, StreamStats};
@@ -672,6 +674,29 @@ impl Engine {
     /// The cluster's state as this node sees it; `None` on a single node.
     pub fn cluster(&self) -> Option<ClusterStatus> {
         self.log.cluster()
+    }
+
+    /// Cluster mode: the bucket `name` of keys every node shares, whose
+    /// values live `max_age` (compare-and-set rules the apps hold
+    /// cluster-wide); `None` on a single node. `per_key_ttl` lets each
+    /// write set its own life. Blocking.
+    pub fn shared_keys(
+        &self,
+        name: &str,
+        max_age: Duration,
+        per_key_ttl: bool,
+    ) -> Result<Option<SharedKeys>> {
+        self.log
+            .shared_keys(name, max_age, per_key_ttl)
+            .transpose()
+            .map_err(Error::from)
+    }
+
+    /// Cluster mode: how old this node's answers may be (the time since it
+    /// last knew it had applied every record the stream held); `None` on a
+    /// single node, which is always current.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.log.staleness()
     }
 
     /// Whether this node runs in cluster mode.

@@ -358,6 +358,16 @@ impl From<tally_engine::Error> for ApiError {
                 reason,
                 retry_after,
             },
+            e @ E::Unavailable { .. } => {
+                let retry_after = match &e {
+                    E::Unavailable { retry_after, .. } => *retry_after,
+                    _ => DEFAULT_RETRY_AFTER,
+                };
+                ApiError::Overloaded {
+                    reason: e.to_string(),
+                    retry_after,
+                }
+            }
             E::TooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
             E::Closed => ApiError::Overloaded {
                 reason: "the server is shutting down".into(),

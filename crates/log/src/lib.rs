@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use jetstream::{
-    server_version, ClusterStatus, JetStreamLog, JetStreamOptions, Lease, LeaseStatus, PeerStatus,
-    ServerStatus, MAINTENANCE_LEASE, MIN_SERVER_VERSION,
+    server_version, valid_key, ClusterStatus, Created, JetStreamLog, JetStreamOptions, Lease,
+    LeaseStatus, PeerStatus, ServerStatus, SharedEntry, SharedKeys, MAINTENANCE_LEASE,
+    MIN_SERVER_VERSION,
 };
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
 /// Registers the log's metrics.
@@ -154,5 +155,26 @@ pub trait Log<A>: Send + Sync {
     /// node alone always is; in a cluster, the maintenance lease's holder).
     fn holds_maintenance_lease(&self) -> bool {
         true
+    }
+
+    /// How old this node's view of a shared log may be (see
+    /// [`ClusterStatus::staleness_ms`]); `None` for a log of one node,
+    /// which is always current.
+    fn staleness(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Cluster mode: the bucket `name` of keys every node shares, whose
+    /// values live `max_age` (see [`SharedKeys`]); `None` for a log of one
+    /// node, whose rules hold in its own memory. `per_key_ttl` lets each
+    /// write set its own life. Blocking.
+    fn shared_keys(
+        &self,
+        name: &str,
+        max_age: std::time::Duration,
+        per_key_ttl: bool,
+    ) -> Option<Result<SharedKeys>> {
+        let _ = (name, max_age, per_key_ttl);
+        None
     }
 }

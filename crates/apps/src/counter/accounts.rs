@@ -118,12 +118,13 @@ impl Accounts {
                 user,
                 password_hash,
             } => {
-                // The first registration of a name wins (the app never
-                // writes a second one).
-                self.users
-                    .lock()
-                    .entry(user)
-                    .or_insert(UserState::Active(password_hash.into()));
+                // The first registration of a name in the log wins (the
+                // app never writes a second one); it replaces a claim this
+                // node holds for the same name, which then fails.
+                let mut users = self.users.lock();
+                if !matches!(users.get(&user), Some(UserState::Active(_))) {
+                    users.insert(user, UserState::Active(password_hash.into()));
+                }
             }
             Event::LoggedIn {
                 user,
@@ -160,13 +161,19 @@ impl Accounts {
     }
 
     /// Ends a claim: the account exists with `hash`, or (None) the name is
-    /// free again.
+    /// free again, unless an account of that name was applied meanwhile.
     pub fn settle(&self, user: &str, hash: Option<String>) {
         let mut users = self.users.lock();
         match hash {
-            Some(h) => users.insert(user.to_string(), UserState::Active(h.into())),
-            None => users.remove(user),
-        };
+            Some(h) => {
+                users.insert(user.to_string(), UserState::Active(h.into()));
+            }
+            None => {
+                if matches!(users.get(user), Some(UserState::Pending)) {
+                    users.remove(user);
+                }
+            }
+        }
     }
 
     /// Hashes a new password on a blocking thread.

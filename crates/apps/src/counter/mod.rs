@@ -24,20 +24,22 @@ pub mod gate;
 mod http;
 pub mod limits;
 mod metrics;
+mod shared;
 
 pub use error::CounterError;
 pub use http::{routes, Slot};
 
-use accounts::{Accounts, Session};
+use accounts::Accounts;
 use events::Event;
 use gate::{Gate, MemoryGate, Refusal};
 use limits::Limiter;
 use parking_lot::RwLock;
+use shared::SharedRules;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_engine::Engine;
+use tally_engine::{Engine, Follower, Lsn};
 use tokio::sync::watch;
 
 /// The counter's settings (`[counter]` in the config file).
@@ -151,12 +153,63 @@ pub struct Accepted {
     pub next_allowed_at: String,
 }
 
+/// What the log decides, kept by following the app's streams: the same
+/// on every node that applied the same records, whichever node took each
+/// write.
+struct Derived {
+    counters: RwLock<BTreeMap<String, Arc<Cell>>>,
+    accounts: Accounts,
+    /// Each user's last accepted increment (on a single node, the
+    /// once-per-window rule itself).
+    gate: MemoryGate,
+}
+
+impl Derived {
+    /// Applies one of the app's events at `ts`; `now` decides which
+    /// sessions are still live.
+    fn apply(&self, ts: i64, event: Event, now: i64) {
+        match event {
+            Event::Created { counter } => {
+                self.counters
+                    .write()
+                    .entry(counter)
+                    .or_insert_with(|| Cell::new(0));
+            }
+            Event::Increment { counter, user } => {
+                self.gate.restore(&counter, &user, ts);
+                let cell = self.counters.read().get(&counter).cloned();
+                let cell = cell.unwrap_or_else(|| {
+                    self.counters
+                        .write()
+                        .entry(counter)
+                        .or_insert_with(|| Cell::new(0))
+                        .clone()
+                });
+                cell.add_one();
+            }
+            e => self.accounts.restore(e, now),
+        }
+    }
+}
+
+/// Hands every node's applied counter events to its [`Derived`] state.
+struct CounterFollower(Arc<Derived>);
+
+impl Follower for CounterFollower {
+    fn applied(&self, lsn: Lsn, _stream: &str, batch: &tally_ingest::Batch) {
+        let now = now_us();
+        if let Err(e) = events::read_batch(batch, |ts, e| self.0.apply(ts, e, now)) {
+            tracing::error!(lsn, error = %e, "a counter event cannot be read; it is skipped");
+        }
+    }
+}
+
 pub struct CounterApp {
     engine: Arc<Engine>,
     config: CounterConfig,
-    counters: RwLock<BTreeMap<String, Arc<Cell>>>,
-    accounts: Accounts,
-    gate: Box<dyn Gate>,
+    derived: Arc<Derived>,
+    /// Cluster mode: the rules decided on keys every node shares.
+    shared: Option<SharedRules>,
     failures_by_account: Limiter,
     logins_by_address: Limiter,
     registrations_by_address: Limiter,
@@ -164,6 +217,59 @@ pub struct CounterApp {
     /// True once the server stops: live streams end.
     closing: watch::Sender<bool>,
     lookups: AtomicU64,
+}
+
+/// A held once-per-window reservation.
+enum Reserved {
+    Memory(gate::Ticket),
+    Shared(shared::Held),
+}
+
+/// Whether a failed append surely stored nothing: refused before it was
+/// sent (a full queue or memory, a bad record, a stopping engine).
+fn surely_not_stored(e: &tally_engine::Error) -> bool {
+    !e.may_have_been_stored()
+}
+
+/// The attempt limits.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// Registrations per address.
+    Registrations,
+    /// Login attempts per address.
+    Logins,
+    /// Failed logins per account.
+    Failures,
+}
+
+impl Limit {
+    fn key(self) -> &'static str {
+        match self {
+            Limit::Registrations => "reg",
+            Limit::Logins => "login",
+            Limit::Failures => "fail",
+        }
+    }
+}
+
+/// Why a limit check did not pass.
+enum LimitError {
+    /// Used up: the wait until the period ends.
+    Wait(Duration),
+    /// The shared keys could not be read.
+    Other(CounterError),
+}
+
+impl LimitError {
+    fn or_limited(self, what: &str) -> CounterError {
+        match self {
+            LimitError::Wait(retry_after) => CounterError::Limited {
+                what: what.to_string(),
+                retry_after,
+            },
+            LimitError::Other(e) => e,
+        }
+    }
 }
 
 /// Microseconds since the epoch, now.
@@ -191,32 +297,36 @@ impl CounterApp {
         }
         let t = std::time::Instant::now();
         let now = now_us();
-        let accounts = Accounts::new(config.max_hashing, Duration::from_secs(10))?;
-        let gate = MemoryGate::new();
-        let mut values: BTreeMap<String, u64> =
-            config.counters.iter().map(|c| (c.clone(), 0)).collect();
+        let derived = Arc::new(Derived {
+            counters: RwLock::new(
+                config
+                    .counters
+                    .iter()
+                    .map(|c| (c.clone(), Cell::new(0)))
+                    .collect(),
+            ),
+            accounts: Accounts::new(config.max_hashing, Duration::from_secs(10))?,
+            gate: MemoryGate::new(),
+        });
+        // What the streams hold, then every event applied after, on every
+        // node alike.
         let mut logouts = Vec::new();
         let mut bad = None;
-        let mut read = |batch: &tally_ingest::Batch| {
-            let r = events::read_batch(batch, |ts, e| match e {
-                Event::Created { counter } => {
-                    values.entry(counter).or_insert(0);
+        let follower = Arc::new(CounterFollower(derived.clone()));
+        engine.follow(
+            &[events::INCREMENTS, events::ACCOUNTS],
+            follower,
+            &mut |_, batch| {
+                let r = events::read_batch(batch, |ts, e| match e {
+                    Event::LoggedOut { .. } => logouts.push(e),
+                    e => derived.apply(ts, e, now),
+                });
+                if let Err(e) = r {
+                    bad.get_or_insert(e);
                 }
-                Event::Increment { counter, user } => {
-                    gate.restore(&counter, &user, ts);
-                    *values.entry(counter).or_insert(0) += 1;
-                }
-                Event::LoggedOut { .. } => logouts.push(e),
-                e => accounts.restore(e, now),
-            });
-            if let Err(e) = r {
-                bad = Some(e);
-                return Ok(false);
-            }
-            Ok(true)
-        };
-        engine.scan(events::INCREMENTS, &mut read)?;
-        engine.scan(events::ACCOUNTS, &mut read)?;
+                Ok(())
+            },
+        )?;
         if let Some(e) = bad {
             return Err(CounterError::Internal(format!(
                 "the counter's stored events cannot be read: {e}"
@@ -224,14 +334,21 @@ impl CounterApp {
         }
         // Logouts after logins, whatever order the scan met them in.
         for e in logouts {
-            accounts.restore(e, now);
+            derived.accounts.restore(e, now);
         }
-        gate.forget_before(now - micros(config.window));
+        derived.gate.forget_before(now - micros(config.window));
+        let shared = SharedRules::open(&engine, config.window, config.limit_period)?;
         tracing::info!(
-            counters = values.len(),
-            increments = values.values().sum::<u64>(),
-            users = accounts.users(),
-            sessions = accounts.sessions(),
+            counters = derived.counters.read().len(),
+            increments = derived
+                .counters
+                .read()
+                .values()
+                .map(|c| c.value.load(Ordering::Acquire))
+                .sum::<u64>(),
+            users = derived.accounts.users(),
+            sessions = derived.accounts.sessions(),
+            cluster = shared.is_some(),
             took_ms = t.elapsed().as_millis() as u64,
             "counter app rebuilt from its streams"
         );
@@ -239,9 +356,8 @@ impl CounterApp {
         let period = config.limit_period;
         Ok(CounterApp {
             engine,
-            counters: RwLock::new(values.into_iter().map(|(k, v)| (k, Cell::new(v))).collect()),
-            accounts,
-            gate: Box::new(gate),
+            derived,
+            shared,
             failures_by_account: Limiter::new(config.login_failures_per_account, period, 1 << 20),
             logins_by_address: Limiter::new(config.login_attempts_per_address, period, 1 << 20),
             registrations_by_address: Limiter::new(
@@ -266,11 +382,23 @@ impl CounterApp {
     }
 
     fn cell(&self, name: &str) -> Result<Arc<Cell>, CounterError> {
-        self.counters
+        self.derived
+            .counters
             .read()
             .get(name)
             .cloned()
             .ok_or_else(|| CounterError::UnknownCounter(name.to_string()))
+    }
+
+    /// When the values in memory were known to hold every accepted
+    /// increment (µs): now on a single node; in a cluster, when this node
+    /// last knew it had applied everything the stream held.
+    pub fn as_of(&self) -> i64 {
+        let now = now_us();
+        match self.engine.staleness() {
+            Some(d) => now - micros(d),
+            None => now,
+        }
     }
 
     /// A counter's value, from memory.
@@ -279,14 +407,15 @@ impl CounterApp {
         Ok(Value {
             name: name.to_string(),
             value: cell.value.load(Ordering::Acquire),
-            as_of: rfc3339(now_us()),
+            as_of: rfc3339(self.as_of()),
         })
     }
 
     /// Every counter's value.
     pub fn values(&self) -> Vec<Value> {
-        let as_of = rfc3339(now_us());
-        self.counters
+        let as_of = rfc3339(self.as_of());
+        self.derived
+            .counters
             .read()
             .iter()
             .map(|(name, c)| Value {
@@ -308,18 +437,14 @@ impl CounterApp {
             message,
             field: Some("name"),
         })?;
-        if self.counters.read().contains_key(name) {
+        if self.derived.counters.read().contains_key(name) {
             return Ok(false);
         }
+        // Applied (the counter made) before the append returns.
         self.append(Event::Created {
             counter: name.to_string(),
         })
         .await?;
-        let mut counters = self.counters.write();
-        if counters.contains_key(name) {
-            return Ok(false);
-        }
-        counters.insert(name.to_string(), Cell::new(0));
         Ok(true)
     }
 
@@ -328,44 +453,74 @@ impl CounterApp {
         let cell = self.cell(name)?;
         let now = now_us();
         let window = micros(self.config.window);
-        let ticket = match self.gate.reserve(name, user, now, window) {
-            Ok(t) => t,
-            Err(refusal) => {
-                metrics::INCREMENTS.with_label_values(&["refused"]).inc();
-                let next = match refusal {
-                    Refusal::TooSoon { next } => next,
-                    // Most likely accepted a moment from now.
-                    Refusal::InFlight => now + window,
-                };
-                return Err(CounterError::TooSoon {
-                    counter: name.to_string(),
-                    retry_after: Duration::from_micros((next - now).max(0) as u64),
-                    next: rfc3339(next),
-                });
+        let too_soon = |next: i64| {
+            metrics::INCREMENTS.with_label_values(&["refused"]).inc();
+            CounterError::TooSoon {
+                counter: name.to_string(),
+                retry_after: Duration::from_micros((next - now).max(0) as u64),
+                next: rfc3339(next),
             }
+        };
+        // The rule: on the shared keys in a cluster, in memory alone.
+        let ticket = match &self.shared {
+            Some(rules) => match rules.reserve(name, user, now).await? {
+                Ok(held) => Reserved::Shared(held),
+                Err(next) => return Err(too_soon(next)),
+            },
+            None => match self.derived.gate.reserve(name, user, now, window) {
+                Ok(t) => Reserved::Memory(t),
+                Err(Refusal::TooSoon { next }) => return Err(too_soon(next)),
+                // Most likely accepted a moment from now.
+                Err(Refusal::InFlight) => return Err(too_soon(now + window)),
+            },
         };
         let event = Event::Increment {
             counter: name.to_string(),
             user: user.to_string(),
         };
-        match self
+        // The value moves when the event is applied, before this returns.
+        let appended = self
             .engine
             .ingest(event.stream(), event.to_batch(now))
-            .await
-        {
-            Ok(_) => {
-                self.gate.commit(ticket);
-                let value = cell.add_one();
+            .await;
+        match (appended, ticket) {
+            (Ok(_), ticket) => {
+                // When the window starts: at the reservation alone, once
+                // appended in a cluster (see `shared`).
+                let accepted_at = match ticket {
+                    Reserved::Memory(t) => {
+                        self.derived.gate.commit(t);
+                        now
+                    }
+                    Reserved::Shared(held) => {
+                        let at = now_us();
+                        if let Some(rules) = &self.shared {
+                            rules.commit(held, at).await;
+                        }
+                        at
+                    }
+                };
                 metrics::INCREMENTS.with_label_values(&["accepted"]).inc();
                 Ok(Accepted {
                     name: name.to_string(),
-                    value,
+                    value: cell.value.load(Ordering::Acquire),
                     as_of: rfc3339(now_us()),
-                    next_allowed_at: rfc3339(now + window),
+                    next_allowed_at: rfc3339(accepted_at + window),
                 })
             }
-            Err(e) => {
-                self.gate.release(ticket);
+            (Err(e), ticket) => {
+                match ticket {
+                    Reserved::Memory(t) => self.derived.gate.release(t),
+                    // An append that may have reached the log keeps the
+                    // reservation: the user waits the window rather than
+                    // risk a second increment in it.
+                    Reserved::Shared(held) if surely_not_stored(&e) => {
+                        if let Some(rules) = &self.shared {
+                            rules.release(held).await;
+                        }
+                    }
+                    Reserved::Shared(_) => {}
+                }
                 metrics::INCREMENTS.with_label_values(&["failed"]).inc();
                 Err(e.into())
             }
@@ -389,40 +544,114 @@ impl CounterApp {
             message,
             field: Some("password"),
         })?;
-        self.registrations_by_address
-            .check(address, now)
-            .map_err(|retry_after| CounterError::Limited {
-                what: "too many registrations from this address".into(),
-                retry_after,
-            })?;
-        self.registrations_by_address.record(address, now);
-        if !self.accounts.claim(&user) {
+        let limits = &self.config;
+        self.check_limit(
+            Limit::Registrations,
+            address,
+            limits.registrations_per_address,
+            now,
+        )
+        .await
+        .map_err(|e| e.or_limited("too many registrations from this address"))?;
+        self.record_limit(Limit::Registrations, address, now)
+            .await?;
+        if !self.derived.accounts.claim(&user) {
             metrics::ACCOUNTS
                 .with_label_values(&["register_taken"])
                 .inc();
             return Err(CounterError::NameTaken);
         }
+        // In a cluster the name is taken on the shared keys too, so two
+        // nodes never both register it.
+        let held = match &self.shared {
+            Some(rules) => match rules.claim_user(&user).await {
+                Ok(Some(held)) => Some(held),
+                Ok(None) => {
+                    self.derived.accounts.settle(&user, None);
+                    metrics::ACCOUNTS
+                        .with_label_values(&["register_taken"])
+                        .inc();
+                    return Err(CounterError::NameTaken);
+                }
+                Err(e) => {
+                    self.derived.accounts.settle(&user, None);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         let registered = async {
-            let hash = self.accounts.hash(password).await?;
+            let hash = self.accounts().hash(password).await?;
+            // The account is made when the event is applied.
             self.append(Event::Registered {
                 user: user.clone(),
-                password_hash: hash.clone(),
+                password_hash: hash,
             })
-            .await?;
-            Ok::<_, CounterError>(hash)
+            .await
         }
         .await;
         match registered {
-            Ok(hash) => {
-                self.accounts.settle(&user, Some(hash));
+            Ok(()) => {
                 metrics::ACCOUNTS.with_label_values(&["registered"]).inc();
                 let token = self.start_session(&user).await?;
                 Ok((user, token))
             }
             Err(e) => {
-                self.accounts.settle(&user, None);
+                self.derived.accounts.settle(&user, None);
+                let not_stored = match &e {
+                    CounterError::Engine(e) => surely_not_stored(e),
+                    _ => true,
+                };
+                if let (Some(rules), Some(held)) = (&self.shared, held) {
+                    if not_stored {
+                        rules.release_user(held).await;
+                    }
+                }
                 Err(e)
             }
+        }
+    }
+
+    fn accounts(&self) -> &Accounts {
+        &self.derived.accounts
+    }
+
+    /// `Err` when `subject` has used its attempts of `kind` this period:
+    /// on the shared keys in a cluster, in this node's memory alone.
+    async fn check_limit(
+        &self,
+        kind: Limit,
+        subject: &str,
+        max: u32,
+        now: i64,
+    ) -> Result<(), LimitError> {
+        match &self.shared {
+            Some(rules) => match rules.check(kind.key(), subject, max, now).await {
+                Ok(r) => r.map_err(LimitError::Wait),
+                Err(e) => Err(LimitError::Other(e)),
+            },
+            None => self
+                .limiter(kind)
+                .check(subject, now)
+                .map_err(LimitError::Wait),
+        }
+    }
+
+    async fn record_limit(&self, kind: Limit, subject: &str, now: i64) -> Result<(), CounterError> {
+        match &self.shared {
+            Some(rules) => rules.record(kind.key(), subject, now).await,
+            None => {
+                self.limiter(kind).record(subject, now);
+                Ok(())
+            }
+        }
+    }
+
+    fn limiter(&self, kind: Limit) -> &Limiter {
+        match kind {
+            Limit::Registrations => &self.registrations_by_address,
+            Limit::Logins => &self.logins_by_address,
+            Limit::Failures => &self.failures_by_account,
         }
     }
 
@@ -438,30 +667,35 @@ impl CounterApp {
         // hint that it is malformed rather than unknown).
         let user = accounts::canonical_user(username)
             .unwrap_or_else(|_| username.trim().to_ascii_lowercase());
-        let limited = |what: &str, retry_after| {
-            metrics::ACCOUNTS
-                .with_label_values(&["login_limited"])
-                .inc();
-            CounterError::Limited {
-                what: what.to_string(),
-                retry_after,
+        let limited = |what: &'static str| {
+            move |e: LimitError| {
+                if matches!(e, LimitError::Wait(_)) {
+                    metrics::ACCOUNTS
+                        .with_label_values(&["login_limited"])
+                        .inc();
+                }
+                e.or_limited(what)
             }
         };
-        self.logins_by_address
-            .check(address, now)
-            .map_err(|d| limited("too many login attempts from this address", d))?;
-        self.failures_by_account
-            .check(&user, now)
-            .map_err(|d| limited("too many failed logins for this account", d))?;
-        self.logins_by_address.record(address, now);
+        let c = &self.config;
+        self.check_limit(Limit::Logins, address, c.login_attempts_per_address, now)
+            .await
+            .map_err(limited("too many login attempts from this address"))?;
+        self.check_limit(Limit::Failures, &user, c.login_failures_per_account, now)
+            .await
+            .map_err(limited("too many failed logins for this account"))?;
+        self.record_limit(Limit::Logins, address, now).await?;
         if password.len() > accounts::MAX_PASSWORD_BYTES
-            || !self.accounts.verify(&user, password).await?
+            || !self.accounts().verify(&user, password).await?
         {
-            self.failures_by_account.record(&user, now);
+            self.record_limit(Limit::Failures, &user, now).await?;
             metrics::ACCOUNTS.with_label_values(&["login_failed"]).inc();
             return Err(CounterError::WrongCredentials);
         }
-        self.failures_by_account.clear(&user);
+        match &self.shared {
+            Some(rules) => rules.clear(Limit::Failures.key(), &user).await?,
+            None => self.failures_by_account.clear(&user),
+        }
         metrics::ACCOUNTS.with_label_values(&["login"]).inc();
         let token = self.start_session(&user).await?;
         Ok((user, token))
@@ -470,33 +704,23 @@ impl CounterApp {
     async fn start_session(&self, user: &str) -> Result<String, CounterError> {
         let (token, hash) = accounts::new_session();
         let expires = now_us() + micros(self.config.session_ttl);
+        // The session is live on every node once the event is applied.
         self.append(Event::LoggedIn {
             user: user.to_string(),
-            session: hash.clone(),
+            session: hash,
             expires,
         })
         .await?;
-        self.accounts.add_session(
-            hash,
-            Session {
-                user: user.to_string(),
-                expires,
-            },
-        );
         Ok(token)
     }
 
     /// Ends the session of `token`, if it is live.
     pub async fn logout(&self, token: &str) -> Result<(), CounterError> {
         let hash = accounts::session_hash(token);
-        if self.accounts.session_user(&hash, now_us()).is_none() {
+        if self.accounts().session_user(&hash, now_us()).is_none() {
             return Ok(());
         }
-        self.append(Event::LoggedOut {
-            session: hash.clone(),
-        })
-        .await?;
-        self.accounts.remove_session(&hash);
+        self.append(Event::LoggedOut { session: hash }).await?;
         metrics::ACCOUNTS.with_label_values(&["logout"]).inc();
         Ok(())
     }
@@ -505,12 +729,14 @@ impl CounterApp {
     pub fn session_user(&self, token: &str) -> Option<String> {
         let now = now_us();
         let user = self
-            .accounts
+            .accounts()
             .session_user(&accounts::session_hash(token), now);
         // Now and then, sweep expired sessions and keys out of memory.
         if self.lookups.fetch_add(1, Ordering::Relaxed) % 16_384 == 16_383 {
-            self.accounts.expire_sessions(now);
-            self.gate.forget_before(now - micros(self.config.window));
+            self.accounts().expire_sessions(now);
+            self.derived
+                .gate
+                .forget_before(now - micros(self.config.window));
         }
         user
     }

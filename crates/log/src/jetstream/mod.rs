@@ -43,10 +43,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 mod connect;
+mod keys;
 mod lease;
 mod status;
 use connect::connect;
 pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
+pub use keys::{valid_key, Created, Entry as SharedEntry, SharedKeys};
 pub use lease::{Lease, LeaseStatus};
 use status::{refresh, stream_state, StreamState};
 pub use status::{ClusterStatus, PeerStatus, ServerStatus};
@@ -454,6 +456,28 @@ impl<A: Send + 'static> Log<A> for JetStreamLog<A> {
 
     fn holds_maintenance_lease(&self) -> bool {
         self.maintenance.held()
+    }
+
+    fn staleness(&self) -> Option<Duration> {
+        Some(self.shared.current.lock().staleness())
+    }
+
+    fn shared_keys(
+        &self,
+        name: &str,
+        max_age: Duration,
+        per_key_ttl: bool,
+    ) -> Option<Result<SharedKeys>> {
+        let open = SharedKeys::open(
+            &self.js,
+            self.handle.clone(),
+            &self.opts.stream,
+            name,
+            max_age,
+            self.opts.replicas,
+            per_key_ttl,
+        );
+        Some(self.handle.block_on(open).map_err(Error::Unavailable))
     }
 }
 

@@ -89,7 +89,16 @@ pub(crate) async fn applied(s: &TestServer) -> u64 {
 pub(crate) async fn wait_applied(s: &TestServer, seq: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while applied(s).await < seq {
-        assert!(Instant::now() < deadline, "{} did not apply {seq}", s.base);
+        if Instant::now() >= deadline {
+            let (_, status) = get_json(&s.url("/v1/cluster")).await;
+            let log = s.stderr_log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "{} did not apply {seq} within 60 s: {status}\nits log ends:\n{}",
+                s.base,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -8,6 +8,7 @@ mod backup;
 mod browser;
 mod cluster;
 mod cluster_archive;
+mod cluster_counter;
 mod cluster_elastic;
 mod cluster_import;
 mod cluster_jobs;
