@@ -27,6 +27,8 @@ pub(crate) const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
 /// The sequence of the record a write was stored as.
 pub(crate) const SEQ_HEADER: &str = "tally-seq";
 const MIN_SEQ_HEADER: &str = "tally-min-seq";
+/// On every read in cluster mode: how old the answer may be, in seconds.
+const STALENESS_HEADER: &str = "tally-staleness";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Longest idempotency key accepted.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -123,7 +125,8 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 
 /// Holds a request that names a `min_seq` until this node has applied
 /// it; 503 with `Retry-After` after [`MIN_SEQ_WAIT`]. The parameter is
-/// taken out of the query string, so handlers never see it.
+/// taken out of the query string, so handlers never see it. In cluster
+/// mode the answer says how old it may be (`Tally-Staleness`, seconds).
 pub(crate) async fn min_seq(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -178,7 +181,17 @@ pub(crate) async fn min_seq(
             });
         }
     }
-    Ok(next.run(req).await)
+    let mut resp = next.run(req).await;
+    // How old this answer may be: the time since this node last knew it
+    // had applied everything the stream held.
+    if let Some(staleness) = state.engine.get().and_then(|e| e.staleness()) {
+        let secs = format!("{:.3}", staleness.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(STALENESS_HEADER), v);
+        }
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

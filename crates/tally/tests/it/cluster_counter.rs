@@ -226,6 +226,24 @@ async fn one_users_increments_through_every_node_are_accepted_once_per_window_wh
     for (_, lag) in &live_lags {
         assert!(*lag < Duration::from_secs(1), "{live_lags:?}");
     }
+    // Reads say how old they may be: well under 2 s on a quiet cluster.
+    for n in &nodes {
+        let r = reqwest::get(n.url("/counter/main/value")).await.unwrap();
+        let staleness: f64 = r.headers()["tally-staleness"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let as_of = chrono::DateTime::parse_from_rfc3339(v["as_of"].as_str().unwrap()).unwrap();
+        let age = chrono::Utc::now().signed_duration_since(as_of);
+        assert!(staleness < 2.0, "{}: {staleness}", n.base);
+        assert!(
+            age < chrono::Duration::seconds(2),
+            "{}: as_of {as_of}",
+            n.base
+        );
+    }
     // Every node counts the accepted increments, and at most the one a
     // client could not be told of in the failover.
     assert!((accepted.len() as u64..=accepted.len() as u64 + 1).contains(&last_value));
