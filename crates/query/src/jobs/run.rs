@@ -24,6 +24,17 @@ impl QueryEngine {
         &self.inner.jobs
     }
 
+    /// Job `name`, or a not-found error naming it.
+    fn job(&self, name: &str) -> Result<Arc<Job>> {
+        self.jobs()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueryError::NotFound {
+                what: "job",
+                name: name.to_string(),
+            })
+    }
+
     /// Runs job `name` over the window starting at `window_start` and
     /// replaces that window's rows with the answer. The window must have
     /// ended; a manual run may repeat any window already run, or run the
@@ -34,14 +45,7 @@ impl QueryEngine {
         window_start: i64,
         trigger: Trigger,
     ) -> Result<RunRecord> {
-        let job = self
-            .jobs()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| QueryError::NotFound {
-                what: "job",
-                name: name.to_string(),
-            })?;
+        let job = self.job(name)?;
         let every = job.def.every;
         if window_start.rem_euclid(every) != 0 {
             return Err(QueryError::Invalid {
@@ -226,14 +230,7 @@ impl QueryEngine {
     /// Pauses or resumes a job's schedule: on every node, through the log,
     /// in a cluster.
     pub async fn set_job_paused(&self, name: &str, paused: bool) -> Result<()> {
-        let job = self
-            .jobs()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| QueryError::NotFound {
-                what: "job",
-                name: name.to_string(),
-            })?;
+        let job = self.job(name)?;
         if self.engine().is_cluster() {
             let commit = Commit::Paused {
                 job: name.to_string(),

@@ -36,6 +36,26 @@ struct Tally {
 
 const EVENTS_PER_WRITE: u64 = 20;
 
+/// Sends the request `make` builds; when the connection closes under it
+/// (no answer), sends it again (up to 5 times), as a client may.
+async fn resending(
+    t: &Tally,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, String> {
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        match make().timeout(Duration::from_secs(30)).send().await {
+            Err(e) if !e.is_timeout() && sent < 5 => {
+                t.resent.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(format!("{e:?}")),
+            Ok(r) => return Ok(r),
+        }
+    }
+}
+
 async fn writer(w: usize, base: String, stop: Arc<AtomicBool>, t: Arc<Tally>) {
     let client = reqwest::Client::new();
     let mut i = 0u64;
@@ -44,56 +64,40 @@ async fn writer(w: usize, base: String, stop: Arc<AtomicBool>, t: Arc<Tally>) {
         let body: String = (0..EVENTS_PER_WRITE)
             .map(|k| format!("{{\"id\":\"{key}-{k}\",\"v\":{k}}}\n"))
             .collect();
-        let mut sent = 0;
-        loop {
-            sent += 1;
-            let r = client
+        // Sent again under the same key: stored once.
+        let r = resending(&t, || {
+            client
                 .post(format!("{base}/v1/events/ev"))
                 .header("content-type", "application/x-ndjson")
                 .header("idempotency-key", &key)
                 .body(body.clone())
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await;
-            match r {
-                Err(e) if !e.is_timeout() && sent < 5 => {
-                    // The connection closed under the request: the one
-                    // retry a client may make, under the same key.
-                    t.resent.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => {
-                    t.failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("write {key}: {e:?}"));
-                    break;
-                }
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let seq = r
-                        .headers()
-                        .get("tally-seq")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    let text = r.text().await.unwrap_or_default();
-                    match (status, seq) {
-                        (200, Some(seq)) => {
-                            // The sequence first: a reader that sees these
-                            // events counted also sees a sequence covering them.
-                            t.max_seq.fetch_max(seq, Ordering::SeqCst);
-                            t.acked_events.fetch_add(EVENTS_PER_WRITE, Ordering::SeqCst);
-                            t.writes.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => t
-                            .failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("write {key}: {status} {text}")),
-                    }
-                    break;
+        })
+        .await;
+        let outcome = match r {
+            Err(e) => Err(e),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let seq = r
+                    .headers()
+                    .get("tally-seq")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let text = r.text().await.unwrap_or_default();
+                match (status, seq) {
+                    (200, Some(seq)) => Ok(seq),
+                    _ => Err(format!("{status} {text}")),
                 }
             }
+        };
+        match outcome {
+            Ok(seq) => {
+                // The sequence first: a reader that sees these events
+                // counted also sees a sequence covering them.
+                t.max_seq.fetch_max(seq, Ordering::SeqCst);
+                t.acked_events.fetch_add(EVENTS_PER_WRITE, Ordering::SeqCst);
+                t.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => t.failures.lock().unwrap().push(format!("write {key}: {e}")),
         }
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -107,33 +111,24 @@ async fn reader(base: String, stop: Arc<AtomicBool>, t: Arc<Tally>) {
     while !stop.load(Ordering::Relaxed) {
         let acked = t.acked_events.load(Ordering::SeqCst);
         let seq = t.max_seq.load(Ordering::SeqCst);
-        let mut sent = 0;
-        let outcome = loop {
-            sent += 1;
-            let r = client
+        let r = resending(&t, || {
+            client
                 .post(format!("{base}/v1/sql"))
                 .header("content-type", "application/json")
                 .header("tally-min-seq", seq.to_string())
                 .body(r#"{"sql":"select count(*) as n from ev"}"#)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await;
-            match r {
-                Err(e) if !e.is_timeout() && sent < 5 => {
-                    t.resent.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => break Err(format!("read: {e:?}")),
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let v: serde_json::Value = r.json().await.unwrap_or_default();
-                    let n = v["rows"][0]["n"].as_u64();
-                    break match (status, n) {
-                        (200, Some(n)) if n >= acked => Ok(()),
-                        _ => Err(format!(
-                            "read after seq {seq} ({acked} events acknowledged): {status} {v}"
-                        )),
-                    };
+        })
+        .await;
+        let outcome = match r {
+            Err(e) => Err(format!("read: {e}")),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                match (status, v["rows"][0]["n"].as_u64()) {
+                    (200, Some(n)) if n >= acked => Ok(()),
+                    _ => Err(format!(
+                        "read after seq {seq} ({acked} events acknowledged): {status} {v}"
+                    )),
                 }
             }
         };
