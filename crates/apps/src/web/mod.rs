@@ -130,6 +130,8 @@ pub struct WebApp {
     streams: Streams,
     sites: Sites,
     salts: Salts,
+    /// Cluster mode: each day's salt, shared by every node.
+    shared_salts: Option<tally_engine::SharedKeys>,
     agents: Arc<AgentParser>,
     geo: Option<maxminddb::Reader<Vec<u8>>>,
     writer: Writer,
@@ -155,6 +157,14 @@ impl WebApp {
         };
         let sites = Sites::open(engine.clone(), &config.sites).map_err(WebError::Setup)?;
         let salts = Salts::open(&engine.options().data_dir.join("web"))
+            .map_err(|e| WebError::Setup(format!("salts: {e}")))?;
+        // Today's salt lives into tomorrow, for yesterday's late events.
+        let shared_salts = engine
+            .shared_keys(
+                "WEB_SALTS",
+                std::time::Duration::from_secs(49 * 3600),
+                false,
+            )
             .map_err(|e| WebError::Setup(format!("salts: {e}")))?;
         let geo = match &config.geoip {
             Some(p) => Some(
@@ -186,6 +196,7 @@ impl WebApp {
             streams,
             sites,
             salts,
+            shared_salts,
             agents,
             geo,
             writer,
@@ -276,12 +287,40 @@ impl WebApp {
         // finds it in memory.
         let salt = match self.salts.get(day) {
             Some(s) => s,
-            None => tokio::task::block_in_place(|| self.salts.for_day(day))
-                .map_err(|e| WebError::Setup(format!("salts: {e}")))?,
+            None => self.new_day_salt(day).await?,
         };
         let hits = self.hits(&payload, &agent, &sites, &salt, user_agent, ip, now);
         let n = self.writer.write(hits).await?;
         Ok(Tracked::Stored(n))
+    }
+
+    /// The salt of a day this node has none for yet: made here, or in a
+    /// cluster the one every node uses (made by the first to need it).
+    async fn new_day_salt(&self, day: chrono::NaiveDate) -> Result<[u8; 16], WebError> {
+        let setup = |e: &dyn std::fmt::Display| WebError::Setup(format!("salts: {e}"));
+        let Some(keys) = &self.shared_salts else {
+            return tokio::task::block_in_place(|| self.salts.for_day(day)).map_err(|e| setup(&e));
+        };
+        let mine: [u8; 16] = rand::random();
+        let key = format!("d{}", day.format("%Y%m%d"));
+        let made = keys
+            .create(&key, hex::encode(mine).into_bytes())
+            .await
+            .map_err(|reason| {
+                WebError::Engine(tally_engine::Error::Unavailable {
+                    reason: format!("the cluster's salts cannot be reached: {reason}"),
+                    retry_after: std::time::Duration::from_secs(1),
+                })
+            })?;
+        let salt = match made {
+            tally_engine::Created::Yes(_) => mine,
+            tally_engine::Created::Taken(e) => hex::decode(&e.value)
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| setup(&format!("the shared salt of {day} is not 16 hex bytes")))?,
+        };
+        tokio::task::block_in_place(|| self.salts.adopt(day, salt)).map_err(|e| setup(&e))?;
+        Ok(salt)
     }
 
     /// The stored events of one payload, one per site.

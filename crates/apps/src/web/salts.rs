@@ -76,6 +76,22 @@ impl Salts {
         Ok(salt)
     }
 
+    /// Keeps `salt` as `day`'s (one the cluster agreed on); days before
+    /// the one before `day` are forgotten.
+    pub fn adopt(&self, day: chrono::NaiveDate, salt: [u8; 16]) -> std::io::Result<()> {
+        let mut days = self.days.lock();
+        if days.get(&day) == Some(&salt) {
+            return Ok(());
+        }
+        let mut next = days.clone();
+        next.insert(day, salt);
+        let keep_from = day.pred_opt().unwrap_or(day);
+        next.retain(|d, _| *d >= keep_from);
+        self.save(&next)?;
+        *days = next;
+        Ok(())
+    }
+
     /// The days whose salt is kept.
     pub fn days(&self) -> Vec<chrono::NaiveDate> {
         self.days.lock().keys().copied().collect()

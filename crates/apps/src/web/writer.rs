@@ -216,6 +216,13 @@ impl WriteFailed {
                 reason: reason.clone(),
                 retry_after: *retry_after,
             }),
+            E::Unavailable {
+                reason,
+                retry_after,
+            } => WebError::Engine(E::Unavailable {
+                reason: reason.clone(),
+                retry_after: *retry_after,
+            }),
             E::Closed => WebError::Engine(E::Closed),
             E::TooLarge { size, limit } => WebError::Engine(E::TooLarge {
                 size: *size,
