@@ -97,7 +97,8 @@ impl SharedRules {
             .gate
             .create_for(
                 &key,
-                format!("pending:{now}").into_bytes(),
+                // Unique, so a lost answer's try is known for ours.
+                format!("pending:{now}:{:016x}", rand::random::<u64>()).into_bytes(),
                 self.window + self.hold,
             )
             .await
@@ -154,7 +155,7 @@ impl SharedRules {
         let key = key("u", &[user]);
         match self
             .users
-            .create(&key, b"1".to_vec())
+            .create(&key, hex::encode(rand::random::<[u8; 16]>()).into_bytes())
             .await
             .map_err(unavailable)?
         {

@@ -49,6 +49,10 @@ pub enum Created {
     Taken(Entry),
 }
 
+/// How long a create keeps trying through errors (a new bucket's leader
+/// election, a NATS server failing over).
+const TRANSIENT_WAIT: Duration = Duration::from_secs(5);
+
 /// Letters a key may hold (NATS subject tokens, without wildcards).
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
@@ -152,7 +156,9 @@ impl SharedKeys {
         }
     }
 
-    /// Creates `key` with `value` unless a live value is there.
+    /// Creates `key` with `value` unless a live value is there. Give each
+    /// create a value of its own: a live value equal to it is taken for
+    /// this create's own, stored by a try whose answer was lost.
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<Created, String> {
         self.create_maybe_for(key, value, None).await
     }
@@ -177,30 +183,53 @@ impl SharedKeys {
         let (kv, js, key) = (self.kv.clone(), self.js.clone(), key.to_string());
         let subject = format!("$KV.{}.{key}", self.bucket);
         self.run(async move {
-            // Racing creators each read, then write over what they read;
-            // all but one find it changed and read again.
-            for _ in 0..12 {
+            // A bucket just made elects its leader, and a NATS server
+            // failing over stops answering, for a few seconds: errors
+            // are tried again until then.
+            let deadline = std::time::Instant::now() + TRANSIENT_WAIT;
+            let mut conflicts = 0;
+            let mut last_error = String::new();
+            while conflicts < 12 && std::time::Instant::now() < deadline {
                 // Over nothing, or over the marker a removal or an expiry
                 // left.
                 let last = match kv.entry(&key).await {
                     Ok(Some(e)) if e.operation == kv::Operation::Put => {
-                        return Ok(Created::Taken(Entry {
+                        let entry = Entry {
                             value: e.value.to_vec(),
                             revision: e.revision,
                             written_us: (e.created.unix_timestamp_nanos() / 1_000) as i64,
-                        }))
+                        };
+                        // An earlier try of ours that was stored though
+                        // its answer was lost (values are unique).
+                        if entry.value == value {
+                            return Ok(Created::Yes(entry.revision));
+                        }
+                        return Ok(Created::Taken(entry));
                     }
                     Ok(Some(e)) => e.revision,
                     Ok(None) => 0,
-                    Err(e) => return Err(format!("reading {key}: {e}")),
+                    Err(e) => {
+                        last_error = format!("reading {key}: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
-                if let Some(rev) =
-                    Self::publish_for(&js, subject.clone(), value.clone(), last, ttl).await?
-                {
-                    return Ok(Created::Yes(rev));
+                // Racing creators each read, then write over what they
+                // read; all but one find it changed and read again.
+                match Self::publish_for(&js, subject.clone(), value.clone(), last, ttl).await {
+                    Ok(Some(rev)) => return Ok(Created::Yes(rev)),
+                    Ok(None) => conflicts += 1,
+                    Err(e) => {
+                        last_error = e;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
             }
-            Err(format!("creating {key}: it keeps changing"))
+            Err(if conflicts >= 12 {
+                format!("creating {key}: it keeps changing")
+            } else {
+                last_error
+            })
         })
         .await
     }
