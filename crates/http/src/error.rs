@@ -215,6 +215,7 @@ impl ApiError {
                 QueryError::TooComplex { .. } => Kind::BadRequest,
                 QueryError::Limit { .. } => Kind::QueryLimit,
                 QueryError::Busy { .. } => Kind::TooManyRequests,
+                QueryError::Unavailable { .. } => Kind::Unavailable,
                 QueryError::Internal(_) => Kind::Internal,
             },
         }
@@ -279,6 +280,7 @@ impl ApiError {
             }
             ApiError::Overloaded { retry_after, .. }
             | ApiError::Query(QueryError::Busy { retry_after, .. })
+            | ApiError::Query(QueryError::Unavailable { retry_after, .. })
             | ApiError::App {
                 retry_after: Some(retry_after),
                 ..
@@ -320,7 +322,8 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Overloaded { retry_after, .. }
-            | ApiError::Query(QueryError::Busy { retry_after, .. }) => Some(*retry_after),
+            | ApiError::Query(QueryError::Busy { retry_after, .. })
+            | ApiError::Query(QueryError::Unavailable { retry_after, .. }) => Some(*retry_after),
             ApiError::App { retry_after, .. } => *retry_after,
             ApiError::NotReady => Some(DEFAULT_RETRY_AFTER),
             _ => None,

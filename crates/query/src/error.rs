@@ -53,6 +53,14 @@ pub enum QueryError {
     #[error("statement not allowed: {message}")]
     NotAllowed { message: String },
 
+    /// The cluster log could not take a change (a table loaded through
+    /// the log): retry after `retry_after`.
+    #[error("{reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -24,6 +24,7 @@ mod metrics;
 mod provider;
 mod rollup_tables;
 mod settings;
+mod table_log;
 pub mod tables;
 pub mod timeseries;
 
@@ -132,9 +133,10 @@ impl QueryEngine {
         let tables = Arc::new(DimTables::open(data_dir.join("tables"))?);
         let jobs = Arc::new(jobs::Jobs::open(&data_dir.join("jobs"), &opts.jobs)?);
         if engine.is_cluster() {
-            // Windows are committed through the log: every node keeps
-            // the same job tables.
+            // Windows and dimension tables are committed through the log:
+            // every node keeps the same ones.
             jobs::follow(&engine, &jobs)?;
+            table_log::follow(&engine, &tables)?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))

@@ -43,7 +43,7 @@ pub enum TableFormat {
 }
 
 /// How to load a table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableSpec {
     /// Column naming each row (a tree node).
     pub key: Option<String>,

@@ -301,10 +301,7 @@ pub(crate) async fn put_table(
         parent: params.parent,
         all_text: params.text,
     };
-    let table =
-        tokio::task::spawn_blocking(move || query.tables().put(&name, &body, format, &spec))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let table = query.put_table(&name, body, format, spec).await?;
     Ok((StatusCode::OK, Json(table_json(&table))))
 }
 
@@ -364,11 +361,7 @@ pub(crate) async fn delete_table(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     state.keys().authorize(&headers, Scope::Admin)?;
-    let query = state.query()?.clone();
-    let n = name.clone();
-    let removed = tokio::task::spawn_blocking(move || query.tables().delete(&n))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let removed = state.query()?.delete_table(&name).await?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
