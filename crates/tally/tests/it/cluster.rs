@@ -51,6 +51,23 @@ pub(crate) async fn start_node_with(
     b.start().await
 }
 
+/// One NATS server and a node for each of `ids` on it (single-replica
+/// stream), sharing one archive: the small cluster most tests need.
+pub(crate) async fn small_cluster(
+    ids: &[&str],
+    more: &[&str],
+) -> (NatsCluster, tempfile::TempDir, Vec<TestServer>) {
+    let nats = NatsCluster::start_n(1).await;
+    let archive = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--cluster-replicas", "1"];
+    flags.extend_from_slice(more);
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_node_with(&nats, id, archive.path(), None, &flags).await);
+    }
+    (nats, archive, nodes)
+}
+
 /// Posts NDJSON to `base` with an idempotency key; the sequence when 200.
 pub(crate) async fn write(
     client: &reqwest::Client,

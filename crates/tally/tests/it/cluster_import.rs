@@ -3,9 +3,8 @@
 //! node imports nothing more; a node killed mid-import leaves nothing, and
 //! the batch retried elsewhere is there exactly once on every node.
 
-use crate::cluster::{start_node_with, wait_applied};
+use crate::cluster::{small_cluster, start_node_with, wait_applied};
 use crate::cluster_archive::segments;
-use crate::nats::NatsCluster;
 use crate::server::sql;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -40,13 +39,8 @@ async fn import(client: &reqwest::Client, base: &str, batch: &str, body: String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_through_one_node_is_on_every_node_once_even_when_its_node_dies() {
-    let nats = NatsCluster::start_n(1).await;
-    let archive = tempfile::tempdir().unwrap();
+    let (nats, archive, mut nodes) = small_cluster(&["a", "b", "c"], &[]).await;
     let flags = ["--cluster-replicas", "1"];
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(start_node_with(&nats, id, archive.path(), None, &flags).await);
-    }
     let client = reqwest::Client::new();
     let count = "select count(*) as n, count(distinct id) as ids from imp";
 

@@ -3,8 +3,7 @@
 //! is logged, a drop through another node drops it everywhere, and a
 //! restarted node holds the newest version.
 
-use crate::cluster::{applied, start_node_with, wait_applied};
-use crate::nats::NatsCluster;
+use crate::cluster::{applied, small_cluster, start_node_with, wait_applied};
 use crate::server::{sql, TestServer};
 use serde_json::Value;
 
@@ -32,13 +31,8 @@ async fn settle(nodes: &[TestServer]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_loaded_through_one_node_is_on_every_node() {
-    let nats = NatsCluster::start_n(1).await;
-    let archive = tempfile::tempdir().unwrap();
+    let (nats, archive, mut nodes) = small_cluster(&["a", "b", "c"], &[]).await;
     let flags = ["--cluster-replicas", "1"];
-    let mut nodes = Vec::new();
-    for id in ["a", "b", "c"] {
-        nodes.push(start_node_with(&nats, id, archive.path(), None, &flags).await);
-    }
     let (st, v) = put(&nodes[0], "ports", "code,name\nNOOSL,Oslo\nDEHAM,Hamburg\n").await;
     assert_eq!(st, 200, "{v}");
     // A bad body: refused, nothing logged, the table as it was.

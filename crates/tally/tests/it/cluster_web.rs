@@ -2,21 +2,14 @@
 //! (the first to need it puts it in a shared key-value bucket), so one
 //! visitor's page views through different nodes are one visitor.
 
-use crate::cluster::{applied, start_node_with, wait_applied};
-use crate::nats::NatsCluster;
+use crate::cluster::{applied, small_cluster, wait_applied};
 use crate::server::get_json;
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_through_two_nodes_is_one_visitor() {
-    let nats = NatsCluster::start_n(1).await;
-    let archive = tempfile::tempdir().unwrap();
-    let flags = ["--cluster-replicas", "1", "--web-site", "example.com"];
-    let mut nodes = Vec::new();
-    for id in ["a", "b"] {
-        nodes.push(start_node_with(&nats, id, archive.path(), None, &flags).await);
-    }
+    let (_nats, _archive, nodes) = small_cluster(&["a", "b"], &["--web-site", "example.com"]).await;
     // The same browser and address, through a then b (and both at once),
     // and a second visitor on b.
     let client = reqwest::Client::new();
