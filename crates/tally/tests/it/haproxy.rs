@@ -68,8 +68,12 @@ impl Haproxy {
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
+        // Up once it listens and its admin socket answers (HAProxy may
+        // make one a moment after the other).
         let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || std::os::unix::net::UnixStream::connect(&h.socket).is_err()
+        {
             assert!(
                 t.elapsed() < Duration::from_secs(20),
                 "haproxy did not listen: {}",
