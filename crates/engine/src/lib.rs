@@ -64,7 +64,8 @@ use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{Batch, ColumnType};
 pub use tally_log::{
-    valid_key, ClusterStatus, Created, JetStreamOptions, Lsn, SharedEntry, SharedKeys, SyncMode,
+    promote, valid_key, ClusterStatus, Created, JetStreamOptions, Lsn, Promoted, SharedEntry,
+    SharedKeys, SyncMode,
 };
 use tally_log::{JetStreamLog, LocalLog, LocalLogOptions, Log, OpenReport};
 use tally_rollup::{Loaded, RollupSet};

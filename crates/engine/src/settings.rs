@@ -229,6 +229,15 @@ pub struct ClusterSettings {
     #[arg(long, env = "TALLY_CLUSTER_LEASE_TTL", value_name = "DURATION",
           value_parser = duration, default_value = "10s")]
     pub cluster_lease_ttl: Duration,
+
+    /// Runs this node in a replica region: the home region's JetStream
+    /// domain, reached through this region's NATS server (a leaf node of
+    /// the home region's). The node reads a mirror of the home stream in
+    /// its own region (made when missing), serves every read from it, and
+    /// forwards writes to the home stream; its staleness is how far it is
+    /// behind the home region (docs/cluster.md, "Regions").
+    #[arg(long, env = "TALLY_CLUSTER_HOME_DOMAIN", value_name = "DOMAIN")]
+    pub cluster_home_domain: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -303,6 +312,19 @@ impl ClusterSettings {
             return Err("--cluster-lease-ttl: at least 1s".into());
         }
         o.lease_ttl = self.cluster_lease_ttl;
+        if let Some(d) = &self.cluster_home_domain {
+            if d.is_empty()
+                || d.len() > 64
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "--cluster-home-domain {d:?}: a JetStream domain is 1 to 64 letters, digits, '-' or '_'"
+                ));
+            }
+            o.home_domain = Some(d.clone());
+        }
         Ok(Some(o))
     }
 }

@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use jetstream::{
-    server_version, valid_key, ClusterStatus, Created, JetStreamLog, JetStreamOptions, Lease,
-    LeaseStatus, PeerStatus, ServerStatus, SharedEntry, SharedKeys, MAINTENANCE_LEASE,
-    MIN_SERVER_VERSION,
+    promote, server_version, valid_key, ClusterStatus, Created, JetStreamLog, JetStreamOptions,
+    Lease, LeaseStatus, PeerStatus, Promoted, ServerStatus, SharedEntry, SharedKeys,
+    MAINTENANCE_LEASE, MIN_SERVER_VERSION,
 };
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
 /// Registers the log's metrics.

@@ -6,6 +6,7 @@
 
 mod backup;
 mod bench;
+mod cluster;
 mod config;
 mod demo;
 mod import;
@@ -74,6 +75,11 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Load generator used by the benchmarks under bench/.
     Bench(bench::BenchArgs),
+    /// Cluster operations: promoting a replica region.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Backup(args) => runtime()?.block_on(backup::backup(args)),
         Command::Restore(args) => backup::restore(args),
+        Command::Cluster { command } => runtime()?.block_on(cluster::run(command)),
     }
 }
 

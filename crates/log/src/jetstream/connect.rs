@@ -57,6 +57,12 @@ pub struct JetStreamOptions {
     /// How often the maintenance lease's holder uploads a bootstrap
     /// checkpoint to the shared archive (the engine does; 0: never).
     pub checkpoint_interval: Duration,
+    /// Set on the nodes of a replica region: the JetStream domain of the
+    /// home region, reached through this region's NATS leaf node. The node
+    /// reads a mirror of the home stream in its own region (created when
+    /// missing), and forwards its writes and key-value operations to the
+    /// home region. `None`: this node is in the home region.
+    pub home_domain: Option<String>,
 }
 
 impl JetStreamOptions {
@@ -79,12 +85,32 @@ impl JetStreamOptions {
             claims: None,
             lease_ttl: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(600),
+            home_domain: None,
         }
     }
 
     /// The one subject the stream holds.
     pub fn subject(&self) -> String {
         format!("tally.log.{}", self.stream)
+    }
+
+    /// The JetStream context for the home region's stream and buckets:
+    /// this region's own, or the home domain's through the leaf node.
+    pub fn home(&self, client: &async_nats::Client) -> jetstream::Context {
+        match &self.home_domain {
+            Some(domain) => jetstream::with_domain(client.clone(), domain),
+            None => jetstream::new(client.clone()),
+        }
+    }
+
+    /// What key-value subjects written to the home region's buckets start
+    /// with: nothing at home; in a replica region, the home domain's API
+    /// prefix, which the leaf node maps to the home region's own.
+    pub fn home_subject_prefix(&self) -> String {
+        match &self.home_domain {
+            Some(domain) => format!("$JS.{domain}.API."),
+            None => String::new(),
+        }
     }
 
     /// Where the stream's claim objects live in the shared archive.
@@ -107,13 +133,14 @@ pub fn server_version(text: &str) -> Option<(u64, u64)> {
     Some((major, minor))
 }
 
-pub(super) async fn connect(
-    opts: &JetStreamOptions,
-    subject: &str,
-) -> Result<(async_nats::Client, jetstream::Context, stream::Info)> {
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Unavailable(format!("{what} ({}): {e}", opts.servers.join(",")))
-    };
+fn unavailable(opts: &JetStreamOptions, what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Unavailable(format!("{what} ({}): {e}", opts.servers.join(",")))
+}
+
+/// Connects to the NATS servers (waiting for them up to the open wait)
+/// and checks the server's version.
+pub(super) async fn client(opts: &JetStreamOptions) -> Result<async_nats::Client> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| unavailable(opts, what, e);
     let mut co = async_nats::ConnectOptions::new()
         .name(format!("tally {}", opts.node_id))
         .connection_timeout(Duration::from_secs(5))
@@ -167,8 +194,18 @@ pub(super) async fn connect(
         )))
         }
     }
+    Ok(client)
+}
+
+pub(super) async fn connect(
+    opts: &JetStreamOptions,
+    subject: &str,
+) -> Result<(async_nats::Client, jetstream::Context, stream::Info)> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| unavailable(opts, what, e);
+    let client = client(opts).await?;
+    let deadline = Instant::now() + opts.publish_timeout.max(OPEN_WAIT);
     let js = jetstream::new(client.clone());
-    let config = stream::Config {
+    let mut config = stream::Config {
         name: opts.stream.clone(),
         subjects: vec![subject.to_string()],
         storage: stream::StorageType::File,
@@ -181,6 +218,22 @@ pub(super) async fn connect(
         allow_direct: true,
         ..Default::default()
     };
+    if let Some(domain) = &opts.home_domain {
+        // A replica region reads a mirror of the home stream: the same
+        // records under the same sequences, copied through the leaf node.
+        config.subjects = Vec::new();
+        config.duplicate_window = Duration::ZERO;
+        config.mirror = Some(stream::Source {
+            name: opts.stream.clone(),
+            // The server takes the domain as the API prefix it stands for.
+            external: Some(stream::External {
+                api_prefix: format!("$JS.{domain}.API"),
+                delivery_prefix: None,
+            }),
+            ..Default::default()
+        });
+        config.mirror_direct = true;
+    }
     // Several nodes may start at once, and the meta leader may be being
     // elected: retry until the deadline.
     loop {
@@ -194,7 +247,9 @@ pub(super) async fn connect(
         };
         match attempt.await {
             Ok(info) => {
-                if !info.config.subjects.iter().any(|s| s == subject) {
+                check_role(opts, &info)?;
+                if opts.home_domain.is_none() && !info.config.subjects.iter().any(|s| s == subject)
+                {
                     return Err(Error::Diverged(format!(
                         "stream {} exists with subjects {:?}, not {subject}: name another stream (--cluster-stream)",
                         opts.stream, info.config.subjects
@@ -217,6 +272,42 @@ pub(super) async fn connect(
             Err(e) => return Err(unavailable(&format!("opening stream {}", opts.stream), &e)),
         }
     }
+}
+
+/// Refuses a stream whose role in the cluster is not this node's: a
+/// mirror where the node expects the home stream (this region is a
+/// replica, or was not promoted), or a writable stream where it expects a
+/// mirror (this region was promoted).
+fn check_role(opts: &JetStreamOptions, info: &stream::Info) -> Result<()> {
+    let name = &opts.stream;
+    let mirror = info.config.mirror.as_ref();
+    let origin = mirror.map(|m| (m.name.clone(), mirror_domain(m).unwrap_or_default()));
+    match (&opts.home_domain, origin) {
+        (None, Some((origin, domain))) => Err(Error::Diverged(format!(
+            "stream {name} on these NATS servers is a mirror of {origin} (JetStream domain {domain:?}): this is a replica region; start the node with --cluster-home-domain {domain}, or promote this region first (`tally cluster promote`, docs/cluster.md)"
+        ))),
+        (Some(home), None) => Err(Error::Diverged(format!(
+            "stream {name} on these NATS servers is not a mirror of the home region's (domain {home}): this region holds its own stream (it was promoted?); start the node without --cluster-home-domain"
+        ))),
+        (Some(home), Some((origin, domain))) if origin != *name || domain != *home => {
+            Err(Error::Diverged(format!(
+                "stream {name} mirrors {origin} in domain {domain:?}, not {name} in domain {home}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The JetStream domain a mirror copies from: as configured, or read from
+/// the API prefix the server stores it as (`$JS.<domain>.API`).
+pub(super) fn mirror_domain(m: &stream::Source) -> Option<String> {
+    if let Some(d) = &m.domain {
+        return Some(d.clone());
+    }
+    let api = &m.external.as_ref()?.api_prefix;
+    api.strip_prefix("$JS.")?
+        .strip_suffix(".API")
+        .map(String::from)
 }
 
 #[cfg(test)]

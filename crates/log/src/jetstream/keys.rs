@@ -21,6 +21,9 @@ pub struct SharedKeys {
     /// The log's runtime, where the NATS client lives.
     handle: tokio::runtime::Handle,
     max_age: Duration,
+    /// What the bucket's key subjects start with (see
+    /// [`super::JetStreamOptions::home_subject_prefix`]).
+    prefix: String,
 }
 
 impl std::fmt::Debug for SharedKeys {
@@ -77,6 +80,7 @@ impl SharedKeys {
         max_age: Duration,
         replicas: usize,
         per_key_ttl: bool,
+        prefix: String,
     ) -> Result<SharedKeys, String> {
         // Zero: values never expire. Otherwise the age is in the name, so
         // a changed setting is a new bucket rather than a silent mismatch.
@@ -110,7 +114,12 @@ impl SharedKeys {
             bucket,
             handle,
             max_age,
+            prefix,
         })
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("{}$KV.{}.{key}", self.prefix, self.bucket)
     }
 
     /// Writes `key` if its last write is `revision` (0: none, or only a
@@ -181,7 +190,7 @@ impl SharedKeys {
         ttl: Option<Duration>,
     ) -> Result<Created, String> {
         let (kv, js, key) = (self.kv.clone(), self.js.clone(), key.to_string());
-        let subject = format!("$KV.{}.{key}", self.bucket);
+        let subject = self.subject(&key);
         self.run(async move {
             // A bucket just made elects its leader, and a NATS server
             // failing over stops answering, for a few seconds: errors
@@ -244,7 +253,7 @@ impl SharedKeys {
         ttl: Duration,
     ) -> Result<Option<u64>, String> {
         let js = self.js.clone();
-        let subject = format!("$KV.{}.{key}", self.bucket);
+        let subject = self.subject(&key);
         self.run(async move { Self::publish_for(&js, subject, value, revision, Some(ttl)).await })
             .await
     }
@@ -280,7 +289,7 @@ impl SharedKeys {
         revision: u64,
     ) -> Result<Option<u64>, String> {
         let js = self.js.clone();
-        let subject = format!("$KV.{}.{key}", self.bucket);
+        let subject = self.subject(&key);
         self.run(async move { Self::publish_for(&js, subject, value, revision, None).await })
             .await
     }

@@ -58,6 +58,14 @@ impl Lease {
         self.state.lock().until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// A lease this node never contends for (a node of a replica region).
+    pub(super) fn never(name: &str) -> Lease {
+        Lease {
+            name: name.to_string(),
+            state: Arc::default(),
+        }
+    }
+
     pub fn status(&self) -> LeaseStatus {
         let s = self.state.lock();
         LeaseStatus {

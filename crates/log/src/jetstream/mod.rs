@@ -45,11 +45,13 @@ use tokio::sync::{mpsc, watch};
 mod connect;
 mod keys;
 mod lease;
+mod promote;
 mod status;
 use connect::connect;
 pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
 pub use keys::{valid_key, Created, Entry as SharedEntry, SharedKeys};
 pub use lease::{Lease, LeaseStatus};
+pub use promote::{promote, Promoted};
 use status::{refresh, stream_state, StreamState};
 pub use status::{ClusterStatus, PeerStatus, ServerStatus};
 
@@ -178,22 +180,32 @@ impl<A: Send + 'static> JetStreamLog<A> {
             current: Mutex::new(status::Currency::default()),
         });
         let (stop, stop_rx) = watch::channel(false);
-        let leases = runtime
-            .block_on(lease::bucket(
-                &js,
-                &opts.stream,
+        // Writes, buckets and the stream's state go to the home region;
+        // records are read from this region's copy of the stream (the
+        // same one, at home).
+        let home = opts.home(&client);
+        let maintenance = if opts.home_domain.is_some() {
+            // A replica region's node never does the cluster's one-node
+            // work: its view of the log is behind the home region's.
+            Lease::never(MAINTENANCE_LEASE)
+        } else {
+            let leases = runtime
+                .block_on(lease::bucket(
+                    &home,
+                    &opts.stream,
+                    opts.lease_ttl,
+                    opts.replicas,
+                ))
+                .map_err(Error::Unavailable)?;
+            lease::spawn(
+                &handle,
+                leases,
+                MAINTENANCE_LEASE,
+                &opts.node_id,
                 opts.lease_ttl,
-                opts.replicas,
-            ))
-            .map_err(Error::Unavailable)?;
-        let maintenance = lease::spawn(
-            &handle,
-            leases,
-            MAINTENANCE_LEASE,
-            &opts.node_id,
-            opts.lease_ttl,
-            stop_rx.clone(),
-        );
+                stop_rx.clone(),
+            )
+        };
         let (tx, mut rx) = mpsc::channel::<Delivered>(1024);
         handle.spawn(consume(
             js.clone(),
@@ -213,10 +225,12 @@ impl<A: Send + 'static> JetStreamLog<A> {
                 stop_rx.clone(),
             ));
         }
-        let stream_handle = runtime.block_on(js.get_stream(&opts.stream)).ok();
-        if let Some(s) = stream_handle {
-            handle.spawn(refresh(s, shared.clone(), stop_rx.clone()));
-        }
+        handle.spawn(refresh(
+            home.clone(),
+            opts.stream.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+        ));
 
         // Replay what the stream held at open, on this thread.
         let mut report = OpenReport {
@@ -251,7 +265,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
                 runtime: Mutex::new(Some(runtime)),
                 handle,
                 client,
-                js,
+                js: home,
                 subject,
                 boot,
                 next_id: AtomicU64::new(0),
@@ -288,6 +302,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
             stream_bytes: s.bytes,
             lag: s.last.saturating_sub(applied),
             staleness_ms: self.shared.current.lock().staleness().as_millis() as u64,
+            home_domain: self.opts.home_domain.clone(),
             replicas: self.opts.replicas,
             leader: s.leader,
             peers: s.peers,
@@ -313,6 +328,7 @@ impl<A: Send + 'static> JetStreamLog<A> {
         let shared = self.shared.clone();
         let deadline = Instant::now() + self.opts.publish_timeout;
         let wait_for_apply = self.opts.publish_timeout;
+        let home_domain = self.opts.home_domain.clone();
         let payload = Bytes::from(payload);
         let size = payload.len() as u64;
         let limit = self.max_record_bytes;
@@ -345,6 +361,13 @@ impl<A: Send + 'static> JetStreamLog<A> {
                         APPEND_BYTES.inc_by(size);
                     }
                     ack.sequence
+                }
+                Err(Error::Unavailable(why)) if home_domain.is_some() => {
+                    shared.pending.lock().remove(&id);
+                    return Err(Error::Unavailable(format!(
+                        "{why}. This node is in a replica region and forwards writes to the home region (JetStream domain {}) through its NATS leaf node: the home region may be unreachable; write there, or promote this region if it is lost (docs/cluster.md)",
+                        home_domain.as_deref().unwrap_or_default()
+                    )));
                 }
                 Err(e) => {
                     shared.pending.lock().remove(&id);
@@ -476,6 +499,7 @@ impl<A: Send + 'static> Log<A> for JetStreamLog<A> {
             max_age,
             self.opts.replicas,
             per_key_ttl,
+            self.opts.home_subject_prefix(),
         );
         Some(self.handle.block_on(open).map_err(Error::Unavailable))
     }

@@ -1,7 +1,7 @@
 //! What `/v1/cluster` and the metrics show of the stream and this node's
 //! place in it, refreshed in the background.
 
-use super::{stream, Shared};
+use super::{jetstream, stream, Shared};
 use crate::Lsn;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -29,6 +29,10 @@ pub struct ClusterStatus {
     /// last knew it had applied every record the stream held (see
     /// [`Currency`]).
     pub staleness_ms: u64,
+    /// The home region's JetStream domain, on a node of a replica region
+    /// (it reads a mirror and forwards writes there); absent at home.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_domain: Option<String>,
     pub replicas: usize,
     /// The stream's leader and replicas as JetStream reports them.
     pub leader: Option<String>,
@@ -144,23 +148,34 @@ impl Currency {
     }
 }
 
-/// Keeps the stream's state (for the lag and `/v1/cluster`) fresh.
+/// Keeps the stream's state (for the lag, the staleness and
+/// `/v1/cluster`) fresh. It asks the home region's stream: in a replica
+/// region, how far the node is behind the home region is the staleness
+/// its readers see, the mirror's own delay included.
 pub(super) async fn refresh<A>(
-    mut s: stream::Stream,
+    js: jetstream::Context,
+    stream: String,
     shared: Arc<Shared<A>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut handle: Option<stream::Stream> = None;
     loop {
         let asked = Instant::now();
-        let seen = match s.info().await {
-            Ok(info) => {
-                let st = stream_state(info);
-                crate::metrics::STREAM_LAST_SEQ.set(st.last as i64);
-                let last = st.last;
-                *shared.state.lock() = st;
-                Some(last)
-            }
-            Err(_) => None,
+        if handle.is_none() {
+            handle = js.get_stream(&stream).await.ok();
+        }
+        let seen = match &mut handle {
+            Some(s) => match s.info().await {
+                Ok(info) => {
+                    let st = stream_state(info);
+                    crate::metrics::STREAM_LAST_SEQ.set(st.last as i64);
+                    let last = st.last;
+                    *shared.state.lock() = st;
+                    Some(last)
+                }
+                Err(_) => None,
+            },
+            None => None,
         };
         let applied = shared.applied.load(Ordering::Acquire);
         let last = shared.state.lock().last;

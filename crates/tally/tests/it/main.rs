@@ -12,6 +12,7 @@ mod cluster_counter;
 mod cluster_elastic;
 mod cluster_import;
 mod cluster_jobs;
+mod cluster_region;
 mod cluster_tables;
 mod cluster_web;
 mod compressed;

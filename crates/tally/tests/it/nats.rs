@@ -120,9 +120,15 @@ impl NatsCluster {
     /// cannot start (a port taken by another test's process in the
     /// meantime) makes the whole cluster start again on other ports.
     pub async fn start_n(n: usize) -> NatsCluster {
+        Self::start_with(n, "", "").await
+    }
+
+    /// `n` servers with `jetstream` more lines in their JetStream block
+    /// (a `domain`) and `more` configuration after (leaf nodes).
+    pub async fn start_with(n: usize, jetstream: &str, more: &str) -> NatsCluster {
         let mut attempt = 1;
         loop {
-            match Self::try_start(n).await {
+            match Self::try_start(n, jetstream, more).await {
                 Ok(c) => return c,
                 Err(e) if attempt < 3 => {
                     eprintln!("NATS cluster start {attempt} failed, again on other ports: {e}");
@@ -133,7 +139,7 @@ impl NatsCluster {
         }
     }
 
-    async fn try_start(n: usize) -> Result<NatsCluster, String> {
+    async fn try_start(n: usize, jetstream: &str, more: &str) -> Result<NatsCluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers = Vec::new();
@@ -163,8 +169,10 @@ http: 127.0.0.1:{monitor}
 jetstream {{
   store_dir: "{store}"
   sync_interval: always
+  {jetstream}
 }}
-{cluster}"#,
+{cluster}
+{more}"#,
                     store = store.display(),
                 ),
             )
