@@ -6,7 +6,10 @@
 #     (redis-benchmark, the same connections) on the same machine;
 #  2. replica staleness under write load: while `tally bench` writes
 #     through node 1, nodes 2 and 3's `staleness_ms` (GET /v1/cluster,
-#     sampled every 100 ms): how old their answers may be.
+#     sampled every 100 ms): how old their answers may be; and node 4's,
+#     in a replica region: a fourth NATS server with its own JetStream
+#     domain, a leaf node of the home cluster, holding a mirror of the
+#     stream (--cluster-home-domain).
 # Three NATS servers (R3, sync_interval: always) on this machine too.
 #
 #   TALLY_BIN=target/release/tally bench/cluster-counter.sh
@@ -42,20 +45,33 @@ server_name: b$i
 listen: 127.0.0.1:2422$i
 http: 127.0.0.1:2822$i
 max_payload: 8MB
-jetstream { store_dir: "$DIR/js$i", sync_interval: always }
+jetstream { store_dir: "$DIR/js$i", sync_interval: always, domain: home }
 cluster { name: bench, listen: 127.0.0.1:2622$i, routes: [$routes] }
+leafnodes { listen: 127.0.0.1:2722$i }
 EOF
   nats-server -c "$DIR/nats-$i.conf" 2>"$DIR/nats-$i.log" &
 done
-for i in 1 2 3; do
+# The replica region's server: its own domain, a leaf node of the home's.
+cat >"$DIR/nats-4.conf" <<EOF
+server_name: eu1
+listen: 127.0.0.1:24224
+http: 127.0.0.1:28224
+max_payload: 8MB
+jetstream { store_dir: "$DIR/js4", sync_interval: always, domain: eu }
+leafnodes { remotes: [ { urls: [nats-leaf://127.0.0.1:27221, nats-leaf://127.0.0.1:27222, nats-leaf://127.0.0.1:27223] } ] }
+EOF
+nats-server -c "$DIR/nats-4.conf" 2>"$DIR/nats-4.log" &
+for i in 1 2 3 4; do
   until curl -sf "http://127.0.0.1:2822$i/healthz?js-enabled-only=true" >/dev/null; do sleep 0.1; done
 done
 NATS=nats://127.0.0.1:24221,nats://127.0.0.1:24222,nats://127.0.0.1:24223
 
-node() { # n
-  "$BIN" serve --cluster "$NATS" --node-id "n$1" --archive "$DIR/archive" \
-    --data-dir "$DIR/n$1" --listen "127.0.0.1:2808$1" >"$DIR/n$1.out" 2>"$DIR/n$1.err" &
-  until curl -sf "http://127.0.0.1:2808$1/readyz" >/dev/null; do sleep 0.1; done
+node() { # n [more flags]
+  local n=$1
+  shift
+  "$BIN" serve --cluster "${NODE_NATS:-$NATS}" --node-id "n$n" --archive "$DIR/archive" \
+    --data-dir "$DIR/n$n" --listen "127.0.0.1:2808$n" "$@" >"$DIR/n$n.out" 2>"$DIR/n$n.err" &
+  until curl -sf "http://127.0.0.1:2808$n/readyz" >/dev/null; do sleep 0.1; done
 }
 
 haproxy_for() { # number of nodes
@@ -99,24 +115,28 @@ r_sum=$(grep -a -A4 "Summary:" "$DIR/redis.txt" | tail -1)
 printf "%-34s %12s %9sms %9sms\n" "Redis GET (redis-benchmark)" "$r_rps" \
   "$(echo "$r_sum" | awk '{print $3}')" "$(echo "$r_sum" | awk '{print $5}')"
 
+NODE_NATS=nats://127.0.0.1:24224 node 4 --cluster-replicas 1 --cluster-home-domain home
+
 echo "== replica staleness while node 1 takes writes ($LOAD_SECONDS s)"
 "$BIN" bench --url http://127.0.0.1:28081 --stream load --connections 4 --batch 500 \
   --duration "$LOAD_SECONDS" --label load >"$DIR/load.json" &
 LOAD=$!
 : >"$DIR/staleness.txt"
 while kill -0 "$LOAD" 2>/dev/null; do
-  for n in 2 3; do
+  for n in 2 3 4; do
     curl -sf "http://127.0.0.1:2808$n/v1/cluster" \
-      | python3 -c 'import json,sys; print(json.load(sys.stdin)["staleness_ms"])' >>"$DIR/staleness.txt" || true
+      | python3 -c 'import json,sys; print(sys.argv[1], json.load(sys.stdin)["staleness_ms"])' "$n" >>"$DIR/staleness.txt" || true
   done
   sleep 0.1
 done
 wait "$LOAD"
 python3 - "$DIR/staleness.txt" "$DIR/load.json" <<'EOF'
 import json, sys
-xs = sorted(int(l) for l in open(sys.argv[1]) if l.strip())
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 load = json.loads(open(sys.argv[2]).read().splitlines()[-1])
-pct = lambda p: xs[min(len(xs) - 1, int(len(xs) * p))]
 print(f"writes through node 1: {load['events_per_sec']:.0f} events/s ({load['ok_requests']} requests)")
-print(f"staleness of nodes 2 and 3 over {len(xs)} samples: p50 {pct(0.5)} ms, p99 {pct(0.99)} ms, max {xs[-1]} ms")
+for label, nodes in (("nodes 2 and 3 (home region)", {"2", "3"}), ("node 4 (replica region)", {"4"})):
+    xs = sorted(int(v) for n, v in rows if n in nodes)
+    pct = lambda p: xs[min(len(xs) - 1, int(len(xs) * p))]
+    print(f"staleness of {label} over {len(xs)} samples: p50 {pct(0.5)} ms, p99 {pct(0.99)} ms, max {xs[-1]} ms")
 EOF
