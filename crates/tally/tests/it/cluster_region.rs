@@ -236,3 +236,49 @@ async fn a_replica_region_reads_within_two_seconds_forwards_writes_and_is_promot
     let (_, status) = crate::server::get_json(&replica.url("/v1/cluster")).await;
     assert!(status.get("home_domain").is_none(), "{status}");
 }
+
+/// The NATS configurations `deploy/nats/` ships parse, the home region's
+/// with its region lines (domain, leaf node port) turned on too.
+#[test]
+fn the_shipped_nats_configurations_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let home = std::fs::read_to_string(root.join("deploy/nats/nats-server.conf")).unwrap();
+    let mut in_leafnodes = false;
+    let with_region: String = home
+        .lines()
+        .map(|l| {
+            in_leafnodes |= l == "# leafnodes {";
+            let on = in_leafnodes || l.trim_start() == "# domain: home";
+            if l == "# }" {
+                in_leafnodes = false;
+            }
+            match on {
+                true => l.replacen("# ", "", 1),
+                false => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(with_region.contains("\n  domain: home") && with_region.contains("\nleafnodes {"));
+    let home_region = dir.path().join("home-region.conf");
+    std::fs::write(&home_region, with_region).unwrap();
+    for conf in [
+        root.join("deploy/nats/nats-server.conf"),
+        home_region,
+        root.join("deploy/nats/region.conf"),
+    ] {
+        let out = Command::new("nats-server")
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .expect("nats-server (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
