@@ -64,8 +64,8 @@ use std::time::{Duration, Instant};
 pub use tally_archive::{Archive, ArchiveOptions, Location as ArchiveLocation, SyncReport};
 use tally_ingest::{Batch, ColumnType};
 pub use tally_log::{
-    promote, valid_key, ClusterStatus, Created, JetStreamOptions, Lsn, Promoted, SharedEntry,
-    SharedKeys, SyncMode,
+    promote, valid_key, CallError, Channel, ClusterStatus, Created, JetStreamOptions, Lsn,
+    Promoted, SharedEntry, SharedKeys, SyncMode,
 };
 use tally_log::{JetStreamLog, LocalLog, LocalLogOptions, Log, OpenReport};
 use tally_rollup::{Loaded, RollupSet};
@@ -708,6 +708,12 @@ impl Engine {
     /// Whether the work done once per log is this node's to do now: always
     /// on a single node; in a cluster, while it holds the maintenance
     /// lease.
+    /// Cluster mode: requests to the node doing the work `name` for the
+    /// cluster; `None` on a single node.
+    pub fn channel(&self, name: &str) -> Option<Channel> {
+        self.log.channel(name)
+    }
+
     pub fn holds_maintenance_lease(&self) -> bool {
         self.log.holds_maintenance_lease()
     }

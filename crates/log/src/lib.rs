@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use jetstream::{
-    promote, server_version, valid_key, ClusterStatus, Created, JetStreamLog, JetStreamOptions,
-    Lease, LeaseStatus, PeerStatus, Promoted, ServerStatus, SharedEntry, SharedKeys,
-    MAINTENANCE_LEASE, MIN_SERVER_VERSION,
+    promote, server_version, valid_key, CallError, Channel, ClusterStatus, Created, JetStreamLog,
+    JetStreamOptions, Lease, LeaseStatus, Listener, PeerStatus, Promoted, Request, ServerStatus,
+    SharedEntry, SharedKeys, MAINTENANCE_LEASE, MIN_SERVER_VERSION,
 };
 pub use local::{LocalLog, LocalLogOptions, OpenReport, SyncMode};
 /// Registers the log's metrics.
@@ -161,6 +161,13 @@ pub trait Log<A>: Send + Sync {
     /// [`ClusterStatus::staleness_ms`]); `None` for a log of one node,
     /// which is always current.
     fn staleness(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Cluster mode: requests to the node doing the work `name` for the
+    /// cluster (see [`Channel`]); `None` for a log of one node.
+    fn channel(&self, name: &str) -> Option<Channel> {
+        let _ = name;
         None
     }
 

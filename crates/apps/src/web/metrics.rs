@@ -45,7 +45,16 @@ pub(crate) fn init() {
     }
     LazyLock::force(&STORED);
     LazyLock::force(&LIVE_VISITS);
+    LazyLock::force(&VISIT_WRITER);
     for r in ["bot", "unknown_site", "invalid"] {
         DROPPED.with_label_values(&[r]);
     }
 }
+
+pub(crate) static VISIT_WRITER: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tally_web_visit_writer",
+        "1 while this node attributes tracker events to visits: a single node always, in a cluster the maintenance lease's holder"
+    )
+    .unwrap()
+});

@@ -15,6 +15,7 @@
 //! reading: SQL, `/v1/query` and rollups work on it.
 
 mod admin;
+mod cluster;
 pub mod enrich;
 mod http;
 mod metrics;
@@ -134,7 +135,15 @@ pub struct WebApp {
     shared_salts: Option<tally_engine::SharedKeys>,
     agents: Arc<AgentParser>,
     geo: Option<maxminddb::Reader<Vec<u8>>>,
-    writer: Writer,
+    writer: Attributor,
+}
+
+/// Where tracker events are attributed to visits.
+enum Attributor {
+    /// Here: a node alone.
+    Local(Writer),
+    /// On the cluster's visit writer (see [`cluster`]).
+    Cluster(cluster::RemoteWriter),
 }
 
 impl WebApp {
@@ -187,9 +196,30 @@ impl WebApp {
         }
         let offset = config.clock_offset_secs;
         let clock = move || chrono::Utc::now().timestamp_micros() + offset * 1_000_000;
-        let live = visits::rebuild(&engine, &streams.visits, clock())?;
-        tracing::info!(visits = live.len(), "web analytics: live visits read back");
-        let writer = Writer::start(engine.clone(), streams.clone(), live, Arc::new(clock))?;
+        let clock: Arc<dyn Fn() -> i64 + Send + Sync> = Arc::new(clock);
+        let writer = match engine.channel(cluster::WORK) {
+            None => {
+                let live = visits::rebuild(&engine, &streams.visits, clock())?;
+                tracing::info!(visits = live.len(), "web analytics: live visits read back");
+                metrics::VISIT_WRITER.set(1);
+                Attributor::Local(Writer::start(engine.clone(), streams.clone(), live, clock)?)
+            }
+            Some(channel) => {
+                let publish_timeout = engine
+                    .options()
+                    .cluster
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(15), |c| c.publish_timeout);
+                cluster::spawn_holder(
+                    engine.clone(),
+                    streams.clone(),
+                    channel.clone(),
+                    clock,
+                    publish_timeout,
+                )?;
+                Attributor::Cluster(cluster::RemoteWriter::new(channel, publish_timeout))
+            }
+        };
         Ok(WebApp {
             engine,
             config,
@@ -290,7 +320,10 @@ impl WebApp {
             None => self.new_day_salt(day).await?,
         };
         let hits = self.hits(&payload, &agent, &sites, &salt, user_agent, ip, now);
-        let n = self.writer.write(hits).await?;
+        let n = match &self.writer {
+            Attributor::Local(w) => w.write(hits).await?,
+            Attributor::Cluster(w) => w.write(hits).await?,
+        };
         Ok(Tracked::Stored(n))
     }
 

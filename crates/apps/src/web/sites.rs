@@ -1,7 +1,8 @@
 //! The sites tally accepts tracker events for. Sites named in the config
 //! always exist; sites added or removed through the admin API are events
 //! of the internal stream `_tally_web_sites` (`kind` `add` or `remove`,
-//! `domain`), read back at start.
+//! `domain`), read back at start and followed from then on, so in a
+//! cluster every node holds the sites added through any node.
 
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -49,41 +50,69 @@ pub fn normalize_domain(d: &str) -> Result<String, String> {
 
 pub struct Sites {
     engine: Arc<Engine>,
-    sites: RwLock<BTreeMap<String, Origin>>,
-    /// Serialises changes, so the log's order is the registry's.
+    sites: Arc<RwLock<BTreeMap<String, Origin>>>,
+    /// Serialises this node's changes.
     write: tokio::sync::Mutex<()>,
 }
 
-impl Sites {
-    /// The configured sites plus those the API added (and did not remove).
-    /// Blocking (reads the stream back).
-    pub fn open(engine: Arc<Engine>, configured: &[String]) -> Result<Sites, String> {
-        let mut sites = BTreeMap::new();
-        engine
-            .scan(SITES_STREAM, &mut |b: &Batch| {
-                let (Some(kind), Some(domain)) = (text(b, "kind"), text(b, "domain")) else {
-                    return Ok(true);
-                };
-                for (k, d) in kind.into_iter().zip(domain) {
-                    match (k.as_deref(), d) {
-                        (Some("add"), Some(d)) => {
-                            sites.insert(d, Origin::Api);
-                        }
-                        (Some("remove"), Some(d)) => {
-                            sites.remove(&d);
-                        }
-                        _ => {}
+/// Applies the sites stream's events to the registry, on every node, in
+/// log order: a site added or removed through any node of a cluster is on
+/// every node once applied.
+struct Registry {
+    sites: Arc<RwLock<BTreeMap<String, Origin>>>,
+}
+
+impl Registry {
+    fn apply(&self, b: &Batch) {
+        let (Some(kind), Some(domain)) = (text(b, "kind"), text(b, "domain")) else {
+            return;
+        };
+        let mut sites = self.sites.write();
+        for (k, d) in kind.into_iter().zip(domain) {
+            match (k.as_deref(), d) {
+                (Some("add"), Some(d)) => {
+                    sites.entry(d).or_insert(Origin::Api);
+                }
+                (Some("remove"), Some(d)) => {
+                    // A configured site stays whatever the API did.
+                    if sites.get(&d) == Some(&Origin::Api) {
+                        sites.remove(&d);
                     }
                 }
-                Ok(true)
+                _ => {}
+            }
+        }
+    }
+}
+
+impl tally_engine::Follower for Registry {
+    fn applied(&self, _lsn: tally_engine::Lsn, _stream: &str, batch: &Batch) {
+        self.apply(batch);
+    }
+}
+
+impl Sites {
+    /// The configured sites plus those the API added (and did not remove),
+    /// kept up to date from the log. Blocking (reads the stream back).
+    pub fn open(engine: Arc<Engine>, configured: &[String]) -> Result<Sites, String> {
+        let mut base = BTreeMap::new();
+        for d in configured {
+            base.insert(normalize_domain(d)?, Origin::Config);
+        }
+        let sites = Arc::new(RwLock::new(base));
+        let registry = Arc::new(Registry {
+            sites: sites.clone(),
+        });
+        let r = registry.clone();
+        engine
+            .follow(&[SITES_STREAM], registry, &mut |_, b: &Batch| {
+                r.apply(b);
+                Ok(())
             })
             .map_err(|e| e.to_string())?;
-        for d in configured {
-            sites.insert(normalize_domain(d)?, Origin::Config);
-        }
         Ok(Sites {
             engine,
-            sites: RwLock::new(sites),
+            sites,
             write: tokio::sync::Mutex::new(()),
         })
     }
@@ -100,7 +129,8 @@ impl Sites {
             .collect()
     }
 
-    /// Adds a site (durably); false if it was already there.
+    /// Adds a site (durably; applied from the log, on every node); false
+    /// if it was already there.
     pub async fn add(&self, domain: &str) -> Result<bool, tally_engine::Error> {
         let _w = self.write.lock().await;
         if self.contains(domain) {
@@ -109,7 +139,6 @@ impl Sites {
         self.engine
             .ingest(SITES_STREAM, event("add", domain))
             .await?;
-        self.sites.write().insert(domain.to_string(), Origin::Api);
         Ok(true)
     }
 
@@ -125,7 +154,6 @@ impl Sites {
         self.engine
             .ingest(SITES_STREAM, event("remove", domain))
             .await?;
-        self.sites.write().remove(domain);
         Ok(Some(true))
     }
 }

@@ -48,7 +48,7 @@ pub const PAGEVIEW: &str = "pageview";
 pub const ENGAGEMENT: &str = "engagement";
 
 /// One enriched event for one site, before it is attributed to a visit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     pub ts: i64,
     pub site: String,

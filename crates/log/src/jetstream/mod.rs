@@ -42,11 +42,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+mod channel;
 mod connect;
 mod keys;
 mod lease;
 mod promote;
 mod status;
+pub use channel::{CallError, Channel, Listener, Request};
 use connect::connect;
 pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
 pub use keys::{valid_key, Created, Entry as SharedEntry, SharedKeys};
@@ -483,6 +485,13 @@ impl<A: Send + 'static> Log<A> for JetStreamLog<A> {
 
     fn staleness(&self) -> Option<Duration> {
         Some(self.shared.current.lock().staleness())
+    }
+
+    fn channel(&self, name: &str) -> Option<Channel> {
+        Some(Channel::new(
+            self.client.clone(),
+            format!("tally.work.{}.{name}", self.opts.stream),
+        ))
     }
 
     fn shared_keys(
