@@ -246,6 +246,13 @@ impl Default for ClusterSettings {
     }
 }
 
+/// 1 to 64 letters, digits or `extra` bytes.
+fn is_name(s: &str, extra: &[u8]) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
 impl ClusterSettings {
     /// The log's options in cluster mode; `None` without `--cluster`.
     pub fn options(&self) -> Result<Option<JetStreamOptions>, String> {
@@ -272,23 +279,13 @@ impl ClusterSettings {
             .node_id
             .clone()
             .ok_or("cluster mode needs --node-id (TALLY_NODE_ID): a name unique to this node")?;
-        if node_id.is_empty()
-            || node_id.len() > 64
-            || !node_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
+        if !is_name(&node_id, b"-_.") {
             return Err(format!(
                 "--node-id {node_id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
             ));
         }
         let stream = &self.cluster_stream;
-        if stream.is_empty()
-            || stream.len() > 64
-            || !stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_name(stream, b"-_") {
             return Err(format!(
                 "--cluster-stream {stream:?}: use 1 to 64 letters, digits, '-' or '_'"
             ));
@@ -313,12 +310,7 @@ impl ClusterSettings {
         }
         o.lease_ttl = self.cluster_lease_ttl;
         if let Some(d) = &self.cluster_home_domain {
-            if d.is_empty()
-                || d.len() > 64
-                || !d
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if !is_name(d, b"-_") {
                 return Err(format!(
                     "--cluster-home-domain {d:?}: a JetStream domain is 1 to 64 letters, digits, '-' or '_'"
                 ));

@@ -120,6 +120,18 @@ pub(crate) async fn wait_applied(s: &TestServer, seq: u64) {
     }
 }
 
+/// Waits until every node has applied the highest sequence any of them
+/// has applied.
+pub(crate) async fn settle(nodes: &[TestServer]) {
+    let mut seq = 0;
+    for n in nodes {
+        seq = seq.max(applied(n).await);
+    }
+    for n in nodes {
+        wait_applied(n, seq).await;
+    }
+}
+
 /// The questions every node must answer alike.
 const QUESTIONS: [&str; 3] = [
     "select count(*) as n, count(distinct id) as ids, sum(v) as v from ev",
@@ -525,7 +537,7 @@ pub(crate) async fn lease_holder_among(
 }
 
 /// A metric's value on a node (0 when it has none yet).
-async fn metric(n: &TestServer, name: &str) -> f64 {
+pub(crate) async fn metric(n: &TestServer, name: &str) -> f64 {
     let text = reqwest::get(n.url("/metrics"))
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //! is logged, a drop through another node drops it everywhere, and a
 //! restarted node holds the newest version.
 
-use crate::cluster::{applied, small_cluster, start_node_with, wait_applied};
+use crate::cluster::{settle, small_cluster, start_node_with};
 use crate::server::{sql, TestServer};
 use serde_json::Value;
 
@@ -17,16 +17,6 @@ async fn put(n: &TestServer, name: &str, body: &str) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
-}
-
-async fn settle(nodes: &[TestServer]) {
-    let mut seq = 0;
-    for n in nodes {
-        seq = seq.max(applied(n).await);
-    }
-    for n in nodes {
-        wait_applied(n, seq).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! so they are one visit too, and the Stats API answers the same whether
 //! the events came through one node or were spread over three.
 
-use crate::cluster::{applied, small_cluster, wait_applied};
+use crate::cluster::{metric, settle, small_cluster};
 use crate::server::{get_json, TestServer};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -36,13 +36,7 @@ async fn visit_writer(nodes: &[TestServer]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for (i, n) in nodes.iter().enumerate() {
-            let text = reqwest::get(n.url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if text.lines().any(|l| l == "tally_web_visit_writer 1") {
+            if metric(n, "tally_web_visit_writer").await == 1.0 {
                 return i;
             }
         }
@@ -51,16 +45,6 @@ async fn visit_writer(nodes: &[TestServer]) -> usize {
             "no node writes the visits within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn settle(nodes: &[TestServer]) {
-    let mut seq = 0;
-    for n in nodes {
-        seq = seq.max(applied(n).await);
-    }
-    for n in nodes {
-        wait_applied(n, seq).await;
     }
 }
 
