@@ -138,7 +138,13 @@ impl<A: Send + 'static> JetStreamLog<A> {
             .map_err(|e| Error::Unavailable(format!("starting the NATS client's runtime: {e}")))?;
         let handle = runtime.handle().clone();
         let subject = opts.subject();
-        let (client, js, info) = runtime.block_on(connect(&opts, &subject))?;
+        let (client, js, mut info) = runtime.block_on(connect(&opts, &subject))?;
+        if opts.home_domain.is_some() && after > info.state.last_sequence {
+            // A replica region's mirror, just made or cut off for a
+            // while, may not yet hold what this node applied (from a
+            // bootstrap checkpoint, or before a restart): wait for it.
+            info = runtime.block_on(mirror_reaches(&js, &opts, after, info));
+        }
         let max_payload = client.server_info().max_payload;
         // Headers (the message id) take a little of the server's limit.
         let message_limit = max_payload.saturating_sub(1024).max(1024);
@@ -148,6 +154,14 @@ impl<A: Send + 'static> JetStreamLog<A> {
         };
         let state = &info.state;
         let (first, last) = (state.first_sequence, state.last_sequence);
+        if after > last && opts.home_domain.is_some() {
+            return Err(Error::Unavailable(format!(
+                "this node has applied records up to {after}, but this region's mirror of stream {} holds only up to {last} after {} s: is the leaf node to the home region (domain {}) up?",
+                opts.stream,
+                MIRROR_WAIT.as_secs(),
+                opts.home_domain.as_deref().unwrap_or_default()
+            )));
+        }
         if after > last {
             return Err(Error::Diverged(format!(
                 "this node has applied records up to {after}, but stream {} ends at {last}: it is not the stream this data directory was written from (or it lost records); start the node on an empty data directory to join this stream",
@@ -524,6 +538,36 @@ impl<A> Drop for JetStreamLog<A> {
             rt.shutdown_background();
         }
     }
+}
+
+/// How long a replica region's node waits at start for its mirror to hold
+/// the records it has applied.
+const MIRROR_WAIT: Duration = Duration::from_secs(60);
+
+/// The mirror's state once it holds `after`, or after [`MIRROR_WAIT`] (the
+/// caller then refuses to start, saying why).
+async fn mirror_reaches(
+    js: &jetstream::Context,
+    opts: &JetStreamOptions,
+    after: Lsn,
+    mut info: stream::Info,
+) -> stream::Info {
+    let deadline = Instant::now() + MIRROR_WAIT;
+    tracing::info!(
+        stream = %opts.stream,
+        applied = after,
+        mirror_last = info.state.last_sequence,
+        "waiting for this region's mirror to copy the records this node has applied"
+    );
+    while info.state.last_sequence < after && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(mut s) = js.get_stream(&opts.stream).await {
+            if let Ok(i) = s.info().await {
+                info = i.clone();
+            }
+        }
+    }
+    info
 }
 
 fn ready(r: Result<Lsn>) -> AppendFuture {
