@@ -71,7 +71,11 @@ node() { # n [more flags]
   shift
   "$BIN" serve --cluster "${NODE_NATS:-$NATS}" --node-id "n$n" --archive "$DIR/archive" \
     --data-dir "$DIR/n$n" --listen "127.0.0.1:2808$n" "$@" >"$DIR/n$n.out" 2>"$DIR/n$n.err" &
-  until curl -sf "http://127.0.0.1:2808$n/readyz" >/dev/null; do sleep 0.1; done
+  local pid=$!
+  until curl -sf "http://127.0.0.1:2808$n/readyz" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { echo "node $n exited:" >&2; tail -5 "$DIR/n$n.err" >&2; exit 1; }
+    sleep 0.1
+  done
 }
 
 haproxy_for() { # number of nodes
