@@ -61,7 +61,14 @@ async fn a_replica_region_reads_within_two_seconds_forwards_writes_and_is_promot
     )
     .await;
     let archive = tempfile::tempdir().unwrap();
-    let common = ["--cluster-replicas", "1", "--cluster-publish-timeout", "4s"];
+    let common = [
+        "--cluster-replicas",
+        "1",
+        "--cluster-publish-timeout",
+        "4s",
+        "--web-site",
+        "region.example",
+    ];
     let mut home = start_node_with(&home_nats, "home-a", archive.path(), None, &common).await;
     // Events and a bootstrap checkpoint before the region exists: its
     // first node starts from the checkpoint, ahead of the mirror it makes
@@ -171,6 +178,29 @@ async fn a_replica_region_reads_within_two_seconds_forwards_writes_and_is_promot
     wait_applied(&home, seq).await;
     assert_eq!(sql(&home, COUNT).await[0]["n"], acked + 50);
     assert_eq!(sql(&replica, COUNT).await[0]["n"], acked + 50);
+    // A tracker event through the replica goes to the home region's visit
+    // writer, through the leaf node.
+    let r = client
+        .post(replica.url("/api/event"))
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        )
+        .header("x-forwarded-for", "203.0.113.50")
+        .header("content-type", "text/plain")
+        .body(r#"{"n":"pageview","u":"https://region.example/","d":"region.example"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_applied(&home, applied(&replica).await).await;
+    let (st, v) =
+        crate::server::get_json(&home.url(
+            "/api/v1/stats/aggregate?site_id=region.example&period=day&metrics=pageviews,visits",
+        ))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["results"]["pageviews"]["value"], 1, "{v}");
     // The counter's rule is the home region's: another user's first
     // click through the replica counts, a second one through home in the
     // same window does not, nor does the first user's through the replica.
