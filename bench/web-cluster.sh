@@ -5,7 +5,9 @@
 #  2. the cluster node that writes the visits (the maintenance lease's
 #     holder): its events go to its own visit writer through NATS;
 #  3. the other node: its events go to the holder's writer through NATS,
-#     and it answers once it has applied the records too.
+#     and it answers once it has applied the records too; then the same
+#     bodies to its POST /v1/events (raw, no visits): the cluster's own
+#     cost per event, without the visit writer.
 # The cluster: one nats-server (JetStream, sync_interval: always, an R1
 # stream) and two tally nodes, all on this machine's cores with wrk.
 #
@@ -29,8 +31,8 @@ warm() { # port: the first event waits for the user-agent rules to compile
   done
 }
 
-run() { # label port
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/web.lua "http://127.0.0.1:$2/api/event" >"$DIR/wrk.txt"
+run() { # label port [path]
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/web.lua "http://127.0.0.1:$2${3:-/api/event}" >"$DIR/wrk.txt"
   local rps p50 p99 errs
   rps=$(awk '/^Requests\/sec/ {print $2}' "$DIR/wrk.txt")
   p50=$(awk '$1=="50%" {print $2}' "$DIR/wrk.txt")
@@ -75,6 +77,8 @@ warm "2849$holder"
 warm "2849$other"
 run "cluster: the node writing the visits" "2849$holder"
 run "cluster: the other node" "2849$other"
+# The cluster's own cost, without visits: the same bodies as raw events.
+run "cluster: the other node, POST /v1/events raw" "2849$other" /v1/events/plain
 for n in 1 2; do
   curl -sf "http://127.0.0.1:2849$n/v1/sql" -H 'content-type: application/json' \
     -d '{"sql":"SELECT count(*) AS events, count(DISTINCT visitor) AS visitors FROM web_events"}' \
