@@ -73,11 +73,9 @@ impl Registry {
                 (Some("add"), Some(d)) => {
                     sites.entry(d).or_insert(Origin::Api);
                 }
-                (Some("remove"), Some(d)) => {
-                    // A configured site stays whatever the API did.
-                    if sites.get(&d) == Some(&Origin::Api) {
-                        sites.remove(&d);
-                    }
+                // A configured site stays whatever the API did.
+                (Some("remove"), Some(d)) if sites.get(&d) == Some(&Origin::Api) => {
+                    sites.remove(&d);
                 }
                 _ => {}
             }

@@ -72,6 +72,7 @@ impl SharedKeys {
     /// `max_age` is zero), creating it when missing. `per_key_ttl` lets
     /// each write set its own life ([`Self::create_for`]), on top of
     /// `max_age`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn open(
         js: &jetstream::Context,
         handle: tokio::runtime::Handle,
@@ -253,7 +254,7 @@ impl SharedKeys {
         ttl: Duration,
     ) -> Result<Option<u64>, String> {
         let js = self.js.clone();
-        let subject = self.subject(&key);
+        let subject = self.subject(key);
         self.run(async move { Self::publish_for(&js, subject, value, revision, Some(ttl)).await })
             .await
     }
@@ -289,7 +290,7 @@ impl SharedKeys {
         revision: u64,
     ) -> Result<Option<u64>, String> {
         let js = self.js.clone();
-        let subject = self.subject(&key);
+        let subject = self.subject(key);
         self.run(async move { Self::publish_for(&js, subject, value, revision, None).await })
             .await
     }
