@@ -1,6 +1,9 @@
 //! The counter's Prometheus metrics.
 
-use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 use std::sync::LazyLock;
 
 pub(crate) static INCREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -30,6 +33,15 @@ pub(crate) static LIVE_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
 /// Registers the metrics so they are exported from the start.
 pub(crate) fn init() {
     LazyLock::force(&INCREMENTS);
+    LazyLock::force(&APPEND_RETRIES);
     LazyLock::force(&ACCOUNTS);
     LazyLock::force(&LIVE_CLIENTS);
 }
+
+pub(crate) static APPEND_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "tally_counter_append_retries_total",
+        "Cluster mode: increments' appends tried again under their id after a failure that may have stored them (NATS failing over)"
+    )
+    .unwrap()
+});

@@ -225,6 +225,10 @@ enum Reserved {
     Shared(shared::Held),
 }
 
+/// How long an increment's append that may have been stored is tried
+/// again in a cluster (NATS failing over takes seconds).
+const APPEND_RETRY: Duration = Duration::from_secs(60);
+
 /// Whether a failed append surely stored nothing: refused before it was
 /// sent (a full queue or memory, a bad record, a stopping engine).
 fn surely_not_stored(e: &tally_engine::Error) -> bool {
@@ -479,10 +483,38 @@ impl CounterApp {
             user: user.to_string(),
         };
         // The value moves when the event is applied, before this returns.
-        let appended = self
-            .engine
-            .ingest(event.stream(), event.to_batch(now))
-            .await;
+        let mut ticket = ticket;
+        let appended = match (&mut ticket, &self.shared) {
+            (Reserved::Shared(held), Some(rules)) => {
+                // In a cluster, an append that may have been stored (NATS
+                // failing over) is tried again under the same id, its
+                // reservation renewed before each try: stored once, and
+                // answered 200 once the log takes it, rather than 503 with
+                // the window spent.
+                let id = held.append_id();
+                let until = tokio::time::Instant::now() + APPEND_RETRY;
+                loop {
+                    let batch = vec![(event.stream().to_string(), event.to_batch(now))];
+                    match self.engine.ingest_all_once(batch, Some(&id)).await {
+                        Err(e)
+                            if e.may_have_been_stored()
+                                && tokio::time::Instant::now() < until
+                                && rules.renew(held, now_us()).await =>
+                        {
+                            metrics::APPEND_RETRIES.inc();
+                            tracing::warn!(error = %e, counter = name, "an increment's append may not have been stored; trying again under its id");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        other => break other,
+                    }
+                }
+            }
+            _ => {
+                self.engine
+                    .ingest(event.stream(), event.to_batch(now))
+                    .await
+            }
+        };
         match (appended, ticket) {
             (Ok(_), ticket) => {
                 // When the window starts: at the reservation alone, once

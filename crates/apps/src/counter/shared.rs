@@ -53,7 +53,50 @@ fn key(kind: &str, parts: &[&str]) -> String {
     k
 }
 
+impl Held {
+    /// The id the reservation's increment is appended under: a retry of
+    /// an append that may have been stored is stored once.
+    pub(super) fn append_id(&self) -> String {
+        format!("counter:{}:{}", self.key, self.revision)
+    }
+}
+
 impl SharedRules {
+    /// Keeps a reservation whose increment's append is tried again (NATS
+    /// failing over): it lives another window plus the longest a try can
+    /// take from now, so it cannot lapse while the next try may still be
+    /// stored. False when it cannot be renewed within a few seconds, well
+    /// inside its current life: then the append must not be tried again.
+    pub(super) async fn renew(&self, held: &mut Held, now: i64) -> bool {
+        let value = format!("pending:{now}:renewed").into_bytes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self
+                .gate
+                .update_for(
+                    &held.key,
+                    value.clone(),
+                    held.revision,
+                    self.window + self.hold,
+                )
+                .await
+            {
+                Ok(Some(revision)) => {
+                    held.revision = revision;
+                    return true;
+                }
+                Ok(None) => return false,
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, "cannot renew an increment's reservation yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The buckets, in cluster mode; `None` on a single node. Blocking.
     pub(super) fn open(
         engine: &Engine,
