@@ -40,7 +40,7 @@ pub(crate) fn init() {
 
 pub(crate) static APPEND_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
-        "tally_counter_append_retries_total",
+        "tally_increment_append_retries_total",
         "Cluster mode: increments' appends tried again under their id after a failure that may have stored them (NATS failing over)"
     )
     .unwrap()
