@@ -2,6 +2,7 @@
 //! version check, the stream created or opened with those options.
 
 use super::{stream, Error, Result};
+use crate::Lsn;
 use async_nats::jetstream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -308,6 +309,36 @@ pub(super) fn mirror_domain(m: &stream::Source) -> Option<String> {
     api.strip_prefix("$JS.")?
         .strip_suffix(".API")
         .map(String::from)
+}
+
+/// How long a replica region's node waits at start for its mirror to hold
+/// the records it has applied.
+pub(super) const MIRROR_WAIT: Duration = Duration::from_secs(60);
+
+/// The mirror's state once it holds `after`, or after [`MIRROR_WAIT`] (the
+/// caller then refuses to start, saying why).
+pub(super) async fn mirror_reaches(
+    js: &jetstream::Context,
+    opts: &JetStreamOptions,
+    after: Lsn,
+    mut info: stream::Info,
+) -> stream::Info {
+    let deadline = Instant::now() + MIRROR_WAIT;
+    tracing::info!(
+        stream = %opts.stream,
+        applied = after,
+        mirror_last = info.state.last_sequence,
+        "waiting for this region's mirror to copy the records this node has applied"
+    );
+    while info.state.last_sequence < after && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(mut s) = js.get_stream(&opts.stream).await {
+            if let Ok(i) = s.info().await {
+                info = i.clone();
+            }
+        }
+    }
+    info
 }
 
 #[cfg(test)]

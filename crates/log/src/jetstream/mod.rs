@@ -43,13 +43,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 mod channel;
+mod claims;
 mod connect;
 mod keys;
 mod lease;
 mod promote;
 mod status;
 pub use channel::{CallError, Channel, Listener, Request};
-use connect::connect;
+use claims::{fetch_claim, publish_claim, sweep_claims};
+use connect::{connect, mirror_reaches, MIRROR_WAIT};
 pub use connect::{server_version, JetStreamOptions, MIN_SERVER_VERSION};
 pub use keys::{valid_key, Created, Entry as SharedEntry, SharedKeys};
 pub use lease::{Lease, LeaseStatus};
@@ -540,36 +542,6 @@ impl<A> Drop for JetStreamLog<A> {
     }
 }
 
-/// How long a replica region's node waits at start for its mirror to hold
-/// the records it has applied.
-const MIRROR_WAIT: Duration = Duration::from_secs(60);
-
-/// The mirror's state once it holds `after`, or after [`MIRROR_WAIT`] (the
-/// caller then refuses to start, saying why).
-async fn mirror_reaches(
-    js: &jetstream::Context,
-    opts: &JetStreamOptions,
-    after: Lsn,
-    mut info: stream::Info,
-) -> stream::Info {
-    let deadline = Instant::now() + MIRROR_WAIT;
-    tracing::info!(
-        stream = %opts.stream,
-        applied = after,
-        mirror_last = info.state.last_sequence,
-        "waiting for this region's mirror to copy the records this node has applied"
-    );
-    while info.state.last_sequence < after && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(mut s) = js.get_stream(&opts.stream).await {
-            if let Ok(i) = s.info().await {
-                info = i.clone();
-            }
-        }
-    }
-    info
-}
-
 fn ready(r: Result<Lsn>) -> AppendFuture {
     Box::pin(std::future::ready(r))
 }
@@ -591,7 +563,7 @@ fn boot_nonce() -> u64 {
 /// it. Each attempt waits for its acknowledgement; a lost acknowledgement
 /// (a server killed, a leader elected) is retried with the same id, which
 /// JetStream stores once.
-async fn publish_until_acknowledged(
+pub(super) async fn publish_until_acknowledged(
     js: &jetstream::Context,
     subject: &str,
     id: &str,
@@ -640,123 +612,6 @@ async fn publish_until_acknowledged(
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
         }
-    }
-}
-
-/// The claim check: puts the record in the shared archive under its
-/// SHA-256 (a retry puts the same object again), then publishes a pointer
-/// to it under the record's message id.
-#[allow(clippy::too_many_arguments)]
-async fn publish_claim(
-    js: &jetstream::Context,
-    subject: &str,
-    id: &str,
-    payload: Bytes,
-    store: &dyn ClaimStore,
-    prefix: &str,
-    limit: usize,
-    deadline: Instant,
-) -> Result<jetstream::publish::PublishAck> {
-    use sha2::Digest;
-    let key = format!("{prefix}/{}", hex::encode(sha2::Sha256::digest(&payload)));
-    let put = tokio::time::timeout_at(deadline.into(), store.put(&key, payload));
-    match put.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(Error::Unavailable(format!(
-                "putting a large record in the shared archive: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(Error::Unavailable(
-                "putting a large record in the shared archive timed out".into(),
-            ))
-        }
-    }
-    let ack =
-        publish_until_acknowledged(js, subject, id, Bytes::new(), Some(&key), limit, deadline)
-            .await?;
-    crate::metrics::CLAIMS.inc();
-    Ok(ack)
-}
-
-/// Fetches a claimed record from the shared archive and checks it against
-/// the SHA-256 its key names, retrying while the archive cannot be read
-/// (this node waits rather than skip a record); `None` when stopped or the
-/// record is gone (then the log has failed).
-async fn fetch_claim<A>(
-    store: Option<&dyn ClaimStore>,
-    key: &str,
-    seq: Lsn,
-    shared: &Shared<A>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Bytes> {
-    use sha2::Digest;
-    let Some(store) = store else {
-        shared.fail(format!(
-            "record {seq} is in the shared archive ({key}), and this node has no archive to read it from"
-        ));
-        return None;
-    };
-    let want = key.rsplit('/').next().unwrap_or_default();
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match store.get(key).await {
-            Ok(Some(bytes)) if hex::encode(sha2::Sha256::digest(&bytes)) == want => {
-                return Some(bytes)
-            }
-            Ok(Some(_)) => {
-                shared.fail(format!(
-                    "record {seq}'s object {key} in the shared archive does not match its checksum"
-                ));
-                return None;
-            }
-            Ok(None) => {
-                shared.fail(format!(
-                    "record {seq}'s object {key} is missing from the shared archive"
-                ));
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, key, seq, "cannot read a record from the shared archive; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return None,
-                }
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Removes claim objects older than the stream's history (plus an hour):
-/// no record still in the stream points at them. The node holding the
-/// maintenance lease sweeps.
-async fn sweep_claims(
-    store: Arc<dyn ClaimStore>,
-    lease: Lease,
-    prefix: String,
-    max_age: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut wait = Duration::from_secs(60);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        if !lease.held() {
-            wait = Duration::from_secs(60);
-            continue;
-        }
-        match store
-            .remove_older_than(&prefix, max_age + Duration::from_secs(3600))
-            .await
-        {
-            Ok(n) => crate::metrics::CLAIMS_REMOVED.inc_by(n as u64),
-            Err(e) => tracing::warn!(error = %e, "removing old claim objects"),
-        }
-        wait = Duration::from_secs(3600);
     }
 }
 
