@@ -225,10 +225,6 @@ enum Reserved {
     Shared(shared::Held),
 }
 
-/// How long an increment's append that may have been stored is tried
-/// again in a cluster (NATS failing over takes seconds).
-const APPEND_RETRY: Duration = Duration::from_secs(60);
-
 /// Whether a failed append surely stored nothing: refused before it was
 /// sent (a full queue or memory, a bad record, a stopping engine).
 fn surely_not_stored(e: &tally_engine::Error) -> bool {
@@ -486,28 +482,8 @@ impl CounterApp {
         let mut ticket = ticket;
         let appended = match (&mut ticket, &self.shared) {
             (Reserved::Shared(held), Some(rules)) => {
-                // In a cluster, an append that may have been stored (NATS
-                // failing over) is tried again under the same id, its
-                // reservation renewed before each try: stored once, and
-                // answered 200 once the log takes it, rather than 503 with
-                // the window spent.
-                let id = held.append_id();
-                let until = tokio::time::Instant::now() + APPEND_RETRY;
-                loop {
-                    let batch = vec![(event.stream().to_string(), event.to_batch(now))];
-                    match self.engine.ingest_all_once(batch, Some(&id)).await {
-                        Err(e)
-                            if e.may_have_been_stored()
-                                && tokio::time::Instant::now() < until
-                                && rules.renew(held, now_us()).await =>
-                        {
-                            metrics::APPEND_RETRIES.inc();
-                            tracing::warn!(error = %e, counter = name, "an increment's append may not have been stored; trying again under its id");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                        other => break other,
-                    }
-                }
+                let batch = || vec![(event.stream().to_string(), event.to_batch(now))];
+                rules.append(&self.engine, held, batch).await
             }
             _ => {
                 self.engine

@@ -61,7 +61,39 @@ impl Held {
     }
 }
 
+/// How long an increment's append that may have been stored is tried
+/// again (NATS failing over takes seconds).
+const APPEND_RETRY: Duration = Duration::from_secs(60);
+
 impl SharedRules {
+    /// Appends the increment `held` reserves. An append that may have
+    /// been stored (NATS failing over) is tried again under the same id,
+    /// the reservation renewed before each try: stored once, and answered
+    /// once the log takes it, rather than failing with the window spent.
+    pub(super) async fn append(
+        &self,
+        engine: &Engine,
+        held: &mut Held,
+        batch: impl Fn() -> Vec<(String, tally_ingest::Batch)>,
+    ) -> tally_engine::Result<tally_engine::Receipt> {
+        let id = held.append_id();
+        let until = tokio::time::Instant::now() + APPEND_RETRY;
+        loop {
+            match engine.ingest_all_once(batch(), Some(&id)).await {
+                Err(e)
+                    if e.may_have_been_stored()
+                        && tokio::time::Instant::now() < until
+                        && self.renew(held, super::now_us()).await =>
+                {
+                    super::metrics::APPEND_RETRIES.inc();
+                    tracing::warn!(error = %e, "an increment's append may not have been stored; trying again under its id");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Keeps a reservation whose increment's append is tried again (NATS
     /// failing over): it lives another window plus the longest a try can
     /// take from now, so it cannot lapse while the next try may still be
