@@ -61,6 +61,10 @@ impl Held {
     }
 }
 
+/// Reads and revision-checked writes one count may take before its caller
+/// is told to retry (about two seconds of pauses at most).
+const COUNT_TRIES: u32 = 20;
+
 /// How long an increment's append that may have been stored is tried
 /// again (NATS failing over takes seconds).
 const APPEND_RETRY: Duration = Duration::from_secs(60);
@@ -278,7 +282,16 @@ impl SharedRules {
     ) -> Result<(), CounterError> {
         let key = key(kind, &[subject]);
         let period = self.limits.max_age().as_micros() as i64;
-        for _ in 0..8 {
+        // Concurrent counts of one subject (several attempts from one
+        // address through several nodes) conflict; each loser reads again
+        // after a short random pause, so they spread out instead of
+        // colliding again (a read may also come from a replica a moment
+        // behind the last write).
+        for attempt in 0..COUNT_TRIES {
+            if attempt > 0 {
+                let pause = rand::random::<u64>() % (10 * u64::from(attempt)) + 5;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
             let entry = self.limits.get(&key).await.map_err(unavailable)?;
             let (revision, count) = match &entry {
                 Some(e) => (e.revision, parse_count(&e.value)),
